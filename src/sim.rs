@@ -1,0 +1,1 @@
+//! Simulated nRF91 modems on pseudo-terminals, driven by the tests, `nrfca sim` and the demo.
