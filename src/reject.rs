@@ -156,7 +156,8 @@ mod tests {
             let s = c.as_str();
             assert!(seen.insert(s), "duplicate code {s}");
             assert!(
-                s.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-'),
+                s.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'),
                 "{s}"
             );
             assert_eq!(RejectCode::parse(s), Some(c));

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 pub mod audit;
 pub mod ca;
 pub mod common;
+pub mod gen;
 pub mod inspect;
 pub mod sign;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Run simulated nRF91 modems on pseudo-terminals until interrupted.
     #[cfg(feature = "bench")]
     Sim(sim::SimArgs),
+    /// Generate realistic KEYGEN requests from simulated modem keys (tests, benchmarks).
+    #[command(hide = true)]
+    Gen(gen::GenArgs),
     /// Run the whole flow (CA, export, sign, import, audit) on simulated modems, narrated.
     #[cfg(feature = "bench")]
     Demo(demo::DemoArgs),
@@ -68,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Gen(args) => gen::run(args),
         #[cfg(feature = "bench")]
         Command::Bench(cmd) => bench::run(cmd),
         #[cfg(feature = "bench")]
