@@ -70,6 +70,8 @@ pub enum DbError {
     Sqlite(rusqlite::Error),
     /// The database was written by a newer nrfca.
     NewerSchema(i64),
+    /// `ca.db` does not exist where an existing CA was expected.
+    Missing(std::path::PathBuf),
 }
 
 impl std::fmt::Display for DbError {
@@ -77,6 +79,7 @@ impl std::fmt::Display for DbError {
         match self {
             DbError::Sqlite(e) => write!(f, "CA database error: {e}; check that ca.db is not open elsewhere and the disk is writable"),
             DbError::NewerSchema(v) => write!(f, "ca.db has schema version {v}, newer than this nrfca ({SCHEMA_VERSION}); upgrade nrfca"),
+            DbError::Missing(p) => write!(f, "{} does not exist; check --ca-dir, or create a CA with `nrfca ca init`", p.display()),
         }
     }
 }
@@ -85,7 +88,7 @@ impl std::error::Error for DbError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             DbError::Sqlite(e) => Some(e),
-            DbError::NewerSchema(_) => None,
+            DbError::NewerSchema(_) | DbError::Missing(_) => None,
         }
     }
 }
@@ -123,6 +126,14 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         Some(_) => {}
     }
     Ok(conn)
+}
+
+/// Open an existing `ca.db` (as [`open`]), refusing to create a new one.
+pub fn open_existing(path: &Path) -> Result<Connection, DbError> {
+    if !path.is_file() {
+        return Err(DbError::Missing(path.to_path_buf()));
+    }
+    open(path)
 }
 
 #[cfg(test)]
