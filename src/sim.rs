@@ -1,1 +1,85 @@
 //! Simulated nRF91 modems on pseudo-terminals, driven by the tests, `nrfca sim` and the demo.
+//!
+//! Each modem is an AT command [`engine`] (pure: bytes in, reply out) behind the AT host
+//! receiver and reply [`framing`], with its credential [`storage`], [`identity`] and
+//! [`profile`], on its own [`pty`] served by a thread of the [`Simulator`]. [`fault`]s make
+//! it misbehave the way real benches do; [`state`] keeps modems across runs.
+//! User documentation: `docs/simulator.md`.
+//!
+//! ```no_run
+//! use nrfca::sim::{Fault, SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig { count: 4, ..SimConfig::default() })?;
+//! sim.set_faults(2, vec![Fault::LostFinal]);   // only modem 2 misbehaves, once
+//! for port in sim.ports() { println!("{}", port.display()); }
+//! let snap = sim.snapshot(0);
+//! println!("{} {}", snap.imei, snap.uuid);
+//! sim.shutdown()?;
+//! # Ok::<(), nrfca::sim::SimError>(())
+//! ```
+
+pub mod engine;
+pub mod fault;
+pub mod framing;
+pub mod identity;
+pub mod profile;
+pub mod pty;
+pub mod rng;
+pub mod simulator;
+pub mod state;
+pub mod storage;
+
+pub use fault::{Fault, FaultSpec};
+pub use profile::{Latency, Profile};
+pub use simulator::{Credential, ModemSnapshot, SimConfig, Simulator};
+pub use storage::Origin;
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why the simulator could not start or save.
+#[derive(Debug)]
+pub enum SimError {
+    /// A pseudo-terminal could not be created or configured.
+    Pty(String),
+    /// The state file is unreadable, malformed or could not be written.
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A symlink in the link directory could not be made.
+    LinkDir {
+        /// The link or directory.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A modem identity could not be created or loaded.
+    Identity(String),
+    /// The configuration is not usable.
+    Config(String),
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::Pty(e) => write!(
+                f,
+                "cannot create a pseudo-terminal ({e}); check /dev/ptmx exists and /dev/pts is mounted"
+            ),
+            SimError::State { path, msg } => write!(
+                f,
+                "simulator state file {}: {msg}; fix or delete it (it only holds simulated modems)",
+                path.display()
+            ),
+            SimError::LinkDir { path, msg } => {
+                write!(f, "link {}: {msg}", path.display())
+            }
+            SimError::Identity(e) => write!(f, "cannot create a simulated modem identity: {e}"),
+            SimError::Config(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
