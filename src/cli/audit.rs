@@ -1,20 +1,296 @@
 //! `nrfca audit verify | show | export`.
 
-use super::common::{not_yet, CliResult};
-use clap::Subcommand;
+use super::common::{operator, print_json, CliResult, Outcome};
+use clap::{Args, Subcommand, ValueEnum};
+use nrfca::signer::audit::{self, ExportFormat, Filter, Record, VerifyReport};
+use std::path::PathBuf;
+use time::OffsetDateTime;
 
 /// Audit subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Check the hash chain and CA-signed checkpoints.
-    Verify {},
-    /// Review the log.
-    Show {},
-    /// Write a standalone, verifiable copy.
-    Export {},
+    /// Check the hash chain, the sequence and the CA-signed checkpoints (and, with --ca-dir,
+    /// that issued certificates and audit records agree); print record count and head hash.
+    #[command(
+        after_help = "Example:\n  nrfca audit verify --ca-dir /media/ca\n  nrfca audit verify --file audit-2025-06.jsonl --ca-cert ca.pem --json\n\nExit 0: intact. Exit 2: the first bad record is named."
+    )]
+    Verify(VerifyArgs),
+    /// Review the log (a table; --json or --csv for machines).
+    #[command(
+        after_help = "Example:\n  nrfca audit show --ca-dir /media/ca --device 50503041-3633-4261-803d-1e2b8f70111a\n  nrfca audit show --ca-dir /media/ca --since 2025-06-01 --event request-rejected --csv"
+    )]
+    Show(ShowArgs),
+    /// Write a standalone copy that verifies alone against ca.pem.
+    #[command(
+        after_help = "Example:\n  nrfca audit export --ca-dir /media/ca --out audit-2025-06.jsonl\n  nrfca audit verify --file audit-2025-06.jsonl --ca-cert /media/ca/ca.pem"
+    )]
+    Export(ExportArgs),
+}
+
+/// Arguments of `audit verify`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["ca_dir", "file"])))]
+pub struct VerifyArgs {
+    /// CA directory (verifies ca.db against ca.pem).
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// An exported log (JSONL or CSV).
+    #[arg(long, value_name = "LOG", requires = "ca_cert")]
+    pub file: Option<PathBuf>,
+    /// The CA certificate to check an exported log against.
+    #[arg(long, value_name = "PEM", requires = "file")]
+    pub ca_cert: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `audit show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Only records about this device (UUID or certificate CN).
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// Only records of this batch.
+    #[arg(long, value_name = "ID")]
+    pub batch: Option<String>,
+    /// Only records at or after this time (RFC 3339, or YYYY-MM-DD = that day's start, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only records at or before this time (RFC 3339, or YYYY-MM-DD = that day's end, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only records with this event name (e.g. certificate-issued, request-rejected).
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// JSON array on stdout.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV on stdout (same columns as `audit export --format csv`).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// Export format flag.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// One JSON record per line.
+    Jsonl,
+    /// CSV with a header.
+    Csv,
+}
+
+/// Arguments of `audit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// File to write (must not exist).
+    #[arg(long, value_name = "LOG")]
+    pub out: PathBuf,
+    /// File format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: FormatArg,
+    /// Name recorded in the audit log (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run an audit subcommand.
-pub fn run(_cmd: AuditCmd) -> CliResult {
-    not_yet("audit")
+pub fn run(cmd: AuditCmd) -> CliResult {
+    match cmd {
+        AuditCmd::Verify(a) => verify(a),
+        AuditCmd::Show(a) => show(a),
+        AuditCmd::Export(a) => {
+            let format = match a.format {
+                FormatArg::Jsonl => ExportFormat::Jsonl,
+                FormatArg::Csv => ExportFormat::Csv,
+            };
+            let s = audit::export(&a.ca_dir, &a.out, format, &operator(a.operator))?;
+            if a.json {
+                print_json(&s)?;
+            } else {
+                eprintln!(
+                    "exported {} records to {} (head {}, sha256 {}); recorded as audit record {}",
+                    s.records,
+                    s.out.display(),
+                    s.head_hash,
+                    s.sha256,
+                    s.export_record_seq
+                );
+                eprintln!(
+                    "check it anywhere with: nrfca audit verify --file {} --ca-cert ca.pem",
+                    s.out.display()
+                );
+            }
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn verify(a: VerifyArgs) -> CliResult {
+    let report: VerifyReport = match (&a.ca_dir, &a.file, &a.ca_cert) {
+        (Some(dir), None, None) => audit::verify_db(dir)?,
+        (None, Some(file), Some(cert)) => audit::verify_file(file, cert)?,
+        _ => return Err("give either --ca-dir DIR, or --file LOG with --ca-cert CA.pem".into()),
+    };
+    if a.json {
+        print_json(&report)?;
+    } else {
+        eprintln!("records      {}", report.records);
+        eprintln!("head hash    {}", report.head_hash);
+        eprintln!("CA sha256    {}", report.ca_fingerprint);
+        eprintln!(
+            "signed to    record {} (last valid checkpoint)",
+            report.last_checkpoint_seq
+        );
+        if report.unsigned_tail > 0 {
+            eprintln!(
+                "unsigned     {} record(s) after the last checkpoint (chained, not yet signed by the CA)",
+                report.unsigned_tail
+            );
+        }
+    }
+    match &report.first_bad {
+        None => {
+            if !a.json {
+                eprintln!("audit log intact");
+            }
+            Ok(Outcome::Done)
+        }
+        Some(f) => Err(format!(
+            "audit log TAMPERED or damaged at record {}: {}; restore ca.db from a backup and investigate",
+            f.seq, f.problem
+        )
+        .into()),
+    }
+}
+
+fn parse_time(s: &str, end_of_day: bool) -> Result<OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let d = time::Date::parse(s, &fmt).map_err(|_| {
+        format!("`{s}` is not a time: use RFC 3339 (2025-06-01T12:00:00Z) or a date (2025-06-01)")
+    })?;
+    let t = if end_of_day {
+        d.with_hms_milli(23, 59, 59, 999)
+    } else {
+        d.with_hms(0, 0, 0)
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(t.assume_utc())
+}
+
+fn show(a: ShowArgs) -> CliResult {
+    let filter = Filter {
+        device: a.device,
+        batch: a.batch,
+        since: a
+            .since
+            .as_deref()
+            .map(|s| parse_time(s, false))
+            .transpose()?,
+        until: a
+            .until
+            .as_deref()
+            .map(|s| parse_time(s, true))
+            .transpose()?,
+        event: a.event,
+    };
+    let records = audit::show(&a.ca_dir, &filter)?;
+    if a.json {
+        print_json(&records)?;
+    } else if a.csv {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(std::io::stdout().lock());
+        w.write_record([
+            "seq",
+            "time",
+            "operator",
+            "event",
+            "details",
+            "prev_hash",
+            "hash",
+        ])?;
+        for r in &records {
+            w.write_record([
+                r.seq.to_string(),
+                r.time.clone(),
+                r.operator.clone(),
+                r.event.clone(),
+                audit::canonical_json(&r.details),
+                r.prev_hash.clone(),
+                r.hash.clone(),
+            ])?;
+        }
+        w.flush()?;
+    } else {
+        print!("{}", table(&records));
+        eprintln!("{} record(s)", records.len());
+    }
+    Ok(Outcome::Done)
+}
+
+/// One-line summary of the details: `key=value` pairs, long hex shortened.
+fn summary(r: &Record) -> String {
+    let Some(map) = r.details.as_object() else {
+        return r.details.to_string();
+    };
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    let mut parts = Vec::new();
+    for k in keys {
+        let v = &map[k];
+        let text = match v {
+            serde_json::Value::String(s) => {
+                if s.len() > 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    format!("{}…", &s[..12])
+                } else if k == "signature" {
+                    "(sig)".to_string()
+                } else {
+                    s.clone()
+                }
+            }
+            serde_json::Value::Null => continue,
+            other => other.to_string(),
+        };
+        parts.push(format!("{k}={text}"));
+    }
+    parts.join(" ")
+}
+
+fn table(records: &[Record]) -> String {
+    let mut out = String::new();
+    let op_w = records
+        .iter()
+        .map(|r| r.operator.chars().count())
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 20);
+    out.push_str(&format!(
+        "{:>6}  {:<24}  {:<op_w$}  {:<20}  {}\n",
+        "SEQ", "TIME", "OPERATOR", "EVENT", "DETAILS"
+    ));
+    for r in records {
+        out.push_str(&format!(
+            "{:>6}  {:<24}  {:<op_w$}  {:<20}  {}\n",
+            r.seq,
+            r.time,
+            r.operator,
+            r.event,
+            summary(r)
+        ));
+    }
+    out
 }

@@ -1,20 +1,192 @@
 //! `nrfca ca init | import | show`.
 
-use super::common::{not_yet, CliResult};
-use clap::Subcommand;
+use super::common::{operator, print_json, resolve_new_passphrase, CliResult, Outcome};
+use clap::{Args, Subcommand};
+use nrfca::signer::ca::{self, CaInfo, InitOptions};
+use nrfca::signer::secret::Protection;
+use std::path::PathBuf;
 
 /// CA subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CaCmd {
     /// Create a new P-256 CA: D/ca.pem, D/ca.key.age (0600), D/ca.db.
-    Init {},
+    #[command(
+        after_help = "Example:\n  nrfca ca init --ca-dir /media/ca --subject \"CN=Acme Device CA,O=Acme,C=NO\"\n  nrfca ca init --ca-dir ca --subject \"CN=Acme Device CA\" --recipient age1... --recipient age1..."
+    )]
+    Init(InitArgs),
     /// Adopt a CA made by Nordic's create_ca_cert (plaintext key), encrypting its key.
-    Import {},
+    #[command(
+        after_help = "Example:\n  nrfca ca import --ca-dir /media/ca --cert ./0x3ebf..._ca.pem --key ./0x3ebf..._prv.pem\n\nAfterwards destroy the plaintext key file (shred -u PRV.pem)."
+    )]
+    Import(ImportArgs),
     /// Show subject, fingerprint, validity, key protection, counts.
-    Show {},
+    #[command(after_help = "Example:\n  nrfca ca show --ca-dir /media/ca --json")]
+    Show(ShowArgs),
+}
+
+/// How the new key file is protected (shared by init and import).
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    /// Encrypt the CA key to this age X25519 public key (age1...) instead of a passphrase;
+    /// repeat for several holders (any one can unlock with --identity).
+    #[arg(long, value_name = "AGE_PUBKEY")]
+    pub recipient: Vec<String>,
+    /// File whose first line is the new passphrase (else $NRFCA_PASSPHRASE, else asked twice
+    /// on the terminal).
+    #[arg(long, value_name = "FILE", conflicts_with = "recipient")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Name recorded in the audit log (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ProtectArgs {
+    fn protection(&self) -> Result<Protection, Box<dyn std::error::Error>> {
+        if !self.recipient.is_empty() {
+            return Ok(Protection::Recipients(self.recipient.clone()));
+        }
+        Ok(Protection::Passphrase(resolve_new_passphrase(
+            self.passphrase_file.as_deref(),
+        )?))
+    }
+}
+
+/// Arguments of `ca init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// CA directory to create (must not hold ca.pem, ca.key.age or ca.db).
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Subject, most specific first: "CN=Acme Device CA,O=Acme,C=NO" (CN, O, OU, L, ST, C).
+    #[arg(long, value_name = "DN")]
+    pub subject: String,
+    /// Validity of the CA certificate in days.
+    #[arg(long, default_value_t = ca::DEFAULT_DAYS)]
+    pub days: u32,
+    #[command(flatten)]
+    pub protect: ProtectArgs,
+}
+
+/// Arguments of `ca import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// CA directory to create (must not hold ca.pem, ca.key.age or ca.db).
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// The CA certificate (PEM), e.g. create_ca_cert's <serial>_ca.pem.
+    #[arg(long, value_name = "PEM")]
+    pub cert: PathBuf,
+    /// The plaintext private key (PEM, PKCS#8 or SEC1), e.g. <serial>_prv.pem.
+    #[arg(long, value_name = "PEM")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub protect: ProtectArgs,
+}
+
+/// Arguments of `ca show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run a CA subcommand.
-pub fn run(_cmd: CaCmd) -> CliResult {
-    not_yet("ca")
+pub fn run(cmd: CaCmd) -> CliResult {
+    match cmd {
+        CaCmd::Init(a) => {
+            let protection = a.protect.protection()?;
+            let opts = InitOptions {
+                subject: a.subject,
+                days: a.days,
+                protection,
+                operator: operator(a.protect.operator.clone()),
+            };
+            let info = ca::init(&a.ca_dir, &opts)?;
+            if a.protect.json {
+                print_json(&info)?;
+            } else {
+                eprintln!("CA created in {}", a.ca_dir.display());
+                eprint!("{}", render(&info));
+                eprintln!(
+                    "Next: back up {} (and, separately, its passphrase or identity); give {} to the bench (`bench import --trust`).",
+                    a.ca_dir.join(ca::CA_KEY).display(),
+                    a.ca_dir.join(ca::CA_PEM).display()
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        CaCmd::Import(a) => {
+            let protection = a.protect.protection()?;
+            let info = ca::import(
+                &a.ca_dir,
+                &a.cert,
+                &a.key,
+                &protection,
+                &operator(a.protect.operator.clone()),
+            )?;
+            if a.protect.json {
+                print_json(&info)?;
+            } else {
+                eprintln!("CA imported into {}", a.ca_dir.display());
+                eprint!("{}", render(&info));
+                eprintln!(
+                    "Next: destroy the plaintext key (shred -u {}) and back up {}.",
+                    a.key.display(),
+                    a.ca_dir.join(ca::CA_KEY).display()
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        CaCmd::Show(a) => {
+            let info = ca::show(&a.ca_dir)?;
+            if a.json {
+                print_json(&info)?;
+            } else {
+                print!("{}", render(&info));
+            }
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// Human rendering of [`CaInfo`].
+fn render(info: &CaInfo) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: &str| s.push_str(&format!("  {k:<12} {v}\n"));
+    line("subject", &info.subject);
+    line("serial", &info.serial);
+    line("sha256", &info.fingerprint);
+    line(
+        "valid",
+        &format!("{} to {}", info.not_before, info.not_after),
+    );
+    line(
+        "key",
+        &format!("{} (unlock with {})", info.key_protection, info.unlock_with),
+    );
+    line(
+        "issued",
+        &format!(
+            "{} certificates in {} batches, {} rejected",
+            info.issued, info.batches, info.rejected
+        ),
+    );
+    line(
+        "audit",
+        &format!(
+            "{} records, head {}",
+            info.audit_records, info.audit_head_hash
+        ),
+    );
+    for w in &info.warnings {
+        line("warning", w);
+    }
+    s
 }

@@ -115,10 +115,10 @@ impl fmt::Display for AuditError {
 impl std::error::Error for AuditError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AuditError::Db(e) => Some(e),
-            AuditError::Open(e) => Some(e),
-            AuditError::Io { source, .. } => Some(source),
-            AuditError::Sign(e) => Some(e),
+            // Display already includes the wrapped error's text; forward only deeper causes.
+            AuditError::Open(e) => e.source(),
+            AuditError::Sign(e) => e.source(),
+            AuditError::Ca(e) => e.source(),
             _ => None,
         }
     }

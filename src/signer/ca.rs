@@ -118,12 +118,11 @@ impl fmt::Display for CaError {
 impl std::error::Error for CaError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CaError::Io { source, .. } => Some(source),
+            // Display already includes the wrapped error's text; forward only deeper causes.
             CaError::Secret(e) => e.source(),
-            CaError::Db(e) => Some(e),
-            CaError::Sqlite(e) => Some(e),
-            CaError::Audit(e) => Some(e),
-            CaError::Crypto(e) => Some(e),
+            CaError::Db(e) => e.source(),
+            CaError::Audit(e) => e.source(),
+            CaError::Crypto(e) => e.source(),
             _ => None,
         }
     }

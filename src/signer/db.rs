@@ -87,8 +87,8 @@ impl std::fmt::Display for DbError {
 impl std::error::Error for DbError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            DbError::Sqlite(e) => Some(e),
-            DbError::NewerSchema(_) | DbError::Missing(_) => None,
+            // Display already includes the SQLite message.
+            DbError::Sqlite(_) | DbError::NewerSchema(_) | DbError::Missing(_) => None,
         }
     }
 }

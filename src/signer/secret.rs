@@ -168,8 +168,8 @@ impl fmt::Display for SecretError {
 impl std::error::Error for SecretError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SecretError::Io { source, .. } => Some(source),
-            SecretError::Crypto(e) => Some(e),
+            // Display already includes the wrapped error's text.
+            SecretError::Crypto(e) => e.source(),
             _ => None,
         }
     }
@@ -344,64 +344,65 @@ pub fn parse_recipients(recipients: &[String]) -> Result<Vec<age::x25519::Recipi
 /// Encrypt `plaintext` (the CA's PKCS#8) with age, ASCII-armored. Passphrases use scrypt at
 /// age's calibrated work factor (about one second here), never below 2^[`MIN_SCRYPT_LOG_N`].
 pub fn encrypt(plaintext: &[u8], protection: &Protection) -> Result<Vec<u8>, SecretError> {
-    let encryptor = match protection {
+    match protection {
         Protection::Passphrase(p) => {
             if p.expose_secret().is_empty() {
                 return Err(SecretError::EmptyPassphrase);
             }
+            // age calibrates the work factor to about 1 s on this machine; on a slow or odd
+            // machine that could be cheap to brute force, so enforce a floor.
+            let r = age::scrypt::Recipient::new(p.clone());
+            let out = encrypt_to(plaintext, &[&r as &dyn age::Recipient])?;
+            if scrypt_log_n(&out).is_some_and(|n| n >= MIN_SCRYPT_LOG_N) {
+                return Ok(out);
+            }
             let mut r = age::scrypt::Recipient::new(p.clone());
-            // age calibrates the work factor to about 1 s; enforce a floor on slow or
-            // odd machines so the file is never cheap to brute force.
-            let calibrated = calibrated_log_n();
-            r.set_work_factor(calibrated.max(MIN_SCRYPT_LOG_N));
-            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
-                .map_err(|e| SecretError::Encrypt(e.to_string()))?
+            r.set_work_factor(MIN_SCRYPT_LOG_N);
+            encrypt_to(plaintext, &[&r as &dyn age::Recipient])
         }
         Protection::Recipients(list) => {
             let parsed = parse_recipients(list)?;
-            age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
-                .map_err(|e| SecretError::Encrypt(e.to_string()))?
+            let refs: Vec<&dyn age::Recipient> =
+                parsed.iter().map(|r| r as &dyn age::Recipient).collect();
+            encrypt_to(plaintext, &refs)
         }
-    };
+    }
+}
+
+fn encrypt_to(
+    plaintext: &[u8],
+    recipients: &[&dyn age::Recipient],
+) -> Result<Vec<u8>, SecretError> {
+    let enc = |e: &dyn std::fmt::Display| SecretError::Encrypt(e.to_string());
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().copied()).map_err(|e| enc(&e))?;
     let mut out = Vec::new();
     let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-        .map_err(|e| SecretError::Encrypt(e.to_string()))?;
-    let mut w = encryptor
-        .wrap_output(armor)
-        .map_err(|e| SecretError::Encrypt(e.to_string()))?;
-    w.write_all(plaintext)
-        .map_err(|e| SecretError::Encrypt(e.to_string()))?;
-    let armor = w
-        .finish()
-        .map_err(|e| SecretError::Encrypt(e.to_string()))?;
-    armor
-        .finish()
-        .map_err(|e| SecretError::Encrypt(e.to_string()))?;
+        .map_err(|e| enc(&e))?;
+    let mut w = encryptor.wrap_output(armor).map_err(|e| enc(&e))?;
+    w.write_all(plaintext).map_err(|e| enc(&e))?;
+    let armor = w.finish().map_err(|e| enc(&e))?;
+    armor.finish().map_err(|e| enc(&e))?;
     Ok(out)
 }
 
-/// age's own work-factor calibration (~1 s on this machine), read from the header of a tiny
-/// probe encryption so we follow age rather than re-implementing its timing loop.
-fn calibrated_log_n() -> u8 {
-    let r = age::scrypt::Recipient::new(SecretString::from("probe".to_string()));
-    let Ok(enc) = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
-    else {
-        return MIN_SCRYPT_LOG_N;
-    };
-    let mut out = Vec::new();
-    if enc.wrap_output(&mut out).is_err() {
-        return MIN_SCRYPT_LOG_N;
-    }
-    // Header line: "-> scrypt <salt> <log_n>"
-    let text = String::from_utf8_lossy(&out);
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("-> scrypt ") {
-            if let Some(n) = rest.split(' ').nth(1).and_then(|n| n.parse::<u8>().ok()) {
-                return n;
-            }
+/// The scrypt work factor (log2 N) in an age file's header, if it has an scrypt stanza.
+pub fn scrypt_log_n(ciphertext: &[u8]) -> Option<u8> {
+    // Read the binary header through the armor.
+    let mut r = age::armor::ArmoredReader::new(ciphertext);
+    let mut head = vec![0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(head.get_mut(n..)?) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
         }
     }
-    MIN_SCRYPT_LOG_N
+    let text = String::from_utf8_lossy(head.get(..n)?);
+    text.lines()
+        .find_map(|l| l.strip_prefix("-> scrypt "))
+        .and_then(|rest| rest.split(' ').nth(1))
+        .and_then(|v| v.trim().parse::<u8>().ok())
 }
 
 /// What kind of recipient an age file is encrypted to (read from its header, no secret needed).
