@@ -1,6 +1,8 @@
 //! `nrfca ca init | import | show`.
 
-use super::common::{operator, print_json, resolve_new_passphrase, CliResult, Outcome};
+use super::common::{
+    operator, print_json, resolve_new_passphrase, CliResult, Outcome, UnlockArgs,
+};
 use clap::{Args, Subcommand};
 use nrfca::signer::ca::{self, CaInfo, InitOptions};
 use nrfca::signer::secret::Protection;
@@ -22,6 +24,23 @@ pub enum CaCmd {
     /// Show subject, fingerprint, validity, key protection, counts.
     #[command(after_help = "Example:\n  nrfca ca show --ca-dir /media/ca --json")]
     Show(ShowArgs),
+    /// Unlock the CA key and check it matches ca.pem (test a passphrase, identity or backup);
+    /// records key-unlocked or unlock-failed in the audit log.
+    #[command(after_help = "Example:\n  nrfca ca verify-key --ca-dir /media/ca\n  nrfca ca verify-key --ca-dir /media/ca --identity ~/officer.agekey")]
+    VerifyKey(VerifyKeyArgs),
+}
+
+/// Arguments of `ca verify-key`.
+#[derive(Debug, Args)]
+pub struct VerifyKeyArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How the new key file is protected (shared by init and import).
@@ -140,6 +159,24 @@ pub fn run(cmd: CaCmd) -> CliResult {
                     "Next: destroy the plaintext key (shred -u {}) and back up {}.",
                     a.key.display(),
                     a.ca_dir.join(ca::CA_KEY).display()
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        CaCmd::VerifyKey(a) => {
+            let unlock = a.unlock.unlock()?;
+            let u = ca::unlock(&a.ca_dir, &unlock, &a.unlock.operator())?;
+            if a.json {
+                print_json(&serde_json::json!({
+                    "ok": true,
+                    "fingerprint": u.cert.fingerprint,
+                    "subject": u.cert.subject,
+                }))?;
+            } else {
+                eprintln!(
+                    "the CA key unlocks and matches {} (sha256 {})",
+                    a.ca_dir.join(ca::CA_PEM).display(),
+                    u.cert.fingerprint
                 );
             }
             Ok(Outcome::Done)
