@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Signing-speed and bench-parallelism benchmark (SPEC §9). Prints a table of devices/s for
+# nrfca sign, the Python peer (shared/bench/peer_inprocess.py) and the machine's ECDSA limit
+# (`openssl speed -multi $(nproc) ecdsap256`), the ratios, and peak RSS, all in one run.
+#
+#   scripts/bench.sh [N ...]            default: 10000 100000
+#   PEER=path/to/peer_inprocess.py      default: ../shared/bench/peer_inprocess.py
+#   PYTHON=python-with-cryptography     default: $NRFCA_VENV/bin/python, /work/venv/bin/python, python3
+#   MODEMS="1 8"                        simulated-modem provisioning timing (set MODEMS= to skip)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+NS=("$@"); [ ${#NS[@]} -gt 0 ] || NS=(10000 100000)
+PEER=${PEER:-$ROOT/../shared/bench/peer_inprocess.py}
+VENV=${NRFCA_VENV:-/work/venv}
+PYTHON=${PYTHON:-$( [ -x "$VENV/bin/python" ] && echo "$VENV/bin/python" || echo python3 )}
+MODEMS=${MODEMS-"1 8"}
+W=$(mktemp -d /tmp/nrfca-bench.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+
+cargo build --release --quiet
+BIN=$ROOT/target/release/nrfca
+CORES=$(nproc)
+
+# time_rss CMD... -> prints "<seconds> <peak RSS MB>" of the command, its output to $W/log
+time_rss() {
+  /usr/bin/time -f "%e %M" -o "$W/time" "$@" >>"$W/log" 2>&1 || { echo "failed: $*" >&2; tail -20 "$W/log" >&2; exit 1; }
+  awk '{ printf "%s %.1f", $1, $2/1024 }' "$W/time"
+}
+
+echo "machine: $(uname -m), $CORES cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "nrfca:   $($BIN --version)"
+echo
+
+# The machine's ECDSA limit: one verify + one sign per device, on all cores.
+read -r SIGN VERIFY < <(openssl speed -seconds 3 -multi "$CORES" ecdsap256 2>/dev/null \
+  | awk '/nistp256/ { print $(NF-1), $NF }' | tail -1)
+LIMIT=$(awk -v s="$SIGN" -v v="$VERIFY" 'BEGIN { printf "%.0f", 1/(1/s + 1/v) }')
+echo "openssl speed -multi $CORES ecdsap256: sign $SIGN/s verify $VERIFY/s -> limit $LIMIT devices/s"
+echo
+
+# Our CA, unlocked with an age X25519 identity (age-keygen, Debian package `age`) so the table
+# measures signing, not the deliberate ~1 s scrypt of a passphrase unlock.
+if command -v age-keygen >/dev/null 2>&1; then
+  age-keygen -o "$W/id.txt" 2>/dev/null
+  RECIP=$(age-keygen -y "$W/id.txt")
+  $BIN ca init --ca-dir "$W/ca" --subject "CN=nrfca bench CA,O=nrfca" --recipient "$RECIP" >>"$W/log" 2>&1
+  UNLOCK=(--identity "$W/id.txt")
+  UNLOCK_NOTE="age X25519 identity"
+else
+  export NRFCA_PASSPHRASE=bench
+  $BIN ca init --ca-dir "$W/ca" --subject "CN=nrfca bench CA,O=nrfca" >>"$W/log" 2>&1
+  UNLOCK=()
+  UNLOCK_NOTE="passphrase (includes one scrypt unlock, about 1 s)"
+fi
+
+# The peer's CA (plaintext key, as the peer expects).
+openssl ecparam -name prime256v1 -genkey -noout -out "$W/peer-ca.key" 2>/dev/null
+openssl req -x509 -new -key "$W/peer-ca.key" -subj "/CN=peer ca" -days 3650 -out "$W/peer-ca.pem" 2>/dev/null
+
+printf '%-8s %12s %12s %12s %9s %9s %10s %10s\n' N "nrfca dev/s" "peer dev/s" "limit dev/s" ours/peer ours/limit "nrfca MB" "peer MB"
+for N in "${NS[@]}"; do
+  $BIN gen --count "$N" --format lines --out "$W/req-$N.txt" >>"$W/log" 2>&1
+  read -r T_OURS RSS_OURS < <(time_rss $BIN sign --ca-dir "$W/ca" "${UNLOCK[@]}" --out "$W/bundle-$N" "$W/req-$N.txt")
+  read -r T_PEER RSS_PEER < <(time_rss "$PYTHON" "$PEER" "$W/req-$N.txt" "$W/peer-$N" "$W/peer-ca.pem" "$W/peer-ca.key")
+  awk -v n="$N" -v to="$T_OURS" -v tp="$T_PEER" -v lim="$LIMIT" -v ro="$RSS_OURS" -v rp="$RSS_PEER" 'BEGIN {
+    o = n / to; p = n / tp;
+    printf "%-8d %12.0f %12.0f %12.0f %8.2fx %8.2fx %10.1f %10.1f\n", n, o, p, lim, o / p, o / lim, ro, rp }'
+  rm -rf "$W/peer-$N" "$W/bundle-$N"
+done
+echo "(nrfca unlock: $UNLOCK_NOTE; times are whole-process wall clock)"
+
+if [ -n "$MODEMS" ]; then
+  echo
+  printf '%-8s %10s %10s\n' modems seconds ratio
+  BASE=""
+  for M in $MODEMS; do
+    T=$($BIN demo --devices "$M" --latency realistic --dir "$W/demo-$M" --timing-only 2>>"$W/log" | tail -1)
+    [ -n "$BASE" ] || BASE=$T
+    awk -v m="$M" -v t="$T" -v b="$BASE" 'BEGIN { printf "%-8d %10.2f %9.2fx\n", m, t, t / b }'
+  done
+fi
