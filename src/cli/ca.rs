@@ -1,8 +1,6 @@
 //! `nrfca ca init | import | show`.
 
-use super::common::{
-    operator, print_json, resolve_new_passphrase, CliResult, Outcome, UnlockArgs,
-};
+use super::common::{operator, print_json, resolve_new_passphrase, CliResult, Outcome, UnlockArgs};
 use clap::{Args, Subcommand};
 use nrfca::signer::ca::{self, CaInfo, InitOptions};
 use nrfca::signer::secret::Protection;
@@ -26,7 +24,9 @@ pub enum CaCmd {
     Show(ShowArgs),
     /// Unlock the CA key and check it matches ca.pem (test a passphrase, identity or backup);
     /// records key-unlocked or unlock-failed in the audit log.
-    #[command(after_help = "Example:\n  nrfca ca verify-key --ca-dir /media/ca\n  nrfca ca verify-key --ca-dir /media/ca --identity ~/officer.agekey")]
+    #[command(
+        after_help = "Example:\n  nrfca ca verify-key --ca-dir /media/ca\n  nrfca ca verify-key --ca-dir /media/ca --identity ~/officer.agekey"
+    )]
     VerifyKey(VerifyKeyArgs),
 }
 

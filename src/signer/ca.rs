@@ -642,7 +642,20 @@ fn analyze_cert(der: &[u8], now: OffsetDateTime) -> Result<(CaCert, Vec<String>)
     for rdn in tbs.subject.0.iter() {
         for atv in rdn.0.iter() {
             if atv.value.value().is_empty() {
-                empty_attrs.push(atv.oid.to_string());
+                let oid = atv.oid.to_string();
+                empty_attrs.push(
+                    match oid.as_str() {
+                        "2.5.4.6" => "C",
+                        "2.5.4.8" => "ST",
+                        "2.5.4.7" => "L",
+                        "2.5.4.10" => "O",
+                        "2.5.4.11" => "OU",
+                        "2.5.4.3" => "CN",
+                        "1.2.840.113549.1.9.1" => "emailAddress",
+                        other => other,
+                    }
+                    .to_string(),
+                );
             }
         }
     }
@@ -1183,6 +1196,11 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
             let reason = match &e {
                 CaError::WrongSecret(_) => "wrong passphrase or identity",
                 CaError::KeyMismatch(_) => "key does not match ca.pem",
+                CaError::Secret(SecretError::Permissions { .. }) => {
+                    "identity file readable by group or others"
+                }
+                CaError::Secret(SecretError::BadIdentity(_)) => "identity file unusable",
+                CaError::Secret(SecretError::Io { .. }) => "identity file unreadable",
                 _ => "key file unreadable",
             };
             // Best effort: a failure to record must not hide the unlock error.
