@@ -2,7 +2,8 @@
 //!
 //! [`transport`] is the only file that imports `serialport`; [`at`] is the pure response
 //! parser; [`modem`] is the AT client for one device; [`export`] and [`import`] run every port
-//! in parallel and keep their progress in [`state`].
+//! in parallel and keep their progress in [`state`]; [`worker`] holds what they share (per-port
+//! runner, results, progress events, [`BenchError`]).
 
 pub mod at;
 pub mod export;
@@ -10,3 +11,8 @@ pub mod import;
 pub mod modem;
 pub mod state;
 pub mod transport;
+pub mod worker;
+
+pub use export::{export, ExportOptions, ExportReport};
+pub use import::{import, ImportOptions, ImportReport};
+pub use worker::{BenchError, DeviceResult, PortEvent, PortEventKind, PortSettings, Status};

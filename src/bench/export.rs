@@ -1,1 +1,700 @@
-//! TODO: bench::export
+//! `bench export`: KEYGEN on every port in parallel, each KEYGEN string checked like `sign`
+//! checks it, appended to the requests file (fsync'd) and recorded in the bench state.
+//!
+//! Per device (SPEC §6): `AT+CFUN?` (remembered for import), IMEI, firmware, model, list the
+//! sec_tag; decide (skip / refuse / generate); `AT+CFUN=4`; with `--force` delete types 0, 1,
+//! 2; `AT%KEYGEN=<tag>,2,0`; check; append; record. The state is written *before* KEYGEN is
+//! sent (export-unknown), so a timeout, an unplug or a crash of the bench itself can never be
+//! mistaken for "no key was made". Export leaves the device in CFUN=4 on success; import
+//! restores the mode found before export.
+
+use super::at;
+use super::modem::{keygen_from_lines, Modem, ModemError};
+use super::state::{now, Actor, DeviceRecord, DeviceState, State};
+use super::transport::Transport;
+use super::worker::{
+    connect, error_code, open_serial, retryable, unique_ports, BenchError, DeviceResult, Journal,
+    Opener, PortEvent, PortEventKind, PortSettings, Progress, Status,
+};
+use crate::keygen::{self, CheckOptions, DeviceIdMode};
+use crate::requests::{RequestRow, RequestWriter};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What `bench export` does.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Serial ports, one device each.
+    pub ports: Vec<String>,
+    /// Requests CSV to create or append to.
+    pub out: PathBuf,
+    /// sec_tag for the key (default 16842753, nRF Cloud's).
+    pub sec_tag: u32,
+    /// Replace whatever key/certificate the slot holds (deletes types 0, 1, 2 first).
+    pub force: bool,
+    /// Bench state directory.
+    pub state_dir: PathBuf,
+    /// Operator name for the journal (default `$USER`).
+    pub operator: Option<String>,
+    /// Bench name for the requests file and journal (default: host name).
+    pub bench_name: Option<String>,
+    /// Serial settings, timeouts, reconnect policy.
+    pub settings: PortSettings,
+}
+
+impl ExportOptions {
+    /// Options with the defaults for everything but ports and output.
+    pub fn new(ports: Vec<String>, out: PathBuf) -> ExportOptions {
+        ExportOptions {
+            ports,
+            out,
+            sec_tag: keygen::DEFAULT_SEC_TAG,
+            force: false,
+            state_dir: PathBuf::from(super::state::DEFAULT_DIR),
+            operator: None,
+            bench_name: None,
+            settings: PortSettings::default(),
+        }
+    }
+}
+
+/// What `bench export` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportReport {
+    /// The requests file.
+    pub out: PathBuf,
+    /// One result per port, in the order given.
+    pub devices: Vec<DeviceResult>,
+    /// Wall time.
+    pub elapsed_ms: u128,
+}
+
+impl ExportReport {
+    /// Every device exported now or before.
+    pub fn all_ok(&self) -> bool {
+        self.devices.iter().all(|d| d.status.ok())
+    }
+    /// Rows appended in this run.
+    pub fn exported(&self) -> usize {
+        self.devices
+            .iter()
+            .filter(|d| d.status == Status::Done)
+            .count()
+    }
+}
+
+/// Run export on every port in parallel.
+pub fn export(opts: &ExportOptions, progress: Progress<'_>) -> Result<ExportReport, BenchError> {
+    export_with(opts, progress, &open_serial)
+}
+
+struct Ctx<'a> {
+    opts: &'a ExportOptions,
+    state: Arc<State>,
+    actor: Actor,
+    writer: Mutex<RequestWriter>,
+    progress: Progress<'a>,
+}
+
+pub(crate) fn export_with(
+    opts: &ExportOptions,
+    progress: Progress<'_>,
+    opener: Opener<'_>,
+) -> Result<ExportReport, BenchError> {
+    if opts.ports.is_empty() {
+        return Err(BenchError::Usage(
+            "no ports given: pass --port for every device (see `nrfca bench ports`)".into(),
+        ));
+    }
+    if opts.sec_tag > 2_147_483_647 {
+        return Err(BenchError::Usage(format!(
+            "sec_tag {} is reserved for the modem: use 0..2147483647 (nRF Cloud uses 16842753)",
+            opts.sec_tag
+        )));
+    }
+    let start = Instant::now();
+    let state = Arc::new(State::open(&opts.state_dir)?);
+    let writer = RequestWriter::open(&opts.out).map_err(BenchError::Requests)?;
+    let ctx = Ctx {
+        opts,
+        state,
+        actor: Actor::resolve(opts.operator.as_deref(), opts.bench_name.as_deref()),
+        writer: Mutex::new(writer),
+        progress,
+    };
+    let ports = unique_ports(&opts.ports);
+    let devices = std::thread::scope(|s| {
+        let handles: Vec<_> = ports
+            .iter()
+            .map(|p| {
+                let ctx = &ctx;
+                s.spawn(move || export_port(ctx, p, opener))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(ports.iter())
+            .map(|(h, p)| {
+                h.join().unwrap_or_else(|_| DeviceResult {
+                    port: p.clone(),
+                    imei: None,
+                    uuid: None,
+                    sec_tag: opts.sec_tag,
+                    status: Status::Unknown,
+                    code: Some("internal-error".into()),
+                    detail: "the worker for this port stopped unexpectedly".into(),
+                    next_step: Some("re-run export on this port; report the problem".into()),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(ExportReport {
+        out: opts.out.clone(),
+        devices,
+        elapsed_ms: start.elapsed().as_millis(),
+    })
+}
+
+/// Why a device did not finish.
+enum Fail {
+    Modem(ModemError),
+    Refused {
+        code: String,
+        detail: String,
+        next: String,
+    },
+    Internal(String),
+}
+
+impl From<ModemError> for Fail {
+    fn from(e: ModemError) -> Self {
+        Fail::Modem(e)
+    }
+}
+impl From<super::state::StateError> for Fail {
+    fn from(e: super::state::StateError) -> Self {
+        Fail::Internal(format!("bench state: {e}"))
+    }
+}
+
+/// What the device flow learned so far (for recording a failure).
+#[derive(Default)]
+struct Track {
+    imei: Option<String>,
+    uuid: Option<String>,
+    cfun_before: Option<u8>,
+    cfun_changed: bool,
+}
+
+fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {
+    (ctx.progress)(PortEvent {
+        port: port.to_string(),
+        kind: PortEventKind::Step {
+            step: what.to_string(),
+            imei: imei.map(str::to_string),
+        },
+    });
+}
+
+fn export_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
+    let journal = Journal::new(ctx.state.clone(), ctx.actor.clone(), port, "export");
+    let settings = &ctx.opts.settings;
+    let mut attempt = 0;
+    let mut wait = Duration::ZERO;
+    let result = loop {
+        let mut track = Track::default();
+        step(ctx, port, None, "connect");
+        let outcome = match connect(port, settings, opener, &journal, wait) {
+            Ok(mut m) => {
+                let r = export_device(ctx, port, &mut m, &journal, &mut track);
+                if let Err(f) = &r {
+                    // A definite failure after we took the device offline: put it back.
+                    let definite = match f {
+                        Fail::Modem(e) => !e.outcome_unknown(),
+                        _ => true,
+                    };
+                    if definite && track.cfun_changed {
+                        if let Some(before) = track.cfun_before {
+                            if before != 4 {
+                                let _ = m.set_cfun(before);
+                            }
+                        }
+                    }
+                }
+                r
+            }
+            Err(e) => Err(Fail::Modem(e)),
+        };
+        match outcome {
+            Ok(res) => break res,
+            Err(Fail::Modem(e)) if retryable(&e) && attempt < settings.retries => {
+                attempt += 1;
+                wait = settings.reconnect_wait;
+                journal.note(
+                    "retry",
+                    &format!("contact lost ({}); reconnecting", e.outcome_text()),
+                );
+                step(
+                    ctx,
+                    port,
+                    track.imei.as_deref(),
+                    "contact lost; reconnecting",
+                );
+            }
+            Err(f) => break record_failure(ctx, port, &journal, &track, f),
+        }
+    };
+    let _ = journal.flush();
+    (ctx.progress)(PortEvent {
+        port: port.to_string(),
+        kind: PortEventKind::Finished(result.clone()),
+    });
+    result
+}
+
+fn record_failure(
+    ctx: &Ctx<'_>,
+    port: &str,
+    journal: &Journal,
+    track: &Track,
+    f: Fail,
+) -> DeviceResult {
+    let tag = ctx.opts.sec_tag;
+    let (code, detail, next, unknown) = match f {
+        Fail::Modem(e) => (
+            error_code(&e),
+            e.to_string(),
+            e.next_step(),
+            e.outcome_unknown(),
+        ),
+        Fail::Refused { code, detail, next } => (code, detail, next, false),
+        Fail::Internal(d) => (
+            "internal-error".to_string(),
+            d,
+            "check the bench state directory and re-run".to_string(),
+            false,
+        ),
+    };
+    let status = if unknown {
+        Status::Unknown
+    } else {
+        Status::Failed
+    };
+    if let Some(imei) = &track.imei {
+        let existing = ctx.state.device(imei, tag).ok().flatten();
+        let rec = match existing {
+            // A device that was exported (or whose KEYGEN is unresolved) keeps its state; the
+            // error is noted. Only a device with nothing exported becomes export-failed.
+            Some(mut r) if r.state.has_exported_key() || r.state == DeviceState::ExportUnknown => {
+                r.error_code = Some(code.clone());
+                r.last_error = Some(detail.clone());
+                r.port = Some(port.to_string());
+                r
+            }
+            Some(mut r) => {
+                r.state = DeviceState::ExportFailed;
+                r.error_code = Some(code.clone());
+                r.last_error = Some(detail.clone());
+                r.port = Some(port.to_string());
+                r
+            }
+            None => {
+                let mut r = DeviceRecord::new(imei, tag, DeviceState::ExportFailed);
+                r.cfun_before = track.cfun_before;
+                r.port = Some(port.to_string());
+                r.error_code = Some(code.clone());
+                r.last_error = Some(detail.clone());
+                r
+            }
+        };
+        journal.note("result", &format!("{}: {code}", rec.state));
+        let _ = journal.commit(&rec);
+    } else {
+        journal.note(
+            "result",
+            &format!("failed before the IMEI was read: {code}"),
+        );
+    }
+    DeviceResult {
+        port: port.to_string(),
+        imei: track.imei.clone(),
+        uuid: track.uuid.clone(),
+        sec_tag: tag,
+        status,
+        code: Some(code),
+        detail,
+        next_step: Some(next),
+    }
+}
+
+/// What to do with a device after listing its slot.
+enum Plan {
+    Skip(String),
+    Adopt(String),
+    Keygen { delete: Vec<u8>, why: String },
+}
+
+fn export_device(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    track: &mut Track,
+) -> Result<DeviceResult, Fail> {
+    let tag = ctx.opts.sec_tag;
+    step(ctx, port, None, "identify");
+    let cfun_now = m.cfun()?;
+    let imei = m.imei()?;
+    journal.set_imei(&imei);
+    track.imei = Some(imei.clone());
+    let imei_s = Some(imei.as_str());
+    let firmware = m.firmware()?;
+    let model = m.model()?;
+    let existing = ctx.state.device(&imei, tag)?;
+    track.cfun_before = existing
+        .as_ref()
+        .and_then(|r| r.cfun_before)
+        .or(Some(cfun_now));
+    track.uuid = existing.as_ref().and_then(|r| r.uuid.clone());
+    if let Err(reason) = at::keygen_supported(&firmware, &model) {
+        return Err(Fail::Refused {
+            code: "old-firmware".into(),
+            detail: reason,
+            next: "update the modem firmware (nRF9160: mfw 1.3.0 or later; nRF91x1: 2.0.0 or later), then re-run".into(),
+        });
+    }
+
+    step(ctx, port, imei_s, "check slot");
+    let listing = m.cmng_list(tag)?;
+    let key = listing.iter().find(|e| e.kind == 2).cloned();
+    let cert = listing.iter().find(|e| e.kind == 1).cloned();
+    let occupied = key.is_some() || cert.is_some();
+    let when = |r: &DeviceRecord| r.exported_at.clone().unwrap_or_else(|| "?".into());
+
+    let plan = if ctx.opts.force && occupied {
+        Plan::Keygen {
+            delete: vec![0, 1, 2],
+            why: "--force: replacing what the slot holds".into(),
+        }
+    } else {
+        match &existing {
+            None if occupied => {
+                return Err(Fail::Refused {
+                    code: "slot-occupied".into(),
+                    detail: format!(
+                        "sec_tag {tag} already holds a client {} this bench did not export",
+                        if key.is_some() { "key" } else { "certificate" }
+                    ),
+                    next: "if the device may be replaced, re-run with --force (deletes types 0, 1, 2 of the sec_tag and generates a new key; any certificate for the old key becomes useless), or use another --sec-tag".into(),
+                });
+            }
+            None => Plan::Keygen {
+                delete: vec![],
+                why: "new device".into(),
+            },
+            Some(r) if r.state.has_exported_key() => match &key {
+                Some(k)
+                    if r.key_sha256.as_deref().map_or(true, |s| s.eq_ignore_ascii_case(&k.sha256)) =>
+                {
+                    Plan::Skip(if r.state == DeviceState::Imported {
+                        format!("already exported on {} and imported", when(r))
+                    } else {
+                        format!(
+                            "already exported on {} (request in {})",
+                            when(r),
+                            r.requests_file.as_deref().unwrap_or("?")
+                        )
+                    })
+                }
+                Some(_) => {
+                    return Err(Fail::Refused {
+                        code: "key-changed".into(),
+                        detail: format!(
+                            "sec_tag {tag} holds a different key than the one exported on {}",
+                            when(r)
+                        ),
+                        next: "someone replaced the key outside this bench; re-run with --force to generate a new key and request".into(),
+                    })
+                }
+                None if cert.is_some() => {
+                    return Err(Fail::Refused {
+                        code: "slot-occupied".into(),
+                        detail: format!("sec_tag {tag} holds a certificate but not the key exported on {}", when(r)),
+                        next: "re-run with --force to clear the slot and generate a new key".into(),
+                    })
+                }
+                None => Plan::Keygen {
+                    delete: vec![],
+                    why: format!(
+                        "the key exported on {} is no longer on the device; its request is void",
+                        when(r)
+                    ),
+                },
+            },
+            Some(r) if r.state == DeviceState::ExportUnknown => match (&key, &r.keygen) {
+                (Some(_), Some(candidate)) => Plan::Adopt(candidate.clone()),
+                (Some(_), None) if cert.is_none() => Plan::Keygen {
+                    // The key came from our interrupted KEYGEN (the slot was empty or cleared
+                    // when it was sent) and its CSR never reached the host, so no certificate
+                    // can exist for it: replacing it loses nothing.
+                    delete: vec![2],
+                    why: "replacing the key of an interrupted KEYGEN whose reply was lost".into(),
+                },
+                (Some(_), None) | (None, _) if occupied => {
+                    return Err(Fail::Refused {
+                        code: "slot-occupied".into(),
+                        detail: format!("sec_tag {tag} holds a certificate after an interrupted export"),
+                        next: "re-run with --force to clear the slot and generate a new key".into(),
+                    })
+                }
+                _ => Plan::Keygen {
+                    delete: vec![],
+                    why: "the interrupted KEYGEN left no key; generating".into(),
+                },
+            },
+            Some(r) => {
+                // export-failed
+                if occupied {
+                    return Err(Fail::Refused {
+                        code: r.error_code.clone().unwrap_or_else(|| "slot-occupied".into()),
+                        detail: format!(
+                            "sec_tag {tag} holds a key or certificate and the last export failed: {}",
+                            r.last_error.as_deref().unwrap_or("no detail")
+                        ),
+                        next: "re-run with --force to delete it and generate a new key".into(),
+                    });
+                }
+                Plan::Keygen {
+                    delete: vec![],
+                    why: "retrying a failed export".into(),
+                }
+            }
+        }
+    };
+
+    let mut rec = existing.clone().unwrap_or_else(|| {
+        let mut r = DeviceRecord::new(&imei, tag, DeviceState::ExportUnknown);
+        r.cfun_before = track.cfun_before;
+        r
+    });
+    rec.model = Some(model.clone());
+    rec.firmware = Some(firmware.clone());
+    rec.port = Some(port.to_string());
+    if rec.cfun_before.is_none() {
+        rec.cfun_before = track.cfun_before;
+    }
+
+    let keygen_text = match plan {
+        Plan::Skip(detail) => {
+            journal.note("decision", &detail);
+            return Ok(DeviceResult {
+                port: port.to_string(),
+                imei: Some(imei),
+                uuid: rec.uuid.clone(),
+                sec_tag: tag,
+                status: Status::AlreadyDone,
+                code: None,
+                detail,
+                next_step: None,
+            });
+        }
+        Plan::Adopt(candidate) => {
+            journal.note(
+                "decision",
+                "adopting the KEYGEN reply of the interrupted export; the key is in the slot",
+            );
+            return finish(ctx, port, m, journal, track, rec, &candidate, Some(listing));
+        }
+        Plan::Keygen { delete, why } => {
+            journal.note("decision", &why);
+            if cfun_now != 4 {
+                step(ctx, port, imei_s, "CFUN=4");
+                track.cfun_changed = true;
+                m.set_cfun(4)?;
+            }
+            // Write-ahead: from here on a key may exist.
+            rec.state = DeviceState::ExportUnknown;
+            rec.keygen = None;
+            rec.keygen_sha256 = None;
+            rec.key_sha256 = None;
+            rec.public_key = None;
+            rec.error_code = None;
+            rec.last_error = None;
+            journal.commit(&rec)?;
+            for kind in delete {
+                if listing.iter().any(|e| e.kind == kind) {
+                    step(ctx, port, imei_s, &format!("delete type {kind}"));
+                    m.cmng_delete(tag, kind)?;
+                }
+            }
+            step(ctx, port, imei_s, "KEYGEN");
+            match m.keygen(tag) {
+                Ok(s) => s,
+                Err(ModemError::Timeout {
+                    partial,
+                    command,
+                    waited,
+                }) => {
+                    match keygen_from_lines(&partial) {
+                        // The reply arrived but its final result code did not: keep the
+                        // string; finish() confirms the key is in the slot.
+                        Some(s) => {
+                            journal.note("KEYGEN", "reply without final result; checking the slot");
+                            s
+                        }
+                        None => {
+                            return Err(Fail::Modem(ModemError::Timeout {
+                                partial,
+                                command,
+                                waited,
+                            }))
+                        }
+                    }
+                }
+                Err(e) if e.outcome_unknown() => return Err(e.into()),
+                Err(e) => {
+                    // A definite refusal: no key was made.
+                    rec.state = DeviceState::ExportFailed;
+                    let code = error_code(&e);
+                    let next = if e.cme() == Some(at::CmeCode::ALREADY_EXISTS) {
+                        "the modem says the slot already holds a key: re-run (the slot is listed again) or use --force".to_string()
+                    } else {
+                        e.next_step()
+                    };
+                    rec.error_code = Some(code.clone());
+                    rec.last_error = Some(e.to_string());
+                    journal.commit(&rec)?;
+                    return Err(Fail::Refused {
+                        code,
+                        detail: e.to_string(),
+                        next,
+                    });
+                }
+            }
+        }
+    };
+    // Keep the reply before anything else can fail.
+    rec.keygen = Some(keygen_text.clone());
+    journal.commit(&rec)?;
+    finish(ctx, port, m, journal, track, rec, &keygen_text, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    track: &mut Track,
+    mut rec: DeviceRecord,
+    keygen_text: &str,
+    listing: Option<Vec<at::CmngEntry>>,
+) -> Result<DeviceResult, Fail> {
+    let tag = ctx.opts.sec_tag;
+    let imei = rec.imei.clone();
+    step(ctx, port, Some(&imei), "check request");
+    let verified = match keygen::check(
+        keygen_text,
+        &CheckOptions {
+            sec_tag: Some(tag),
+            device_id: DeviceIdMode::Uuid,
+            imei: Some(imei.clone()),
+        },
+    ) {
+        Ok(v) => v,
+        Err(rej) => {
+            rec.state = DeviceState::ExportFailed;
+            rec.error_code = Some(format!("keygen-{}", rej.code));
+            rec.last_error = Some(format!(
+                "the modem's KEYGEN reply fails the signer's check ({rej}); the key stays in the slot"
+            ));
+            journal.note("check", &format!("rejected: {}", rej.code));
+            journal.commit(&rec)?;
+            return Err(Fail::Refused {
+                code: format!("keygen-{}", rej.code),
+                detail: format!("the KEYGEN reply would be rejected by `nrfca sign`: {rej}"),
+                next: format!(
+                    "{}; then re-run with --force to replace the key",
+                    rej.code.next_step()
+                ),
+            });
+        }
+    };
+    track.uuid = Some(verified.uuid.clone());
+    let listing = match listing {
+        Some(l) => l,
+        None => {
+            step(ctx, port, Some(&imei), "confirm key");
+            m.cmng_list(tag)?
+        }
+    };
+    let key = match listing.iter().find(|e| e.kind == 2) {
+        Some(k) => k.clone(),
+        None => {
+            rec.state = DeviceState::ExportFailed;
+            rec.keygen = None;
+            rec.error_code = Some("no-key-stored".into());
+            rec.last_error = Some("KEYGEN answered but the slot lists no key (type 2)".into());
+            journal.commit(&rec)?;
+            return Err(Fail::Refused {
+                code: "no-key-stored".into(),
+                detail: format!("KEYGEN answered but sec_tag {tag} lists no key"),
+                next: "re-run export: a new key is generated".into(),
+            });
+        }
+    };
+    let out_name = ctx.opts.out.display().to_string();
+    {
+        step(ctx, port, Some(&imei), "write request");
+        let mut w = match ctx.writer.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        let already = std::fs::read_to_string(&ctx.opts.out)
+            .map(|t| t.contains(keygen_text))
+            .unwrap_or(false);
+        if !already {
+            let row = RequestRow {
+                device_uuid: verified.uuid.clone(),
+                imei: imei.clone(),
+                sec_tag: tag.to_string(),
+                keygen: keygen_text.to_string(),
+                modem_fw: rec.firmware.clone().unwrap_or_default(),
+                model: rec.model.clone().unwrap_or_default(),
+                bench: ctx.actor.bench.clone(),
+                port: port.to_string(),
+                exported_at: now(),
+            };
+            w.append(&row)
+                .map_err(|e| Fail::Internal(format!("requests file: {e}")))?;
+        }
+    }
+    rec.state = DeviceState::Exported;
+    rec.uuid = Some(verified.uuid.clone());
+    rec.public_key = Some(hex::encode(verified.public_key));
+    rec.keygen = Some(keygen_text.to_string());
+    rec.keygen_sha256 = Some(hex::encode(verified.keygen_sha256));
+    rec.key_sha256 = Some(key.sha256.clone());
+    rec.exported_at = Some(now());
+    rec.requests_file = Some(out_name.clone());
+    rec.error_code = None;
+    rec.last_error = None;
+    rec.imported_at = None;
+    rec.cert_serial = None;
+    rec.cert_sha256 = None;
+    rec.root_sha256 = None;
+    rec.bundle = None;
+    journal.note("result", &format!("exported {}", verified.uuid));
+    journal.commit(&rec)?;
+    Ok(DeviceResult {
+        port: port.to_string(),
+        imei: Some(imei),
+        uuid: Some(verified.uuid),
+        sec_tag: tag,
+        status: Status::Done,
+        code: None,
+        detail: format!("request written to {out_name}"),
+        next_step: Some("sign the requests file, then `nrfca bench import`".into()),
+    })
+}

@@ -1,1 +1,816 @@
-//! TODO: bench::import
+//! `bench import`: verify the signed bundle first, then on every port in parallel install the
+//! root CA bundle (type 0) and the device certificate (type 1), prove each write by the
+//! SHA-256 the modem lists, and restore the functional mode found before export.
+//!
+//! Nothing touches a modem until the whole bundle verified (`manifest.sig` with `--trust`,
+//! every file's SHA-256). Per device the certificate must chain to the trusted CA and carry
+//! the public key recorded at export. The private key (type 2) is never touched.
+
+use super::at;
+use super::modem::{Modem, ModemError};
+use super::state::{now, Actor, DeviceRecord, DeviceState, State};
+use super::transport::Transport;
+use super::worker::{
+    connect, error_code, open_serial, retryable, unique_ports, BenchError, DeviceResult, Journal,
+    Opener, PortEvent, PortEventKind, PortSettings, Progress, Status,
+};
+use crate::bundle::{self, CertRow};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Amazon Root CA 1 (nRF Cloud MQTT/HTTPS), as shipped in `keys/`.
+pub const AMAZON_ROOT_CA1: &str = include_str!("../../keys/AmazonRootCA1.pem");
+/// nRF Cloud CoAP CA, as shipped in `keys/`.
+pub const NRF_CLOUD_COAP_CA: &str = include_str!("../../keys/nrf-cloud-coap-ca.pem");
+
+/// The default root CA bundle written as type 0: Amazon Root CA 1 then the nRF Cloud CoAP CA,
+/// LF line ends.
+pub fn default_root_bundle() -> String {
+    let mut s = at::normalize_pem(AMAZON_ROOT_CA1);
+    s.push_str(&at::normalize_pem(NRF_CLOUD_COAP_CA));
+    s
+}
+
+/// What `bench import` does.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Serial ports, one device each.
+    pub ports: Vec<String>,
+    /// The bundle directory from `nrfca sign`.
+    pub bundle: PathBuf,
+    /// The CA certificate the bench trusts (`ca.pem` of the signer, carried separately).
+    pub trust: PathBuf,
+    /// Root CA PEM files for type 0, concatenated in order; empty = the default bundle.
+    pub root_ca: Vec<PathBuf>,
+    /// Bench state directory (the one export used).
+    pub state_dir: PathBuf,
+    /// Operator name for the journal (default `$USER`).
+    pub operator: Option<String>,
+    /// Bench name for the journal (default: host name).
+    pub bench_name: Option<String>,
+    /// Serial settings, timeouts, reconnect policy.
+    pub settings: PortSettings,
+}
+
+impl ImportOptions {
+    /// Options with defaults for everything but ports, bundle and trust anchor.
+    pub fn new(ports: Vec<String>, bundle: PathBuf, trust: PathBuf) -> ImportOptions {
+        ImportOptions {
+            ports,
+            bundle,
+            trust,
+            root_ca: Vec::new(),
+            state_dir: PathBuf::from(super::state::DEFAULT_DIR),
+            operator: None,
+            bench_name: None,
+            settings: PortSettings::default(),
+        }
+    }
+}
+
+/// What `bench import` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportReport {
+    /// The bundle.
+    pub bundle: PathBuf,
+    /// Batch id from the manifest.
+    pub batch: String,
+    /// SHA-256 (lowercase hex) of the root CA bundle written as type 0.
+    pub root_sha256: String,
+    /// One result per port.
+    pub devices: Vec<DeviceResult>,
+    /// Wall time.
+    pub elapsed_ms: u128,
+}
+
+impl ImportReport {
+    /// Every device imported now or before.
+    pub fn all_ok(&self) -> bool {
+        self.devices.iter().all(|d| d.status.ok())
+    }
+}
+
+/// A certificate authority the bench trusts: what is needed to check a device certificate.
+#[derive(Debug, Clone)]
+struct TrustedCa {
+    subject_der: Vec<u8>,
+    public_key: Vec<u8>,
+}
+
+fn read_file(path: &Path, what: &str) -> Result<String, BenchError> {
+    let meta = std::fs::metadata(path).map_err(|e| BenchError::File {
+        path: path.to_path_buf(),
+        detail: format!("cannot read the {what}: {e}"),
+    })?;
+    if meta.len() > 1 << 20 {
+        return Err(BenchError::File {
+            path: path.to_path_buf(),
+            detail: format!("the {what} is larger than 1 MiB; is this the right file?"),
+        });
+    }
+    std::fs::read_to_string(path).map_err(|e| BenchError::File {
+        path: path.to_path_buf(),
+        detail: format!("cannot read the {what}: {e}"),
+    })
+}
+
+fn parse_cert_der(der: &[u8]) -> Result<x509_cert::Certificate, String> {
+    use der::Decode;
+    x509_cert::Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))
+}
+
+fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
+    crate::util::pem_blocks(pem)
+        .into_iter()
+        .find(|b| b.label == "CERTIFICATE")
+        .and_then(|b| b.decode().ok())
+}
+
+fn trusted_ca(pem: &str, path: &Path) -> Result<TrustedCa, BenchError> {
+    use der::Encode;
+    let bad = |detail: String| BenchError::File {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let der = first_cert_der(pem).ok_or_else(|| {
+        bad("no CERTIFICATE in the --trust file; pass the signer's ca.pem".into())
+    })?;
+    let cert = parse_cert_der(&der).map_err(bad)?;
+    let subject_der = cert
+        .tbs_certificate
+        .subject
+        .to_der()
+        .map_err(|e| bad(e.to_string()))?;
+    let public_key = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .as_bytes()
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| bad("the CA public key is malformed".into()))?;
+    Ok(TrustedCa {
+        subject_der,
+        public_key,
+    })
+}
+
+/// Root CA bundle from files (each must hold at least one parseable certificate).
+fn root_bundle(files: &[PathBuf]) -> Result<String, BenchError> {
+    if files.is_empty() {
+        return Ok(default_root_bundle());
+    }
+    let mut out = String::new();
+    for f in files {
+        let text = read_file(f, "root CA file")?;
+        let blocks = crate::util::pem_blocks(&text);
+        let certs: Vec<_> = blocks.iter().filter(|b| b.label == "CERTIFICATE").collect();
+        if certs.is_empty() || blocks.len() != certs.len() {
+            return Err(BenchError::File {
+                path: f.clone(),
+                detail: "a --root-ca file must hold only PEM certificates".into(),
+            });
+        }
+        for b in certs {
+            let der = b.decode().map_err(|e| BenchError::File {
+                path: f.clone(),
+                detail: format!("bad base64 in a certificate: {e}"),
+            })?;
+            parse_cert_der(&der).map_err(|detail| BenchError::File {
+                path: f.clone(),
+                detail,
+            })?;
+        }
+        out.push_str(&at::normalize_pem(&text));
+    }
+    // Refuse early what the modem could not take (quotes, > 4095-byte command).
+    at::cmng_write_command(2_147_483_647, 0, &out).map_err(|e| BenchError::File {
+        path: files.first().cloned().unwrap_or_default(),
+        detail: format!("the root CA bundle cannot be written to a modem: {e}"),
+    })?;
+    Ok(out)
+}
+
+struct Ctx<'a> {
+    opts: &'a ImportOptions,
+    state: Arc<State>,
+    actor: Actor,
+    certs: Vec<CertRow>,
+    rejects: Vec<(String, String, String)>,
+    ca: TrustedCa,
+    root: String,
+    root_sha: String,
+    progress: Progress<'a>,
+}
+
+/// Verify the bundle, then import on every port in parallel.
+pub fn import(opts: &ImportOptions, progress: Progress<'_>) -> Result<ImportReport, BenchError> {
+    import_with(opts, progress, &open_serial)
+}
+
+pub(crate) fn import_with(
+    opts: &ImportOptions,
+    progress: Progress<'_>,
+    opener: Opener<'_>,
+) -> Result<ImportReport, BenchError> {
+    if opts.ports.is_empty() {
+        return Err(BenchError::Usage(
+            "no ports given: pass --port for every device (see `nrfca bench ports`)".into(),
+        ));
+    }
+    let start = Instant::now();
+    // Everything that can refuse the whole run happens before any port is opened.
+    let trust_pem = read_file(&opts.trust, "trusted CA certificate (--trust)")?;
+    let ca = trusted_ca(&trust_pem, &opts.trust)?;
+    let verified =
+        bundle::verify(&opts.bundle, trust_pem.as_bytes()).map_err(BenchError::Bundle)?;
+    let root = root_bundle(&opts.root_ca)?;
+    let root_sha = crate::crypto::sha256_hex(root.as_bytes());
+    let rejects = read_rejects(&opts.bundle);
+    let state = Arc::new(State::open(&opts.state_dir)?);
+    let ctx = Ctx {
+        opts,
+        state,
+        actor: Actor::resolve(opts.operator.as_deref(), opts.bench_name.as_deref()),
+        certs: verified.certs,
+        rejects,
+        ca,
+        root,
+        root_sha: root_sha.clone(),
+        progress,
+    };
+    let ports = unique_ports(&opts.ports);
+    let devices = std::thread::scope(|s| {
+        let handles: Vec<_> = ports
+            .iter()
+            .map(|p| {
+                let ctx = &ctx;
+                s.spawn(move || import_port(ctx, p, opener))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(ports.iter())
+            .map(|(h, p)| {
+                h.join().unwrap_or_else(|_| DeviceResult {
+                    port: p.clone(),
+                    imei: None,
+                    uuid: None,
+                    sec_tag: 0,
+                    status: Status::Unknown,
+                    code: Some("internal-error".into()),
+                    detail: "the worker for this port stopped unexpectedly".into(),
+                    next_step: Some("re-run import on this port; report the problem".into()),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(ImportReport {
+        bundle: opts.bundle.clone(),
+        batch: verified.manifest.batch.clone(),
+        root_sha256: root_sha,
+        devices,
+        elapsed_ms: start.elapsed().as_millis(),
+    })
+}
+
+/// (device_uuid, code, detail) of each row of the (verified) `rejects.csv`.
+fn read_rejects(dir: &Path) -> Vec<(String, String, String)> {
+    let text = match std::fs::read_to_string(dir.join("rejects.csv")) {
+        Ok(t) => t,
+        Err(_) => return Vec::new(),
+    };
+    bundle::parse_csv(&text)
+        .into_iter()
+        .skip(1)
+        .filter_map(|(_, r)| r.ok())
+        .filter_map(|f| {
+            Some((
+                f.get(2)?.to_ascii_lowercase(),
+                f.get(3)?.clone(),
+                f.get(4).cloned().unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+enum Fail {
+    Modem(ModemError),
+    Refused {
+        code: String,
+        detail: String,
+        next: String,
+    },
+    Internal(String),
+}
+
+impl From<ModemError> for Fail {
+    fn from(e: ModemError) -> Self {
+        Fail::Modem(e)
+    }
+}
+impl From<super::state::StateError> for Fail {
+    fn from(e: super::state::StateError) -> Self {
+        Fail::Internal(format!("bench state: {e}"))
+    }
+}
+
+fn refused(code: &str, detail: impl Into<String>, next: impl Into<String>) -> Fail {
+    Fail::Refused {
+        code: code.into(),
+        detail: detail.into(),
+        next: next.into(),
+    }
+}
+
+#[derive(Default)]
+struct Track {
+    imei: Option<String>,
+    uuid: Option<String>,
+    sec_tag: Option<u32>,
+    restore_to: Option<u8>,
+    cfun_changed: bool,
+}
+
+fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {
+    (ctx.progress)(PortEvent {
+        port: port.to_string(),
+        kind: PortEventKind::Step {
+            step: what.to_string(),
+            imei: imei.map(str::to_string),
+        },
+    });
+}
+
+fn import_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
+    let journal = Journal::new(ctx.state.clone(), ctx.actor.clone(), port, "import");
+    let settings = &ctx.opts.settings;
+    let mut attempt = 0;
+    let mut wait = Duration::ZERO;
+    let result = loop {
+        let mut track = Track::default();
+        step(ctx, port, None, "connect");
+        let outcome = match connect(port, settings, opener, &journal, wait) {
+            Ok(mut m) => {
+                let r = import_device(ctx, port, &mut m, &journal, &mut track);
+                if let Err(f) = &r {
+                    let definite = match f {
+                        Fail::Modem(e) => !e.outcome_unknown(),
+                        _ => true,
+                    };
+                    if definite && track.cfun_changed {
+                        if let Some(to) = track.restore_to {
+                            if to != 4 {
+                                let _ = m.set_cfun(to);
+                            }
+                        }
+                    }
+                }
+                r
+            }
+            Err(e) => Err(Fail::Modem(e)),
+        };
+        match outcome {
+            Ok(res) => break res,
+            Err(Fail::Modem(e)) if retryable(&e) && attempt < settings.retries => {
+                attempt += 1;
+                wait = settings.reconnect_wait;
+                journal.note(
+                    "retry",
+                    &format!("contact lost ({}); reconnecting", e.outcome_text()),
+                );
+                step(
+                    ctx,
+                    port,
+                    track.imei.as_deref(),
+                    "contact lost; reconnecting",
+                );
+            }
+            Err(f) => break record_failure(ctx, port, &journal, &track, f),
+        }
+    };
+    let _ = journal.flush();
+    (ctx.progress)(PortEvent {
+        port: port.to_string(),
+        kind: PortEventKind::Finished(result.clone()),
+    });
+    result
+}
+
+fn record_failure(
+    ctx: &Ctx<'_>,
+    port: &str,
+    journal: &Journal,
+    track: &Track,
+    f: Fail,
+) -> DeviceResult {
+    let (code, detail, next, unknown) = match f {
+        Fail::Modem(e) => (
+            error_code(&e),
+            e.to_string(),
+            e.next_step(),
+            e.outcome_unknown(),
+        ),
+        Fail::Refused { code, detail, next } => (code, detail, next, false),
+        Fail::Internal(d) => (
+            "internal-error".to_string(),
+            d,
+            "check the bench state directory and re-run".to_string(),
+            false,
+        ),
+    };
+    let mut status = if unknown {
+        Status::Unknown
+    } else {
+        Status::Failed
+    };
+    if let (Some(imei), Some(tag)) = (&track.imei, track.sec_tag) {
+        if let Ok(Some(mut r)) = ctx.state.device(imei, tag) {
+            match r.state {
+                // Writes may have happened: stays unknown until a run verifies the slot.
+                DeviceState::ImportUnknown if unknown => {}
+                DeviceState::ImportUnknown => r.state = DeviceState::ImportFailed,
+                // A later failed re-check does not undo a verified import.
+                DeviceState::Imported => {}
+                _ => r.state = DeviceState::ImportFailed,
+            }
+            if r.state == DeviceState::ImportFailed {
+                status = Status::Failed;
+            }
+            r.error_code = Some(code.clone());
+            r.last_error = Some(detail.clone());
+            r.port = Some(port.to_string());
+            journal.note("result", &format!("{}: {code}", r.state));
+            let _ = journal.commit(&r);
+        }
+    } else {
+        journal.note("result", &format!("failed: {code}"));
+    }
+    DeviceResult {
+        port: port.to_string(),
+        imei: track.imei.clone(),
+        uuid: track.uuid.clone(),
+        sec_tag: track.sec_tag.unwrap_or(0),
+        status,
+        code: Some(code),
+        detail,
+        next_step: Some(next),
+    }
+}
+
+/// The certificate row for a device record, if the bundle has one.
+fn find_row<'c>(certs: &'c [CertRow], rec: &DeviceRecord) -> Option<&'c CertRow> {
+    let uuid = rec.uuid.as_deref().unwrap_or("").to_ascii_lowercase();
+    let matches = |r: &&CertRow| {
+        r.sec_tag == rec.sec_tag
+            && ((!r.imei.is_empty() && r.imei == rec.imei)
+                || (!uuid.is_empty() && r.device_uuid.to_ascii_lowercase() == uuid))
+    };
+    // Prefer the row carrying the recorded key; fall back to any row of the device (it will
+    // then fail the key check with a clear reason).
+    let key = rec.public_key.as_deref().unwrap_or("");
+    certs
+        .iter()
+        .filter(matches)
+        .find(|r| cert_key_hex(&r.certificate_pem).as_deref() == Some(key))
+        .or_else(|| certs.iter().find(matches))
+}
+
+fn cert_key_hex(pem: &str) -> Option<String> {
+    let der = first_cert_der(pem)?;
+    let cert = parse_cert_der(&der).ok()?;
+    cert.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .as_bytes()
+        .map(hex::encode)
+}
+
+/// The checks of SPEC §6 on one certificate: chains to the trusted CA, carries the key
+/// recorded at export, names the device, is still valid.
+fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), Fail> {
+    use der::Encode;
+    let next_resign =
+        "sign this device's request again with the trusted CA and import the new bundle";
+    let der = first_cert_der(&row.certificate_pem).ok_or_else(|| {
+        refused(
+            "cert-malformed",
+            "the bundle row holds no certificate PEM",
+            next_resign,
+        )
+    })?;
+    let cert = parse_cert_der(&der).map_err(|d| refused("cert-malformed", d, next_resign))?;
+    let tbs = &cert.tbs_certificate;
+    let issuer = tbs
+        .issuer
+        .to_der()
+        .map_err(|e| refused("cert-malformed", e.to_string(), next_resign))?;
+    if issuer != ca.subject_der {
+        return Err(refused(
+            "cert-untrusted",
+            "the certificate's issuer is not the trusted CA",
+            next_resign,
+        ));
+    }
+    const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+    if cert.signature_algorithm.oid.to_string() != ECDSA_SHA256 {
+        return Err(refused(
+            "cert-untrusted",
+            "the certificate is not signed with ecdsa-with-SHA256",
+            next_resign,
+        ));
+    }
+    let tbs_der = tbs
+        .to_der()
+        .map_err(|e| refused("cert-malformed", e.to_string(), next_resign))?;
+    let sig = cert.signature.as_bytes().unwrap_or(&[]);
+    if !crate::crypto::verify_p256_sha256(&ca.public_key, &tbs_der, sig) {
+        return Err(refused(
+            "cert-untrusted",
+            "the certificate's signature does not verify with the trusted CA key",
+            next_resign,
+        ));
+    }
+    let key = tbs
+        .subject_public_key_info
+        .subject_public_key
+        .as_bytes()
+        .map(hex::encode)
+        .unwrap_or_default();
+    if Some(key.as_str()) != rec.public_key.as_deref() {
+        return Err(refused(
+            "cert-key-mismatch",
+            "the certificate's public key is not the key this device exported",
+            "the bundle holds a certificate for an older or other key: export the device again if its key changed, sign, and import the new bundle",
+        ));
+    }
+    let not_after = tbs.validity.not_after.to_unix_duration();
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    if not_after <= now_unix {
+        return Err(refused(
+            "cert-expired",
+            format!("the certificate expired ({})", row.not_after),
+            next_resign,
+        ));
+    }
+    Ok(())
+}
+
+fn import_device(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    track: &mut Track,
+) -> Result<DeviceResult, Fail> {
+    step(ctx, port, None, "identify");
+    let cfun_now = m.cfun()?;
+    let imei = m.imei()?;
+    journal.set_imei(&imei);
+    track.imei = Some(imei.clone());
+    let imei_s = Some(imei.as_str());
+    let records = ctx.state.devices_by_imei(&imei)?;
+    if records.is_empty() {
+        return Err(refused(
+            "not-exported-here",
+            format!(
+                "IMEI {imei} was never exported on this bench (state {})",
+                ctx.state.path().display()
+            ),
+            "import on the bench that exported it, or pass its --state directory",
+        ));
+    }
+    let candidates: Vec<(DeviceRecord, &CertRow)> = records
+        .iter()
+        .filter(|r| r.state.has_exported_key())
+        .filter_map(|r| find_row(&ctx.certs, r).map(|row| (r.clone(), row)))
+        .collect();
+    let (mut rec, row) = match candidates.into_iter().next() {
+        Some(c) => c,
+        None => {
+            let r = records.first().cloned();
+            track.sec_tag = r.as_ref().map(|r| r.sec_tag);
+            track.uuid = r.as_ref().and_then(|r| r.uuid.clone());
+            let uuid = track.uuid.clone().unwrap_or_default();
+            if let Some(r) = records.iter().find(|r| !r.state.has_exported_key()) {
+                return Err(refused(
+                    "not-exported",
+                    format!("the device's export is not complete (state {})", r.state),
+                    r.state.next_step(),
+                ));
+            }
+            if let Some((_, code, detail)) = ctx.rejects.iter().find(|(u, _, _)| *u == uuid) {
+                return Err(refused(
+                    "request-rejected",
+                    format!("the signer rejected this device's request: {code}: {detail}"),
+                    "see rejects.csv in the bundle; fix the cause, export again if needed, and sign again",
+                ));
+            }
+            return Err(refused(
+                "no-certificate",
+                "the bundle has no certificate for this device",
+                "check that its request was in the signed requests file, or use the bundle that has it",
+            ));
+        }
+    };
+    let tag = rec.sec_tag;
+    track.sec_tag = Some(tag);
+    track.uuid = rec.uuid.clone();
+    track.restore_to = Some(rec.cfun_before.unwrap_or(cfun_now));
+
+    step(ctx, port, imei_s, "check certificate");
+    check_cert(&ctx.ca, row, &rec)?;
+    match m.device_uuid() {
+        Ok(Some(u))
+            if rec
+                .uuid
+                .as_deref()
+                .is_some_and(|r| !r.eq_ignore_ascii_case(&u)) =>
+        {
+            return Err(refused(
+                "identity-mismatch",
+                format!(
+                    "the modem reports UUID {u}, but IMEI {imei} was exported as {}",
+                    rec.uuid.as_deref().unwrap_or("?")
+                ),
+                "the IMEI/UUID pairing changed: investigate the device before importing",
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.outcome_unknown() => return Err(e.into()),
+        Err(_) => {}
+    }
+
+    let cert_pem = if row.certificate_pem.contains('\r') || !row.certificate_pem.ends_with('\n') {
+        at::normalize_pem(&row.certificate_pem)
+    } else {
+        row.certificate_pem.clone()
+    };
+    let cert_sha = crate::crypto::sha256_hex(cert_pem.as_bytes());
+    let root_sha = ctx.root_sha.clone();
+
+    step(ctx, port, imei_s, "check slot");
+    let listing = m.cmng_list(tag)?;
+    let key = listing.iter().find(|e| e.kind == 2).cloned();
+    let key = match key {
+        None => {
+            return Err(refused(
+                "key-missing",
+                format!("sec_tag {tag} no longer holds the key exported on {}", rec.exported_at.as_deref().unwrap_or("?")),
+                "the certificate is useless without its key: run `nrfca bench export --force` on this device, sign, and import again",
+            ))
+        }
+        Some(k) => k,
+    };
+    if let Some(recorded) = &rec.key_sha256 {
+        if !recorded.eq_ignore_ascii_case(&key.sha256) {
+            return Err(refused(
+                "key-changed",
+                format!("sec_tag {tag} holds a different key than the one exported"),
+                "run `nrfca bench export --force` on this device, sign, and import again",
+            ));
+        }
+    }
+    let has = |kind: u8, sha: &str| {
+        listing
+            .iter()
+            .any(|e| e.kind == kind && e.sha256.eq_ignore_ascii_case(sha))
+    };
+    let root_ok = has(0, &root_sha);
+    let cert_ok = has(1, &cert_sha);
+    let serial = row.serial.clone();
+
+    if root_ok && cert_ok && rec.state == DeviceState::Imported {
+        let detail = format!(
+            "already imported on {} (certificate {serial})",
+            rec.imported_at.as_deref().unwrap_or("?")
+        );
+        journal.note("decision", &detail);
+        return Ok(DeviceResult {
+            port: port.to_string(),
+            imei: Some(imei),
+            uuid: rec.uuid.clone(),
+            sec_tag: tag,
+            status: Status::AlreadyDone,
+            code: None,
+            detail,
+            next_step: None,
+        });
+    }
+
+    // Write-ahead: from here on the slot may change.
+    rec.state = DeviceState::ImportUnknown;
+    rec.port = Some(port.to_string());
+    rec.bundle = Some(ctx.opts.bundle.display().to_string());
+    journal.commit(&rec)?;
+
+    if !(root_ok && cert_ok) && cfun_now != 4 {
+        step(ctx, port, imei_s, "CFUN=4");
+        track.cfun_changed = true;
+        m.set_cfun(4)?;
+    }
+    if !root_ok {
+        step(ctx, port, imei_s, "write root CAs");
+        m.cmng_write(tag, 0, &ctx.root)?;
+    } else {
+        journal.note("skip", "root CA bundle already in place (SHA-256 matches)");
+    }
+    if !cert_ok {
+        step(ctx, port, imei_s, "write certificate");
+        m.cmng_write(tag, 1, &cert_pem)?;
+    } else {
+        journal.note("skip", "certificate already in place (SHA-256 matches)");
+    }
+
+    step(ctx, port, imei_s, "verify");
+    let after = m.cmng_list(tag)?;
+    let listed = |kind: u8| {
+        after
+            .iter()
+            .find(|e| e.kind == kind)
+            .map(|e| e.sha256.clone())
+    };
+    let mut problems = Vec::new();
+    match listed(0) {
+        Some(s) if s.eq_ignore_ascii_case(&root_sha) => {}
+        Some(s) => problems.push(format!(
+            "type 0 lists {s}, expected {}",
+            root_sha.to_uppercase()
+        )),
+        None => problems.push("type 0 (root CAs) is not listed".to_string()),
+    }
+    match listed(1) {
+        Some(s) if s.eq_ignore_ascii_case(&cert_sha) => {}
+        Some(s) => problems.push(format!(
+            "type 1 lists {s}, expected {}",
+            cert_sha.to_uppercase()
+        )),
+        None => problems.push("type 1 (certificate) is not listed".to_string()),
+    }
+    match listed(2) {
+        Some(s) if s.eq_ignore_ascii_case(&key.sha256) => {}
+        _ => problems.push("type 2 (the key) changed or vanished during import".to_string()),
+    }
+    if !problems.is_empty() {
+        return Err(refused(
+            "verify-failed",
+            format!("after writing, the modem's listing does not match: {}", problems.join("; ")),
+            "re-run import; if it persists the modem stores credentials differently (check its firmware)",
+        ));
+    }
+
+    let target = track.restore_to.unwrap_or(cfun_now);
+    let mut note = String::new();
+    if target != 4 && (track.cfun_changed || cfun_now != target) {
+        step(ctx, port, imei_s, &format!("CFUN={target}"));
+        if let Err(e) = m.set_cfun(target) {
+            note = format!(
+                " (could not restore CFUN={target}: {}; set it by hand)",
+                e.outcome_text()
+            );
+        }
+    }
+    rec.state = DeviceState::Imported;
+    rec.imported_at = Some(now());
+    rec.cert_serial = Some(serial.clone());
+    rec.cert_sha256 = Some(cert_sha);
+    rec.root_sha256 = Some(root_sha);
+    rec.error_code = None;
+    rec.last_error = if note.is_empty() {
+        None
+    } else {
+        Some(note.trim().to_string())
+    };
+    journal.note("result", &format!("imported certificate {serial}"));
+    journal.commit(&rec)?;
+    Ok(DeviceResult {
+        port: port.to_string(),
+        imei: Some(imei),
+        uuid: rec.uuid.clone(),
+        sec_tag: tag,
+        status: Status::Done,
+        code: None,
+        detail: format!(
+            "certificate {serial} and root CAs installed and verified by SHA-256{note}"
+        ),
+        next_step: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_root_bundle_fits_and_parses() {
+        let b = default_root_bundle();
+        assert!(b.ends_with("-----END CERTIFICATE-----\n"));
+        assert_eq!(crate::util::pem_blocks(&b).len(), 2);
+        assert!(!b.contains('\r'));
+        let cmd = at::cmng_write_command(16842753, 0, &b).unwrap();
+        assert!(cmd.len() <= at::MAX_COMMAND);
+        assert!(root_bundle(&[]).is_ok());
+    }
+}

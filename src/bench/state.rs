@@ -1,1 +1,801 @@
-//! TODO: bench::state
+//! The bench state directory `S/` (default `./nrfca-bench`): `S/bench.db`, SQLite with every
+//! device the bench has seen and an append-only journal of what was sent to which device on
+//! which port, by whom.
+//!
+//! Devices are keyed by (IMEI, sec_tag). The journal refuses UPDATE and DELETE (triggers).
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Default state directory, relative to the working directory.
+pub const DEFAULT_DIR: &str = "nrfca-bench";
+/// Database file name inside the state directory.
+pub const DB_FILE: &str = "bench.db";
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    imei          TEXT NOT NULL,
+    sec_tag       INTEGER NOT NULL,
+    uuid          TEXT,
+    public_key    TEXT,             -- uncompressed SEC1 point, lowercase hex
+    keygen        TEXT,             -- the KEYGEN string (public: CSR + attestation)
+    keygen_sha256 TEXT,
+    key_sha256    TEXT,             -- SHA-256 the modem lists for the type-2 key
+    model         TEXT,
+    firmware      TEXT,
+    port          TEXT,
+    cfun_before   INTEGER,          -- functional mode found before the first export
+    state         TEXT NOT NULL,
+    error_code    TEXT,
+    last_error    TEXT,
+    requests_file TEXT,
+    exported_at   TEXT,
+    imported_at   TEXT,
+    cert_serial   TEXT,
+    cert_sha256   TEXT,
+    root_sha256   TEXT,
+    bundle        TEXT,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (imei, sec_tag)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time     TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    bench    TEXT NOT NULL,
+    port     TEXT NOT NULL,
+    imei     TEXT,
+    action   TEXT NOT NULL,
+    command  TEXT NOT NULL,
+    outcome  TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS journal_no_update BEFORE UPDATE ON journal
+BEGIN SELECT RAISE(ABORT, 'the bench journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal
+BEGIN SELECT RAISE(ABORT, 'the bench journal is append-only'); END;
+"#;
+
+/// Where a device stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceState {
+    /// KEYGEN done, request row written: sign the requests file, then import.
+    Exported,
+    /// KEYGEN was in flight when contact was lost: a key may exist. Re-run export.
+    ExportUnknown,
+    /// Export did not complete or was refused (see the error): fix the cause, re-run export.
+    ExportFailed,
+    /// Root CAs and certificate written and verified by SHA-256. Done.
+    Imported,
+    /// A write was in flight when contact was lost. Re-run import.
+    ImportUnknown,
+    /// Import refused or failed (see the error): fix the cause, re-run import.
+    ImportFailed,
+}
+
+impl DeviceState {
+    /// Every state.
+    pub const ALL: [DeviceState; 6] = [
+        DeviceState::Exported,
+        DeviceState::ExportUnknown,
+        DeviceState::ExportFailed,
+        DeviceState::Imported,
+        DeviceState::ImportUnknown,
+        DeviceState::ImportFailed,
+    ];
+
+    /// The stable kebab-case name stored in the database and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Exported => "exported",
+            DeviceState::ExportUnknown => "export-unknown",
+            DeviceState::ExportFailed => "export-failed",
+            DeviceState::Imported => "imported",
+            DeviceState::ImportUnknown => "import-unknown",
+            DeviceState::ImportFailed => "import-failed",
+        }
+    }
+
+    /// Parse [`DeviceState::as_str`].
+    pub fn parse(s: &str) -> Option<DeviceState> {
+        DeviceState::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// What to do next with a device in this state.
+    pub fn next_step(self) -> &'static str {
+        match self {
+            DeviceState::Exported => {
+                "sign the requests file (`nrfca sign`), then `nrfca bench import`"
+            }
+            DeviceState::ExportUnknown => {
+                "re-run `nrfca bench export` on its port: the slot is re-checked"
+            }
+            DeviceState::ExportFailed => "fix the reported cause, then re-run `nrfca bench export`",
+            DeviceState::Imported => "done: the device can connect to nRF Cloud once onboarded",
+            DeviceState::ImportUnknown => {
+                "re-run `nrfca bench import` on its port: every write is re-verified"
+            }
+            DeviceState::ImportFailed => "fix the reported cause, then re-run `nrfca bench import`",
+        }
+    }
+
+    /// Whether the key recorded at export is the device's current key.
+    pub fn has_exported_key(self) -> bool {
+        matches!(
+            self,
+            DeviceState::Exported
+                | DeviceState::Imported
+                | DeviceState::ImportUnknown
+                | DeviceState::ImportFailed
+        )
+    }
+}
+
+impl fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One device (IMEI + sec_tag) as the bench knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceRecord {
+    /// 15-digit IMEI.
+    pub imei: String,
+    /// The sec_tag the key lives in.
+    pub sec_tag: u32,
+    /// Device UUID (nRF Cloud device id), from the attestation.
+    pub uuid: Option<String>,
+    /// Public key recorded at export (uncompressed SEC1, hex).
+    pub public_key: Option<String>,
+    /// The KEYGEN string (public data). Also kept for a timed-out KEYGEN whose reply arrived.
+    pub keygen: Option<String>,
+    /// SHA-256 of the KEYGEN string (hex).
+    pub keygen_sha256: Option<String>,
+    /// SHA-256 the modem lists for the type-2 key slot after KEYGEN.
+    pub key_sha256: Option<String>,
+    /// `AT+CGMM`.
+    pub model: Option<String>,
+    /// `AT+CGMR`.
+    pub firmware: Option<String>,
+    /// Last port the device was seen on.
+    pub port: Option<String>,
+    /// Functional mode found before the first export; import restores it.
+    pub cfun_before: Option<u8>,
+    /// Where it stands.
+    pub state: DeviceState,
+    /// Short machine-readable failure code (e.g. `old-firmware`, `slot-occupied`, `cme-515`).
+    pub error_code: Option<String>,
+    /// Last error, with what to do.
+    pub last_error: Option<String>,
+    /// Requests file the row was written to.
+    pub requests_file: Option<String>,
+    /// When the request was exported (RFC 3339 UTC).
+    pub exported_at: Option<String>,
+    /// When the certificate was imported.
+    pub imported_at: Option<String>,
+    /// Certificate serial (lowercase hex).
+    pub cert_serial: Option<String>,
+    /// SHA-256 of the certificate PEM written (lowercase hex).
+    pub cert_sha256: Option<String>,
+    /// SHA-256 of the root CA bundle written (lowercase hex).
+    pub root_sha256: Option<String>,
+    /// Bundle directory the certificate came from.
+    pub bundle: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+}
+
+impl DeviceRecord {
+    /// A fresh record in `state`.
+    pub fn new(imei: &str, sec_tag: u32, state: DeviceState) -> DeviceRecord {
+        DeviceRecord {
+            imei: imei.to_string(),
+            sec_tag,
+            uuid: None,
+            public_key: None,
+            keygen: None,
+            keygen_sha256: None,
+            key_sha256: None,
+            model: None,
+            firmware: None,
+            port: None,
+            cfun_before: None,
+            state,
+            error_code: None,
+            last_error: None,
+            requests_file: None,
+            exported_at: None,
+            imported_at: None,
+            cert_serial: None,
+            cert_sha256: None,
+            root_sha256: None,
+            bundle: None,
+            updated_at: now(),
+        }
+    }
+}
+
+/// One journal row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JournalEntry {
+    /// Sequence number (assigned by the database; 0 before insertion).
+    pub seq: i64,
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// Who ran the bench (`--operator`, else `$USER`).
+    pub operator: String,
+    /// Bench machine name.
+    pub bench: String,
+    /// Serial port.
+    pub port: String,
+    /// IMEI once known.
+    pub imei: Option<String>,
+    /// `export`, `import`, …
+    pub action: String,
+    /// The AT command (summarised, never a secret) or a step name.
+    pub command: String,
+    /// `OK`, an error, a decision.
+    pub outcome: String,
+}
+
+/// The bench state could not be read or written.
+#[derive(Debug)]
+pub enum StateError {
+    /// Creating the directory failed.
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `status` on a directory without `bench.db`.
+    Missing {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// SQLite failed (unreadable, locked, corrupt).
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A row holds a value this version does not understand.
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What.
+        detail: String,
+    },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Dir { path, source } => write!(
+                f,
+                "cannot create the bench state directory {}: {source} (check permissions or pass --state)",
+                path.display()
+            ),
+            StateError::Missing { path } => write!(
+                f,
+                "no bench state in {} (no {DB_FILE}): pass --state with the directory export used",
+                path.display()
+            ),
+            StateError::Db { path, source } => write!(
+                f,
+                "bench state {} is unreadable: {source} (is another nrfca running? restore the directory from backup if it is corrupt)",
+                path.display()
+            ),
+            StateError::Corrupt { path, detail } => write!(
+                f,
+                "bench state {} is corrupt: {detail} (restore the directory from backup)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StateError::Dir { source, .. } => Some(source),
+            StateError::Db { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Current time, RFC 3339 UTC, second precision.
+pub fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// The open bench state; shareable between port threads.
+#[derive(Debug)]
+pub struct State {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+const COLUMNS: &str = "imei, sec_tag, uuid, public_key, keygen, keygen_sha256, key_sha256, model, \
+    firmware, port, cfun_before, state, error_code, last_error, requests_file, exported_at, \
+    imported_at, cert_serial, cert_sha256, root_sha256, bundle, updated_at";
+
+impl State {
+    /// Open (creating if needed) the state in `dir`.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Self::open_db(dir.join(DB_FILE))
+    }
+
+    /// Open an existing state (for `status`); an absent database is an error.
+    pub fn open_existing(dir: &Path) -> Result<State, StateError> {
+        let path = dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(StateError::Missing {
+                path: dir.to_path_buf(),
+            });
+        }
+        Self::open_db(path)
+    }
+
+    fn open_db(path: PathBuf) -> Result<State, StateError> {
+        let db = |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db)?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema', ?1)",
+                    params![SCHEMA_VERSION.to_string()],
+                )
+                .map_err(db)?;
+            }
+            Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) => {
+                return Err(StateError::Corrupt {
+                    path,
+                    detail: format!("schema version {v}, this nrfca understands {SCHEMA_VERSION}"),
+                })
+            }
+        }
+        Ok(State {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, rusqlite::Error>,
+    ) -> Result<R, StateError> {
+        let conn = match self.conn.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&conn).map_err(|source| StateError::Db {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The record of (imei, sec_tag).
+    pub fn device(&self, imei: &str, sec_tag: u32) -> Result<Option<DeviceRecord>, StateError> {
+        let rows = self.query(
+            &format!("SELECT {COLUMNS} FROM devices WHERE imei = ?1 AND sec_tag = ?2"),
+            params![imei, sec_tag],
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Every record of one IMEI (one per sec_tag).
+    pub fn devices_by_imei(&self, imei: &str) -> Result<Vec<DeviceRecord>, StateError> {
+        self.query(
+            &format!("SELECT {COLUMNS} FROM devices WHERE imei = ?1 ORDER BY sec_tag"),
+            params![imei],
+        )
+    }
+
+    /// Every device, by IMEI.
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>, StateError> {
+        self.query(
+            &format!("SELECT {COLUMNS} FROM devices ORDER BY imei, sec_tag"),
+            params![],
+        )
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<DeviceRecord>, StateError> {
+        let raw = self.with(|c| {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt.query_map(args, |r| {
+                Ok((
+                    (
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<i64>>(10)?,
+                    ),
+                    (
+                        r.get::<_, String>(11)?,
+                        r.get::<_, Option<String>>(12)?,
+                        r.get::<_, Option<String>>(13)?,
+                        r.get::<_, Option<String>>(14)?,
+                        r.get::<_, Option<String>>(15)?,
+                        r.get::<_, Option<String>>(16)?,
+                        r.get::<_, Option<String>>(17)?,
+                        r.get::<_, Option<String>>(18)?,
+                        r.get::<_, Option<String>>(19)?,
+                        r.get::<_, Option<String>>(20)?,
+                        r.get::<_, String>(21)?,
+                    ),
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (a, b) in raw {
+            let corrupt = |detail: String| StateError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            };
+            let state = DeviceState::parse(&b.0)
+                .ok_or_else(|| corrupt(format!("unknown device state {:?}", b.0)))?;
+            let sec_tag =
+                u32::try_from(a.1).map_err(|_| corrupt(format!("sec_tag {} out of range", a.1)))?;
+            let cfun_before = match a.10 {
+                Some(v) => Some(
+                    u8::try_from(v)
+                        .map_err(|_| corrupt(format!("cfun_before {v} out of range")))?,
+                ),
+                None => None,
+            };
+            out.push(DeviceRecord {
+                imei: a.0,
+                sec_tag,
+                uuid: a.2,
+                public_key: a.3,
+                keygen: a.4,
+                keygen_sha256: a.5,
+                key_sha256: a.6,
+                model: a.7,
+                firmware: a.8,
+                port: a.9,
+                cfun_before,
+                state,
+                error_code: b.1,
+                last_error: b.2,
+                requests_file: b.3,
+                exported_at: b.4,
+                imported_at: b.5,
+                cert_serial: b.6,
+                cert_sha256: b.7,
+                root_sha256: b.8,
+                bundle: b.9,
+                updated_at: b.10,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Insert or replace the record (the caller read it first and changed what it knows).
+    pub fn put(&self, rec: &DeviceRecord) -> Result<(), StateError> {
+        self.with(|c| put_rec(c, rec))
+    }
+
+    /// Insert or replace the record and append journal rows `(command, outcome)`, in one
+    /// transaction.
+    pub fn put_with_journal(
+        &self,
+        rec: &DeviceRecord,
+        who: &Actor,
+        port: &str,
+        imei: Option<&str>,
+        action: &str,
+        rows: &[(String, String)],
+    ) -> Result<(), StateError> {
+        let t = now();
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            for (command, outcome) in rows {
+                insert_journal(&tx, &t, who, port, imei, action, command, outcome)?;
+            }
+            put_rec(&tx, rec)?;
+            tx.commit()
+        })
+    }
+
+    /// Append several journal rows `(command, outcome)` in one transaction.
+    pub fn journal_many(
+        &self,
+        who: &Actor,
+        port: &str,
+        imei: Option<&str>,
+        action: &str,
+        rows: &[(String, String)],
+    ) -> Result<(), StateError> {
+        let t = now();
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            for (command, outcome) in rows {
+                insert_journal(&tx, &t, who, port, imei, action, command, outcome)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Append one journal row (never updated or deleted).
+    pub fn journal(
+        &self,
+        who: &Actor,
+        port: &str,
+        imei: Option<&str>,
+        action: &str,
+        command: &str,
+        outcome: &str,
+    ) -> Result<(), StateError> {
+        let t = now();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO journal(time, operator, bench, port, imei, action, command, outcome) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    t,
+                    who.operator,
+                    who.bench,
+                    port,
+                    imei,
+                    action,
+                    command,
+                    outcome
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Journal rows, oldest first; only those of `imei` when given.
+    pub fn journal_entries(&self, imei: Option<&str>) -> Result<Vec<JournalEntry>, StateError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, time, operator, bench, port, imei, action, command, outcome \
+                 FROM journal WHERE ?1 IS NULL OR imei = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![imei], |r| {
+                Ok(JournalEntry {
+                    seq: r.get(0)?,
+                    time: r.get(1)?,
+                    operator: r.get(2)?,
+                    bench: r.get(3)?,
+                    port: r.get(4)?,
+                    imei: r.get(5)?,
+                    action: r.get(6)?,
+                    command: r.get(7)?,
+                    outcome: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+fn put_rec(c: &Connection, rec: &DeviceRecord) -> Result<(), rusqlite::Error> {
+    let now = now();
+    c.execute(
+        &format!(
+            "INSERT OR REPLACE INTO devices ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+        ),
+        params![
+            rec.imei,
+            rec.sec_tag,
+            rec.uuid,
+            rec.public_key,
+            rec.keygen,
+            rec.keygen_sha256,
+            rec.key_sha256,
+            rec.model,
+            rec.firmware,
+            rec.port,
+            rec.cfun_before,
+            rec.state.as_str(),
+            rec.error_code,
+            rec.last_error,
+            rec.requests_file,
+            rec.exported_at,
+            rec.imported_at,
+            rec.cert_serial,
+            rec.cert_sha256,
+            rec.root_sha256,
+            rec.bundle,
+            now,
+        ],
+    )
+    .map(|_| ())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_journal(
+    c: &Connection,
+    t: &str,
+    who: &Actor,
+    port: &str,
+    imei: Option<&str>,
+    action: &str,
+    command: &str,
+    outcome: &str,
+) -> Result<(), rusqlite::Error> {
+    c.execute(
+        "INSERT INTO journal(time, operator, bench, port, imei, action, command, outcome) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            t,
+            who.operator,
+            who.bench,
+            port,
+            imei,
+            action,
+            command,
+            outcome
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Who is running the bench, for the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Operator name.
+    pub operator: String,
+    /// Bench machine name.
+    pub bench: String,
+}
+
+impl Actor {
+    /// `operator` if given, else `$USER`, else `unknown`; `bench` if given, else the host name.
+    pub fn resolve(operator: Option<&str>, bench: Option<&str>) -> Actor {
+        let operator = operator
+            .map(str::to_string)
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "unknown".into());
+        let bench = bench
+            .map(str::to_string)
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "bench".into());
+        Actor { operator, bench }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_append_only_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(&dir.path().join("S")).unwrap();
+        let mut r = DeviceRecord::new("352656109480783", 16842753, DeviceState::Exported);
+        r.cfun_before = Some(1);
+        r.public_key = Some("04ab".into());
+        s.put(&r).unwrap();
+        let got = s.device("352656109480783", 16842753).unwrap().unwrap();
+        assert_eq!(got.state, DeviceState::Exported);
+        assert_eq!(got.cfun_before, Some(1));
+        assert_eq!(got.public_key.as_deref(), Some("04ab"));
+        assert!(s.device("352656109480783", 1).unwrap().is_none());
+
+        let who = Actor {
+            operator: "alice".into(),
+            bench: "b1".into(),
+        };
+        s.journal(
+            &who,
+            "/dev/ttyACM0",
+            Some("352656109480783"),
+            "export",
+            "AT+CFUN=4",
+            "OK",
+        )
+        .unwrap();
+        s.journal(&who, "/dev/ttyACM0", None, "export", "AT", "timeout")
+            .unwrap();
+        assert_eq!(s.journal_entries(None).unwrap().len(), 2);
+        assert_eq!(s.journal_entries(Some("352656109480783")).unwrap().len(), 1);
+
+        // Append-only: the database itself refuses edits.
+        let conn = Connection::open(s.path()).unwrap();
+        assert!(conn
+            .execute("UPDATE journal SET outcome = 'x'", [])
+            .is_err());
+        assert!(conn.execute("DELETE FROM journal", []).is_err());
+        drop(s);
+        // Reopen works and keeps everything.
+        let s = State::open_existing(&dir.path().join("S")).unwrap();
+        assert_eq!(s.devices().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn missing_and_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = State::open_existing(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("--state"));
+        std::fs::write(
+            dir.path().join(DB_FILE),
+            b"this is not sqlite at all, not at all....",
+        )
+        .unwrap();
+        let e = State::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StateError::Db { .. }), "{e}");
+        let dir2 = tempfile::tempdir().unwrap();
+        let s = State::open(dir2.path()).unwrap();
+        let conn = Connection::open(s.path()).unwrap();
+        conn.execute(
+            "INSERT INTO devices(imei, sec_tag, state, updated_at) VALUES ('1', 1, 'bogus', 'x')",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(s.devices(), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in DeviceState::ALL {
+            assert_eq!(DeviceState::parse(s.as_str()), Some(s));
+            assert!(!s.next_step().is_empty());
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! What export and import share: per-port results and progress events, the bench error type,
+//! and the per-port runner (open, sync, journal every command, reconnect after an unplug).
+
+use super::modem::{CommandRecord, Modem, ModemError, Timeouts};
+use super::state::{Actor, State, StateError};
+use super::transport::{self, SerialSettings, Transport};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How one device ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Done in this run (exported / imported).
+    Done,
+    /// Nothing to do: already done in an earlier run (nothing was written).
+    AlreadyDone,
+    /// Failed or refused; nothing half-done is assumed (see the detail).
+    Failed,
+    /// Contact was lost while a change was in flight: the device state is unknown until the
+    /// next run re-checks it.
+    Unknown,
+}
+
+impl Status {
+    /// Kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Done => "done",
+            Status::AlreadyDone => "already-done",
+            Status::Failed => "failed",
+            Status::Unknown => "unknown",
+        }
+    }
+    /// Done now or earlier.
+    pub fn ok(self) -> bool {
+        matches!(self, Status::Done | Status::AlreadyDone)
+    }
+}
+
+/// The result for one port.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceResult {
+    /// The port as given.
+    pub port: String,
+    /// IMEI, once read.
+    pub imei: Option<String>,
+    /// Device UUID, once known.
+    pub uuid: Option<String>,
+    /// The sec_tag worked on.
+    pub sec_tag: u32,
+    /// How it ended.
+    pub status: Status,
+    /// Short machine-readable failure code (`old-firmware`, `slot-occupied`, `timeout`, …).
+    pub code: Option<String>,
+    /// What happened, for the operator.
+    pub detail: String,
+    /// What to do next (failed/unknown devices).
+    pub next_step: Option<String>,
+}
+
+/// A progress event from one port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortEvent {
+    /// The port.
+    pub port: String,
+    /// What happened.
+    pub kind: PortEventKind,
+}
+
+/// Kinds of progress events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortEventKind {
+    /// A step started (`identify`, `KEYGEN`, `write certificate`, …), with the IMEI once known.
+    Step {
+        /// What is being done.
+        step: String,
+        /// The IMEI, once known.
+        imei: Option<String>,
+    },
+    /// The port finished.
+    Finished(DeviceResult),
+}
+
+/// Progress callback type.
+pub type Progress<'a> = &'a (dyn Fn(PortEvent) + Sync);
+
+/// Why a bench command could not run at all (exit 2).
+#[derive(Debug)]
+pub enum BenchError {
+    /// Bad arguments.
+    Usage(String),
+    /// The bench state is unreadable.
+    State(StateError),
+    /// The requests file cannot be opened/written.
+    Requests(crate::requests::RequestsError),
+    /// The bundle failed verification (tampered, wrong CA, missing files).
+    Bundle(crate::bundle::BundleError),
+    /// A file given on the command line is unusable.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Usage(s) => f.write_str(s),
+            BenchError::State(e) => write!(f, "{e}"),
+            BenchError::Requests(e) => write!(f, "{e}"),
+            BenchError::Bundle(e) => {
+                write!(f, "the bundle was refused before touching any modem: {e}")
+            }
+            BenchError::File { path, detail } => write!(f, "{}: {detail}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BenchError::State(e) => Some(e),
+            BenchError::Requests(e) => Some(e),
+            BenchError::Bundle(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StateError> for BenchError {
+    fn from(e: StateError) -> Self {
+        BenchError::State(e)
+    }
+}
+
+/// Settings every port worker needs.
+#[derive(Debug, Clone)]
+pub struct PortSettings {
+    /// Serial settings.
+    pub serial: SerialSettings,
+    /// Command timeouts.
+    pub timeouts: Timeouts,
+    /// How long to wait for an unplugged port to come back before giving up on the device for
+    /// this run.
+    pub reconnect_wait: Duration,
+    /// How many times the whole device flow is retried after contact was lost.
+    pub retries: u32,
+}
+
+impl Default for PortSettings {
+    fn default() -> Self {
+        PortSettings {
+            serial: SerialSettings::default(),
+            timeouts: Timeouts::default(),
+            reconnect_wait: Duration::from_secs(10),
+            retries: 2,
+        }
+    }
+}
+
+/// A journal row not yet committed.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRow {
+    pub command: String,
+    pub outcome: String,
+}
+
+/// Per-port journal: commands are buffered by the modem observer and committed with the
+/// state change they led to (one transaction), and at the end of the port's work.
+#[derive(Clone)]
+pub(crate) struct Journal {
+    pub state: Arc<State>,
+    pub actor: Actor,
+    pub port: String,
+    pub action: &'static str,
+    pub imei: Arc<Mutex<Option<String>>>,
+    pub pending: Arc<Mutex<Vec<PendingRow>>>,
+}
+
+impl Journal {
+    pub fn new(state: Arc<State>, actor: Actor, port: &str, action: &'static str) -> Journal {
+        Journal {
+            state,
+            actor,
+            port: port.to_string(),
+            action,
+            imei: Arc::new(Mutex::new(None)),
+            pending: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn set_imei(&self, imei: &str) {
+        if let Ok(mut g) = self.imei.lock() {
+            *g = Some(imei.to_string());
+        }
+    }
+
+    pub fn imei(&self) -> Option<String> {
+        self.imei.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Record a decision or step (not an AT command).
+    pub fn note(&self, what: &str, outcome: &str) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(PendingRow {
+                command: what.to_string(),
+                outcome: outcome.to_string(),
+            });
+        }
+    }
+
+    pub fn observer(&self) -> impl FnMut(&CommandRecord) + Send + 'static {
+        let pending = self.pending.clone();
+        move |r: &CommandRecord| {
+            if let Ok(mut p) = pending.lock() {
+                p.push(PendingRow {
+                    command: r.command.clone(),
+                    outcome: format!("{} ({} ms)", r.outcome, r.elapsed.as_millis()),
+                });
+            }
+        }
+    }
+
+    /// Commit buffered rows.
+    pub fn flush(&self) -> Result<(), StateError> {
+        let rows: Vec<PendingRow> = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => Vec::new(),
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let imei = self.imei();
+        let entries: Vec<(String, String)> =
+            rows.into_iter().map(|r| (r.command, r.outcome)).collect();
+        self.state.journal_many(
+            &self.actor,
+            &self.port,
+            imei.as_deref(),
+            self.action,
+            &entries,
+        )
+    }
+
+    /// Commit buffered rows and a device record in one transaction.
+    pub fn commit(&self, rec: &super::state::DeviceRecord) -> Result<(), StateError> {
+        let rows: Vec<PendingRow> = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => Vec::new(),
+        };
+        let imei = self.imei();
+        let entries: Vec<(String, String)> =
+            rows.into_iter().map(|r| (r.command, r.outcome)).collect();
+        self.state.put_with_journal(
+            rec,
+            &self.actor,
+            &self.port,
+            imei.as_deref(),
+            self.action,
+            &entries,
+        )
+    }
+}
+
+/// The transport opener (the real serial port; tests may substitute).
+pub(crate) type Opener<'a> =
+    &'a (dyn Fn(&str, &SerialSettings) -> Result<Box<dyn Transport>, ModemError> + Sync);
+
+/// Open a real serial port as a boxed transport.
+pub(crate) fn open_serial(
+    port: &str,
+    settings: &SerialSettings,
+) -> Result<Box<dyn Transport>, ModemError> {
+    transport::open(port, settings)
+        .map(|t| Box::new(t) as Box<dyn Transport>)
+        .map_err(ModemError::Open)
+}
+
+/// Open the port and synchronise, waiting up to `wait` for it to appear (after an unplug).
+pub(crate) fn connect(
+    port: &str,
+    settings: &PortSettings,
+    opener: Opener<'_>,
+    journal: &Journal,
+    wait: Duration,
+) -> Result<Modem<Box<dyn Transport>>, ModemError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match opener(port, &settings.serial) {
+            Ok(t) => {
+                let mut m = Modem::new(t, settings.timeouts);
+                m.set_observer(journal.observer());
+                match m.sync() {
+                    Ok(()) => return Ok(m),
+                    Err(e @ ModemError::Disconnected { .. }) if Instant::now() < deadline => {
+                        let _ = e;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// De-duplicate ports that name the same device (symlinks, repeated flags), keeping order.
+pub(crate) fn unique_ports(ports: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for p in ports {
+        let key = std::fs::canonicalize(p)
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| p.clone());
+        if seen.insert(key) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// A short code for a modem error (for status and JSON).
+pub(crate) fn error_code(e: &ModemError) -> String {
+    match e {
+        ModemError::Open(o) => match o.kind {
+            transport::OpenErrorKind::NotFound => "port-not-found".into(),
+            transport::OpenErrorKind::Permission => "port-permission".into(),
+            transport::OpenErrorKind::Busy => "port-busy".into(),
+            transport::OpenErrorKind::Other => "port-open-failed".into(),
+        },
+        ModemError::NotResponding { .. } => "not-responding".into(),
+        ModemError::Timeout { .. } => "timeout".into(),
+        ModemError::Disconnected { .. } => "disconnected".into(),
+        ModemError::Reset { .. } => "device-reset".into(),
+        ModemError::Error { .. } => "at-error".into(),
+        ModemError::Cme { code, .. } => format!("cme-{}", code.0),
+        ModemError::Cms { code, .. } => format!("cms-{code}"),
+        ModemError::Unexpected { .. } => "unexpected-reply".into(),
+        ModemError::Encode { .. } => "bad-content".into(),
+    }
+}
+
+/// Should the whole device flow be tried again (after reconnecting)?
+pub(crate) fn retryable(e: &ModemError) -> bool {
+    matches!(
+        e,
+        ModemError::Disconnected { .. } | ModemError::Reset { .. } | ModemError::Timeout { .. }
+    )
+}
