@@ -1,1 +1,406 @@
-//! TODO: signer::policy
+//! The batch-level checks of SPEC §3, after the per-string ones of [`crate::keygen::check`]:
+//! metadata-mismatch, duplicate-in-batch, already-issued (or `--reissue`), key-reuse, and
+//! the identical re-submitted KEYGEN that gives back the stored certificate.
+//!
+//! [`BatchPolicy::decide`] is called in input order (first one wins) and asks the CA
+//! database through the [`Lookup`] trait, so it is testable with an in-memory table and runs
+//! on the batch's own SQLite transaction in `sign`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::keygen::Verified;
+use crate::reject::{Reject, RejectCode};
+use crate::requests::RequestRow;
+
+/// A certificate already in `ca.db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The certificate CN.
+    pub device_id: String,
+    /// Attested UUID.
+    pub uuid: String,
+    /// IMEI, when known.
+    pub imei: Option<String>,
+    /// Attested sec_tag.
+    pub sec_tag: u32,
+    /// SHA-256 of the KEYGEN string it was issued for, hex.
+    pub keygen_sha256: String,
+    /// SHA-256 of the PEM, hex.
+    pub cert_sha256: String,
+    /// The PEM.
+    pub pem: String,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+}
+
+/// What the policy needs to know about `ca.db`.
+pub trait Lookup {
+    /// Error of the store.
+    type Error;
+    /// The certificate issued for exactly this KEYGEN string (by SHA-256, hex), if any.
+    fn by_keygen(&mut self, keygen_sha256_hex: &str) -> Result<Option<Stored>, Self::Error>;
+    /// Whether any certificate was issued with this CN.
+    fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, Self::Error>;
+    /// The CN of a certificate for this public key, if any.
+    fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, Self::Error>;
+}
+
+/// The policy's verdict on one verified request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Issue a certificate (`reissue`: the device already had one, allowed by `--reissue`).
+    Issue {
+        /// Issued under `--reissue` for a device that already had a certificate.
+        reissue: bool,
+    },
+    /// The identical KEYGEN string was already signed: give back the stored certificate.
+    Return(Box<Stored>),
+    /// Refused.
+    Reject(Reject),
+}
+
+/// `metadata-mismatch`: a requests-file column (device_uuid, sec_tag) that disagrees with the
+/// attestation. Empty columns are not checked.
+pub fn check_metadata(row: Option<&RequestRow>, v: &Verified) -> Result<(), Reject> {
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let col = row.device_uuid.trim();
+    if !col.is_empty() {
+        let same = match (
+            crate::util::parse_uuid(col),
+            crate::util::parse_uuid(&v.uuid),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            return Err(Reject::new(
+                RejectCode::MetadataMismatch,
+                format!(
+                    "device_uuid column {:?} is not the attested UUID {}",
+                    col.chars().take(64).collect::<String>(),
+                    v.uuid
+                ),
+            ));
+        }
+    }
+    match row.sec_tag_value() {
+        Ok(Some(t)) if t != v.sec_tag => Err(Reject::new(
+            RejectCode::MetadataMismatch,
+            format!(
+                "sec_tag column {t} is not the attested sec_tag {}",
+                v.sec_tag
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(()) => Err(Reject::new(
+            RejectCode::MetadataMismatch,
+            format!("sec_tag column {:?} is not a number", row.sec_tag),
+        )),
+    }
+}
+
+/// In-batch state of the policy. Feed requests in input order.
+#[derive(Debug, Default)]
+pub struct BatchPolicy {
+    reissue: bool,
+    devices: HashSet<String>,
+    uuids: HashSet<String>,
+    keys: HashMap<[u8; 65], String>,
+}
+
+impl BatchPolicy {
+    /// A policy for one batch; `reissue` is `--reissue`.
+    pub fn new(reissue: bool) -> Self {
+        BatchPolicy {
+            reissue,
+            ..Default::default()
+        }
+    }
+
+    /// Decide on a request that passed [`crate::keygen::check`], in SPEC §3 order:
+    /// metadata-mismatch, duplicate-in-batch, (identical KEYGEN already signed → return),
+    /// already-issued, key-reuse. An issued or returned request's key is remembered for
+    /// key-reuse within the batch.
+    pub fn decide<L: Lookup>(
+        &mut self,
+        v: &Verified,
+        row: Option<&RequestRow>,
+        db: &mut L,
+    ) -> Result<Decision, L::Error> {
+        if let Err(r) = check_metadata(row, v) {
+            return Ok(Decision::Reject(r));
+        }
+        let new_device = self.devices.insert(v.device_id.clone());
+        let new_uuid = self.uuids.insert(v.uuid.clone());
+        if !new_device || !new_uuid {
+            return Ok(Decision::Reject(Reject::new(
+                RejectCode::DuplicateInBatch,
+                format!(
+                    "device {} already has a request earlier in this batch",
+                    v.device_id
+                ),
+            )));
+        }
+        if let Some(stored) = db.by_keygen(&hex::encode(v.keygen_sha256))? {
+            self.keys
+                .entry(v.public_key)
+                .or_insert_with(|| stored.device_id.clone());
+            return Ok(Decision::Return(Box::new(stored)));
+        }
+        let mut reissue = false;
+        if db.device_has_certificate(&v.device_id)? {
+            if !self.reissue {
+                return Ok(Decision::Reject(Reject::new(
+                    RejectCode::AlreadyIssued,
+                    format!(
+                        "this CA already issued a certificate to {} for another key",
+                        v.device_id
+                    ),
+                )));
+            }
+            reissue = true;
+        }
+        if let Some(owner) = self.keys.get(&v.public_key) {
+            if owner != &v.device_id {
+                return Ok(Decision::Reject(Reject::new(
+                    RejectCode::KeyReuse,
+                    format!("the public key is certified for {owner} earlier in this batch"),
+                )));
+            }
+        }
+        if let Some(owner) = db.key_owner(&v.public_key)? {
+            if owner != v.device_id {
+                return Ok(Decision::Reject(Reject::new(
+                    RejectCode::KeyReuse,
+                    format!("the public key is already certified for {owner}"),
+                )));
+            }
+        }
+        self.keys.insert(v.public_key, v.device_id.clone());
+        Ok(Decision::Issue { reissue })
+    }
+}
+
+/// [`Lookup`] over `ca.db` (any connection or transaction), with cached statements.
+pub struct DbLookup<'c> {
+    conn: &'c Connection,
+}
+
+impl fmt::Debug for DbLookup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DbLookup")
+    }
+}
+
+impl<'c> DbLookup<'c> {
+    /// Look things up through `conn`.
+    pub fn new(conn: &'c Connection) -> Self {
+        DbLookup { conn }
+    }
+}
+
+impl Lookup for DbLookup<'_> {
+    type Error = rusqlite::Error;
+
+    fn by_keygen(&mut self, keygen_sha256_hex: &str) -> Result<Option<Stored>, rusqlite::Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT serial, device_id, uuid, imei, sec_tag, keygen_sha256, cert_sha256, pem, \
+             not_before, not_after FROM certificates WHERE keygen_sha256 = ?1",
+        )?;
+        st.query_row([keygen_sha256_hex], |r| {
+            Ok(Stored {
+                serial: r.get(0)?,
+                device_id: r.get(1)?,
+                uuid: r.get(2)?,
+                imei: r.get(3)?,
+                sec_tag: r.get(4)?,
+                keygen_sha256: r.get(5)?,
+                cert_sha256: r.get(6)?,
+                pem: r.get(7)?,
+                not_before: r.get(8)?,
+                not_after: r.get(9)?,
+            })
+        })
+        .optional()
+    }
+
+    fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, rusqlite::Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM certificates WHERE device_id = ?1 LIMIT 1")?;
+        st.exists([device_id])
+    }
+
+    fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, rusqlite::Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT device_id FROM certificates WHERE public_key = ?1 LIMIT 1")?;
+        st.query_row([&public_key[..]], |r| r.get(0)).optional()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Mem {
+        certs: Vec<(Stored, [u8; 65])>,
+    }
+
+    impl Lookup for Mem {
+        type Error = ();
+        fn by_keygen(&mut self, k: &str) -> Result<Option<Stored>, ()> {
+            Ok(self
+                .certs
+                .iter()
+                .find(|(s, _)| s.keygen_sha256 == k)
+                .map(|(s, _)| s.clone()))
+        }
+        fn device_has_certificate(&mut self, d: &str) -> Result<bool, ()> {
+            Ok(self.certs.iter().any(|(s, _)| s.device_id == d))
+        }
+        fn key_owner(&mut self, k: &[u8; 65]) -> Result<Option<String>, ()> {
+            Ok(self
+                .certs
+                .iter()
+                .find(|(_, pk)| pk == k)
+                .map(|(s, _)| s.device_id.clone()))
+        }
+    }
+
+    fn verified(uuid: &str, key: u8, keygen: u8) -> Verified {
+        let mut pk = [key; 65];
+        pk[0] = 4;
+        Verified {
+            device_id: uuid.into(),
+            uuid: uuid.into(),
+            sec_tag: 16842753,
+            public_key: pk,
+            csr_der: vec![],
+            keygen_sha256: [keygen; 32],
+            subject_cn: uuid.into(),
+            null_param: false,
+        }
+    }
+
+    fn stored(v: &Verified) -> (Stored, [u8; 65]) {
+        (
+            Stored {
+                serial: "01".into(),
+                device_id: v.device_id.clone(),
+                uuid: v.uuid.clone(),
+                imei: None,
+                sec_tag: v.sec_tag,
+                keygen_sha256: hex::encode(v.keygen_sha256),
+                cert_sha256: "00".into(),
+                pem: "PEM".into(),
+                not_before: "a".into(),
+                not_after: "b".into(),
+            },
+            v.public_key,
+        )
+    }
+
+    const U1: &str = "50503041-3539-47eb-807b-102dbb423b9a";
+    const U2: &str = "11111111-2222-4333-8444-555555555555";
+    const U3: &str = "11111111-2222-4333-8444-666666666666";
+
+    fn code(d: Decision) -> Option<RejectCode> {
+        match d {
+            Decision::Reject(r) => Some(r.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn table() {
+        let mut db = Mem::default();
+        let old = verified(U3, 9, 9);
+        db.certs.push(stored(&old));
+        let mut p = BatchPolicy::new(false);
+        // fresh device: issue
+        assert_eq!(
+            p.decide(&verified(U1, 1, 1), None, &mut db).unwrap(),
+            Decision::Issue { reissue: false }
+        );
+        // same device again: duplicate (first wins)
+        assert_eq!(
+            code(p.decide(&verified(U1, 2, 2), None, &mut db).unwrap()),
+            Some(RejectCode::DuplicateInBatch)
+        );
+        // another device with U1's key: key-reuse (earlier in batch)
+        assert_eq!(
+            code(p.decide(&verified(U2, 1, 3), None, &mut db).unwrap()),
+            Some(RejectCode::KeyReuse)
+        );
+        // identical KEYGEN already in ca.db: returned
+        assert!(matches!(
+            p.decide(&old, None, &mut db).unwrap(),
+            Decision::Return(_)
+        ));
+        // device in ca.db, new key: already-issued; with --reissue: issue(reissue)
+        let mut p = BatchPolicy::new(false);
+        assert_eq!(
+            code(p.decide(&verified(U3, 5, 5), None, &mut db).unwrap()),
+            Some(RejectCode::AlreadyIssued)
+        );
+        let mut p = BatchPolicy::new(true);
+        assert_eq!(
+            p.decide(&verified(U3, 5, 5), None, &mut db).unwrap(),
+            Decision::Issue { reissue: true }
+        );
+        // key certified for another device in ca.db: key-reuse even with --reissue
+        let mut p = BatchPolicy::new(true);
+        assert_eq!(
+            code(p.decide(&verified(U2, 9, 7), None, &mut db).unwrap()),
+            Some(RejectCode::KeyReuse)
+        );
+    }
+
+    #[test]
+    fn metadata() {
+        let v = verified(U1, 1, 1);
+        let mut row = RequestRow {
+            device_uuid: U1.to_uppercase(),
+            sec_tag: "16842753".into(),
+            ..Default::default()
+        };
+        assert!(check_metadata(Some(&row), &v).is_ok());
+        row.device_uuid = U2.into();
+        assert_eq!(
+            check_metadata(Some(&row), &v).unwrap_err().code,
+            RejectCode::MetadataMismatch
+        );
+        row.device_uuid = String::new();
+        row.sec_tag = "7".into();
+        assert_eq!(
+            check_metadata(Some(&row), &v).unwrap_err().code,
+            RejectCode::MetadataMismatch
+        );
+        row.sec_tag = String::new();
+        assert!(check_metadata(Some(&row), &v).is_ok());
+        assert!(check_metadata(None, &v).is_ok());
+        // metadata is checked before duplicate-in-batch
+        let mut p = BatchPolicy::new(false);
+        let mut db = Mem::default();
+        row.device_uuid = U2.into();
+        assert_eq!(
+            code(p.decide(&v, Some(&row), &mut db).unwrap()),
+            Some(RejectCode::MetadataMismatch)
+        );
+        assert_eq!(
+            p.decide(&v, None, &mut db).unwrap(),
+            Decision::Issue { reissue: false }
+        );
+    }
+}

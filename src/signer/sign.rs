@@ -1,1 +1,1194 @@
-//! TODO: signer::sign
+//! `sign`: one batch, all or nothing. Stream the requests, check them in parallel, decide in
+//! input order, issue in parallel, record everything in one SQLite transaction with its audit
+//! records, write the signed bundle into a temporary sibling and rename it into place.
+//!
+//! Pipeline (all threads inside one `std::thread::scope`):
+//!
+//! ```text
+//! reader ──Check(i)──► task queue ◄──Sign(i)── coordinator (this thread)
+//!   │                     │ N workers: keygen::check / issue::issue     ▲
+//!   │                     └──────────Checked(i) / Signed(i)─────────────┤
+//!   └──────────────Malformed(i)─────────────────────────────────────────┘
+//! ```
+//!
+//! The coordinator runs the batch policy in input order (reorder buffer), sends accepted
+//! requests back to the workers for signing, and writes results in input order (second
+//! reorder buffer): `ca.db` rows + audit records in the open transaction, bundle rows to the
+//! temporary directory. A credit channel bounds the items in flight, so memory stays flat
+//! whatever the batch size; nothing is fsync'd per certificate.
+//!
+//! Crash safety (SPEC §5): the bundle goes to `.<B>.nrfca-partial-<batch>`; the transaction
+//! commits only after every bundle file is written and fsync'd; then the directory is renamed
+//! to `B` and a small follow-up transaction records `bundle-written`. A crash before the commit
+//! leaves nothing in `ca.db` (the stale directory is removed by the next run); a crash after it
+//! is repaired by re-running the same `sign`: identical KEYGEN strings give back the stored
+//! certificates.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rusqlite::{Connection, TransactionBehavior};
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::bundle::{
+    self, BundleError, BundleOptions, BundleWriter, CertRow, Counts, FileDigest, Manifest,
+};
+use crate::keygen::{self, CheckOptions, DeviceIdMode, Verified};
+use crate::reject::Reject;
+use crate::requests::{Entry, RequestReader, RequestRow, RequestsError};
+use crate::signer::audit::{AuditError, AuditWriter};
+use crate::signer::ca::{self, CaCert, CaError};
+use crate::signer::db::{self, DbError};
+use crate::signer::issue::{self, Issuance, IssueError, IssuedCert, IssuerProfile, Serial};
+use crate::signer::policy::{BatchPolicy, DbLookup, Decision, Stored};
+use crate::signer::secret::{CaKey, Unlock};
+
+/// Default certificate validity in days.
+pub const DEFAULT_DAYS: u32 = 3650;
+
+/// Items in flight between the reader and the writer (bounds memory).
+const IN_FLIGHT: usize = 2048;
+
+/// Progress events are sent every this many requests.
+const PROGRESS_EVERY: u64 = 500;
+
+/// Marker in the name of the temporary bundle directory.
+const PARTIAL_MARK: &str = ".nrfca-partial-";
+
+/// What `sign` does.
+#[derive(Debug, Clone)]
+pub struct SignOptions {
+    /// Bundle directory to create (must not exist).
+    pub out: PathBuf,
+    /// Requests files (CSV or KEYGEN lines), one batch.
+    pub inputs: Vec<PathBuf>,
+    /// Certificate validity in days from now.
+    pub days: u32,
+    /// Required sec_tag; `None` = `--any-sec-tag`.
+    pub sec_tag: Option<u32>,
+    /// How the device id (CN) is checked.
+    pub device_id: DeviceIdMode,
+    /// Allow a new certificate for a device that already has one.
+    pub reissue: bool,
+    /// Check everything, write nothing.
+    pub dry_run: bool,
+    /// Also write `certs/<deviceId>_crt.pem`.
+    pub pem_files: bool,
+    /// Onboarding fwTypes (default `APP|MODEM`).
+    pub fw_types: Vec<String>,
+    /// Onboarding tags.
+    pub tags: Vec<String>,
+    /// Onboarding subType.
+    pub sub_type: String,
+    /// Operator recorded in the audit log.
+    pub operator: String,
+    /// Worker threads (default: available cores).
+    pub threads: Option<usize>,
+}
+
+impl SignOptions {
+    /// Defaults of the CLI for `out` and `inputs`.
+    pub fn new(out: PathBuf, inputs: Vec<PathBuf>, operator: String) -> Self {
+        SignOptions {
+            out,
+            inputs,
+            days: DEFAULT_DAYS,
+            sec_tag: Some(keygen::DEFAULT_SEC_TAG),
+            device_id: DeviceIdMode::Uuid,
+            reissue: false,
+            dry_run: false,
+            pem_files: false,
+            fw_types: vec!["APP".into(), "MODEM".into()],
+            tags: Vec::new(),
+            sub_type: String::new(),
+            operator,
+            threads: None,
+        }
+    }
+}
+
+/// Progress of a batch, for a progress bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignEvent {
+    /// The batch started.
+    Started {
+        /// Batch id.
+        batch: String,
+        /// Total size of the inputs in bytes.
+        total_bytes: u64,
+        /// Dry run.
+        dry_run: bool,
+    },
+    /// Requests done so far.
+    Progress {
+        /// Requests written (decided) so far.
+        requests: u64,
+        /// Newly issued so far.
+        issued: u64,
+        /// Returned so far.
+        returned: u64,
+        /// Rejected so far.
+        rejected: u64,
+        /// Input bytes read so far.
+        bytes_read: u64,
+    },
+    /// Every request is decided; the bundle is being finished and the batch committed.
+    Committing,
+    /// The batch is committed and the bundle is in place.
+    Done,
+}
+
+/// Audit head after the batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditHead {
+    /// Sequence number of the last record.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// What a batch did (`--json` prints it).
+#[derive(Debug, Clone, Serialize)]
+pub struct SignReport {
+    /// Batch id.
+    pub batch: String,
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Records read.
+    pub requests: u64,
+    /// Certificates newly issued (with `--dry-run`: that would be issued).
+    pub issued: u64,
+    /// Certificates given back for identical re-submitted KEYGEN strings.
+    pub returned: u64,
+    /// Of `issued`, how many were re-issues under `--reissue`.
+    pub reissued: u64,
+    /// Rejected requests.
+    pub rejected: u64,
+    /// Rejects by code.
+    pub rejects_by_code: BTreeMap<String, u64>,
+    /// The bundle directory (None for a dry run).
+    pub bundle: Option<PathBuf>,
+    /// SHA-256 fingerprint of the CA certificate.
+    pub ca_fingerprint: String,
+    /// Audit head after the batch (None for a dry run).
+    pub audit_head: Option<AuditHead>,
+    /// The inputs and their SHA-256.
+    pub inputs: Vec<FileDigest>,
+    /// Validity of the certificates issued.
+    pub not_before: String,
+    /// Validity of the certificates issued.
+    pub not_after: String,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+    /// Stale temporary bundle directories of crashed runs that were removed.
+    pub removed_stale: Vec<PathBuf>,
+}
+
+impl SignReport {
+    /// Whether every request got a certificate (exit 0) or some were rejected (exit 1).
+    pub fn all_ok(&self) -> bool {
+        self.rejected == 0
+    }
+}
+
+/// Why a batch could not run (exit 2). Nothing of the batch is in `ca.db`.
+#[derive(Debug)]
+pub enum SignError {
+    /// Bad options.
+    Usage(String),
+    /// The `--out` directory exists.
+    OutExists(PathBuf),
+    /// The CA could not be loaded or unlocked.
+    Ca(CaError),
+    /// The database failed.
+    Db(DbError),
+    /// The audit log failed.
+    Audit(AuditError),
+    /// The inputs could not be read.
+    Requests(RequestsError),
+    /// Writing the bundle failed.
+    Bundle(BundleError),
+    /// A certificate could not be built (e.g. validity past the CA's notAfter).
+    Issue(IssueError),
+    /// The batch committed but the bundle could not be moved into place.
+    Rename {
+        /// Where the complete bundle is.
+        temp: PathBuf,
+        /// Where it should be.
+        out: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An internal pipeline failure (a worker stopped).
+    Internal(String),
+}
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignError::Usage(m) => f.write_str(m),
+            SignError::OutExists(p) => write!(f, "{} already exists; give a new --out directory (bundles are never overwritten)", p.display()),
+            SignError::Ca(e) => write!(f, "{e}"),
+            SignError::Db(e) => write!(f, "{e}"),
+            SignError::Audit(e) => write!(f, "{e}"),
+            SignError::Requests(e) => write!(f, "{e}"),
+            SignError::Bundle(e) => write!(f, "{e}"),
+            SignError::Issue(e) => write!(f, "{e}; nothing was issued"),
+            SignError::Rename { temp, out, source } => write!(f, "the batch is committed but the bundle could not be moved from {} to {}: {source}; move it by hand, or remove it and run the same sign again to get the same certificates", temp.display(), out.display()),
+            SignError::Internal(m) => write!(f, "internal error: {m}; nothing was committed, run sign again"),
+        }
+    }
+}
+
+impl std::error::Error for SignError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SignError::Ca(e) => Some(e),
+            SignError::Db(e) => Some(e),
+            SignError::Audit(e) => Some(e),
+            SignError::Requests(e) => Some(e),
+            SignError::Bundle(e) => Some(e),
+            SignError::Issue(e) => Some(e),
+            SignError::Rename { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<CaError> for SignError {
+    fn from(e: CaError) -> Self {
+        SignError::Ca(e)
+    }
+}
+impl From<DbError> for SignError {
+    fn from(e: DbError) -> Self {
+        SignError::Db(e)
+    }
+}
+impl From<rusqlite::Error> for SignError {
+    fn from(e: rusqlite::Error) -> Self {
+        SignError::Db(DbError::from(e))
+    }
+}
+impl From<AuditError> for SignError {
+    fn from(e: AuditError) -> Self {
+        SignError::Audit(e)
+    }
+}
+impl From<BundleError> for SignError {
+    fn from(e: BundleError) -> Self {
+        SignError::Bundle(e)
+    }
+}
+impl From<IssueError> for SignError {
+    fn from(e: IssueError) -> Self {
+        SignError::Issue(e)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// pipeline messages
+
+/// A request as it moves through the pipeline.
+struct Item {
+    source: String,
+    line: u64,
+    keygen: String,
+    row: Option<RequestRow>,
+}
+
+enum Task {
+    Check(u64, Item),
+    Sign(u64, Box<Issuance>),
+}
+
+enum Checked {
+    Malformed {
+        source: String,
+        line: u64,
+        device_uuid: Option<String>,
+        reject: Reject,
+    },
+    Done(Item, Result<Box<Verified>, Reject>),
+}
+
+enum Msg {
+    Checked(u64, Box<Checked>),
+    Signed(u64, Result<Box<IssuedCert>, IssueError>),
+    ReaderDone(u64, Vec<crate::requests::InputDigest>),
+    ReaderFailed(RequestsError),
+}
+
+/// What the writer stage does with one request, in input order.
+enum Outcome {
+    Reject {
+        source: String,
+        line: u64,
+        device_uuid: Option<String>,
+        keygen_sha256: Option<String>,
+        reject: Reject,
+    },
+    Return {
+        stored: Box<Stored>,
+    },
+    /// Decided "issue", waiting for the worker's signature.
+    Issue {
+        item: Item,
+        verified: Box<Verified>,
+        reissue: bool,
+        serial: Serial,
+    },
+}
+
+/// SHA-256 of the KEYGEN text as `keygen::check` computes it (unwrapped), for rejects.
+fn keygen_hash(s: &str) -> Option<String> {
+    keygen::unwrap_line(s)
+        .ok()
+        .map(|t| crate::crypto::sha256_hex(t.as_bytes()))
+}
+
+fn imei_of(row: Option<&RequestRow>, device_id: &str) -> Option<String> {
+    if let Some(r) = row {
+        let i = r.imei.trim();
+        if !i.is_empty() {
+            return Some(i.to_string());
+        }
+    }
+    device_id
+        .strip_prefix("nrf-")
+        .filter(|i| crate::util::is_imei(i))
+        .map(str::to_string)
+}
+
+fn random_batch_id() -> Result<String, SignError> {
+    let mut b = [0u8; 16];
+    crate::crypto::fill_random(&mut b)
+        .map_err(|_| SignError::Internal("random generator failed".into()))?;
+    Ok(hex::encode(b))
+}
+
+/// The temporary sibling of `out` for batch `batch`, and the prefix stale ones share.
+fn partial_paths(out: &Path, batch: &str) -> Result<(PathBuf, PathBuf, String), SignError> {
+    let name = out.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        SignError::Usage(format!(
+            "--out {} has no usable directory name",
+            out.display()
+        ))
+    })?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = format!(".{name}{PARTIAL_MARK}");
+    Ok((parent.join(format!("{prefix}{batch}")), parent, prefix))
+}
+
+/// Remove `.B.nrfca-partial-*` directories left by crashed runs (call with the write lock).
+fn remove_stale(parent: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(parent) {
+        for e in rd.flatten() {
+            let n = e.file_name();
+            if n.to_str().is_some_and(|n| n.starts_with(prefix)) {
+                let p = e.path();
+                if std::fs::remove_dir_all(&p).is_ok() {
+                    removed.push(p);
+                }
+            }
+        }
+    }
+    removed
+}
+
+fn profile_of(cert: &CaCert) -> IssuerProfile {
+    IssuerProfile {
+        subject_der: cert.subject_der.clone(),
+        ski: cert.ski.clone(),
+        not_after: cert.not_after,
+    }
+}
+
+/// Checks shared by [`sign`] and [`dry_run`]; returns the CA certificate, a new batch id and
+/// the validity of the certificates.
+fn prepare(
+    ca_dir: &Path,
+    opts: &SignOptions,
+) -> Result<(CaCert, String, OffsetDateTime, OffsetDateTime), SignError> {
+    if opts.inputs.is_empty() {
+        return Err(SignError::Usage(
+            "no requests files given; name at least one".into(),
+        ));
+    }
+    if opts.days == 0 || opts.days > ca::MAX_DAYS {
+        return Err(SignError::Usage(format!(
+            "--days {} is out of range (1 to {})",
+            opts.days,
+            ca::MAX_DAYS
+        )));
+    }
+    for p in &opts.inputs {
+        if !p.is_file() {
+            return Err(SignError::Requests(RequestsError::Open {
+                path: p.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a file"),
+            }));
+        }
+    }
+    let cert = ca::load_cert(ca_dir)?;
+    let now = OffsetDateTime::now_utc();
+    let not_before = now.replace_nanosecond(0).unwrap_or(now);
+    let not_after = not_before + time::Duration::days(i64::from(opts.days));
+    issue::check_validity(not_before, not_after, cert.not_after)?;
+    Ok((cert, random_batch_id()?, not_before, not_after))
+}
+
+/// `sign --dry-run`: every check (per-string and batch policy against `ca.db`), no key
+/// needed, nothing written: no database rows, no audit records, no bundle.
+pub fn dry_run(
+    ca_dir: &Path,
+    opts: &SignOptions,
+    progress: &mut dyn FnMut(SignEvent),
+) -> Result<SignReport, SignError> {
+    let started = Instant::now();
+    let mut opts = opts.clone();
+    opts.dry_run = true;
+    let (cert, batch, not_before, not_after) = prepare(ca_dir, &opts)?;
+    let conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
+    run(
+        &conn, None, &cert, &opts, &batch, not_before, not_after, None, progress, started,
+    )
+}
+
+/// Run one batch. See the module docs. `progress` is called on the calling thread.
+pub fn sign(
+    ca_dir: &Path,
+    unlock: &Unlock,
+    opts: &SignOptions,
+    progress: &mut dyn FnMut(SignEvent),
+) -> Result<SignReport, SignError> {
+    let started = Instant::now();
+    if opts.dry_run {
+        return dry_run(ca_dir, opts, progress);
+    }
+    if opts.out.symlink_metadata().is_ok() {
+        return Err(SignError::OutExists(opts.out.clone()));
+    }
+    let (cert, batch, not_before, not_after) = prepare(ca_dir, opts)?;
+
+    let (temp, parent, prefix) = partial_paths(&opts.out, &batch)?;
+    let unlocked = ca::unlock(ca_dir, unlock, &opts.operator)?;
+    if unlocked.cert.fingerprint != cert.fingerprint {
+        return Err(SignError::Usage(
+            "ca.pem changed while signing; run sign again".into(),
+        ));
+    }
+    let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
+    // Room for the batch's index pages; spilled dirty pages go to the WAL.
+    conn.pragma_update(None, "cache_size", -32768)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Holding the write lock: no other sign on this CA is running, stale dirs are ours.
+    let removed = remove_stale(&parent, &prefix);
+    if opts.out.symlink_metadata().is_ok() {
+        return Err(SignError::OutExists(opts.out.clone()));
+    }
+    let result = run(
+        &tx,
+        Some(&unlocked.key),
+        &cert,
+        opts,
+        &batch,
+        not_before,
+        not_after,
+        Some(&temp),
+        progress,
+        started,
+    );
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            drop(tx);
+            let _ = std::fs::remove_dir_all(&temp);
+            return Err(e);
+        }
+    };
+    report.removed_stale = removed;
+    if let Err(e) = tx.commit() {
+        let _ = std::fs::remove_dir_all(&temp);
+        return Err(e.into());
+    }
+    // Committed: move the bundle into place.
+    if let Err(source) = std::fs::rename(&temp, &opts.out) {
+        return Err(SignError::Rename {
+            temp,
+            out: opts.out.clone(),
+            source,
+        });
+    }
+    bundle::sync_dir(&parent)?;
+    // Follow-up: record where the bundle went.
+    let manifest_sha256 = std::fs::read(opts.out.join("manifest.json"))
+        .map(|b| crate::crypto::sha256_hex(&b))
+        .unwrap_or_default();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut audit = AuditWriter::new(&tx, &opts.operator)?;
+    audit.append(
+        &tx,
+        "bundle-written",
+        &json!({
+            "batch": batch,
+            "path": opts.out.display().to_string(),
+            "manifest_sha256": manifest_sha256,
+        }),
+    )?;
+    audit.checkpoint(&tx, &unlocked.key)?;
+    let (seq, hash) = audit.head();
+    report.audit_head = Some(AuditHead {
+        seq,
+        hash: hash.to_string(),
+    });
+    drop(audit);
+    tx.commit()?;
+    report.bundle = Some(opts.out.clone());
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    progress(SignEvent::Done);
+    Ok(report)
+}
+
+/// The batch proper, inside the caller's transaction (`key` None = dry run).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    conn: &Connection,
+    key: Option<&CaKey>,
+    cert: &CaCert,
+    opts: &SignOptions,
+    batch: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    temp: Option<&Path>,
+    progress: &mut dyn FnMut(SignEvent),
+    started: Instant,
+) -> Result<SignReport, SignError> {
+    let nb_text = issue::rfc3339(not_before);
+    let na_text = issue::rfc3339(not_after);
+    let total_bytes = RequestReader::total_bytes(&opts.inputs);
+    progress(SignEvent::Started {
+        batch: batch.to_string(),
+        total_bytes,
+        dry_run: opts.dry_run,
+    });
+
+    let mut audit = match key {
+        Some(_) => Some(AuditWriter::new(conn, &opts.operator)?),
+        None => None,
+    };
+    let input_names: Vec<String> = opts
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    if let Some(a) = audit.as_mut() {
+        conn.execute(
+            "INSERT INTO batches(id, started_at, operator, inputs) VALUES (?1, ?2, ?3, '[]')",
+            rusqlite::params![batch, crate::signer::audit::now_rfc3339(), opts.operator],
+        )?;
+        a.append(
+            conn,
+            "batch-started",
+            &json!({
+                "batch": batch,
+                "inputs": input_names,
+                "days": opts.days,
+                "not_before": nb_text,
+                "not_after": na_text,
+                "sec_tag": opts.sec_tag,
+                "device_id": match opts.device_id { DeviceIdMode::Uuid => "uuid", DeviceIdMode::Cn => "cn" },
+                "reissue": opts.reissue,
+                "ca_fingerprint": cert.fingerprint,
+            }),
+        )?;
+    }
+    let mut bundle = match temp {
+        Some(t) => Some(BundleWriter::create(
+            t,
+            cert.pem.as_bytes(),
+            BundleOptions {
+                sub_type: opts.sub_type.clone(),
+                tags: opts.tags.clone(),
+                fw_types: opts.fw_types.clone(),
+                pem_files: opts.pem_files,
+            },
+        )?),
+        None => None,
+    };
+
+    let profile = profile_of(cert);
+    let check_opts = CheckOptions {
+        sec_tag: opts.sec_tag,
+        device_id: opts.device_id,
+        imei: None,
+    };
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .clamp(1, 64);
+
+    let (task_tx, task_rx) = mpsc::channel::<Task>();
+    let task_rx = Mutex::new(task_rx);
+    let (msg_tx, msg_rx) = mpsc::channel::<Msg>();
+    let (credit_tx, credit_rx) = mpsc::sync_channel::<()>(IN_FLIGHT);
+    let bytes_read = std::sync::atomic::AtomicU64::new(0);
+
+    let mut state = Coordinator {
+        conn,
+        key,
+        audit: audit.as_mut(),
+        bundle: bundle.as_mut(),
+        batch,
+        nb_text: &nb_text,
+        na_text: &na_text,
+        not_before,
+        not_after,
+        policy: BatchPolicy::new(opts.reissue),
+        serials: HashSet::new(),
+        counts: Counts::default(),
+        reissued: 0,
+        by_code: BTreeMap::new(),
+        dry_run: opts.dry_run,
+    };
+
+    let inputs = std::thread::scope(
+        |s| -> Result<Vec<crate::requests::InputDigest>, SignError> {
+            // reader
+            {
+                let task_tx = task_tx.clone();
+                let msg_tx = msg_tx.clone();
+                let inputs = opts.inputs.clone();
+                let bytes_read = &bytes_read;
+                s.spawn(move || {
+                    let mut reader = RequestReader::open(&inputs);
+                    let mut idx = 0u64;
+                    while let Some(entry) = reader.next_entry() {
+                        if credit_tx.send(()).is_err() {
+                            return; // the coordinator stopped
+                        }
+                        let sent = match entry {
+                            Err(e) => {
+                                let _ = msg_tx.send(Msg::ReaderFailed(e));
+                                return;
+                            }
+                            Ok(Entry::Malformed(m)) => msg_tx
+                                .send(Msg::Checked(
+                                    idx,
+                                    Box::new(Checked::Malformed {
+                                        source: m.source,
+                                        line: m.line,
+                                        device_uuid: m.device_uuid,
+                                        reject: m.reject,
+                                    }),
+                                ))
+                                .is_ok(),
+                            Ok(Entry::Request(r)) => task_tx
+                                .send(Task::Check(
+                                    idx,
+                                    Item {
+                                        source: r.source,
+                                        line: r.line,
+                                        keygen: r.keygen,
+                                        row: r.row,
+                                    },
+                                ))
+                                .is_ok(),
+                        };
+                        if !sent {
+                            return;
+                        }
+                        idx += 1;
+                        if idx % 256 == 0 {
+                            bytes_read
+                                .store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    bytes_read.store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+                    let _ = msg_tx.send(Msg::ReaderDone(idx, reader.digests().to_vec()));
+                });
+            }
+            // workers
+            for _ in 0..threads {
+                let msg_tx = msg_tx.clone();
+                let task_rx = &task_rx;
+                let check_opts = &check_opts;
+                let profile = &profile;
+                s.spawn(move || loop {
+                    let task = match task_rx.lock() {
+                        Ok(rx) => match rx.recv() {
+                            Ok(t) => t,
+                            Err(_) => return,
+                        },
+                        Err(_) => return,
+                    };
+                    let msg = match task {
+                        Task::Check(i, item) => {
+                            let imei = item
+                                .row
+                                .as_ref()
+                                .map(|r| r.imei.trim())
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_string);
+                            let result =
+                                if imei.is_some() && check_opts.device_id == DeviceIdMode::Cn {
+                                    let o = CheckOptions {
+                                        imei,
+                                        ..check_opts.clone()
+                                    };
+                                    keygen::check(&item.keygen, &o)
+                                } else {
+                                    keygen::check(&item.keygen, check_opts)
+                                };
+                            Msg::Checked(i, Box::new(Checked::Done(item, result.map(Box::new))))
+                        }
+                        Task::Sign(i, iss) => {
+                            let r = match key {
+                                Some(k) => issue::issue(profile, &iss, |t| k.sign_der(t)),
+                                None => Err(IssueError::Sign("no key (dry run)".into())),
+                            };
+                            Msg::Signed(i, r.map(Box::new))
+                        }
+                    };
+                    if msg_tx.send(msg).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop(msg_tx);
+            // coordinator (this thread); dropping its channel ends on return stops the others.
+            state.drive(msg_rx, task_tx, credit_rx, &bytes_read, progress)
+        },
+    )?;
+
+    progress(SignEvent::Committing);
+    let counts = state.counts.clone();
+    let reissued = state.reissued;
+    let by_code = std::mem::take(&mut state.by_code);
+    drop(state);
+
+    let input_digests: Vec<FileDigest> = inputs
+        .iter()
+        .map(|d| FileDigest {
+            name: d.name.clone(),
+            sha256: hex::encode(d.sha256),
+        })
+        .collect();
+
+    if let (Some(a), Some(b), Some(k)) = (audit.as_mut(), bundle.take(), key) {
+        let manifest = b.finish(
+            Manifest {
+                format: String::new(),
+                batch: batch.to_string(),
+                created_at: crate::signer::audit::now_rfc3339(),
+                ca_sha256: cert.fingerprint.clone(),
+                inputs: input_digests.clone(),
+                files: Vec::new(),
+                counts: counts.clone(),
+            },
+            |bytes| k.sign_der(bytes),
+        )?;
+        let manifest_json = serde_json::to_string(&input_digests).unwrap_or_else(|_| "[]".into());
+        conn.execute(
+            "UPDATE batches SET committed_at = ?2, inputs = ?3, issued = ?4, returned = ?5, rejected = ?6 WHERE id = ?1",
+            rusqlite::params![
+                batch,
+                crate::signer::audit::now_rfc3339(),
+                manifest_json,
+                counts.issued as i64,
+                counts.returned as i64,
+                counts.rejected as i64
+            ],
+        )?;
+        a.append(
+            conn,
+            "batch-committed",
+            &json!({
+                "batch": batch,
+                "requests": counts.requests,
+                "issued": counts.issued,
+                "returned": counts.returned,
+                "rejected": counts.rejected,
+                "inputs": input_digests,
+                "manifest_files": manifest.files.len(),
+            }),
+        )?;
+        a.checkpoint(conn, k)?;
+    }
+    let audit_head = audit.as_ref().map(|a| {
+        let (seq, hash) = a.head();
+        AuditHead {
+            seq,
+            hash: hash.to_string(),
+        }
+    });
+
+    Ok(SignReport {
+        batch: batch.to_string(),
+        dry_run: opts.dry_run,
+        requests: counts.requests,
+        issued: counts.issued,
+        returned: counts.returned,
+        reissued,
+        rejected: counts.rejected,
+        rejects_by_code: by_code,
+        bundle: None,
+        ca_fingerprint: cert.fingerprint.clone(),
+        audit_head,
+        inputs: input_digests,
+        not_before: nb_text.clone(),
+        not_after: na_text.clone(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        removed_stale: Vec::new(),
+    })
+}
+
+/// The coordinator's state: policy in order, writes in order.
+struct Coordinator<'a> {
+    conn: &'a Connection,
+    key: Option<&'a CaKey>,
+    audit: Option<&'a mut AuditWriter>,
+    bundle: Option<&'a mut BundleWriter>,
+    batch: &'a str,
+    nb_text: &'a str,
+    na_text: &'a str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    policy: BatchPolicy,
+    serials: HashSet<Serial>,
+    counts: Counts,
+    reissued: u64,
+    by_code: BTreeMap<String, u64>,
+    dry_run: bool,
+}
+
+impl Coordinator<'_> {
+    fn drive(
+        &mut self,
+        msg_rx: mpsc::Receiver<Msg>,
+        task_tx: mpsc::Sender<Task>,
+        credit_rx: mpsc::Receiver<()>,
+        bytes_read: &std::sync::atomic::AtomicU64,
+        progress: &mut dyn FnMut(SignEvent),
+    ) -> Result<Vec<crate::requests::InputDigest>, SignError> {
+        let mut checked: BTreeMap<u64, Box<Checked>> = BTreeMap::new();
+        let mut next_policy = 0u64;
+        let mut decided: BTreeMap<u64, Outcome> = BTreeMap::new();
+        let mut signed: BTreeMap<u64, Box<IssuedCert>> = BTreeMap::new();
+        let mut next_write = 0u64;
+        let mut total: Option<(u64, Vec<crate::requests::InputDigest>)> = None;
+        loop {
+            if let Some((n, _)) = &total {
+                if next_write == *n {
+                    break;
+                }
+            }
+            let msg = msg_rx.recv().map_err(|_| {
+                SignError::Internal(
+                    "a pipeline thread stopped before the batch was complete".into(),
+                )
+            })?;
+            match msg {
+                Msg::ReaderFailed(e) => return Err(SignError::Requests(e)),
+                Msg::ReaderDone(n, d) => total = Some((n, d)),
+                Msg::Checked(i, c) => {
+                    checked.insert(i, c);
+                    while let Some(c) = checked.remove(&next_policy) {
+                        let outcome = self.decide(*c)?;
+                        if let Outcome::Issue {
+                            verified, serial, ..
+                        } = &outcome
+                        {
+                            if !self.dry_run {
+                                let iss = Issuance {
+                                    device_id: verified.device_id.clone(),
+                                    public_key: verified.public_key,
+                                    serial: *serial,
+                                    not_before: self.not_before,
+                                    not_after: self.not_after,
+                                };
+                                task_tx
+                                    .send(Task::Sign(next_policy, Box::new(iss)))
+                                    .map_err(|_| {
+                                        SignError::Internal("the signing workers stopped".into())
+                                    })?;
+                            }
+                        }
+                        decided.insert(next_policy, outcome);
+                        next_policy += 1;
+                    }
+                }
+                Msg::Signed(i, r) => {
+                    signed.insert(i, r?);
+                }
+            }
+            // Write everything that is ready, in order.
+            loop {
+                let ready = match decided.get(&next_write) {
+                    None => false,
+                    Some(Outcome::Issue { .. }) => self.dry_run || signed.contains_key(&next_write),
+                    Some(_) => true,
+                };
+                if !ready {
+                    break;
+                }
+                let Some(outcome) = decided.remove(&next_write) else {
+                    break;
+                };
+                let cert = signed.remove(&next_write);
+                self.write(outcome, cert)?;
+                // The reader sent one credit for this item.
+                let _ = credit_rx.recv();
+                next_write += 1;
+                if next_write % PROGRESS_EVERY == 0 {
+                    progress(SignEvent::Progress {
+                        requests: next_write,
+                        issued: self.counts.issued,
+                        returned: self.counts.returned,
+                        rejected: self.counts.rejected,
+                        bytes_read: bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+                    });
+                }
+            }
+        }
+        drop(task_tx);
+        progress(SignEvent::Progress {
+            requests: next_write,
+            issued: self.counts.issued,
+            returned: self.counts.returned,
+            rejected: self.counts.rejected,
+            bytes_read: bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+        });
+        Ok(total.map(|(_, d)| d).unwrap_or_default())
+    }
+
+    /// Run the batch policy on one checked request (in input order).
+    fn decide(&mut self, c: Checked) -> Result<Outcome, SignError> {
+        match c {
+            Checked::Malformed {
+                source,
+                line,
+                device_uuid,
+                reject,
+            } => Ok(Outcome::Reject {
+                source,
+                line,
+                device_uuid,
+                keygen_sha256: None,
+                reject,
+            }),
+            Checked::Done(item, Err(reject)) => Ok(Outcome::Reject {
+                keygen_sha256: keygen_hash(&item.keygen),
+                device_uuid: item
+                    .row
+                    .as_ref()
+                    .map(|r| r.device_uuid.clone())
+                    .filter(|s| !s.is_empty()),
+                source: item.source,
+                line: item.line,
+                reject,
+            }),
+            Checked::Done(item, Ok(v)) => {
+                let mut lookup = DbLookup::new(self.conn);
+                let d = self.policy.decide(&v, item.row.as_ref(), &mut lookup)?;
+                match d {
+                    Decision::Reject(reject) => Ok(Outcome::Reject {
+                        source: item.source,
+                        line: item.line,
+                        device_uuid: Some(v.uuid.clone()),
+                        keygen_sha256: Some(hex::encode(v.keygen_sha256)),
+                        reject,
+                    }),
+                    Decision::Return(stored) => Ok(Outcome::Return { stored }),
+                    Decision::Issue { reissue } => {
+                        let serial = self.new_serial()?;
+                        Ok(Outcome::Issue {
+                            item,
+                            verified: v,
+                            reissue,
+                            serial,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// A random serial unused in `ca.db` and in this batch.
+    fn new_serial(&mut self) -> Result<Serial, SignError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1")?;
+        loop {
+            let s = Serial::random()?;
+            if self.serials.contains(&s) || st.exists([s.to_hex()])? {
+                continue;
+            }
+            self.serials.insert(s);
+            return Ok(s);
+        }
+    }
+
+    /// Record one decided request: ca.db rows, audit record, bundle rows.
+    fn write(&mut self, outcome: Outcome, cert: Option<Box<IssuedCert>>) -> Result<(), SignError> {
+        self.counts.requests += 1;
+        match outcome {
+            Outcome::Reject {
+                source,
+                line,
+                device_uuid,
+                keygen_sha256,
+                reject,
+            } => {
+                self.counts.rejected += 1;
+                *self
+                    .by_code
+                    .entry(reject.code.as_str().to_string())
+                    .or_insert(0) += 1;
+                let uuid = device_uuid.unwrap_or_default();
+                if let Some(a) = self.audit.as_deref_mut() {
+                    let mut st = self.conn.prepare_cached(
+                        "INSERT INTO rejects(batch_id, source, line, device_uuid, code, detail, keygen_sha256) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?;
+                    st.execute(rusqlite::params![
+                        self.batch,
+                        source,
+                        line as i64,
+                        Some(&uuid).filter(|u| !u.is_empty()),
+                        reject.code.as_str(),
+                        reject.detail,
+                        keygen_sha256
+                    ])?;
+                    a.append(
+                        self.conn,
+                        "request-rejected",
+                        &json!({
+                            "batch": self.batch,
+                            "source": source,
+                            "line": line,
+                            "device_uuid": uuid,
+                            "code": reject.code.as_str(),
+                            "detail": reject.detail,
+                            "keygen_sha256": keygen_sha256,
+                        }),
+                    )?;
+                }
+                if let Some(b) = self.bundle.as_deref_mut() {
+                    b.add_reject(&source, line, &uuid, reject.code.as_str(), &reject.detail)?;
+                }
+            }
+            Outcome::Return { stored } => {
+                self.counts.returned += 1;
+                if let Some(a) = self.audit.as_deref_mut() {
+                    a.append(
+                        self.conn,
+                        "certificate-returned",
+                        &json!({
+                            "batch": self.batch,
+                            "serial": stored.serial,
+                            "device_id": stored.device_id,
+                            "keygen_sha256": stored.keygen_sha256,
+                            "cert_sha256": stored.cert_sha256,
+                        }),
+                    )?;
+                }
+                if let Some(b) = self.bundle.as_deref_mut() {
+                    b.add_cert(
+                        &stored.device_id,
+                        &CertRow {
+                            device_uuid: stored.uuid.clone(),
+                            imei: stored.imei.clone().unwrap_or_default(),
+                            sec_tag: stored.sec_tag,
+                            serial: stored.serial.clone(),
+                            not_before: stored.not_before.clone(),
+                            not_after: stored.not_after.clone(),
+                            sha256: stored.cert_sha256.clone(),
+                            certificate_pem: stored.pem.clone(),
+                        },
+                    )?;
+                }
+            }
+            Outcome::Issue {
+                item,
+                verified,
+                reissue,
+                serial,
+            } => {
+                self.counts.issued += 1;
+                if reissue {
+                    self.reissued += 1;
+                }
+                let Some(cert) = cert else {
+                    // Dry run: counted, nothing written.
+                    return Ok(());
+                };
+                let (Some(a), Some(_)) = (self.audit.as_deref_mut(), self.key) else {
+                    return Ok(());
+                };
+                let serial_hex = serial.to_hex();
+                let keygen_hex = hex::encode(verified.keygen_sha256);
+                let cert_hex = hex::encode(cert.pem_sha256);
+                let imei = imei_of(item.row.as_ref(), &verified.device_id);
+                let mut st = self.conn.prepare_cached(
+                    "INSERT INTO certificates(serial, device_id, uuid, imei, sec_tag, public_key, keygen_sha256, \
+                     cert_sha256, pem, not_before, not_after, batch_id, reissue) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )?;
+                st.execute(rusqlite::params![
+                    serial_hex,
+                    verified.device_id,
+                    verified.uuid,
+                    imei,
+                    verified.sec_tag,
+                    &verified.public_key[..],
+                    keygen_hex,
+                    cert_hex,
+                    cert.pem,
+                    self.nb_text,
+                    self.na_text,
+                    self.batch,
+                    reissue as i64
+                ])?;
+                a.append(
+                    self.conn,
+                    "certificate-issued",
+                    &json!({
+                        "batch": self.batch,
+                        "serial": serial_hex,
+                        "device_id": verified.device_id,
+                        "keygen_sha256": keygen_hex,
+                        "cert_sha256": cert_hex,
+                        "reissue": reissue,
+                    }),
+                )?;
+                if let Some(b) = self.bundle.as_deref_mut() {
+                    b.add_cert(
+                        &verified.device_id,
+                        &CertRow {
+                            device_uuid: verified.uuid.clone(),
+                            imei: imei.unwrap_or_default(),
+                            sec_tag: verified.sec_tag,
+                            serial: serial_hex,
+                            not_before: self.nb_text.to_string(),
+                            not_after: self.na_text.to_string(),
+                            sha256: cert_hex,
+                            certificate_pem: cert.pem,
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
