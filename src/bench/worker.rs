@@ -121,16 +121,8 @@ impl fmt::Display for BenchError {
     }
 }
 
-impl std::error::Error for BenchError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BenchError::State(e) => Some(e),
-            BenchError::Requests(e) => Some(e),
-            BenchError::Bundle(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// The wrapped errors are already part of the message, so no `source` chain is exposed.
+impl std::error::Error for BenchError {}
 
 impl From<StateError> for BenchError {
     fn from(e: StateError) -> Self {

@@ -1,22 +1,454 @@
 //! `nrfca bench ports | export | import | status`.
 
-use super::common::{not_yet, CliResult};
-use clap::Subcommand;
+use super::common::{print_json, CliResult, Outcome};
+use clap::{Args, Subcommand};
+use nrfca::bench::state::{DeviceRecord, State, DEFAULT_DIR};
+use nrfca::bench::transport::{list_ports, SerialSettings};
+use nrfca::bench::{
+    export, import, DeviceResult, ExportOptions, ImportOptions, PortEvent, PortEventKind,
+    PortSettings, Status,
+};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Bench subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
     /// List serial ports; Nordic/SEGGER kits are marked.
-    Ports {},
+    #[command(after_help = "Example:\n  nrfca bench ports\n  nrfca bench ports --json")]
+    Ports(PortsArgs),
     /// Run AT%KEYGEN on every device in parallel and write a requests file.
-    Export {},
+    ///
+    /// Per device: read CFUN (import restores it), IMEI, firmware, model; list the sec_tag;
+    /// skip a device already exported with the same key, refuse one whose slot holds a key or
+    /// certificate this bench did not make (unless --force); set CFUN=4; AT%KEYGEN; check the
+    /// reply exactly as `nrfca sign` will; append the row (fsync'd); record it in the state.
+    /// Re-running finishes only what is unfinished.
+    #[command(
+        after_help = "Example:\n  nrfca bench export --port /dev/ttyACM0 --port /dev/ttyACM2 --out requests.csv\n\nExit status: 0 every device exported (now or before), 1 some failed (listed with the\nnext step), 2 could not run."
+    )]
+    Export(ExportArgs),
     /// Install root CAs and device certificates from a signed bundle, verified by SHA-256.
-    Import {},
-    /// Every device the bench has seen and its state.
-    Status {},
+    ///
+    /// The bundle is verified first (manifest.sig with --trust, every file's SHA-256): a
+    /// tampered bundle is refused before any modem is touched. Per device: the certificate
+    /// must chain to the trusted CA and carry the key recorded at export; CFUN=4; write the
+    /// root CA bundle (type 0) and the certificate (type 1) unless the slot already lists
+    /// their SHA-256; check the listing; restore the CFUN mode found before export. The key
+    /// (type 2) is never touched.
+    #[command(
+        after_help = "Example:\n  nrfca bench import --port /dev/ttyACM0 --port /dev/ttyACM2 --bundle bundle/ --trust ca.pem\n\nExit status: 0 every device imported (now or before), 1 some failed, 2 could not run\n(tampered bundle, wrong --trust, unreadable state)."
+    )]
+    Import(ImportArgs),
+    /// Every device the bench has seen, its state and what to do next.
+    #[command(
+        after_help = "Example:\n  nrfca bench status\n  nrfca bench status --state /srv/bench --json\n  nrfca bench status --journal 352656109480783"
+    )]
+    Status(StatusArgs),
+}
+
+/// Arguments of `bench ports`.
+#[derive(Debug, Args)]
+pub struct PortsArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Serial and timing flags shared by export and import.
+#[derive(Debug, Args)]
+pub struct SerialArgs {
+    /// Serial port of one device (repeatable; all run in parallel).
+    #[arg(long = "port", short = 'p', value_name = "PORT", required = true)]
+    ports: Vec<String>,
+    /// Bench state directory (devices and journal).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    state: PathBuf,
+    /// Turn RTS/CTS hardware flow control off (on by default, as in Nordic's tools).
+    #[arg(long)]
+    no_flow_control: bool,
+    /// Operator name for the journal (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    operator: Option<String>,
+    /// Bench name for the requests file and journal (default: host name).
+    #[arg(long, value_name = "NAME")]
+    bench: Option<String>,
+    /// Timeout for ordinary AT commands, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    timeout: f64,
+    /// Timeout for AT%KEYGEN and AT+CFUN, in seconds (at least 15 is advised on hardware).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    slow_timeout: f64,
+    /// How long to wait for an unplugged device to come back before giving up on it.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    reconnect_wait: f64,
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SerialArgs {
+    fn settings(&self) -> Result<PortSettings, Box<dyn std::error::Error>> {
+        let secs = |v: f64, name: &str| -> Result<Duration, Box<dyn std::error::Error>> {
+            if !(v.is_finite() && v > 0.0 && v < 3600.0) {
+                return Err(format!("--{name} must be between 0 and 3600 seconds").into());
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        let base = secs(self.timeout, "timeout")?;
+        let slow = secs(self.slow_timeout, "slow-timeout")?;
+        let mut s = PortSettings {
+            serial: SerialSettings {
+                flow_control: !self.no_flow_control,
+            },
+            reconnect_wait: secs(self.reconnect_wait, "reconnect-wait")?,
+            ..PortSettings::default()
+        };
+        s.timeouts.default = base;
+        s.timeouts.write = base.max(Duration::from_secs_f64(self.timeout * 2.0));
+        s.timeouts.sync = base.min(Duration::from_secs(2));
+        s.timeouts.cfun = slow;
+        s.timeouts.keygen = slow;
+        Ok(s)
+    }
+}
+
+/// Arguments of `bench export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    serial: SerialArgs,
+    /// Requests CSV to create or append to (the file you carry to the signer).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// sec_tag for the key (nRF Cloud uses 16842753).
+    #[arg(long, value_name = "T", default_value_t = nrfca::keygen::DEFAULT_SEC_TAG)]
+    sec_tag: u32,
+    /// Replace whatever key or certificate the sec_tag holds: deletes types 0, 1, 2 first.
+    /// Any certificate issued for the old key becomes useless.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Arguments of `bench import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    serial: SerialArgs,
+    /// Bundle directory written by `nrfca sign`.
+    #[arg(long, value_name = "DIR")]
+    bundle: PathBuf,
+    /// The CA certificate this bench trusts (the signer's ca.pem, carried separately).
+    #[arg(long, value_name = "CA.pem")]
+    trust: PathBuf,
+    /// Root CA PEM for the modem (type 0); repeatable, concatenated in order. Default: the
+    /// project's keys/AmazonRootCA1.pem then keys/nrf-cloud-coap-ca.pem.
+    #[arg(long = "root-ca", value_name = "PEM")]
+    root_ca: Vec<PathBuf>,
+}
+
+/// Arguments of `bench status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Bench state directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    state: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also print the journal (all of it, or of one IMEI).
+    #[arg(long, value_name = "IMEI", num_args = 0..=1, default_missing_value = "")]
+    journal: Option<String>,
 }
 
 /// Run a bench subcommand.
-pub fn run(_cmd: BenchCmd) -> CliResult {
-    not_yet("bench")
+pub fn run(cmd: BenchCmd) -> CliResult {
+    match cmd {
+        BenchCmd::Ports(a) => ports(a),
+        BenchCmd::Export(a) => run_export(a),
+        BenchCmd::Import(a) => run_import(a),
+        BenchCmd::Status(a) => status(a),
+    }
+}
+
+fn ports(a: PortsArgs) -> CliResult {
+    let list = list_ports();
+    if a.json {
+        print_json(&list)?;
+        return Ok(Outcome::Done);
+    }
+    if list.is_empty() {
+        eprintln!("no serial ports found; plug in the kit (a DK's AT port is its first VCOM)");
+        return Ok(Outcome::Done);
+    }
+    for p in &list {
+        let ids = match (p.vid, p.pid) {
+            (Some(v), Some(pid)) => format!("{v:04x}:{pid:04x}"),
+            _ => "-".into(),
+        };
+        let desc = [p.manufacturer.as_deref(), p.product.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        eprintln!(
+            "{} {:<22} {:<10} {:<9} {:<28} {}{}",
+            if p.nordic { "*" } else { " " },
+            p.name,
+            format!("{:?}", p.kind).to_lowercase(),
+            ids,
+            desc,
+            p.serial.as_deref().unwrap_or(""),
+            p.board.map(|b| format!("  ({b})")).unwrap_or_default()
+        );
+    }
+    if list.iter().any(|p| p.nordic) {
+        eprintln!("* Nordic/SEGGER device: on a DK the first port of a kit is the modem's AT port");
+    }
+    Ok(Outcome::Done)
+}
+
+/// Live progress: one line per port (indicatif when stderr is a terminal, plain lines
+/// otherwise).
+struct Render {
+    multi: Option<indicatif::MultiProgress>,
+    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Render {
+    fn new(ports: &[String]) -> Render {
+        let tty = std::io::stderr().is_terminal();
+        let multi = tty.then(indicatif::MultiProgress::new);
+        let mut bars = HashMap::new();
+        if let Some(m) = &multi {
+            let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            for p in ports {
+                let b = m.add(indicatif::ProgressBar::new_spinner());
+                b.set_style(style.clone());
+                b.set_prefix(p.clone());
+                b.enable_steady_tick(Duration::from_millis(120));
+                bars.insert(p.clone(), b);
+            }
+        }
+        Render {
+            multi,
+            bars: Mutex::new(bars),
+        }
+    }
+
+    fn event(&self, ev: PortEvent) {
+        let line = match &ev.kind {
+            PortEventKind::Step { step, imei } => match imei {
+                Some(i) => format!("{i}: {step}"),
+                None => step.clone(),
+            },
+            PortEventKind::Finished(r) => finished_line(r),
+        };
+        if self.multi.is_some() {
+            if let Ok(bars) = self.bars.lock() {
+                if let Some(b) = bars.get(&ev.port) {
+                    match ev.kind {
+                        PortEventKind::Finished(_) => b.finish_with_message(line),
+                        _ => b.set_message(line),
+                    }
+                }
+            }
+        } else {
+            eprintln!("[{}] {line}", ev.port);
+        }
+    }
+
+    fn done(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for b in bars.values() {
+                if !b.is_finished() {
+                    b.finish();
+                }
+            }
+        }
+    }
+}
+
+fn finished_line(r: &DeviceResult) -> String {
+    let who = r.imei.clone().unwrap_or_else(|| "device".into());
+    match r.status {
+        Status::Done => format!("{who}: done - {}", r.detail),
+        Status::AlreadyDone => format!("{who}: nothing to do - {}", r.detail),
+        Status::Failed => format!("{who}: FAILED ({})", r.code.as_deref().unwrap_or("?")),
+        Status::Unknown => format!(
+            "{who}: UNKNOWN ({}) - re-run to resolve",
+            r.code.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
+fn summary(what: &str, devices: &[DeviceResult], elapsed_ms: u128) -> Outcome {
+    let count = |s: Status| devices.iter().filter(|d| d.status == s).count();
+    eprintln!(
+        "{what}: {} done, {} already done, {} failed, {} unknown ({} device(s), {:.1} s)",
+        count(Status::Done),
+        count(Status::AlreadyDone),
+        count(Status::Failed),
+        count(Status::Unknown),
+        devices.len(),
+        elapsed_ms as f64 / 1000.0
+    );
+    let bad: Vec<&DeviceResult> = devices.iter().filter(|d| !d.status.ok()).collect();
+    if bad.is_empty() {
+        return Outcome::Done;
+    }
+    eprintln!("devices that need attention:");
+    for d in bad {
+        eprintln!(
+            "  {} {} [{}]: {}",
+            d.port,
+            d.imei.as_deref().unwrap_or("(IMEI unknown)"),
+            d.code.as_deref().unwrap_or(d.status.as_str()),
+            d.detail
+        );
+        if let Some(n) = &d.next_step {
+            eprintln!("      next: {n}");
+        }
+    }
+    Outcome::Partial
+}
+
+fn run_export(a: ExportArgs) -> CliResult {
+    let settings = a.serial.settings()?;
+    let opts = ExportOptions {
+        ports: a.serial.ports.clone(),
+        out: a.out.clone(),
+        sec_tag: a.sec_tag,
+        force: a.force,
+        state_dir: a.serial.state.clone(),
+        operator: a.serial.operator.clone(),
+        bench_name: a.serial.bench.clone(),
+        settings,
+    };
+    let render = Render::new(&opts.ports);
+    let report = export(&opts, &|e| render.event(e))?;
+    render.done();
+    if a.serial.json {
+        print_json(&report)?;
+    }
+    let outcome = summary("export", &report.devices, report.elapsed_ms);
+    if report.exported() > 0 {
+        eprintln!(
+            "next: carry {} to the signer (`nrfca sign ... {}`), then run `nrfca bench import`",
+            report.out.display(),
+            report.out.display()
+        );
+    }
+    Ok(outcome)
+}
+
+fn run_import(a: ImportArgs) -> CliResult {
+    let settings = a.serial.settings()?;
+    let opts = ImportOptions {
+        ports: a.serial.ports.clone(),
+        bundle: a.bundle.clone(),
+        trust: a.trust.clone(),
+        root_ca: a.root_ca.clone(),
+        state_dir: a.serial.state.clone(),
+        operator: a.serial.operator.clone(),
+        bench_name: a.serial.bench.clone(),
+        settings,
+    };
+    let render = Render::new(&opts.ports);
+    let report = import(&opts, &|e| render.event(e))?;
+    render.done();
+    if a.serial.json {
+        print_json(&report)?;
+    }
+    eprintln!(
+        "bundle {} (batch {}) verified with {}",
+        report.bundle.display(),
+        report.batch,
+        a.trust.display()
+    );
+    Ok(summary("import", &report.devices, report.elapsed_ms))
+}
+
+#[derive(serde::Serialize)]
+struct StatusRow<'a> {
+    #[serde(flatten)]
+    device: &'a DeviceRecord,
+    next_step: &'static str,
+}
+
+fn status(a: StatusArgs) -> CliResult {
+    let state = State::open_existing(&a.state)?;
+    let devices = state.devices()?;
+    let journal = match &a.journal {
+        Some(i) if i.is_empty() => Some(state.journal_entries(None)?),
+        Some(i) => Some(state.journal_entries(Some(i))?),
+        None => None,
+    };
+    if a.json {
+        let rows: Vec<StatusRow<'_>> = devices
+            .iter()
+            .map(|d| StatusRow {
+                device: d,
+                next_step: d.state.next_step(),
+            })
+            .collect();
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            devices: Vec<StatusRow<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            journal: Option<&'a Vec<nrfca::bench::state::JournalEntry>>,
+        }
+        print_json(&Out {
+            devices: rows,
+            journal: journal.as_ref(),
+        })?;
+    } else {
+        if devices.is_empty() {
+            eprintln!("no devices in {} yet", a.state.display());
+        } else {
+            eprintln!(
+                "{:<15} {:<36} {:<10} {:<15} {:<20} {:<20} {}",
+                "IMEI", "UUID", "SEC_TAG", "STATE", "EXPORTED", "IMPORTED", "CERT SERIAL"
+            );
+        }
+        for d in &devices {
+            eprintln!(
+                "{:<15} {:<36} {:<10} {:<15} {:<20} {:<20} {}",
+                d.imei,
+                d.uuid.as_deref().unwrap_or("-"),
+                d.sec_tag,
+                d.state.as_str(),
+                d.exported_at.as_deref().unwrap_or("-"),
+                d.imported_at.as_deref().unwrap_or("-"),
+                d.cert_serial.as_deref().unwrap_or("-"),
+            );
+            if let Some(e) = &d.last_error {
+                eprintln!("    last error: {e}");
+            }
+            if d.state != nrfca::bench::state::DeviceState::Imported {
+                eprintln!("    next: {}", d.state.next_step());
+            }
+        }
+        if let Some(j) = &journal {
+            for e in j {
+                eprintln!(
+                    "{:>6} {} {} {} {} {} {}: {} -> {}",
+                    e.seq,
+                    e.time,
+                    e.operator,
+                    e.bench,
+                    e.port,
+                    e.imei.as_deref().unwrap_or("-"),
+                    e.action,
+                    e.command,
+                    e.outcome
+                );
+            }
+        }
+    }
+    Ok(Outcome::Done)
 }
