@@ -1,1 +1,170 @@
-//! TODO: util
+//! Small pure helpers shared by several modules: PEM block scanning, IMEI / Luhn, UUID text.
+
+/// One PEM block found in a text: its label and base64 body (whitespace removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemBlock {
+    /// The label between `BEGIN ` and `-----`, e.g. `CERTIFICATE`.
+    pub label: String,
+    /// The base64 body with line breaks removed.
+    pub body: String,
+}
+
+impl PemBlock {
+    /// Decode the body (standard base64).
+    pub fn decode(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        crate::crypto::b64_decode(&self.body)
+    }
+}
+
+/// Upper bound on the number of PEM blocks [`pem_blocks`] returns.
+pub const MAX_PEM_BLOCKS: usize = 1024;
+
+/// Every `-----BEGIN X-----` … `-----END X-----` block of `text`, in order. Lines outside
+/// blocks are ignored (OpenSSL's "Bag Attributes", comments); an unterminated block or a
+/// block whose END label differs is dropped; headers (`Proc-Type:`) make a block's body
+/// invalid base64, which [`PemBlock::decode`] reports. Never panics.
+pub fn pem_blocks(text: &str) -> Vec<PemBlock> {
+    let mut out = Vec::new();
+    let mut current: Option<PemBlock> = None;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            current = Some(PemBlock {
+                label: label.to_string(),
+                body: String::new(),
+            });
+        } else if let Some(label) = line
+            .strip_prefix("-----END ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            if let Some(b) = current.take() {
+                if b.label == label {
+                    out.push(b);
+                    if out.len() >= MAX_PEM_BLOCKS {
+                        return out;
+                    }
+                }
+            }
+        } else if let Some(b) = current.as_mut() {
+            b.body.extend(line.chars().filter(|c| !c.is_whitespace()));
+        }
+    }
+    out
+}
+
+/// Luhn check digit (0–9) for a string of ASCII digits (the IMEI's first 14 digits).
+/// Returns None if `digits` contains anything but ASCII digits.
+pub fn luhn_digit(digits: &str) -> Option<u8> {
+    let mut sum = 0u32;
+    // Double every second digit counting from the right of the payload.
+    for (i, c) in digits.bytes().rev().enumerate() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        let mut d = u32::from(c - b'0');
+        if i % 2 == 0 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    Some(((10 - (sum % 10)) % 10) as u8)
+}
+
+/// Whether `s` looks like an IMEI: exactly 15 ASCII digits (the Luhn digit is not required:
+/// test and development modems do not always carry a valid one).
+pub fn is_imei(s: &str) -> bool {
+    s.len() == 15 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `s` is an IMEI with a correct Luhn check digit.
+pub fn is_imei_luhn(s: &str) -> bool {
+    is_imei(s)
+        && match (s.get(..14).and_then(luhn_digit), s.as_bytes().get(14)) {
+            (Some(d), Some(last)) => *last == b'0' + d,
+            _ => false,
+        }
+}
+
+/// A UUID as lowercase 8-4-4-4-12 text (how the modem writes it in the CSR CN).
+pub fn uuid_string(uuid: &[u8; 16]) -> String {
+    let h = hex::encode(uuid);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Parse a UUID written as 32 hex digits with or without the four hyphens (any case).
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let s = s.trim();
+    let compact: String = if s.len() == 36 {
+        let b = s.as_bytes();
+        if [8usize, 13, 18, 23]
+            .iter()
+            .any(|&i| b.get(i) != Some(&b'-'))
+        {
+            return None;
+        }
+        s.chars().filter(|&c| c != '-').collect()
+    } else {
+        s.to_string()
+    };
+    if compact.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(&compact, &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_known() {
+        // 49015420323751 8 is the classic IMEI example.
+        assert_eq!(luhn_digit("49015420323751"), Some(8));
+        assert!(is_imei_luhn("490154203237518"));
+        assert!(!is_imei_luhn("490154203237519"));
+        assert!(is_imei("355025930000000"));
+        assert!(!is_imei("35502593000000"));
+        assert!(!is_imei("35502593000000x"));
+        assert_eq!(luhn_digit("12a"), None);
+    }
+
+    #[test]
+    fn uuid_text_round_trip() {
+        let u = [
+            0x50, 0x50, 0x30, 0x41, 0x35, 0x39, 0x47, 0xeb, 0x80, 0x7b, 0x10, 0x2d, 0xbb, 0x42,
+            0x3b, 0x9a,
+        ];
+        let s = uuid_string(&u);
+        assert_eq!(s, "50503041-3539-47eb-807b-102dbb423b9a");
+        assert_eq!(parse_uuid(&s), Some(u));
+        assert_eq!(parse_uuid(&s.to_uppercase()), Some(u));
+        assert_eq!(parse_uuid(&s.replace('-', "")), Some(u));
+        assert_eq!(parse_uuid("50503041-3539-47eb-807b-102dbb423b9"), None);
+        assert_eq!(parse_uuid("5050304113539-47eb-807b-102dbb423b9a"), None);
+        assert_eq!(parse_uuid("é"), None);
+    }
+
+    #[test]
+    fn pem_blocks_scan() {
+        let t = "junk\n-----BEGIN A-----\nQUJD\nREVG\n-----END A-----\n-----BEGIN B-----\nx\n-----END C-----\n-----BEGIN D-----\nRA==\n";
+        let b = pem_blocks(t);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].label, "A");
+        assert_eq!(b[0].decode().unwrap(), b"ABCDEF");
+    }
+}
