@@ -191,6 +191,225 @@ pub fn encode(first_der: &[u8], cose: &[u8]) -> String {
     s
 }
 
+/// Output format of [`write_requests`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchFormat {
+    /// A requests CSV with the SPEC header (what `bench export` writes).
+    #[default]
+    Csv,
+    /// One bare KEYGEN string per line.
+    Lines,
+}
+
+/// Options of [`write_requests`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// How many requests (each from a different simulated modem).
+    pub count: u64,
+    /// The sec_tag every key is generated in.
+    pub sec_tag: u32,
+    /// Worker threads (0 = one per CPU).
+    pub threads: usize,
+    /// CSV or bare lines.
+    pub format: BatchFormat,
+    /// KEYGEN options of every request.
+    pub gen: GenOptions,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            count: 1,
+            sec_tag: super::DEFAULT_SEC_TAG,
+            threads: 0,
+            format: BatchFormat::Csv,
+            gen: GenOptions::default(),
+        }
+    }
+}
+
+/// Why [`write_requests`] stopped.
+#[derive(Debug)]
+pub enum BatchError {
+    /// Writing the output failed.
+    Io(std::io::Error),
+    /// Key generation or signing failed.
+    Crypto(CryptoError),
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::Io(e) => write!(
+                f,
+                "could not write the requests: {e}; check the output path and free space"
+            ),
+            BatchError::Crypto(e) => write!(f, "could not generate a request: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BatchError::Io(e) => Some(e),
+            BatchError::Crypto(e) => Some(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for BatchError {
+    fn from(e: std::io::Error) -> Self {
+        BatchError::Io(e)
+    }
+}
+
+impl From<CryptoError> for BatchError {
+    fn from(e: CryptoError) -> Self {
+        BatchError::Crypto(e)
+    }
+}
+
+/// The requests CSV header (SPEC §2), identical to `requests::HEADER`.
+pub const REQUESTS_HEADER: &str =
+    "device_uuid,imei,sec_tag,keygen,modem_fw,model,bench,port,exported_at";
+
+/// A plausible random IMEI: `35`, 12 random digits, Luhn check digit.
+pub fn random_imei() -> Result<String, CryptoError> {
+    let mut r = [0u8; 12];
+    crypto::fill_random(&mut r)?;
+    let mut s = String::with_capacity(15);
+    s.push_str("35");
+    for b in r {
+        // 250 = 25 * 10: reduce the (tiny) modulo bias by folding into 0..250 first.
+        s.push(char::from(b'0' + (b % 250) % 10));
+    }
+    let d = crate::util::luhn_digit(&s).unwrap_or(0);
+    s.push(char::from(b'0' + d));
+    Ok(s)
+}
+
+const CHUNK: u64 = 512;
+
+fn gen_chunk(n: u64, opts: &BatchOptions, exported_at: &str) -> Result<Vec<u8>, BatchError> {
+    let mut buf = Vec::with_capacity(n as usize * 700);
+    match opts.format {
+        BatchFormat::Lines => {
+            for _ in 0..n {
+                let m = ModemIdentity::random()?;
+                let g = m.keygen(opts.sec_tag, &opts.gen)?;
+                buf.extend_from_slice(g.keygen.as_bytes());
+                buf.push(b'\n');
+            }
+        }
+        BatchFormat::Csv => {
+            let mut w = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(&mut buf);
+            let sec_tag = opts.sec_tag.to_string();
+            for _ in 0..n {
+                let m = ModemIdentity::random()?;
+                let g = m.keygen(opts.sec_tag, &opts.gen)?;
+                let imei = random_imei()?;
+                w.write_record([
+                    m.uuid_string().as_str(),
+                    &imei,
+                    &sec_tag,
+                    &g.keygen,
+                    "mfw_nrf9160_1.3.7",
+                    "nRF9160-SICA",
+                    "gen",
+                    "-",
+                    exported_at,
+                ])
+                .map_err(|e| BatchError::Io(std::io::Error::other(e)))?;
+            }
+            w.flush()?;
+        }
+    }
+    Ok(buf)
+}
+
+/// Write `opts.count` realistic requests (each from a fresh simulated modem) to `out`, in
+/// parallel over `opts.threads` workers. `progress` is called with the number written so
+/// far after each chunk. Returns the number written. Row order is not meaningful.
+pub fn write_requests<W: std::io::Write>(
+    out: &mut W,
+    opts: &BatchOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, BatchError> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::mpsc;
+
+    let exported_at = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    if opts.format == BatchFormat::Csv {
+        out.write_all(REQUESTS_HEADER.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<u8>), BatchError>>(threads * 2);
+    let mut written = 0u64;
+    let mut first_err: Option<BatchError> = None;
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, stop, exported_at) = (&next, &stop, &exported_at);
+            scope.spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+                if start >= opts.count {
+                    return;
+                }
+                let n = CHUNK.min(opts.count - start);
+                let r = gen_chunk(n, opts, exported_at).map(|b| (n, b));
+                if tx.send(r).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        for r in rx {
+            match r {
+                Ok((n, buf)) if first_err.is_none() => {
+                    if let Err(e) = out.write_all(&buf) {
+                        first_err = Some(e.into());
+                        stop.store(true, Ordering::Relaxed);
+                    } else {
+                        written += n;
+                        progress(written);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    out.flush()?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +490,62 @@ mod tests {
                 }
             )
             .is_err());
+    }
+
+    #[test]
+    fn batch_csv_and_lines() {
+        assert_eq!(REQUESTS_HEADER, crate::requests::HEADER);
+        let mut out = Vec::new();
+        let opts = BatchOptions {
+            count: 5,
+            threads: 2,
+            ..Default::default()
+        };
+        let mut calls = 0;
+        assert_eq!(
+            write_requests(&mut out, &opts, &mut |_| calls += 1).unwrap(),
+            5
+        );
+        assert!(calls >= 1);
+        let text = String::from_utf8(out).unwrap();
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            rdr.headers().unwrap().iter().collect::<Vec<_>>().join(","),
+            REQUESTS_HEADER
+        );
+        let mut n = 0;
+        for rec in rdr.records() {
+            let rec = rec.unwrap();
+            let v = check(&rec[3], &CheckOptions::default()).unwrap();
+            assert_eq!(v.uuid, &rec[0]);
+            assert!(crate::util::is_imei_luhn(&rec[1]));
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        let mut out = Vec::new();
+        let opts = BatchOptions {
+            count: 3,
+            format: BatchFormat::Lines,
+            sec_tag: 42,
+            ..Default::default()
+        };
+        write_requests(&mut out, &opts, &mut |_| {}).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        for l in text.lines() {
+            assert_eq!(
+                check(
+                    l,
+                    &CheckOptions {
+                        sec_tag: Some(42),
+                        ..Default::default()
+                    }
+                )
+                .unwrap()
+                .sec_tag,
+                42
+            );
+        }
     }
 
     #[test]
