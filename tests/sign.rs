@@ -201,3 +201,466 @@ fn device_profile_passes_openssl_and_pkilint() {
         oracle_check_cert(dir.path(), &ca_pem, &p);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// a CA, requests and the binary
+
+use nrfca::keygen::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
+use std::process::Output;
+
+const SEC_TAG: u32 = 16842753;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nrfca"))
+}
+
+struct TestCa {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    dir: PathBuf,
+    identity: PathBuf,
+}
+
+impl TestCa {
+    /// A CA encrypted to an age X25519 identity (no slow scrypt), made by `nrfca ca init`.
+    fn new() -> TestCa {
+        use age::secrecy::ExposeSecret;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let id = age::x25519::Identity::generate();
+        let identity = root.join("officer.agekey");
+        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let dir = root.join("ca");
+        run_ok(bin().args(["ca", "init", "--ca-dir"]).arg(&dir).args([
+            "--subject",
+            "CN=nrfca Test Device CA,O=nrfca tests",
+            "--recipient",
+            &id.to_public().to_string(),
+            "--operator",
+            "tester",
+        ]));
+        TestCa {
+            _tmp: tmp,
+            root,
+            dir,
+            identity,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `nrfca sign --ca-dir D --identity I --operator tester --out OUT ARGS... INPUTS...`
+    fn sign(&self, out: &str, args: &[&str], inputs: &[&Path]) -> Output {
+        bin()
+            .arg("sign")
+            .arg("--ca-dir")
+            .arg(&self.dir)
+            .arg("--identity")
+            .arg(&self.identity)
+            .args(["--operator", "tester", "--out"])
+            .arg(self.path(out))
+            .args(args)
+            .args(inputs)
+            .output()
+            .unwrap()
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.join("ca.db")).unwrap()
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn audit_verify(&self) {
+        let out = bin()
+            .args(["audit", "verify", "--ca-dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "audit verify failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn explain(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn report(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", explain(o)))
+}
+
+fn modem_keygen(m: &ModemIdentity) -> String {
+    m.keygen(SEC_TAG, &GenOptions::default()).unwrap().keygen
+}
+
+fn good_requests(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| modem_keygen(&ModemIdentity::random().unwrap()))
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// A requests CSV row (the SPEC header's column order).
+fn csv_row(uuid: &str, imei: &str, sec_tag: &str, keygen: &str) -> String {
+    format!("{uuid},{imei},{sec_tag},{keygen},mfw_nrf9160_1.3.7,nRF9160-SICA,bench-1,/dev/ttyACM0,2025-06-01T10:00:00Z")
+}
+
+fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    nrfca::bundle::parse_csv(&text)
+        .into_iter()
+        .map(|(_, r)| r.unwrap())
+        .collect()
+}
+
+/// A KEYGEN string with `csr` as first half and a correct modem COSE over `digest_of`.
+fn wrap(m: &ModemIdentity, csr: &[u8], digest_of: &[u8], msg_type: i64, sec_tag: u32) -> String {
+    let payload = generate::cose_payload(
+        msg_type,
+        &m.uuid(),
+        sec_tag,
+        &nrfca::crypto::sha256(digest_of),
+        &[7u8; 16],
+    );
+    let cose = generate::cose_sign1(m.identity_key(), &payload).unwrap();
+    generate::encode(csr, &cose)
+}
+
+fn modem_csr(key: &P256Key, cn: &str) -> Vec<u8> {
+    generate::build_csr(key, &[SubjectAttr::cn(cn)], true).unwrap()
+}
+
+/// The seed's real modem KEYGEN string (`%KEYGEN: "..."` line).
+fn seed_keygen() -> Option<String> {
+    let text = std::fs::read_to_string("/work/shared/seed/000_e5e357121bc7f2f2.txt").ok()?;
+    text.lines()
+        .find(|l| l.trim_start().starts_with("%KEYGEN: \""))
+        .map(|l| l.trim().to_string())
+}
+
+fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
+    let ca_pem = std::fs::read(ca.dir.join("ca.pem")).unwrap();
+    let v = nrfca::bundle::verify(bundle, &ca_pem).unwrap();
+    assert_eq!(v.certs.len(), expect_certs);
+    assert_eq!(std::fs::read(bundle.join("ca.pem")).unwrap(), ca_pem);
+    // manifest.sig with openssl dgst
+    if let Some(o) = openssl() {
+        let pubkey = bundle.parent().unwrap().join("ca_pub.pem");
+        run_ok(
+            Command::new(&o)
+                .args(["x509", "-pubkey", "-noout", "-in"])
+                .arg(ca.dir.join("ca.pem"))
+                .arg("-out")
+                .arg(&pubkey),
+        );
+        let sig_b64 = std::fs::read_to_string(bundle.join("manifest.sig")).unwrap();
+        let sig = nrfca::crypto::b64_decode(sig_b64.trim()).unwrap();
+        let sig_path = bundle.parent().unwrap().join("manifest.sig.der");
+        std::fs::write(&sig_path, sig).unwrap();
+        let out = run_ok(
+            Command::new(&o)
+                .args(["dgst", "-sha256", "-verify"])
+                .arg(&pubkey)
+                .arg("-signature")
+                .arg(&sig_path)
+                .arg(bundle.join("manifest.json")),
+        );
+        assert!(out.contains("Verified OK"), "{out}");
+    }
+    // each certificate: x509-cert re-parse, signature with the CA key, openssl + pkilint for
+    // the first few (pkilint is slow)
+    let ca_cert = {
+        use der::DecodePem;
+        x509_cert::Certificate::from_pem(&ca_pem).unwrap()
+    };
+    let ca_key = ca_cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec();
+    for (i, row) in v.certs.iter().enumerate() {
+        use der::DecodePem;
+        let c = x509_cert::Certificate::from_pem(row.certificate_pem.as_bytes()).unwrap();
+        let tbs = c.tbs_certificate.to_der().unwrap();
+        assert!(nrfca::crypto::verify_p256_sha256(
+            &ca_key,
+            &tbs,
+            c.signature.raw_bytes()
+        ));
+        assert_eq!(
+            c.tbs_certificate.issuer.to_der().unwrap(),
+            ca_cert.tbs_certificate.subject.to_der().unwrap()
+        );
+        assert_eq!(
+            hex::encode(c.tbs_certificate.serial_number.as_bytes()),
+            row.serial
+        );
+        if i < 2 {
+            let p = bundle.parent().unwrap().join(format!("dev-check-{i}.pem"));
+            std::fs::write(&p, &row.certificate_pem).unwrap();
+            oracle_check_cert(bundle.parent().unwrap(), &ca.dir.join("ca.pem"), &p);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the batch
+
+/// Every reject code, each triggered by one crafted request inside an otherwise good batch;
+/// the good requests (and the seed's real modem string) are issued.
+#[test]
+fn every_reject_code_in_one_batch_and_the_rest_issued() {
+    let ca = TestCa::new();
+
+    // Batch 1: modem A (to make already-issued and key-reuse-in-ca.db possible later).
+    let a = ModemIdentity::random().unwrap();
+    let a_gen = a.keygen(SEC_TAG, &GenOptions::default()).unwrap();
+    let a_key = P256Key::from_pkcs8(&a_gen.private_key_pkcs8).unwrap();
+    let first = ca.path("first.txt");
+    write_lines(&first, &[a_gen.keygen.clone()]);
+    let o = ca.sign("b1", &["--json"], &[&first]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(report(&o)["issued"], 1);
+
+    // Batch 2, plain-text file: good ones, one per per-string code.
+    let mut lines: Vec<String> = Vec::new();
+    let mut expect: Vec<(u64, &str)> = Vec::new(); // (line, code)
+    let mut push = |lines: &mut Vec<String>, s: String, c: Option<&'static str>| {
+        lines.push(s);
+        if let Some(c) = c {
+            expect.push((lines.len() as u64, c));
+        }
+    };
+    let good = good_requests(3);
+    push(&mut lines, "# batch 2".into(), None);
+    push(&mut lines, good[0].clone(), None);
+    push(&mut lines, "x".repeat(17 * 1024), Some("malformed-input"));
+    push(&mut lines, "abc$%.def".into(), Some("bad-base64"));
+    let m = ModemIdentity::random().unwrap();
+    let k = P256Key::generate().unwrap().0;
+    let csr = modem_csr(&k, &m.uuid_string());
+    push(
+        &mut lines,
+        nrfca::crypto::b64url_encode(&csr),
+        Some("missing-attestation"),
+    );
+    push(
+        &mut lines,
+        generate::encode(&csr, b"\xa1\x01\x02not cose"),
+        Some("malformed-attestation"),
+    );
+    let pk_only = m
+        .keygen(
+            SEC_TAG,
+            &GenOptions {
+                response_content: 1,
+                ..GenOptions::default()
+            },
+        )
+        .unwrap()
+        .keygen;
+    push(&mut lines, pk_only, Some("wrong-message-type"));
+    push(
+        &mut lines,
+        wrap(&m, b"not a csr", b"not a csr", 9, SEC_TAG),
+        Some("malformed-csr"),
+    );
+    // unsupported-key: a point that is not on the curve
+    let mut bad_point = csr.clone();
+    let pk = k.public_key();
+    let pos = bad_point.windows(65).position(|w| w == pk).unwrap();
+    bad_point[pos + 64] ^= 0x01;
+    push(
+        &mut lines,
+        wrap(&m, &bad_point, &bad_point, 9, SEC_TAG),
+        Some("unsupported-key"),
+    );
+    // bad-csr-signature: last byte of the signature flipped
+    let mut bad_sig = csr.clone();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 0x01;
+    push(
+        &mut lines,
+        wrap(&m, &bad_sig, &bad_sig, 9, SEC_TAG),
+        Some("bad-csr-signature"),
+    );
+    push(
+        &mut lines,
+        wrap(&m, &csr, b"other bytes", 9, SEC_TAG),
+        Some("digest-mismatch"),
+    );
+    let other_cn = m
+        .keygen(
+            SEC_TAG,
+            &GenOptions {
+                attributes: Some("CN=not-the-uuid".into()),
+                ..GenOptions::default()
+            },
+        )
+        .unwrap()
+        .keygen;
+    push(&mut lines, other_cn, Some("identity-mismatch"));
+    push(
+        &mut lines,
+        m.keygen(42, &GenOptions::default()).unwrap().keygen,
+        Some("sec-tag-mismatch"),
+    );
+    // duplicate-in-batch: modem D twice (the first wins)
+    let d = ModemIdentity::random().unwrap();
+    push(&mut lines, modem_keygen(&d), None);
+    push(&mut lines, modem_keygen(&d), Some("duplicate-in-batch"));
+    // already-issued: modem A again with a new key
+    push(&mut lines, modem_keygen(&a), Some("already-issued"));
+    // key-reuse with ca.db: modem B presents A's key
+    let b = ModemIdentity::random().unwrap();
+    let b_csr = modem_csr(&a_key, &b.uuid_string());
+    push(
+        &mut lines,
+        wrap(&b, &b_csr, &b_csr, 9, SEC_TAG),
+        Some("key-reuse"),
+    );
+    // key-reuse within the batch: modem C presents good[1]'s... use E then F with E's key
+    let e = ModemIdentity::random().unwrap();
+    let e_gen = e.keygen(SEC_TAG, &GenOptions::default()).unwrap();
+    let e_key = P256Key::from_pkcs8(&e_gen.private_key_pkcs8).unwrap();
+    push(&mut lines, e_gen.keygen.clone(), None);
+    let f = ModemIdentity::random().unwrap();
+    let f_csr = modem_csr(&e_key, &f.uuid_string());
+    push(
+        &mut lines,
+        wrap(&f, &f_csr, &f_csr, 9, SEC_TAG),
+        Some("key-reuse"),
+    );
+    if let Some(seed) = seed_keygen() {
+        push(&mut lines, seed, None);
+    }
+    push(&mut lines, "".into(), None);
+    push(&mut lines, good[1].clone(), None);
+    let txt = ca.path("batch2.txt");
+    write_lines(&txt, &lines);
+
+    // A CSV file in the same batch: metadata-mismatch, a short row, two good rows.
+    let g = ModemIdentity::random().unwrap();
+    let h = ModemIdentity::random().unwrap();
+    let csv = ca.path("batch2.csv");
+    let mut c = String::from(nrfca::requests::HEADER);
+    c.push('\n');
+    c.push_str(&csv_row(
+        &g.uuid_string(),
+        "352656100000001",
+        "16842753",
+        &modem_keygen(&g),
+    ));
+    c.push('\n');
+    c.push_str(&csv_row(
+        &ModemIdentity::random().unwrap().uuid_string(),
+        "",
+        "",
+        &modem_keygen(&h),
+    ));
+    c.push('\n');
+    c.push_str("only,three,columns\n");
+    c.push_str(&csv_row(&h.uuid_string(), "", "16842753", &good[2]));
+    c.push('\n');
+    std::fs::write(&csv, c).unwrap();
+    // good[2] is another modem's string under h's uuid column: metadata-mismatch
+    let csv_expect = [
+        (2u64, None),
+        (3, Some("metadata-mismatch")),
+        (4, Some("malformed-input")),
+        (5, Some("metadata-mismatch")),
+    ];
+
+    let o = ca.sign("b2", &["--json"], &[&txt, &csv]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let r = report(&o);
+    let rejects = read_csv(&ca.path("b2").join("rejects.csv"));
+    assert_eq!(rejects[0].join(","), "source,line,device_uuid,code,detail");
+    let got: Vec<(String, u64, String)> = rejects[1..]
+        .iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap(), r[3].clone()))
+        .collect();
+    let mut want: Vec<(String, u64, String)> = expect
+        .iter()
+        .map(|(l, c)| (txt.display().to_string(), *l, c.to_string()))
+        .collect();
+    for (l, c) in csv_expect {
+        if let Some(c) = c {
+            want.push((csv.display().to_string(), l, c.to_string()));
+        }
+    }
+    assert_eq!(got, want);
+    // every code of src/reject.rs was produced
+    for c in nrfca::reject::RejectCode::ALL {
+        assert!(
+            got.iter().any(|(_, _, g)| g == c.as_str()),
+            "code {c} not triggered"
+        );
+    }
+    let n_good = 2 + 2 + usize::from(seed_keygen().is_some()) + 1; // good[0], good[1], d, e, seed, g
+    assert_eq!(r["issued"], n_good as u64, "{r}");
+    assert_eq!(r["rejected"], want.len() as u64);
+    assert_eq!(r["rejects_by_code"]["key-reuse"], 2);
+    assert_eq!(
+        ca.count("SELECT count(*) FROM certificates"),
+        1 + n_good as i64
+    );
+    assert_eq!(ca.count("SELECT count(*) FROM rejects"), want.len() as i64);
+    // the seed (a real nRF9160 string with the NULL-parameter CSR) was issued
+    if seed_keygen().is_some() {
+        assert_eq!(
+            ca.count("SELECT count(*) FROM certificates WHERE uuid = '50503041-3539-47eb-807b-102dbb423b9a'"),
+            1
+        );
+    }
+    // IMEI from the CSV row is carried into certs.csv
+    let certs = read_csv(&ca.path("b2").join("certs.csv"));
+    assert!(certs
+        .iter()
+        .any(|r| r[0] == g.uuid_string() && r[1] == "352656100000001"));
+    // the order of certs.csv is the input order
+    let order: Vec<&str> = certs[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        order.first().copied(),
+        Some(
+            nrfca::keygen::check(&good[0], &Default::default())
+                .unwrap()
+                .uuid
+                .as_str()
+        )
+    );
+    assert_eq!(order.last().copied(), Some(g.uuid_string().as_str()));
+    check_bundle_with_oracles(&ca, &ca.path("b2"), n_good);
+    ca.audit_verify();
+}
