@@ -212,6 +212,14 @@ fn write_canonical(v: &Value, out: &mut String) {
 }
 
 fn push_json_str(s: &str, out: &mut String) {
+    // Fast path (hex, UUIDs, names): nothing to escape, identical to serde_json's output.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json's string escaping; serialising a &str cannot fail.
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string()));
 }
@@ -669,7 +677,7 @@ impl Verifier {
         let (Some(head_seq), Some(head_hash), Some(sig)) = (head_seq, head_hash, sig) else {
             return Err("checkpoint without head_seq, head_hash or signature".into());
         };
-        if head_seq + 1 != r.seq || head_hash != r.prev_hash {
+        if head_seq.checked_add(1) != Some(r.seq) || head_hash != r.prev_hash {
             return Err(format!(
                 "checkpoint signs record {head_seq}, not the record before it"
             ));
@@ -1233,6 +1241,115 @@ pub fn export(
         Err(e) => {
             let _ = std::fs::remove_file(out);
             Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_escapes_like_serde_json() {
+        let v =
+            serde_json::json!({"b": 1, "a": {"z": [true, null, "x\"y\\\n"], "é": "ü"}, "A": -2});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"A":-2,"a":{"z":[true,null,"x\"y\\\n"],"é":"ü"},"b":1}"#
+        );
+        for s in [
+            "plain",
+            "quote\"",
+            "back\\slash",
+            "ctl\u{1}\t",
+            "ünïcode",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_str(s, &mut out);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn record_hash_matches_the_documented_formula() {
+        let r = Record {
+            seq: 1,
+            time: "2025-01-01T00:00:00.000Z".into(),
+            operator: "alice".into(),
+            event: "ca-created".into(),
+            details: serde_json::json!({"fingerprint": "ab"}),
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        let canonical = r#"{"details":{"fingerprint":"ab"},"event":"ca-created","operator":"alice","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","seq":1,"time":"2025-01-01T00:00:00.000Z"}"#;
+        let mut buf = vec![0u8; 32];
+        buf.extend_from_slice(canonical.as_bytes());
+        assert_eq!(r.compute_hash().unwrap(), crypto::sha256_hex(&buf));
+        assert_eq!(
+            checkpoint_message(7, "ab"),
+            b"nrfca-audit-checkpoint-v1\n7\nab\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn writer_refuses_unknown_events_and_non_objects() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(db::SCHEMA).unwrap();
+        let mut w = AuditWriter::new(&conn, "t").unwrap();
+        assert!(w.append(&conn, "made-up", &serde_json::json!({})).is_err());
+        assert!(w
+            .append(&conn, "batch-started", &serde_json::json!([1]))
+            .is_err());
+        assert_eq!(
+            w.append(&conn, "batch-started", &serde_json::json!({"batch": "b"}))
+                .unwrap(),
+            1
+        );
+        assert_eq!(w.head().0, 1);
+        // A second writer continues the chain.
+        let mut w2 = AuditWriter::new(&conn, "t").unwrap();
+        assert_eq!(
+            w2.append(&conn, "batch-committed", &serde_json::json!({}))
+                .unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn hostile_export_lines_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("ca.pem");
+        // Any CA certificate will do for parsing; make one.
+        let id = age::x25519::Identity::generate();
+        let ca_dir = dir.path().join("ca");
+        crate::signer::ca::init(
+            &ca_dir,
+            &crate::signer::ca::InitOptions {
+                subject: "CN=T".into(),
+                days: 2,
+                protection: crate::signer::secret::Protection::Recipients(vec![id
+                    .to_public()
+                    .to_string()]),
+                operator: "t".into(),
+            },
+        )
+        .unwrap();
+        std::fs::copy(ca_dir.join("ca.pem"), &cert).unwrap();
+        for content in [
+            &b""[..],
+            b"{",
+            b"{}\n",
+            b"{\"seq\":1}\n",
+            b"\xff\xfe\n",
+            b"seq,time\n1,2\n",
+            b"seq,time,operator,event,details,prev_hash,hash\n1,t,o,e,{,p,h\nx\n",
+            b"{\"seq\":18446744073709551615,\"time\":\"\",\"operator\":\"\",\"event\":\"\",\"details\":{},\"prev_hash\":\"\",\"hash\":\"\"}\n",
+        ] {
+            let f = dir.path().join("log");
+            std::fs::write(&f, content).unwrap();
+            let r = verify_file(&f, &cert).unwrap();
+            assert!(content.is_empty() || r.first_bad.is_some(), "{content:?}");
         }
     }
 }
