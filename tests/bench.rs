@@ -1,0 +1,734 @@
+//! The bench over real pseudo-terminals: `bench export` on several simulated modems at once,
+//! `nrfca sign`, `bench import`; re-runs are no-ops; a tampered bundle is refused before any
+//! modem is touched; one test per simulator fault (the affected device recovers or fails with
+//! a clear reason, the others finish, a re-run completes it, no exported key is lost).
+#![cfg(feature = "bench")]
+
+use age::secrecy::ExposeSecret;
+use nrfca::bench::import::default_root_bundle;
+use nrfca::bench::state::{DeviceState, State};
+use nrfca::bench::{
+    export, import, DeviceResult, ExportOptions, ExportReport, ImportOptions, ImportReport,
+    PortSettings, Status,
+};
+use nrfca::sim::{Fault, Latency, SimConfig, Simulator};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TAG: u32 = 16842753;
+
+// ---------------------------------------------------------------------------------- helpers
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nrfca"));
+    c.env_remove("NRFCA_PASSPHRASE").stdin(Stdio::null());
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run nrfca")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Timeouts short enough for CI, long enough for the `slow` fault (10x latency + 250 ms).
+fn settings() -> PortSettings {
+    let mut s = PortSettings::default();
+    s.timeouts.default = Duration::from_millis(1500);
+    s.timeouts.write = Duration::from_millis(1500);
+    s.timeouts.cfun = Duration::from_millis(1500);
+    s.timeouts.keygen = Duration::from_millis(2000);
+    s.timeouts.sync = Duration::from_millis(600);
+    s.reconnect_wait = Duration::from_secs(5);
+    s
+}
+
+struct Bench {
+    dir: tempfile::TempDir,
+    sim: Simulator,
+    ports: Vec<String>,
+    bundles: u32,
+}
+
+impl Bench {
+    fn new(count: usize, f: impl FnOnce(&mut SimConfig)) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SimConfig {
+            count,
+            latency: Latency::Test,
+            link_dir: Some(dir.path().join("modems")),
+            ..SimConfig::default()
+        };
+        f(&mut cfg);
+        let sim = Simulator::start(cfg).expect("simulator starts");
+        let ports = sim
+            .ports()
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        Bench {
+            dir,
+            sim,
+            ports,
+            bundles: 0,
+        }
+    }
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn state(&self) -> PathBuf {
+        self.p("S")
+    }
+    fn out(&self) -> PathBuf {
+        self.p("requests.csv")
+    }
+
+    fn export(&self, force: bool) -> ExportReport {
+        let mut o = ExportOptions::new(self.ports.clone(), self.out());
+        o.state_dir = self.state();
+        o.force = force;
+        o.operator = Some("tester".into());
+        o.bench_name = Some("bench-1".into());
+        o.settings = settings();
+        export(&o, &|_| {}).expect("export runs")
+    }
+
+    fn import(&self, bundle: &Path) -> ImportReport {
+        let mut o = ImportOptions::new(
+            self.ports.clone(),
+            bundle.to_path_buf(),
+            self.ca().join("ca.pem"),
+        );
+        o.state_dir = self.state();
+        o.operator = Some("tester".into());
+        o.settings = settings();
+        import(&o, &|_| {}).expect("import runs")
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.p("ca")
+    }
+
+    /// Make the CA (age recipient: fast) once.
+    fn ensure_ca(&self) {
+        if self.ca().join("ca.pem").exists() {
+            return;
+        }
+        let id = age::x25519::Identity::generate();
+        let idf = self.p("id.agekey");
+        std::fs::write(&idf, id.to_string().expose_secret().as_bytes()).unwrap();
+        std::fs::set_permissions(&idf, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let o = run(bin().args([
+            "ca",
+            "init",
+            "--ca-dir",
+            self.ca().to_str().unwrap(),
+            "--subject",
+            "CN=Bench Test CA,O=Test",
+            "--recipient",
+            &id.to_public().to_string(),
+            "--operator",
+            "officer",
+        ]));
+        assert!(o.status.success(), "ca init: {}", stderr(&o));
+    }
+
+    /// `nrfca sign` the requests file into a new bundle; returns its directory.
+    fn sign(&mut self) -> PathBuf {
+        self.ensure_ca();
+        self.bundles += 1;
+        let b = self.p(&format!("bundle{}", self.bundles));
+        let o = run(bin().args([
+            "sign",
+            "--ca-dir",
+            self.ca().to_str().unwrap(),
+            "--identity",
+            self.p("id.agekey").to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--operator",
+            "officer",
+            self.out().to_str().unwrap(),
+        ]));
+        assert!(
+            o.status.code() == Some(0),
+            "sign: {:?} {}",
+            o.status,
+            stderr(&o)
+        );
+        b
+    }
+
+    fn commands(&self, i: usize) -> Vec<String> {
+        self.sim.snapshot(i).commands
+    }
+}
+
+fn statuses(devices: &[DeviceResult]) -> Vec<Status> {
+    devices.iter().map(|d| d.status).collect()
+}
+
+fn assert_all(devices: &[DeviceResult], want: Status) {
+    for d in devices {
+        assert_eq!(d.status, want, "{d:#?}");
+    }
+}
+
+/// (imei, keygen) rows of the requests file.
+fn request_rows(path: &Path) -> Vec<(String, String)> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[1].to_string(), rec[3].to_string())
+        })
+        .collect()
+}
+
+/// (imei -> certificate PEM) from a bundle's certs.csv.
+fn bundle_certs(bundle: &Path) -> Vec<(String, String)> {
+    let mut r = csv::Reader::from_path(bundle.join("certs.csv")).unwrap();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[1].to_string(), rec[7].to_string())
+        })
+        .collect()
+}
+
+fn cert_public_key(pem: &str) -> Vec<u8> {
+    use der::Decode;
+    let block = nrfca::util::pem_blocks(pem)
+        .into_iter()
+        .find(|b| b.label == "CERTIFICATE")
+        .unwrap();
+    let cert = x509_cert::Certificate::from_der(&block.decode().unwrap()).unwrap();
+    cert.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .as_bytes()
+        .unwrap()
+        .to_vec()
+}
+
+fn sha_upper(b: &[u8]) -> String {
+    hex::encode_upper(nrfca::crypto::sha256(b))
+}
+
+/// Every modem is fully provisioned: one request row per IMEI whose key is the device's key,
+/// the certificate from the bundle stored byte-exactly (listed SHA = sha256 of the PEM), the
+/// root bundle stored, and the key in the slot is the certified one.
+fn assert_provisioned(b: &Bench, bundle: &Path) {
+    let rows = request_rows(&b.out());
+    let certs = bundle_certs(bundle);
+    let root = default_root_bundle();
+    for i in 0..b.sim.count() {
+        let snap = b.sim.snapshot(i);
+        let mine: Vec<_> = rows.iter().filter(|(imei, _)| *imei == snap.imei).collect();
+        assert_eq!(mine.len(), 1, "one request row for {}", snap.imei);
+        let verified = nrfca::keygen::check(&mine[0].1, &Default::default()).unwrap();
+        let key = snap.credential(TAG, 2).expect("key in slot");
+        assert_eq!(
+            key.public_key.map(|k| k.to_vec()),
+            Some(verified.public_key.to_vec()),
+            "the exported key is the device's key"
+        );
+        let (_, pem) = certs
+            .iter()
+            .find(|(imei, _)| *imei == snap.imei)
+            .expect("certificate in bundle");
+        let c1 = snap.credential(TAG, 1).expect("certificate stored");
+        assert_eq!(
+            c1.content.as_deref(),
+            Some(pem.as_str()),
+            "stored byte-exactly"
+        );
+        assert_eq!(c1.sha256_upper, sha_upper(pem.as_bytes()));
+        assert_eq!(cert_public_key(pem), verified.public_key.to_vec());
+        let c0 = snap.credential(TAG, 0).expect("root CAs stored");
+        assert_eq!(c0.sha256_upper, sha_upper(root.as_bytes()));
+        assert_eq!(c0.content.as_deref(), Some(root.as_str()));
+    }
+}
+
+fn storage_changing(cmds: &[String]) -> Vec<String> {
+    cmds.iter()
+        .filter(|c| {
+            let u = c.to_ascii_uppercase();
+            u.starts_with("AT%KEYGEN") || u.starts_with("AT%CMNG=0") || u.starts_with("AT%CMNG=3")
+        })
+        .cloned()
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------ tests
+
+#[test]
+fn four_modems_export_sign_import_and_reruns_are_noops() {
+    let mut b = Bench::new(4, |c| c.boot_cfun = 1);
+    let t = Instant::now();
+    let r = b.export(false);
+    let first = t.elapsed();
+    assert_all(&r.devices, Status::Done);
+    assert_eq!(request_rows(&b.out()).len(), 4);
+    for i in 0..4 {
+        assert_eq!(
+            b.sim.snapshot(i).cfun,
+            4,
+            "export leaves the device offline"
+        );
+    }
+
+    // Re-run: nothing sent that changes storage, nothing appended.
+    let before: Vec<usize> = (0..4).map(|i| b.commands(i).len()).collect();
+    let csv_before = std::fs::read(b.out()).unwrap();
+    let r2 = b.export(false);
+    assert_all(&r2.devices, Status::AlreadyDone);
+    assert_eq!(std::fs::read(b.out()).unwrap(), csv_before);
+    for i in 0..4 {
+        let new = &b.commands(i)[before[i]..];
+        assert!(storage_changing(new).is_empty(), "{new:?}");
+        assert!(!new.iter().any(|c| c.starts_with("AT+CFUN=")), "{new:?}");
+    }
+
+    let bundle = b.sign();
+    let r3 = b.import(&bundle);
+    assert_all(&r3.devices, Status::Done);
+    assert_provisioned(&b, &bundle);
+    for i in 0..4 {
+        assert_eq!(
+            b.sim.snapshot(i).cfun,
+            1,
+            "import restores the mode found before export"
+        );
+        let cmds = b.commands(i);
+        assert!(
+            !cmds
+                .iter()
+                .any(|c| c.starts_with("AT%CMNG=0,16842753,2")
+                    || c.starts_with("AT%CMNG=3,16842753,2")),
+            "import never touches the key"
+        );
+    }
+
+    // Re-run import: no writes, no CFUN change.
+    let before: Vec<usize> = (0..4).map(|i| b.commands(i).len()).collect();
+    let r4 = b.import(&bundle);
+    assert_all(&r4.devices, Status::AlreadyDone);
+    for i in 0..4 {
+        let new = &b.commands(i)[before[i]..];
+        assert!(storage_changing(new).is_empty(), "{new:?}");
+        assert!(!new.iter().any(|c| c.starts_with("AT+CFUN=")), "{new:?}");
+    }
+
+    // The state and its journal.
+    let st = State::open_existing(&b.state()).unwrap();
+    let devs = st.devices().unwrap();
+    assert_eq!(devs.len(), 4);
+    for d in &devs {
+        assert_eq!(d.state, DeviceState::Imported);
+        assert_eq!(d.cfun_before, Some(1));
+        assert!(d.cert_serial.is_some() && d.public_key.is_some());
+    }
+    let j = st.journal_entries(None).unwrap();
+    assert!(j
+        .iter()
+        .any(|e| e.command.starts_with("AT%KEYGEN=16842753,2,0")));
+    assert!(j.iter().all(|e| e.operator == "tester"));
+    assert!(
+        !j.iter().any(|e| e.command.contains("BEGIN CERTIFICATE")),
+        "the journal summarises PEMs"
+    );
+    eprintln!("export of 4 modems took {first:?}");
+}
+
+#[test]
+fn cli_export_status_and_exit_codes() {
+    let b = Bench::new(2, |_| {});
+    let mut args: Vec<String> = vec!["bench".into(), "export".into()];
+    for p in &b.ports {
+        args.push("--port".into());
+        args.push(p.clone());
+    }
+    args.push("--port".into());
+    args.push(b.p("no-such-port").to_string_lossy().into_owned());
+    for a in [
+        "--out",
+        b.out().to_str().unwrap(),
+        "--state",
+        b.state().to_str().unwrap(),
+        "--operator",
+        "tech",
+        "--timeout",
+        "1.5",
+        "--slow-timeout",
+        "3",
+        "--reconnect-wait",
+        "0.3",
+        "--json",
+    ] {
+        args.push(a.into());
+    }
+    let o = run(bin().args(&args));
+    // One port does not exist: exit 1, the other two are exported.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let devs = report["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 3);
+    assert_eq!(devs.iter().filter(|d| d["status"] == "done").count(), 2);
+    let bad = devs.iter().find(|d| d["status"] != "done").unwrap();
+    assert_eq!(bad["code"], "port-not-found");
+    let err = stderr(&o);
+    assert!(err.contains("devices that need attention"), "{err}");
+    assert!(err.contains("next:"), "{err}");
+
+    // status --json lists both devices with their next step.
+    let o = run(bin().args([
+        "bench",
+        "status",
+        "--json",
+        "--state",
+        b.state().to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let devs = st["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2);
+    for d in devs {
+        assert_eq!(d["state"], "exported");
+        assert!(d["next_step"].as_str().unwrap().contains("sign"));
+    }
+    // status on a directory that is not a bench state: exit 2 with advice.
+    let o = run(bin().args([
+        "bench",
+        "status",
+        "--state",
+        b.p("nowhere").to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--state"));
+}
+
+#[test]
+fn tampered_bundle_is_refused_before_any_modem_is_touched() {
+    let mut b = Bench::new(2, |_| {});
+    assert_all(&b.export(false).devices, Status::Done);
+    let bundle = b.sign();
+
+    // 1. One byte of certs.csv changed.
+    let bad = b.p("tampered");
+    std::fs::create_dir(&bad).unwrap();
+    for e in std::fs::read_dir(&bundle).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
+    }
+    let certs = std::fs::read_to_string(bad.join("certs.csv")).unwrap();
+    let pos = certs.find("MII").unwrap() + 10;
+    let mut bytes = certs.into_bytes();
+    bytes[pos] = if bytes[pos] == b'A' { b'B' } else { b'A' };
+    std::fs::write(bad.join("certs.csv"), bytes).unwrap();
+
+    // 2. The right bundle but the wrong trust anchor.
+    let other = b.p("other-ca.pem");
+    let o = run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        b.p("other.key").to_str().unwrap(),
+        "-out",
+        other.to_str().unwrap(),
+        "-subj",
+        "/CN=Other CA",
+        "-days",
+        "30",
+    ]));
+    let have_openssl = o.status.success();
+
+    let before: Vec<usize> = (0..2).map(|i| b.commands(i).len()).collect();
+    let mut cases = vec![(bad.clone(), b.ca().join("ca.pem"), "altered")];
+    if have_openssl {
+        cases.push((bundle.clone(), other.clone(), ""));
+    }
+    for (bdir, trust, needle) in cases {
+        let mut args = vec!["bench".to_string(), "import".into()];
+        for p in &b.ports {
+            args.push("--port".into());
+            args.push(p.clone());
+        }
+        for a in [
+            "--bundle",
+            bdir.to_str().unwrap(),
+            "--trust",
+            trust.to_str().unwrap(),
+            "--state",
+            b.state().to_str().unwrap(),
+        ] {
+            args.push(a.into());
+        }
+        let o = run(bin().args(&args));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("refused before touching any modem"), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    for i in 0..2 {
+        assert_eq!(b.commands(i).len(), before[i], "no byte reached modem {i}");
+    }
+    // The genuine bundle still imports.
+    assert_all(&b.import(&bundle).devices, Status::Done);
+    assert_provisioned(&b, &bundle);
+}
+
+#[test]
+fn a_foreign_key_is_refused_unless_force() {
+    let mut b = Bench::new(2, |_| {});
+    // Modem 1 already holds a key this bench never exported (another tool's KEYGEN).
+    assert_all(&b.export(false).devices, Status::Done);
+    let state2 = b.p("S-other");
+    let mut o = ExportOptions::new(vec![b.ports[1].clone()], b.p("other.csv"));
+    o.state_dir = state2;
+    o.settings = settings();
+    let r = export(&o, &|_| {}).unwrap();
+    assert_eq!(statuses(&r.devices), vec![Status::Failed]);
+    assert_eq!(r.devices[0].code.as_deref(), Some("slot-occupied"));
+    assert!(r.devices[0]
+        .next_step
+        .as_deref()
+        .unwrap()
+        .contains("--force"));
+    let key_before = b.sim.snapshot(1).credential(TAG, 2).unwrap().public_key;
+
+    // With --force the other bench replaces it (the only path that deletes a key).
+    let mut o2 = o.clone();
+    o2.force = true;
+    let r = export(&o2, &|_| {}).unwrap();
+    assert_eq!(statuses(&r.devices), vec![Status::Done]);
+    let key_after = b.sim.snapshot(1).credential(TAG, 2).unwrap().public_key;
+    assert_ne!(key_before, key_after);
+    let cmds = b.commands(1);
+    assert!(cmds.iter().any(|c| c == "AT%CMNG=3,16842753,2"));
+
+    // Back on the first bench, modem 1's key changed behind its back: refused, not skipped.
+    let r = b.export(false);
+    assert_eq!(r.devices[0].status, Status::AlreadyDone);
+    assert_eq!(r.devices[1].status, Status::Failed);
+    assert_eq!(r.devices[1].code.as_deref(), Some("key-changed"));
+    let _ = b.sign();
+}
+
+/// Run the whole flow with `fault` on modem 1 during export (and, for faults that hit
+/// writes, during import), checking the others are never held up and a re-run completes.
+fn fault_flow(
+    fault: Fault,
+    expect_export: Status,
+    expect_import: Status,
+    code: Option<&str>,
+) -> Bench {
+    let mut b = Bench::new(3, |_| {});
+    b.sim.set_faults(1, vec![fault]);
+    let r = b.export(false);
+    assert_eq!(r.devices[0].status, Status::Done, "{:#?}", r.devices[0]);
+    assert_eq!(r.devices[2].status, Status::Done, "{:#?}", r.devices[2]);
+    let d = &r.devices[1];
+    assert_eq!(d.status, expect_export, "export with {fault}: {d:#?}");
+    if d.status != Status::Done {
+        if let Some(c) = code {
+            assert_eq!(d.code.as_deref(), Some(c), "{d:#?}");
+        }
+        assert!(d.next_step.is_some());
+        b.sim.set_faults(1, vec![]);
+        let r = b.export(false);
+        assert_eq!(r.devices[1].status, Status::Done, "{:#?}", r.devices[1]);
+        assert_eq!(r.devices[0].status, Status::AlreadyDone);
+    }
+    let bundle = b.sign();
+
+    b.sim.set_faults(1, vec![fault]);
+    let r = b.import(&bundle);
+    assert_eq!(r.devices[0].status, Status::Done, "{:#?}", r.devices[0]);
+    assert_eq!(r.devices[2].status, Status::Done, "{:#?}", r.devices[2]);
+    let d = &r.devices[1];
+    assert_eq!(d.status, expect_import, "import with {fault}: {d:#?}");
+    if d.status != Status::Done {
+        if let Some(c) = code {
+            assert_eq!(d.code.as_deref(), Some(c), "{d:#?}");
+        }
+        b.sim.set_faults(1, vec![]);
+        let r = b.import(&bundle);
+        assert_eq!(r.devices[1].status, Status::Done, "{:#?}", r.devices[1]);
+        assert_eq!(r.devices[0].status, Status::AlreadyDone);
+    }
+    b.sim.set_faults(1, vec![]);
+    assert_provisioned(&b, &bundle);
+    // Nothing ever deleted an exported key (no --force was used): every KEYGEN'd key that
+    // reached the requests file is the device's key (checked above), and exactly one row per
+    // device exists.
+    assert_eq!(request_rows(&b.out()).len(), 3);
+    b
+}
+
+fn count(cmds: &[String], prefix: &str) -> usize {
+    cmds.iter().filter(|c| c.starts_with(prefix)).count()
+}
+
+#[test]
+fn fault_disconnect_recovers_by_reconnecting() {
+    // Unplugged mid-KEYGEN reply: the key exists but its CSR never arrived; the bench
+    // reconnects, finds the orphan key of its own interrupted KEYGEN, replaces it and exports.
+    // On import the unplug hits the first write; the re-check finds it done and continues.
+    let b = fault_flow(Fault::Disconnect, Status::Done, Status::Done, None);
+    let snap = b.sim.snapshot(1);
+    assert_eq!(
+        snap.disconnects, 2,
+        "one unplug during export, one during import"
+    );
+    let cmds = snap.commands;
+    assert_eq!(count(&cmds, "AT%KEYGEN="), 2, "{cmds:?}");
+    assert_eq!(
+        count(&cmds, "AT%CMNG=3,16842753,2"),
+        1,
+        "the orphan key was replaced"
+    );
+    assert_eq!(
+        count(&cmds, "AT%CMNG=0,16842753,0"),
+        1,
+        "the root write survived the unplug"
+    );
+}
+
+#[test]
+fn fault_lost_final_recovers() {
+    // KEYGEN's reply arrives without OK: the string is kept, the slot confirms the key.
+    let b = fault_flow(Fault::LostFinal, Status::Done, Status::Done, None);
+    let cmds = b.sim.snapshot(1).commands;
+    assert_eq!(
+        count(&cmds, "AT%KEYGEN="),
+        1,
+        "the reply was adopted: {cmds:?}"
+    );
+    assert_eq!(count(&cmds, "AT%CMNG=3"), 0, "nothing deleted");
+    assert_eq!(
+        count(&cmds, "AT%CMNG=0,16842753,0"),
+        1,
+        "the write was not repeated"
+    );
+}
+
+#[test]
+fn fault_garbage_is_skipped() {
+    fault_flow(Fault::Garbage, Status::Done, Status::Done, None);
+}
+
+#[test]
+fn fault_urcs_are_skipped() {
+    fault_flow(Fault::Urcs, Status::Done, Status::Done, None);
+}
+
+#[test]
+fn fault_slow_replies_are_waited_for() {
+    fault_flow(Fault::Slow, Status::Done, Status::Done, None);
+}
+
+#[test]
+fn fault_first_command_fails_is_tolerated() {
+    fault_flow(Fault::FirstCommandFails, Status::Done, Status::Done, None);
+}
+
+#[test]
+fn fault_cme_on_write_fails_import_then_rerun_completes() {
+    fault_flow(
+        Fault::CmeOnWrite,
+        Status::Done,
+        Status::Failed,
+        Some("cme-528"),
+    );
+}
+
+#[test]
+fn fault_storage_full_fails_then_rerun_completes() {
+    // 515 on KEYGEN in export; import writes also get 515 while it is on.
+    fault_flow(
+        Fault::StorageFull,
+        Status::Failed,
+        Status::Failed,
+        Some("cme-515"),
+    );
+}
+
+#[test]
+fn fault_keygen_fail_then_rerun_completes() {
+    fault_flow(
+        Fault::KeygenFail,
+        Status::Failed,
+        Status::Done,
+        Some("cme-523"),
+    );
+}
+
+#[test]
+fn old_firmware_and_state_after_failures() {
+    // A KEYGEN failure is recorded as export-failed with the code, and the device keeps its
+    // mode (export restores CFUN after a definite failure).
+    let b = Bench::new(1, |c| c.boot_cfun = 1);
+    b.sim.set_faults(0, vec![Fault::KeygenFail]);
+    let r = b.export(false);
+    assert_eq!(r.devices[0].status, Status::Failed);
+    assert_eq!(
+        b.sim.snapshot(0).cfun,
+        1,
+        "CFUN restored after a failed export"
+    );
+    let st = State::open_existing(&b.state()).unwrap();
+    let d = &st.devices().unwrap()[0];
+    assert_eq!(d.state, DeviceState::ExportFailed);
+    assert_eq!(d.error_code.as_deref(), Some("cme-523"));
+    assert!(d.last_error.as_deref().unwrap().contains("523"));
+}
+
+/// Measured, not asserted: `cargo test --test bench -- --ignored --nocapture timing`.
+#[test]
+#[ignore]
+fn timing_one_vs_eight() {
+    for latency in [Latency::Test, Latency::Realistic] {
+        let mut times = Vec::new();
+        for n in [1usize, 8] {
+            let mut b = Bench::new(n, |c| c.latency = latency);
+            let t = Instant::now();
+            assert!(b.export(false).all_ok());
+            let e = t.elapsed();
+            let bundle = b.sign();
+            let t = Instant::now();
+            assert!(b.import(&bundle).all_ok());
+            let i = t.elapsed();
+            times.push((n, e, i));
+        }
+        eprintln!("latency {latency}: {times:?}");
+    }
+}
+
+#[test]
+fn other_profiles_slm_and_nrf91x1() {
+    use nrfca::sim::Profile;
+    for profile in [Profile::Slm, Profile::Nrf91x1] {
+        let mut b = Bench::new(2, |c| c.profile = profile);
+        let r = b.export(false);
+        assert_all(&r.devices, Status::Done);
+        let bundle = b.sign();
+        assert_all(&b.import(&bundle).devices, Status::Done);
+        assert_provisioned(&b, &bundle);
+        let snap = b.sim.snapshot(0);
+        let st = State::open_existing(&b.state()).unwrap();
+        let rec = st.device(&snap.imei, TAG).unwrap().unwrap();
+        assert_eq!(rec.uuid.as_deref(), Some(snap.uuid.as_str()), "{profile:?}");
+        assert_eq!(rec.model.as_deref(), Some(snap.model.as_str()));
+    }
+}
