@@ -179,6 +179,11 @@ impl Client {
     }
 }
 
+fn sim_identity_of_another_modem() -> [u8; 65] {
+    let other = sim(1, |_| {});
+    other.identity_public_key(0)
+}
+
 fn keygen_string(line: &str) -> &str {
     line.strip_prefix("%KEYGEN: \"")
         .and_then(|s| s.strip_suffix('"'))
@@ -215,6 +220,13 @@ fn provisioning_conversation_over_a_pty() {
     let key = snap.credential(TAG, 2).expect("key stored as type 2");
     assert_eq!(key.public_key, Some(v.public_key));
     assert_eq!(key.content, None, "private keys are not exposed");
+    // The COSE is signed by the simulated identity key the simulator reports.
+    let idk = sim.identity_public_key(0);
+    let halves = nrfca::keygen::decode_halves(keygen_string(&kg[0])).unwrap();
+    let cose = nrfca::keygen::cose::parse_sign1(halves.cose.as_deref().unwrap()).unwrap();
+    assert!(nrfca::keygen::cose::verify_sign1(&idk, &cose, None));
+    let other = sim_identity_of_another_modem();
+    assert!(!nrfca::keygen::cose::verify_sign1(&other, &cose, None));
 
     // Write a PEM with LF line ends inline; the list SHA is the SHA-256 of the exact bytes.
     c.ok(&format!("AT%CMNG=0,{TAG},0,\"{CA}\""));
@@ -248,13 +260,33 @@ fn provisioning_conversation_over_a_pty() {
     );
     assert!(sim.snapshot(0).credential(TAG, 0).is_none());
     // The attestation token carries the same UUID.
-    let t = c.ok("AT%ATTESTTOKEN");
-    assert!(t[0].starts_with("%ATTESTTOKEN: \""), "{t:?}");
+    let t = c.ok("AT%ATTESTTOKEN=\"00112233445566778899aabbccddeeff\"");
+    let token = t[0]
+        .strip_prefix("%ATTESTTOKEN: \"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap();
+    let halves = nrfca::keygen::decode_halves(token).unwrap();
+    let msg = nrfca::keygen::cose::parse_attest_payload(&halves.first).unwrap();
+    assert_eq!(nrfca::util::uuid_string(&msg.uuid), snap.uuid);
+    assert_eq!(
+        msg.nonce,
+        [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff
+        ]
+    );
+    assert_eq!(msg.device_type, 3);
+    let cose = nrfca::keygen::cose::parse_sign1(halves.cose.as_deref().unwrap()).unwrap();
+    assert!(nrfca::keygen::cose::verify_sign1(
+        &idk,
+        &cose,
+        Some(&halves.first)
+    ));
     assert!(sim
         .snapshot(0)
         .commands
         .iter()
-        .any(|c| c == "AT%ATTESTTOKEN"));
+        .any(|c| c.starts_with("AT%ATTESTTOKEN=\"")));
     sim.shutdown().unwrap();
 }
 
