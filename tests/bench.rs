@@ -51,6 +51,7 @@ struct Bench {
     sim: Simulator,
     ports: Vec<String>,
     bundles: u32,
+    settings: PortSettings,
 }
 
 impl Bench {
@@ -74,6 +75,7 @@ impl Bench {
             sim,
             ports,
             bundles: 0,
+            settings: settings(),
         }
     }
     fn p(&self, name: &str) -> PathBuf {
@@ -92,7 +94,7 @@ impl Bench {
         o.force = force;
         o.operator = Some("tester".into());
         o.bench_name = Some("bench-1".into());
-        o.settings = settings();
+        o.settings = self.settings.clone();
         export(&o, &|_| {}).expect("export runs")
     }
 
@@ -104,7 +106,7 @@ impl Bench {
         );
         o.state_dir = self.state();
         o.operator = Some("tester".into());
-        o.settings = settings();
+        o.settings = self.settings.clone();
         import(&o, &|_| {}).expect("import runs")
     }
 
@@ -695,23 +697,40 @@ fn old_firmware_and_state_after_failures() {
 }
 
 /// Measured, not asserted: `cargo test --test bench -- --ignored --nocapture timing`.
+/// Mean wall time of export and import over `NRFCA_TIMING_ROUNDS` (default 3) rounds, for 1
+/// and 8 modems, at the simulator's test and realistic latencies.
 #[test]
 #[ignore]
 fn timing_one_vs_eight() {
+    let rounds: u32 = std::env::var("NRFCA_TIMING_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     for latency in [Latency::Test, Latency::Realistic] {
-        let mut times = Vec::new();
+        let mut means = Vec::new();
         for n in [1usize, 8] {
-            let mut b = Bench::new(n, |c| c.latency = latency);
-            let t = Instant::now();
-            assert!(b.export(false).all_ok());
-            let e = t.elapsed();
-            let bundle = b.sign();
-            let t = Instant::now();
-            assert!(b.import(&bundle).all_ok());
-            let i = t.elapsed();
-            times.push((n, e, i));
+            let (mut e_sum, mut i_sum) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..rounds {
+                let mut b = Bench::new(n, |c| c.latency = latency);
+                b.settings = PortSettings::default();
+                let t = Instant::now();
+                assert!(b.export(false).all_ok());
+                e_sum += t.elapsed();
+                let bundle = b.sign();
+                let t = Instant::now();
+                assert!(b.import(&bundle).all_ok());
+                i_sum += t.elapsed();
+            }
+            means.push((n, e_sum / rounds, i_sum / rounds));
         }
-        eprintln!("latency {latency}: {times:?}");
+        let (_, e1, i1) = means[0];
+        let (_, e8, i8) = means[1];
+        eprintln!(
+            "latency {latency}: 1 modem export {e1:?} import {i1:?}; 8 modems export {e8:?} import {i8:?}; ratio export {:.2} import {:.2} total {:.2}",
+            e8.as_secs_f64() / e1.as_secs_f64(),
+            i8.as_secs_f64() / i1.as_secs_f64(),
+            (e8 + i8).as_secs_f64() / (e1 + i1).as_secs_f64()
+        );
     }
 }
 

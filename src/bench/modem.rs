@@ -711,53 +711,19 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
-/// Format 16 bytes as a lowercase hyphenated UUID.
-pub fn format_uuid(b: &[u8; 16]) -> String {
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        h.get(0..8).unwrap_or(""),
-        h.get(8..12).unwrap_or(""),
-        h.get(12..16).unwrap_or(""),
-        h.get(16..20).unwrap_or(""),
-        h.get(20..32).unwrap_or("")
-    )
-}
-
-/// The device UUID in an `%ATTESTTOKEN` string: base64url(CBOR tag 55799 [1, bstr(16) uuid,
-/// …]). Minimal, bounded parse of the first two elements only.
+/// The device UUID in an `%ATTESTTOKEN` string (decoded with [`crate::keygen`]'s bounded
+/// parser).
 pub fn uuid_from_attest_token(token: &str) -> Option<String> {
-    use base64::Engine;
-    let first = token.split('.').next()?;
-    if first.len() > 1024 {
+    if token.len() > 4096 {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(first.trim_end_matches('='))
-        .ok()?;
-    let mut b = bytes.as_slice();
-    if b.starts_with(&[0xD9, 0xD9, 0xF7]) {
-        b = b.get(3..)?;
-    }
-    // array(5), then msg type 1 (small uint), then bstr(16).
-    if *b.first()? != 0x85 {
-        return None;
-    }
-    if *b.get(1)? > 0x17 {
-        return None;
-    }
-    if *b.get(2)? != 0x50 {
-        return None;
-    }
-    let uuid: [u8; 16] = b.get(3..19)?.try_into().ok()?;
-    Some(format_uuid(&uuid))
+    crate::keygen::parse_attesttoken(token)
+        .ok()
+        .map(|t| t.uuid())
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    crate::crypto::sha256(data)
 }
 
 fn hex_upper(b: &[u8]) -> String {
@@ -882,10 +848,12 @@ pub(crate) mod tests {
         msg.push(0x50);
         msg.extend([0xd3; 16]);
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (key, _) = crate::crypto::P256Key::generate().unwrap();
+        let cose = crate::keygen::cose::sign1(&key, &msg, true).unwrap();
         format!(
             "%ATTESTTOKEN: \"{}.{}\"\r\nOK\r\n",
             b.encode(&msg),
-            b.encode([0xD2, 0x84, 0x43, 0xA1, 0x01, 0x26])
+            b.encode(cose)
         )
     }
 
