@@ -1,19 +1,137 @@
 //! `nrfca inspect`.
 
-use super::common::{not_yet, CliResult};
-use clap::Args;
+use super::common::{CliResult, Outcome};
+use clap::{Args, ValueEnum};
+use nrfca::inspect::{inspect, render_text, InspectOptions};
+use nrfca::keygen::{CheckOptions, DeviceIdMode, DEFAULT_SEC_TAG};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Largest file `inspect` reads.
+const MAX_INPUT: u64 = 512 * 1024 * 1024;
+
+/// `--device-id` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceId {
+    /// The CSR CN must be the attested UUID.
+    Uuid,
+    /// The CSR CN may be nrf-<IMEI> or the UUID.
+    Cn,
+}
 
 /// Arguments of `nrfca inspect`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Recognises a KEYGEN string (bare or the whole %KEYGEN: \"...\" line), an \
+ATTESTTOKEN string, a CSR or certificate (PEM or DER file), or a requests file (CSV or KEYGEN \
+lines, judged request by request as `nrfca sign` would, without the CA database checks).
+Exit status: 0 valid, 1 judged bad (the reject code is printed), 2 unreadable.
+
+Example:
+  nrfca inspect requests.csv
+  nrfca inspect --json 'MIIBCzCBrw...Hog'
+  nrfca inspect bundle/certs/50503041-3539-47eb-807b-102dbb423b9a_crt.pem"
+)]
 pub struct InspectArgs {
-    /// A KEYGEN or ATTESTTOKEN string, or a file (CSR, certificate, requests file).
+    /// A KEYGEN or ATTESTTOKEN string, or a file (CSR, certificate, requests file); `-` reads
+    /// standard input.
     pub input: String,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The sec_tag requests must attest (as for `sign`).
+    #[arg(long, default_value_t = DEFAULT_SEC_TAG, conflicts_with = "any_sec_tag")]
+    pub sec_tag: u32,
+    /// Accept any sec_tag.
+    #[arg(long)]
+    pub any_sec_tag: bool,
+    /// What the CSR CN is checked against (as for `sign`).
+    #[arg(long, value_enum, default_value_t = DeviceId::Uuid)]
+    pub device_id: DeviceId,
+    /// IMEI the CN must carry with `--device-id cn`.
+    #[arg(long)]
+    pub imei: Option<String>,
+}
+
+fn read_input(arg: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    if arg == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(MAX_INPUT + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        if buf.len() as u64 > MAX_INPUT {
+            return Err(format!("standard input is over {MAX_INPUT} bytes").into());
+        }
+        return Ok(buf);
+    }
+    let p = Path::new(arg);
+    if p.is_file() {
+        let f = std::fs::File::open(p).map_err(|e| format!("cannot read {arg}: {e}"))?;
+        let mut buf = Vec::new();
+        f.take(MAX_INPUT + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read {arg}: {e}"))?;
+        if buf.len() as u64 > MAX_INPUT {
+            return Err(format!("{arg} is over {MAX_INPUT} bytes; split it").into());
+        }
+        return Ok(buf);
+    }
+    if p.exists() {
+        return Err(format!("{arg} is not a regular file").into());
+    }
+    // A KEYGEN string never contains '/' (base64url); something with a slash or a file
+    // extension is a path that does not exist.
+    let lower = arg.to_ascii_lowercase();
+    if arg.contains('/')
+        || [".csv", ".txt", ".pem", ".der", ".crt", ".csr"]
+            .iter()
+            .any(|e| lower.ends_with(e))
+    {
+        return Err(
+            format!("{arg}: no such file; give an existing file or a KEYGEN string").into(),
+        );
+    }
+    Ok(arg.as_bytes().to_vec())
 }
 
 /// Run `inspect`.
-pub fn run(_args: InspectArgs) -> CliResult {
-    not_yet("inspect")
+pub fn run(args: InspectArgs) -> CliResult {
+    let input = read_input(&args.input)?;
+    let opts = InspectOptions {
+        check: CheckOptions {
+            sec_tag: if args.any_sec_tag {
+                None
+            } else {
+                Some(args.sec_tag)
+            },
+            device_id: match args.device_id {
+                DeviceId::Uuid => DeviceIdMode::Uuid,
+                DeviceId::Cn => DeviceIdMode::Cn,
+            },
+            imei: args.imei,
+        },
+    };
+    let report = inspect(&input, &opts);
+    let text = if args.json {
+        let mut j = serde_json::to_string_pretty(&report)?;
+        j.push('\n');
+        j
+    } else {
+        render_text(&report)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A closed pipe (`| head`) is not an error of ours.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(format!("cannot write to standard output: {e}").into())
+        }
+        _ => {}
+    }
+    Ok(if report.valid {
+        Outcome::Done
+    } else {
+        Outcome::Partial
+    })
 }
