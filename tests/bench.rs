@@ -291,8 +291,8 @@ fn four_modems_export_sign_import_and_reruns_are_noops() {
     let r2 = b.export(false);
     assert_all(&r2.devices, Status::AlreadyDone);
     assert_eq!(std::fs::read(b.out()).unwrap(), csv_before);
-    for i in 0..4 {
-        let new = &b.commands(i)[before[i]..];
+    for (i, n) in before.iter().enumerate() {
+        let new = &b.commands(i)[*n..];
         assert!(storage_changing(new).is_empty(), "{new:?}");
         assert!(!new.iter().any(|c| c.starts_with("AT+CFUN=")), "{new:?}");
     }
@@ -321,8 +321,8 @@ fn four_modems_export_sign_import_and_reruns_are_noops() {
     let before: Vec<usize> = (0..4).map(|i| b.commands(i).len()).collect();
     let r4 = b.import(&bundle);
     assert_all(&r4.devices, Status::AlreadyDone);
-    for i in 0..4 {
-        let new = &b.commands(i)[before[i]..];
+    for (i, n) in before.iter().enumerate() {
+        let new = &b.commands(i)[*n..];
         assert!(storage_changing(new).is_empty(), "{new:?}");
         assert!(!new.iter().any(|c| c.starts_with("AT+CFUN=")), "{new:?}");
     }
@@ -482,8 +482,8 @@ fn tampered_bundle_is_refused_before_any_modem_is_touched() {
         assert!(err.contains("refused before touching any modem"), "{err}");
         assert!(err.contains(needle), "{err}");
     }
-    for i in 0..2 {
-        assert_eq!(b.commands(i).len(), before[i], "no byte reached modem {i}");
+    for (i, n) in before.iter().enumerate() {
+        assert_eq!(b.commands(i).len(), *n, "no byte reached modem {i}");
     }
     // The genuine bundle still imports.
     assert_all(&b.import(&bundle).devices, Status::Done);

@@ -363,9 +363,7 @@ fn response_prefix(cmd: &str) -> Option<String> {
     if !cmd.get(..2)?.eq_ignore_ascii_case("AT") {
         return None;
     }
-    let end = body
-        .find(|c: char| c == '=' || c == '?' || c == ';')
-        .unwrap_or(body.len());
+    let end = body.find(['=', '?', ';']).unwrap_or(body.len());
     let name = body.get(..end)?;
     if name.len() < 2 {
         return None;

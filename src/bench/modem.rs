@@ -1057,4 +1057,30 @@ pub(crate) mod tests {
         assert_eq!(uuid_from_attest_token("!!!.x"), None);
         assert_eq!(uuid_from_attest_token(&"A".repeat(5000)), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn hostile_replies_never_panic(
+            reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            chunk in 1usize..50,
+        ) {
+            let mut text = String::from_utf8_lossy(&reply).into_owned();
+            text.push_str("\r\nOK\r\n");
+            for call in 0..7 {
+                let mut m = Modem::new(
+                    Scripted::new(vec![("", Reply::Owned(text.clone())), ("", Reply::Owned(text.clone())), ("", Reply::Owned(text.clone()))], chunk),
+                    Timeouts { default: Duration::from_millis(30), cfun: Duration::from_millis(30), keygen: Duration::from_millis(30), write: Duration::from_millis(30), sync: Duration::from_millis(30) },
+                );
+                let _ = match call {
+                    0 => m.cfun().map(|_| ()),
+                    1 => m.imei().map(|_| ()),
+                    2 => m.firmware().map(|_| ()),
+                    3 => m.model().map(|_| ()),
+                    4 => m.device_uuid().map(|_| ()),
+                    5 => m.cmng_list(16842753).map(|_| ()),
+                    _ => m.keygen(16842753).map(|_| ()),
+                };
+            }
+        }
+    }
 }

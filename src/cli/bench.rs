@@ -411,8 +411,7 @@ fn status(a: StatusArgs) -> CliResult {
             eprintln!("no devices in {} yet", a.state.display());
         } else {
             eprintln!(
-                "{:<15} {:<36} {:<10} {:<15} {:<20} {:<20} {}",
-                "IMEI", "UUID", "SEC_TAG", "STATE", "EXPORTED", "IMPORTED", "CERT SERIAL"
+                "IMEI            UUID                                 SEC_TAG    STATE           EXPORTED             IMPORTED             CERT SERIAL"
             );
         }
         for d in &devices {
