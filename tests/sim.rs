@@ -521,11 +521,15 @@ fn fault_disconnect_mid_reply_then_replug() {
     });
     let ports = sim.ports();
     assert_eq!(ports[0], dir.path().join("modem0"));
+    let old_pty = sim.pty_paths()[0].clone();
     let mut c = Client::open(&ports[0]);
     c.ok("AT+CFUN=4");
     c.send(&format!("AT%KEYGEN={TAG},2,0"));
     let r = c.reply(Duration::from_secs(3));
     assert!(r.broken, "port breaks: {r:?}");
+    // The link never points at the dead pty again (gone while unplugged, then the new one;
+    // the client still holds the old pty, so its number cannot be reused yet).
+    assert_ne!(std::fs::read_link(&ports[0]).ok(), Some(old_pty));
     assert_eq!(r.fin, None);
     assert!(!c.buf.is_empty() || !r.lines.is_empty() || r.broken);
     drop(c);

@@ -659,6 +659,11 @@ fn run_modem(
 
 /// Unplug: close the pty, wait, plug a new one in, boot. `None` if asked to stop.
 fn reconnect(sh: &Shared, old: Pty, latency: Latency, stop: &AtomicBool) -> Option<Pty> {
+    // The link goes first, like /dev/serial/by-id on a real unplug: while the modem is
+    // away the link resolves to nothing (never to a pty number the kernel hands out again).
+    if let Some(l) = &sh.link {
+        let _ = std::fs::remove_file(l);
+    }
     drop(old);
     *lock(&sh.disconnects) += 1;
     if !nap(latency.replug_delay(), stop) {
