@@ -1127,3 +1127,43 @@ fn audit_show_filters() {
     ]));
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Throughput of `AuditWriter::append` (run: cargo test --release --test ca_audit -- --ignored).
+#[test]
+#[ignore]
+fn append_throughput() {
+    let root = tempfile::tempdir().unwrap();
+    let (ca_dir, idf) = recipient_ca(root.path(), "ca");
+    let unlocked = ca::unlock(&ca_dir, &Unlock::Identity(idf), "tester").unwrap();
+    let mut conn = nrfca::signer::db::open(&ca_dir.join("ca.db")).unwrap();
+    let n = 100_000;
+    let t = std::time::Instant::now();
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let mut w = AuditWriter::new(&tx, "tester").unwrap();
+    for i in 0..n {
+        let h = nrfca::crypto::sha256_hex(&(i as u64).to_le_bytes());
+        w.append(
+            &tx,
+            "certificate-issued",
+            &json!({"batch": "b1", "serial": &h[..40], "device_id": format!("00000000-0000-4000-8000-{i:012}"),
+                    "keygen_sha256": h, "cert_sha256": h, "reissue": false}),
+        )
+        .unwrap();
+    }
+    w.checkpoint(&tx, &unlocked.key).unwrap();
+    drop(w);
+    tx.commit().unwrap();
+    let append = t.elapsed();
+    let t = std::time::Instant::now();
+    let report =
+        audit::verify_conn(&conn, &unlocked.cert.public_key, &unlocked.cert.fingerprint).unwrap();
+    let verify = t.elapsed();
+    eprintln!(
+        "{n} appends: {append:?}; verify {} records: {verify:?}",
+        report.records
+    );
+    // The synthetic records have no certificates rows, so agreement must complain.
+    assert!(report.first_bad.is_some());
+}
