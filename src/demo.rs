@@ -1,1 +1,434 @@
-//! TODO: demo
+//! The narrated end-to-end flow of `nrfca demo`: CA, simulated modems, export, sign, import,
+//! audit — each step done through the same library calls the three users' commands make.
+//!
+//! The library does not print: every step is reported as a [`DemoEvent`] and the CLI renders
+//! them. Nothing here is a shortcut: the modems sit on real pseudo-terminals and are driven by
+//! the bench's serial code; the CA key is age-encrypted with the passphrase `demo`.
+
+use crate::bench::{self, ExportOptions, ImportOptions, PortEvent};
+use crate::crypto;
+use crate::signer::audit;
+use crate::signer::ca::{self, InitOptions};
+use crate::signer::secret::{Protection, Unlock};
+use crate::signer::sign::{self, SignEvent, SignOptions};
+use crate::sim::{Latency, Profile, SimConfig, Simulator};
+use age::secrecy::SecretString;
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The demo CA's passphrase (the demo is not a place for secrets).
+pub const DEMO_PASSPHRASE: &str = "demo";
+
+/// What the demo does.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Number of simulated modems.
+    pub devices: usize,
+    /// Working directory (created; must be empty if it exists). `None`: a new directory under
+    /// the system temporary directory, kept so its files can be looked at.
+    pub dir: Option<PathBuf>,
+    /// Simulated modem latency (the demo and benchmarks use [`Latency::Realistic`]).
+    pub latency: Latency,
+    /// What the modems imitate.
+    pub profile: Profile,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            devices: 4,
+            dir: None,
+            latency: Latency::Realistic,
+            profile: Profile::Nrf9160,
+        }
+    }
+}
+
+/// One thing the demo reports while it runs.
+#[derive(Debug, Clone)]
+pub enum DemoEvent {
+    /// A new step: number, who does it, what the step is, the equivalent command.
+    Step {
+        /// 1-based step number.
+        n: u32,
+        /// Who does this in real life: officer, technician, auditor.
+        role: &'static str,
+        /// What the step does.
+        title: String,
+        /// The command a user would type for it.
+        command: String,
+    },
+    /// A line of explanation or a result of the current step.
+    Note(String),
+    /// Progress of one serial port (export/import).
+    Port(PortEvent),
+    /// Progress of the signing batch.
+    Sign(SignEvent),
+}
+
+/// Durations of the phases, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoTimings {
+    /// `bench export` on all modems.
+    pub export_ms: u128,
+    /// `sign` (including the scrypt unlock).
+    pub sign_ms: u128,
+    /// `bench import` on all modems.
+    pub import_ms: u128,
+    /// Export + import: the time the bench spent on the modems.
+    pub bench_ms: u128,
+    /// Everything.
+    pub total_ms: u128,
+}
+
+/// What the demo did and where its files are.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    /// The working directory.
+    pub dir: PathBuf,
+    /// The CA directory (`ca.pem`, `ca.key.age`, `ca.db`).
+    pub ca_dir: PathBuf,
+    /// The requests file the bench wrote.
+    pub requests: PathBuf,
+    /// The bundle the signer wrote.
+    pub bundle: PathBuf,
+    /// The bench state directory.
+    pub bench_state: PathBuf,
+    /// The exported audit log.
+    pub audit_log: PathBuf,
+    /// Simulated modems.
+    pub devices: usize,
+    /// Devices exported.
+    pub exported: usize,
+    /// Certificates issued.
+    pub issued: u64,
+    /// Devices provisioned and verified by SHA-256.
+    pub imported: usize,
+    /// Audit records and head hash after the demo.
+    pub audit_records: u64,
+    /// Audit head hash.
+    pub audit_head: String,
+    /// Phase durations.
+    pub timings: DemoTimings,
+}
+
+/// Why the demo stopped.
+#[derive(Debug)]
+pub enum DemoError {
+    /// The working directory cannot be used.
+    Dir(PathBuf, std::io::Error),
+    /// A step failed; the message names it.
+    Step(&'static str, Box<dyn std::error::Error + Send + Sync>),
+    /// A step ran but its result is wrong (a demo that "succeeds" wrongly must not exit 0).
+    Check(String),
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DemoError::Dir(p, e) => write!(
+                f,
+                "cannot use {} as the demo directory: {e}; give an empty or new directory with --dir",
+                p.display()
+            ),
+            DemoError::Step(step, e) => write!(f, "demo step `{step}` failed: {e}"),
+            DemoError::Check(s) => write!(f, "demo check failed: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+fn step_err<E: std::error::Error + Send + Sync + 'static>(
+    step: &'static str,
+) -> impl FnOnce(E) -> DemoError {
+    move |e| DemoError::Step(step, Box::new(e))
+}
+
+fn prepare_dir(dir: Option<&Path>) -> Result<PathBuf, DemoError> {
+    match dir {
+        Some(d) => {
+            if d.exists() {
+                let mut entries =
+                    std::fs::read_dir(d).map_err(|e| DemoError::Dir(d.to_path_buf(), e))?;
+                if entries.next().is_some() {
+                    return Err(DemoError::Dir(
+                        d.to_path_buf(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            "directory is not empty",
+                        ),
+                    ));
+                }
+            } else {
+                std::fs::create_dir_all(d).map_err(|e| DemoError::Dir(d.to_path_buf(), e))?;
+            }
+            Ok(d.to_path_buf())
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("nrfca-demo-")
+                .tempdir()
+                .map_err(|e| DemoError::Dir(std::env::temp_dir(), e))?;
+            Ok(t.keep())
+        }
+    }
+}
+
+/// Run the whole flow; `on` receives every step, note and progress event.
+pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoReport, DemoError> {
+    let t_all = Instant::now();
+    let devices = opts.devices.max(1);
+    let dir = prepare_dir(opts.dir.as_deref())?;
+    let ca_dir = dir.join("ca");
+    let requests = dir.join("requests.csv");
+    let bundle = dir.join("bundle");
+    let state = dir.join("bench-state");
+    let audit_log = dir.join("audit.jsonl");
+    let note = |s: String| on(DemoEvent::Note(s));
+    on(DemoEvent::Note(format!(
+        "working directory: {}",
+        dir.display()
+    )));
+
+    // 1. The officer creates the CA on the air-gapped machine.
+    on(DemoEvent::Step {
+        n: 1,
+        role: "officer",
+        title: "create the CA (P-256, key age-encrypted with the passphrase `demo`)".into(),
+        command: format!(
+            "nrfca ca init --ca-dir {} --subject \"CN=nrfca demo CA,O=nrfca demo\"",
+            ca_dir.display()
+        ),
+    });
+    let info = ca::init(
+        &ca_dir,
+        &InitOptions {
+            subject: "CN=nrfca demo CA,O=nrfca demo".into(),
+            days: ca::DEFAULT_DAYS,
+            protection: Protection::Passphrase(SecretString::from(DEMO_PASSPHRASE.to_string())),
+            operator: "officer".into(),
+        },
+    )
+    .map_err(step_err("ca init"))?;
+    note(format!(
+        "CA {} fingerprint {}",
+        info.subject, info.fingerprint
+    ));
+    note(format!(
+        "valid until {}; key file ca.key.age is mode 0600",
+        info.not_after
+    ));
+
+    // 2. Modems on the bench (simulated, on pseudo-terminals).
+    on(DemoEvent::Step {
+        n: 2,
+        role: "technician",
+        title: format!(
+            "connect {devices} modems (simulated {} on pseudo-terminals)",
+            opts.profile.name()
+        ),
+        command: format!("nrfca sim --count {devices}"),
+    });
+    let sim = Simulator::start(SimConfig {
+        count: devices,
+        profile: opts.profile,
+        latency: opts.latency,
+        ..SimConfig::default()
+    })
+    .map_err(step_err("sim"))?;
+    let ports: Vec<String> = sim
+        .ports()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    for (i, p) in ports.iter().enumerate() {
+        let snap = sim.snapshot(i);
+        note(format!("{p}: IMEI {} UUID {}", snap.imei, snap.uuid));
+    }
+
+    // 3. Export: AT%KEYGEN on every modem at once.
+    let port_flags: String = ports.iter().map(|p| format!(" --port {p}")).collect();
+    on(DemoEvent::Step {
+        n: 3,
+        role: "technician",
+        title: "generate a key inside every modem (AT%KEYGEN) and collect the requests".into(),
+        command: format!(
+            "nrfca bench export{port_flags} --out {}",
+            requests.display()
+        ),
+    });
+    let t = Instant::now();
+    let mut eo = ExportOptions::new(ports.clone(), requests.clone());
+    eo.state_dir = state.clone();
+    eo.operator = Some("technician".into());
+    eo.bench_name = Some("demo-bench".into());
+    let port_cb = |e: PortEvent| on(DemoEvent::Port(e));
+    let exported = bench::export(&eo, &port_cb).map_err(step_err("bench export"))?;
+    let export_ms = t.elapsed().as_millis();
+    if !exported.all_ok() {
+        return Err(DemoError::Check(format!(
+            "export failed on {} device(s)",
+            exported.devices.iter().filter(|d| !d.status.ok()).count()
+        )));
+    }
+    note(format!(
+        "{} requests in {} ({} ms); each string was checked exactly as the signer will",
+        exported.exported(),
+        requests.display(),
+        export_ms
+    ));
+
+    // 4. Sign on the air-gapped machine.
+    on(DemoEvent::Step {
+        n: 4,
+        role: "officer",
+        title: "check every request and issue the certificates in one atomic batch".into(),
+        command: format!(
+            "nrfca sign --ca-dir {} --out {} {}",
+            ca_dir.display(),
+            bundle.display(),
+            requests.display()
+        ),
+    });
+    let t = Instant::now();
+    let so = SignOptions::new(bundle.clone(), vec![requests.clone()], "officer".into());
+    let unlock = Unlock::Passphrase(SecretString::from(DEMO_PASSPHRASE.to_string()));
+    let mut sign_cb = |e: SignEvent| on(DemoEvent::Sign(e));
+    let report = sign::sign(&ca_dir, &unlock, &so, &mut sign_cb).map_err(step_err("sign"))?;
+    let sign_ms = t.elapsed().as_millis();
+    if report.rejected > 0 || report.issued as usize != devices {
+        return Err(DemoError::Check(format!(
+            "sign issued {} and rejected {} of {devices} requests",
+            report.issued, report.rejected
+        )));
+    }
+    note(format!(
+        "batch {}: {} certificates issued, 0 rejected ({} ms, includes the scrypt unlock)",
+        report.batch, report.issued, sign_ms
+    ));
+    note(format!(
+        "bundle {}: certs.csv, onboard.csv (for nRF Cloud), rejects.csv, ca.pem, manifest.json + manifest.sig",
+        bundle.display()
+    ));
+
+    // 5. Import on the bench: verify the bundle, write root CAs + certificate, prove by SHA-256.
+    on(DemoEvent::Step {
+        n: 5,
+        role: "technician",
+        title: "verify the signed bundle, install root CAs and certificates, prove each write by SHA-256".into(),
+        command: format!(
+            "nrfca bench import{port_flags} --bundle {} --trust {}",
+            bundle.display(),
+            ca_dir.join("ca.pem").display()
+        ),
+    });
+    let t = Instant::now();
+    let mut io = ImportOptions::new(ports.clone(), bundle.clone(), ca_dir.join("ca.pem"));
+    io.state_dir = state.clone();
+    io.operator = Some("technician".into());
+    io.bench_name = Some("demo-bench".into());
+    let imported = bench::import(&io, &port_cb).map_err(step_err("bench import"))?;
+    let import_ms = t.elapsed().as_millis();
+    if !imported.all_ok() {
+        return Err(DemoError::Check(format!(
+            "import failed on {} device(s)",
+            imported.devices.iter().filter(|d| !d.status.ok()).count()
+        )));
+    }
+    // Independent check, from the modems' own storage: the SHA-256 each one lists for its
+    // client certificate is the SHA-256 of the PEM in the bundle.
+    let verified = crate::bundle::verify(
+        &bundle,
+        std::fs::read(ca_dir.join("ca.pem"))
+            .map_err(step_err("read ca.pem"))?
+            .as_slice(),
+    )
+    .map_err(step_err("bundle verify"))?;
+    for i in 0..devices {
+        let snap = sim.snapshot(i);
+        let row = verified
+            .certs
+            .iter()
+            .find(|c| c.device_uuid == snap.uuid)
+            .ok_or_else(|| {
+                DemoError::Check(format!(
+                    "no certificate in the bundle for modem {}",
+                    snap.uuid
+                ))
+            })?;
+        let want = crypto::sha256_hex(row.certificate_pem.as_bytes());
+        let listed = snap
+            .credential(crate::keygen::DEFAULT_SEC_TAG, 1)
+            .map(|c| c.sha256_upper.to_ascii_lowercase())
+            .unwrap_or_default();
+        if listed != want {
+            return Err(DemoError::Check(format!(
+                "modem {} lists certificate SHA-256 {listed}, the bundle has {want}",
+                snap.uuid
+            )));
+        }
+        note(format!(
+            "{}: certificate serial {} stored, SHA-256 {}…",
+            snap.uuid,
+            row.serial,
+            &want[..16]
+        ));
+    }
+    sim.shutdown().map_err(step_err("sim shutdown"))?;
+
+    // 6. The auditor verifies the chain, exports it, and verifies the export alone.
+    on(DemoEvent::Step {
+        n: 6,
+        role: "auditor",
+        title: "verify the hash-chained, CA-signed audit log; export it and verify the copy alone".into(),
+        command: format!(
+            "nrfca audit verify --ca-dir {0} && nrfca audit export --ca-dir {0} --out {1} && nrfca audit verify --file {1} --ca-cert {2}",
+            ca_dir.display(),
+            audit_log.display(),
+            ca_dir.join("ca.pem").display()
+        ),
+    });
+    let v = audit::verify_db(&ca_dir).map_err(step_err("audit verify"))?;
+    if !v.is_ok() {
+        return Err(DemoError::Check(format!("audit verify: {:?}", v.first_bad)));
+    }
+    audit::export(&ca_dir, &audit_log, audit::ExportFormat::Jsonl, "auditor")
+        .map_err(step_err("audit export"))?;
+    let vf = audit::verify_file(&audit_log, &ca_dir.join("ca.pem"))
+        .map_err(step_err("audit verify --file"))?;
+    if !vf.is_ok() {
+        return Err(DemoError::Check(format!(
+            "exported audit log: {:?}",
+            vf.first_bad
+        )));
+    }
+    note(format!(
+        "{} records, chain and checkpoints intact, head {}",
+        vf.records, vf.head_hash
+    ));
+
+    Ok(DemoReport {
+        dir,
+        ca_dir,
+        requests,
+        bundle,
+        bench_state: state,
+        audit_log,
+        devices,
+        exported: exported.devices.iter().filter(|d| d.status.ok()).count(),
+        issued: report.issued,
+        imported: imported.devices.iter().filter(|d| d.status.ok()).count(),
+        audit_records: vf.records,
+        audit_head: vf.head_hash,
+        timings: DemoTimings {
+            export_ms,
+            sign_ms,
+            import_ms,
+            bench_ms: export_ms + import_ms,
+            total_ms: t_all.elapsed().as_millis(),
+        },
+    })
+}
