@@ -770,7 +770,8 @@ fn tampering_ca_db_is_found_at_the_right_record() {
     assert_eq!(report.records, 12);
     assert_eq!(report.last_checkpoint_seq, 12);
 
-    let cases: Vec<(&str, Box<dyn Fn(&Connection)>, u64)> = vec![
+    type Tamper = Box<dyn Fn(&Connection)>;
+    let cases: Vec<(&str, Tamper, u64)> = vec![
         (
             "edit details",
             Box::new(|c| {

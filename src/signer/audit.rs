@@ -1108,7 +1108,7 @@ pub struct ExportSummary {
 }
 
 enum Sink<'a, W: Write> {
-    Csv(csv::Writer<&'a mut W>),
+    Csv(Box<csv::Writer<&'a mut W>>),
     Jsonl(&'a mut W),
 }
 
@@ -1169,7 +1169,7 @@ pub fn export(
                         .from_writer(&mut w);
                     c.write_record(CSV_HEADER)
                         .map_err(|e| io_err(out)(e.into()))?;
-                    Sink::Csv(c)
+                    Sink::Csv(Box::new(c))
                 }
                 ExportFormat::Jsonl => Sink::Jsonl(&mut w),
             };

@@ -806,6 +806,7 @@ fn sync_dir(dir: &Path) -> Result<(), CaError> {
 }
 
 /// Write the three CA files. On failure, removes whatever this call created.
+#[allow(clippy::too_many_arguments)]
 fn write_ca_files(
     ca_dir: &Path,
     cert: &CaCert,
