@@ -664,3 +664,324 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     check_bundle_with_oracles(&ca, &ca.path("b2"), n_good);
     ca.audit_verify();
 }
+
+/// onboard.csv is byte-identical to what Python's csv.writer (Nordic's writer) makes for the
+/// same rows; 2 500 requests give onboard-0001..0003; re-running the identical batch gives
+/// back the same certificates and issues nothing new.
+#[test]
+fn onboard_csv_chunks_python_bytes_and_identical_rerun() {
+    let ca = TestCa::new();
+    let reqs = good_requests(2500);
+    let input = ca.path("r.txt");
+    write_lines(&input, &reqs);
+    let tags = "line 1|a,b|q\"3";
+    let o = ca.sign(
+        "b1",
+        &[
+            "--json",
+            "--tags",
+            tags,
+            "--sub-type",
+            "nrf-9160",
+            "--fw-types",
+            "APP|MODEM|BOOT",
+        ],
+        &[&input],
+    );
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let b1 = ca.path("b1");
+    for i in 1..=3 {
+        assert!(b1.join(format!("onboard-{i:04}.csv")).is_file());
+    }
+    assert!(!b1.join("onboard-0004.csv").exists());
+    let onboard = std::fs::read(b1.join("onboard.csv")).unwrap();
+    let mut cat = Vec::new();
+    for i in 1..=3 {
+        cat.extend(std::fs::read(b1.join(format!("onboard-{i:04}.csv"))).unwrap());
+    }
+    assert_eq!(onboard, cat);
+    let chunk3 = read_csv(&b1.join("onboard-0003.csv"));
+    assert_eq!(chunk3.len(), 500);
+
+    // Python's csv.writer on the same rows (from certs.csv).
+    let py = Path::new("python3");
+    let script = r#"
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], newline="")))[1:]
+w = csv.writer(sys.stdout, lineterminator="\n")
+for r in rows:
+    w.writerow([r[0], sys.argv[2], sys.argv[3], sys.argv[4], r[7]])
+"#;
+    match Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .arg(b1.join("certs.csv"))
+        .args(["nrf-9160", tags, "APP|MODEM|BOOT"])
+        .output()
+    {
+        Ok(out) if out.status.success() => assert!(
+            out.stdout == onboard,
+            "onboard.csv differs from Python's csv.writer"
+        ),
+        _ if require_tools() => panic!("python3 not usable"),
+        _ => eprintln!("note: python3 not usable; skipping the byte comparison"),
+    }
+    let text = String::from_utf8(onboard.clone()).unwrap();
+    assert!(text.contains("\"line 1|a,b|q\"\"3\""));
+    assert!(text.contains("-----END CERTIFICATE-----\n\"\n"));
+
+    // Re-run the identical batch: same certificates, nothing new.
+    let o = ca.sign("b2", &["--json"], &[&input]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let r = report(&o);
+    assert_eq!(
+        (r["issued"].as_u64(), r["returned"].as_u64()),
+        (Some(0), Some(2500))
+    );
+    let c1 = std::fs::read(b1.join("certs.csv")).unwrap();
+    let c2 = std::fs::read(ca.path("b2").join("certs.csv")).unwrap();
+    assert_eq!(c1, c2);
+    assert_eq!(ca.count("SELECT count(*) FROM certificates"), 2500);
+    assert_eq!(
+        ca.count("SELECT count(DISTINCT device_id) FROM certificates"),
+        2500
+    );
+    assert_eq!(
+        ca.count("SELECT count(*) FROM audit WHERE event = 'certificate-returned'"),
+        2500
+    );
+    check_bundle_with_oracles(&ca, &ca.path("b2"), 2500);
+    ca.audit_verify();
+}
+
+/// --reissue, --dry-run, an existing --out, --pem-files, --device-id cn.
+#[test]
+fn reissue_dry_run_existing_out_pem_files() {
+    let ca = TestCa::new();
+    let a = ModemIdentity::random().unwrap();
+    let first = ca.path("a1.txt");
+    write_lines(&first, &[modem_keygen(&a)]);
+    let o = ca.sign("b1", &["--pem-files"], &[&first]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let pem = std::fs::read(
+        ca.path("b1")
+            .join(format!("certs/{}_crt.pem", a.uuid_string())),
+    )
+    .unwrap();
+    let certs = read_csv(&ca.path("b1").join("certs.csv"));
+    assert_eq!(pem, certs[1][7].as_bytes());
+    assert_eq!(nrfca::crypto::sha256_hex(&pem), certs[1][6]);
+    check_bundle_with_oracles(&ca, &ca.path("b1"), 1);
+
+    // existing --out: exit 2, nothing written
+    let audit_before = ca.count("SELECT count(*) FROM audit");
+    let o = ca.sign("b1", &[], &[&first]);
+    assert_eq!(code(&o), 2, "{}", explain(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(ca.count("SELECT count(*) FROM audit"), audit_before);
+
+    // a new key for A: already-issued, unless --reissue
+    let second = ca.path("a2.txt");
+    write_lines(&second, &[modem_keygen(&a)]);
+    let tables = |ca: &TestCa| {
+        ["audit", "certificates", "rejects", "batches"]
+            .map(|t| ca.count(&format!("SELECT count(*) FROM {t}")))
+    };
+    let before = tables(&ca);
+    let o = bin()
+        .args(["sign", "--ca-dir"])
+        .arg(&ca.dir)
+        .arg("--out")
+        .arg(ca.path("dry"))
+        .args(["--dry-run", "--json", "--reissue"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let r = report(&o);
+    assert_eq!(
+        (
+            r["dry_run"].as_bool(),
+            r["issued"].as_u64(),
+            r["reissued"].as_u64()
+        ),
+        (Some(true), Some(1), Some(1))
+    );
+    assert!(!ca.path("dry").exists());
+    assert_eq!(tables(&ca), before, "dry run wrote to ca.db");
+    let o = bin()
+        .args(["sign", "--ca-dir"])
+        .arg(&ca.dir)
+        .arg("--out")
+        .arg(ca.path("dry"))
+        .args(["--dry-run", "--json"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert_eq!(report(&o)["rejects_by_code"]["already-issued"], 1);
+    assert_eq!(tables(&ca), before);
+
+    let o = ca.sign("b2", &["--json"], &[&second]);
+    assert_eq!(code(&o), 1);
+    let o = ca.sign("b3", &["--json", "--reissue"], &[&second]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(report(&o)["reissued"], 1);
+    assert_eq!(
+        ca.count(&format!(
+            "SELECT count(*) FROM certificates WHERE device_id = '{}'",
+            a.uuid_string()
+        )),
+        2
+    );
+    assert_eq!(
+        ca.count("SELECT count(*) FROM certificates WHERE reissue = 1"),
+        1
+    );
+    ca.audit_verify();
+
+    // --device-id cn: CN nrf-<IMEI>, checked against the row's IMEI
+    let m = ModemIdentity::random().unwrap();
+    let kg = m
+        .keygen(
+            SEC_TAG,
+            &GenOptions {
+                attributes: Some("CN=nrf-352656100000009".into()),
+                ..GenOptions::default()
+            },
+        )
+        .unwrap()
+        .keygen;
+    let csv = ca.path("cn.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "{}\n{}\n",
+            nrfca::requests::HEADER,
+            csv_row(&m.uuid_string(), "352656100000009", "", &kg)
+        ),
+    )
+    .unwrap();
+    let o = ca.sign("b4", &["--json"], &[&csv]);
+    assert_eq!(report(&o)["rejects_by_code"]["identity-mismatch"], 1);
+    let o = ca.sign(
+        "b5",
+        &["--json", "--device-id", "cn", "--pem-files"],
+        &[&csv],
+    );
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(ca
+        .path("b5")
+        .join("certs/nrf-352656100000009_crt.pem")
+        .is_file());
+    let onboard = std::fs::read_to_string(ca.path("b5").join("onboard.csv")).unwrap();
+    assert!(onboard.starts_with("nrf-352656100000009,,,APP|MODEM,\"-----BEGIN CERTIFICATE-----\n"));
+    check_bundle_with_oracles(&ca, &ca.path("b5"), 1);
+    ca.audit_verify();
+}
+
+/// `sign` killed with SIGKILL mid-batch: ca.db holds all of the batch or none of it, the
+/// audit log verifies, no partial bundle at B, and the re-run completes without duplicates.
+/// The kill delays are fractions of a measured uninterrupted run, so they land before, during
+/// and after the commit whatever the machine's speed.
+#[test]
+fn sigkill_mid_batch_loses_nothing() {
+    let ca = TestCa::new();
+    let n = 2000usize;
+    let spawn = |out: &Path, input: &Path| {
+        bin()
+            .arg("sign")
+            .arg("--ca-dir")
+            .arg(&ca.dir)
+            .arg("--identity")
+            .arg(&ca.identity)
+            .arg("--out")
+            .arg(out)
+            .arg(input)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // An uninterrupted run to measure.
+    let input = ca.path("r-base.txt");
+    write_lines(&input, &good_requests(n));
+    let t0 = std::time::Instant::now();
+    let st = spawn(&ca.path("base"), &input).wait().unwrap();
+    let full = t0.elapsed();
+    assert!(st.success());
+    let mut base = n as i64;
+    let mut outcomes = Vec::new();
+    for (i, frac) in [0.1f64, 0.5, 0.9, 1.2, 1.6].iter().enumerate() {
+        let input = ca.path(&format!("r{i}.txt"));
+        write_lines(&input, &good_requests(n));
+        let out = ca.path(&format!("b{i}"));
+        let mut child = spawn(&out, &input);
+        std::thread::sleep(full.mul_f64(*frac));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let certs = ca.count("SELECT count(*) FROM certificates");
+        assert!(
+            certs == base || certs == base + n as i64,
+            "after kill at {frac}: {certs} certificates, base {base}"
+        );
+        if out.exists() {
+            let ca_pem = std::fs::read(ca.dir.join("ca.pem")).unwrap();
+            let v = nrfca::bundle::verify(&out, &ca_pem).expect("a bundle at B is complete");
+            assert_eq!(v.certs.len(), n);
+        }
+        ca.audit_verify();
+        outcomes.push((*frac, status.success(), certs - base, out.exists()));
+        // The re-run finishes the job: every device exactly once.
+        let o = ca.sign(&format!("again{i}"), &["--json"], &[&input]);
+        assert_eq!(code(&o), 0, "{}", explain(&o));
+        let r = report(&o);
+        assert_eq!(
+            r["issued"].as_u64().unwrap() + r["returned"].as_u64().unwrap(),
+            n as u64
+        );
+        base += n as i64;
+        assert_eq!(ca.count("SELECT count(*) FROM certificates"), base);
+        assert_eq!(
+            ca.count("SELECT count(DISTINCT device_id) FROM certificates"),
+            base
+        );
+        assert!(ca.path(&format!("again{i}")).join("manifest.sig").is_file());
+        // Stale partial directories of the killed run's --out are gone once it is re-used;
+        // none is ever left for a completed run.
+        let stale: Vec<String> = std::fs::read_dir(&ca.root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|s| s.contains("nrfca-partial") && s.starts_with(".again"))
+            .collect();
+        assert!(stale.is_empty(), "{stale:?}");
+        ca.audit_verify();
+    }
+    eprintln!("kill outcomes (fraction of a full run, exited ok, certificates added, bundle at B): {outcomes:?}");
+    assert!(
+        outcomes.iter().any(|o| o.2 == 0),
+        "no kill landed before the commit: {outcomes:?}"
+    );
+}
+
+/// Not a test: `NRFCA_GEN_OUT=FILE NRFCA_GEN_N=100000 cargo test --test sign write_requests_file
+/// -- --ignored` writes N good KEYGEN lines (for timing `nrfca sign` before `nrfca gen` exists).
+#[test]
+#[ignore]
+fn write_requests_file() {
+    let Ok(out) = std::env::var("NRFCA_GEN_OUT") else {
+        return;
+    };
+    let n: usize = std::env::var("NRFCA_GEN_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10000);
+    let lines: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(move || good_requests(n / 2)))
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    write_lines(Path::new(&out), &lines);
+}

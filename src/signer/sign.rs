@@ -55,6 +55,12 @@ pub const DEFAULT_DAYS: u32 = 3650;
 /// Items in flight between the reader and the writer (bounds memory).
 const IN_FLIGHT: usize = 2048;
 
+/// Chunks in flight (the credit channel's capacity).
+const CHUNKS_IN_FLIGHT: usize = IN_FLIGHT / CHUNK;
+
+/// Requests per pool task.
+const CHUNK: usize = 32;
+
 /// Progress events are sent every this many requests.
 const PROGRESS_EVERY: u64 = 500;
 
@@ -303,9 +309,10 @@ struct Item {
     row: Option<RequestRow>,
 }
 
+/// Work for the pool, in chunks of up to [`CHUNK`] requests (fewer wake-ups).
 enum Task {
-    Check(u64, Item),
-    Sign(u64, Box<Issuance>),
+    Check(Vec<(u64, Checked)>),
+    Sign(Vec<(u64, Issuance)>),
 }
 
 enum Checked {
@@ -315,12 +322,14 @@ enum Checked {
         device_uuid: Option<String>,
         reject: Reject,
     },
+    /// Read, not yet checked.
+    Pending(Item),
     Done(Item, Result<Box<Verified>, Reject>),
 }
 
 enum Msg {
-    Checked(u64, Box<Checked>),
-    Signed(u64, Result<Box<IssuedCert>, IssueError>),
+    Checked(Vec<(u64, Checked)>),
+    Signed(Vec<(u64, Result<IssuedCert, IssueError>)>),
     ReaderDone(u64, Vec<crate::requests::InputDigest>),
     ReaderFailed(RequestsError),
 }
@@ -641,7 +650,7 @@ fn run(
     let (task_tx, task_rx) = mpsc::channel::<Task>();
     let task_rx = Mutex::new(task_rx);
     let (msg_tx, msg_rx) = mpsc::channel::<Msg>();
-    let (credit_tx, credit_rx) = mpsc::sync_channel::<()>(IN_FLIGHT);
+    let (credit_tx, credit_rx) = mpsc::sync_channel::<()>(CHUNKS_IN_FLIGHT);
     let bytes_read = std::sync::atomic::AtomicU64::new(0);
 
     let mut state = Coordinator {
@@ -664,7 +673,7 @@ fn run(
 
     let inputs = std::thread::scope(
         |s| -> Result<Vec<crate::requests::InputDigest>, SignError> {
-            // reader
+            // reader: chunks of CHUNK requests, one credit per chunk
             {
                 let task_tx = task_tx.clone();
                 let msg_tx = msg_tx.clone();
@@ -673,45 +682,53 @@ fn run(
                 s.spawn(move || {
                     let mut reader = RequestReader::open(&inputs);
                     let mut idx = 0u64;
-                    while let Some(entry) = reader.next_entry() {
-                        if credit_tx.send(()).is_err() {
-                            return; // the coordinator stopped
-                        }
-                        let sent = match entry {
-                            Err(e) => {
+                    let mut chunk: Vec<(u64, Checked)> = Vec::with_capacity(CHUNK);
+                    loop {
+                        let entry = reader.next_entry();
+                        let end = entry.is_none();
+                        match entry {
+                            None => {}
+                            Some(Err(e)) => {
                                 let _ = msg_tx.send(Msg::ReaderFailed(e));
                                 return;
                             }
-                            Ok(Entry::Malformed(m)) => msg_tx
-                                .send(Msg::Checked(
-                                    idx,
-                                    Box::new(Checked::Malformed {
-                                        source: m.source,
-                                        line: m.line,
-                                        device_uuid: m.device_uuid,
-                                        reject: m.reject,
-                                    }),
-                                ))
-                                .is_ok(),
-                            Ok(Entry::Request(r)) => task_tx
-                                .send(Task::Check(
-                                    idx,
-                                    Item {
-                                        source: r.source,
-                                        line: r.line,
-                                        keygen: r.keygen,
-                                        row: r.row,
-                                    },
-                                ))
-                                .is_ok(),
-                        };
-                        if !sent {
-                            return;
+                            Some(Ok(Entry::Malformed(m))) => chunk.push((
+                                idx,
+                                Checked::Malformed {
+                                    source: m.source,
+                                    line: m.line,
+                                    device_uuid: m.device_uuid,
+                                    reject: m.reject,
+                                },
+                            )),
+                            Some(Ok(Entry::Request(r))) => chunk.push((
+                                idx,
+                                Checked::Pending(Item {
+                                    source: r.source,
+                                    line: r.line,
+                                    keygen: r.keygen,
+                                    row: r.row,
+                                }),
+                            )),
                         }
-                        idx += 1;
-                        if idx % 256 == 0 {
+                        if !end {
+                            idx += 1;
+                        }
+                        if chunk.len() == CHUNK || (end && !chunk.is_empty()) {
+                            // Blocks while too many chunks are in flight; fails when the
+                            // coordinator stopped.
+                            if credit_tx.send(()).is_err() {
+                                return;
+                            }
                             bytes_read
                                 .store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+                            let c = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            if task_tx.send(Task::Check(c)).is_err() {
+                                return;
+                            }
+                        }
+                        if end {
+                            break;
                         }
                     }
                     bytes_read.store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
@@ -733,32 +750,24 @@ fn run(
                         Err(_) => return,
                     };
                     let msg = match task {
-                        Task::Check(i, item) => {
-                            let imei = item
-                                .row
-                                .as_ref()
-                                .map(|r| r.imei.trim())
-                                .filter(|s| !s.is_empty())
-                                .map(str::to_string);
-                            let result =
-                                if imei.is_some() && check_opts.device_id == DeviceIdMode::Cn {
-                                    let o = CheckOptions {
-                                        imei,
-                                        ..check_opts.clone()
+                        Task::Check(chunk) => Msg::Checked(
+                            chunk
+                                .into_iter()
+                                .map(|(i, c)| (i, check_one(c, check_opts)))
+                                .collect(),
+                        ),
+                        Task::Sign(chunk) => Msg::Signed(
+                            chunk
+                                .into_iter()
+                                .map(|(i, iss)| {
+                                    let r = match key {
+                                        Some(k) => issue::issue(profile, &iss, |t| k.sign_der(t)),
+                                        None => Err(IssueError::Sign("no key (dry run)".into())),
                                     };
-                                    keygen::check(&item.keygen, &o)
-                                } else {
-                                    keygen::check(&item.keygen, check_opts)
-                                };
-                            Msg::Checked(i, Box::new(Checked::Done(item, result.map(Box::new))))
-                        }
-                        Task::Sign(i, iss) => {
-                            let r = match key {
-                                Some(k) => issue::issue(profile, &iss, |t| k.sign_der(t)),
-                                None => Err(IssueError::Sign("no key (dry run)".into())),
-                            };
-                            Msg::Signed(i, r.map(Box::new))
-                        }
+                                    (i, r)
+                                })
+                                .collect(),
+                        ),
                     };
                     if msg_tx.send(msg).is_err() {
                         return;
@@ -853,6 +862,29 @@ fn run(
     })
 }
 
+/// A worker's per-string check of one read request.
+fn check_one(c: Checked, opts: &CheckOptions) -> Checked {
+    let Checked::Pending(item) = c else {
+        return c;
+    };
+    let imei = item
+        .row
+        .as_ref()
+        .map(|r| r.imei.trim())
+        .filter(|s| !s.is_empty());
+    let result = match imei {
+        Some(imei) if opts.device_id == DeviceIdMode::Cn => {
+            let o = CheckOptions {
+                imei: Some(imei.to_string()),
+                ..opts.clone()
+            };
+            keygen::check(&item.keygen, &o)
+        }
+        _ => keygen::check(&item.keygen, opts),
+    };
+    Checked::Done(item, result.map(Box::new))
+}
+
 /// The coordinator's state: policy in order, writes in order.
 struct Coordinator<'a> {
     conn: &'a Connection,
@@ -881,10 +913,10 @@ impl Coordinator<'_> {
         bytes_read: &std::sync::atomic::AtomicU64,
         progress: &mut dyn FnMut(SignEvent),
     ) -> Result<Vec<crate::requests::InputDigest>, SignError> {
-        let mut checked: BTreeMap<u64, Box<Checked>> = BTreeMap::new();
+        let mut checked: BTreeMap<u64, Checked> = BTreeMap::new();
         let mut next_policy = 0u64;
         let mut decided: BTreeMap<u64, Outcome> = BTreeMap::new();
-        let mut signed: BTreeMap<u64, Box<IssuedCert>> = BTreeMap::new();
+        let mut signed: BTreeMap<u64, IssuedCert> = BTreeMap::new();
         let mut next_write = 0u64;
         let mut total: Option<(u64, Vec<crate::requests::InputDigest>)> = None;
         loop {
@@ -901,35 +933,44 @@ impl Coordinator<'_> {
             match msg {
                 Msg::ReaderFailed(e) => return Err(SignError::Requests(e)),
                 Msg::ReaderDone(n, d) => total = Some((n, d)),
-                Msg::Checked(i, c) => {
-                    checked.insert(i, c);
+                Msg::Checked(chunk) => {
+                    checked.extend(chunk);
+                    let mut to_sign = Vec::new();
                     while let Some(c) = checked.remove(&next_policy) {
-                        let outcome = self.decide(*c)?;
+                        let outcome = self.decide(c)?;
                         if let Outcome::Issue {
                             verified, serial, ..
                         } = &outcome
                         {
                             if !self.dry_run {
-                                let iss = Issuance {
-                                    device_id: verified.device_id.clone(),
-                                    public_key: verified.public_key,
-                                    serial: *serial,
-                                    not_before: self.not_before,
-                                    not_after: self.not_after,
-                                };
-                                task_tx
-                                    .send(Task::Sign(next_policy, Box::new(iss)))
-                                    .map_err(|_| {
-                                        SignError::Internal("the signing workers stopped".into())
-                                    })?;
+                                to_sign.push((
+                                    next_policy,
+                                    Issuance {
+                                        device_id: verified.device_id.clone(),
+                                        public_key: verified.public_key,
+                                        serial: *serial,
+                                        not_before: self.not_before,
+                                        not_after: self.not_after,
+                                    },
+                                ));
                             }
                         }
                         decided.insert(next_policy, outcome);
                         next_policy += 1;
                     }
+                    // Hand the signatures out in pieces so every worker gets some.
+                    while !to_sign.is_empty() {
+                        let rest = to_sign.split_off(to_sign.len().min(CHUNK / 2));
+                        let piece = std::mem::replace(&mut to_sign, rest);
+                        task_tx.send(Task::Sign(piece)).map_err(|_| {
+                            SignError::Internal("the signing workers stopped".into())
+                        })?;
+                    }
                 }
-                Msg::Signed(i, r) => {
-                    signed.insert(i, r?);
+                Msg::Signed(chunk) => {
+                    for (i, r) in chunk {
+                        signed.insert(i, r?);
+                    }
                 }
             }
             // Write everything that is ready, in order.
@@ -947,9 +988,11 @@ impl Coordinator<'_> {
                 };
                 let cert = signed.remove(&next_write);
                 self.write(outcome, cert)?;
-                // The reader sent one credit for this item.
-                let _ = credit_rx.recv();
                 next_write += 1;
+                // The reader sent one credit per full chunk.
+                if next_write % CHUNK as u64 == 0 {
+                    let _ = credit_rx.recv();
+                }
                 if next_write % PROGRESS_EVERY == 0 {
                     progress(SignEvent::Progress {
                         requests: next_write,
@@ -975,6 +1018,9 @@ impl Coordinator<'_> {
     /// Run the batch policy on one checked request (in input order).
     fn decide(&mut self, c: Checked) -> Result<Outcome, SignError> {
         match c {
+            Checked::Pending(_) => Err(SignError::Internal(
+                "a request reached the policy unchecked".into(),
+            )),
             Checked::Malformed {
                 source,
                 line,
@@ -1040,7 +1086,7 @@ impl Coordinator<'_> {
     }
 
     /// Record one decided request: ca.db rows, audit record, bundle rows.
-    fn write(&mut self, outcome: Outcome, cert: Option<Box<IssuedCert>>) -> Result<(), SignError> {
+    fn write(&mut self, outcome: Outcome, cert: Option<IssuedCert>) -> Result<(), SignError> {
         self.counts.requests += 1;
         match outcome {
             Outcome::Reject {
