@@ -911,13 +911,58 @@ fn sigkill_mid_batch_loses_nothing() {
     let full = t0.elapsed();
     assert!(st.success());
     let mut base = n as i64;
-    let mut outcomes = Vec::new();
-    for (i, frac) in [0.1f64, 0.5, 0.9, 1.2, 1.6].iter().enumerate() {
+    let mut outcomes: Vec<(f64, bool, i64, bool)> = Vec::new();
+    enum When {
+        After(f64),
+        Committed,
+        Renamed,
+    }
+    let points = [
+        When::After(0.1),
+        When::After(0.5),
+        When::After(0.9),
+        When::Committed,
+        When::Renamed,
+    ];
+    for (i, when) in points.iter().enumerate() {
         let input = ca.path(&format!("r{i}.txt"));
         write_lines(&input, &good_requests(n));
         let out = ca.path(&format!("b{i}"));
         let mut child = spawn(&out, &input);
-        std::thread::sleep(full.mul_f64(*frac));
+        let frac = match when {
+            When::After(f) => {
+                std::thread::sleep(full.mul_f64(*f));
+                *f
+            }
+            // Poll what a crash could interrupt: the commit just done, the rename just done.
+            When::Committed | When::Renamed => {
+                let db = ca.db();
+                let deadline = std::time::Instant::now() + full * 20;
+                loop {
+                    let done = match when {
+                        When::Committed => db
+                            .query_row("SELECT count(*) FROM certificates", [], |r| {
+                                r.get::<_, i64>(0)
+                            })
+                            .map(|c| c == base + n as i64)
+                            .unwrap_or(false),
+                        _ => out.exists(),
+                    };
+                    if done
+                        || std::time::Instant::now() > deadline
+                        || child.try_wait().unwrap().is_some()
+                    {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                }
+                if matches!(when, When::Committed) {
+                    -1.0
+                } else {
+                    -2.0
+                }
+            }
+        };
         let _ = child.kill();
         let status = child.wait().unwrap();
         let certs = ca.count("SELECT count(*) FROM certificates");
@@ -925,15 +970,28 @@ fn sigkill_mid_batch_loses_nothing() {
             certs == base || certs == base + n as i64,
             "after kill at {frac}: {certs} certificates, base {base}"
         );
+        if frac < 0.0 {
+            assert_eq!(
+                certs,
+                base + n as i64,
+                "the batch had committed before the kill"
+            );
+        }
         if out.exists() {
             let ca_pem = std::fs::read(ca.dir.join("ca.pem")).unwrap();
             let v = nrfca::bundle::verify(&out, &ca_pem).expect("a bundle at B is complete");
             assert_eq!(v.certs.len(), n);
         }
         ca.audit_verify();
-        outcomes.push((*frac, status.success(), certs - base, out.exists()));
+        outcomes.push((frac, status.success(), certs - base, out.exists()));
         // The re-run finishes the job: every device exactly once.
-        let o = ca.sign(&format!("again{i}"), &["--json"], &[&input]);
+        // Run the same sign again (same --out unless the killed run completed its bundle).
+        let again = if out.exists() {
+            format!("again{i}")
+        } else {
+            format!("b{i}")
+        };
+        let o = ca.sign(&again, &["--json"], &[&input]);
         assert_eq!(code(&o), 0, "{}", explain(&o));
         let r = report(&o);
         assert_eq!(
@@ -946,19 +1004,25 @@ fn sigkill_mid_batch_loses_nothing() {
             ca.count("SELECT count(DISTINCT device_id) FROM certificates"),
             base
         );
-        assert!(ca.path(&format!("again{i}")).join("manifest.sig").is_file());
-        // Stale partial directories of the killed run's --out are gone once it is re-used;
-        // none is ever left for a completed run.
+        let ca_pem = std::fs::read(ca.dir.join("ca.pem")).unwrap();
+        assert_eq!(
+            nrfca::bundle::verify(&ca.path(&again), &ca_pem)
+                .unwrap()
+                .certs
+                .len(),
+            n
+        );
+        // The killed run's temporary directory is gone once the same --out is used again.
         let stale: Vec<String> = std::fs::read_dir(&ca.root)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|s| s.contains("nrfca-partial") && s.starts_with(".again"))
+            .filter(|s| s.starts_with(&format!(".{again}.nrfca-partial")))
             .collect();
         assert!(stale.is_empty(), "{stale:?}");
         ca.audit_verify();
     }
-    eprintln!("kill outcomes (fraction of a full run, exited ok, certificates added, bundle at B): {outcomes:?}");
+    eprintln!("kill outcomes (fraction of a full run / -1 after commit / -2 after rename, exited ok, certificates added, bundle at B): {outcomes:?}");
     assert!(
         outcomes.iter().any(|o| o.2 == 0),
         "no kill landed before the commit: {outcomes:?}"
