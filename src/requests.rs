@@ -505,7 +505,7 @@ impl<R: Read> SourceReader<R> {
         let uuid_guess = fields
             .first()
             .and_then(|f| std::str::from_utf8(f).ok())
-            .filter(|s| s.len() <= 64)
+            .filter(|s| crate::util::parse_uuid(s).is_some())
             .map(|s| s.to_string());
         let mut strings = Vec::with_capacity(fields.len());
         for f in fields {
@@ -874,6 +874,7 @@ mod tests {
         assert!(bad(&e[2]).reject.detail.contains("found 2"));
         assert_eq!(bad(&e[3]).line, 7);
         assert_eq!(bad(&e[3]).device_uuid.as_deref(), Some("u3"));
+        assert_eq!(bad(&e[2]).device_uuid, None);
         assert_eq!(bad(&e[4]).line, 8);
         assert_eq!(bad(&e[5]).line, 9);
         assert_eq!(req(&e[6]).line, 10);

@@ -663,6 +663,10 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     assert_eq!(order.last().copied(), Some(g.uuid_string().as_str()));
     check_bundle_with_oracles(&ca, &ca.path("b2"), n_good);
     ca.audit_verify();
+    // For docs/reject-codes.md examples.
+    if let Ok(keep) = std::env::var("NRFCA_KEEP_REJECTS") {
+        std::fs::copy(ca.path("b2").join("rejects.csv"), keep).unwrap();
+    }
 }
 
 /// onboard.csv is byte-identical to what Python's csv.writer (Nordic's writer) makes for the

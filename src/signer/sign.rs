@@ -1035,11 +1035,17 @@ impl Coordinator<'_> {
             }),
             Checked::Done(item, Err(reject)) => Ok(Outcome::Reject {
                 keygen_sha256: keygen_hash(&item.keygen),
-                device_uuid: item
-                    .row
-                    .as_ref()
-                    .map(|r| r.device_uuid.clone())
-                    .filter(|s| !s.is_empty()),
+                // The attested UUID when the attestation parses (rejects are rare, so the
+                // second parse costs nothing), else the row's column.
+                device_uuid: keygen::parse(&item.keygen)
+                    .ok()
+                    .map(|p| p.uuid())
+                    .or_else(|| {
+                        item.row
+                            .as_ref()
+                            .map(|r| r.device_uuid.clone())
+                            .filter(|s| !s.is_empty())
+                    }),
                 source: item.source,
                 line: item.line,
                 reject,
