@@ -19,8 +19,8 @@ pub enum Format {
 /// Arguments of `nrfca gen`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Every request comes from a fresh simulated modem (random UUID, identity \
-key and IMEI) and passes `nrfca sign`'s checks.
+    after_help = "Every request comes from a distinct simulated modem (random UUID, IMEI \
+and P-256 key; modems share identity keys in groups of 512) and passes `nrfca sign`'s checks.
 
 Example:
   nrfca gen --count 100000 --out requests.csv

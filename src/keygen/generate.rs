@@ -7,6 +7,7 @@ use super::cose::{self, MSG_TYPE_CSR, MSG_TYPE_PUBLIC_KEY};
 use super::csr;
 use crate::crypto::{self, CryptoError, P256Key};
 use std::fmt;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub use super::csr::{build_csr, build_csr_from_info, subject_from_attributes, SubjectAttr};
@@ -56,7 +57,7 @@ impl fmt::Debug for Generated {
 /// half only Nordic knows for a real modem; here the simulator can print it).
 pub struct ModemIdentity {
     uuid: [u8; 16],
-    identity: P256Key,
+    identity: Arc<P256Key>,
 }
 
 impl fmt::Debug for ModemIdentity {
@@ -68,19 +69,27 @@ impl fmt::Debug for ModemIdentity {
 impl ModemIdentity {
     /// A new modem: random version-4 UUID and a fresh identity key.
     pub fn random() -> Result<Self, CryptoError> {
-        let mut uuid = [0u8; 16];
-        crypto::fill_random(&mut uuid)?;
-        uuid[6] = (uuid[6] & 0x0f) | 0x40;
-        uuid[8] = (uuid[8] & 0x3f) | 0x80;
         let (identity, _) = P256Key::generate()?;
-        Ok(ModemIdentity { uuid, identity })
+        Ok(ModemIdentity {
+            uuid: random_uuid()?,
+            identity: Arc::new(identity),
+        })
+    }
+
+    /// Another modem with a new random UUID that shares this one's identity key (cheap;
+    /// for bulk generation, where the identity signature is not what is being tested).
+    pub fn sibling(&self) -> Result<Self, CryptoError> {
+        Ok(ModemIdentity {
+            uuid: random_uuid()?,
+            identity: Arc::clone(&self.identity),
+        })
     }
 
     /// A modem from stored parts (the simulator's state file).
     pub fn from_parts(uuid: [u8; 16], identity_pkcs8: &[u8]) -> Result<Self, CryptoError> {
         Ok(ModemIdentity {
             uuid,
-            identity: P256Key::from_pkcs8(identity_pkcs8)?,
+            identity: Arc::new(P256Key::from_pkcs8(identity_pkcs8)?),
         })
     }
 
@@ -165,6 +174,15 @@ impl ModemIdentity {
         let c = cose::sign1(&self.identity, &msg, true)?;
         Ok(encode(&msg, &c))
     }
+}
+
+/// A random version-4 UUID.
+pub fn random_uuid() -> Result<[u8; 16], CryptoError> {
+    let mut uuid = [0u8; 16];
+    crypto::fill_random(&mut uuid)?;
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    Ok(uuid)
 }
 
 /// The KEYGEN attestation payload bytes (see [`cose::keygen_payload`]).
@@ -293,10 +311,13 @@ const CHUNK: u64 = 512;
 
 fn gen_chunk(n: u64, opts: &BatchOptions, exported_at: &str) -> Result<Vec<u8>, BatchError> {
     let mut buf = Vec::with_capacity(n as usize * 700);
+    // The modems of one chunk share a simulated identity key (each has its own UUID and
+    // device key): nobody offline can check that signature, and it halves the cost.
+    let base = ModemIdentity::random()?;
     match opts.format {
         BatchFormat::Lines => {
             for _ in 0..n {
-                let m = ModemIdentity::random()?;
+                let m = base.sibling()?;
                 let g = m.keygen(opts.sec_tag, &opts.gen)?;
                 buf.extend_from_slice(g.keygen.as_bytes());
                 buf.push(b'\n');
@@ -308,7 +329,7 @@ fn gen_chunk(n: u64, opts: &BatchOptions, exported_at: &str) -> Result<Vec<u8>, 
                 .from_writer(&mut buf);
             let sec_tag = opts.sec_tag.to_string();
             for _ in 0..n {
-                let m = ModemIdentity::random()?;
+                let m = base.sibling()?;
                 let g = m.keygen(opts.sec_tag, &opts.gen)?;
                 let imei = random_imei()?;
                 w.write_record([
@@ -330,7 +351,8 @@ fn gen_chunk(n: u64, opts: &BatchOptions, exported_at: &str) -> Result<Vec<u8>, 
     Ok(buf)
 }
 
-/// Write `opts.count` realistic requests (each from a fresh simulated modem) to `out`, in
+/// Write `opts.count` realistic requests (each from a distinct simulated modem: own UUID,
+/// IMEI and key; up to 512 share an identity key) to `out`, in
 /// parallel over `opts.threads` workers. `progress` is called with the number written so
 /// far after each chunk. Returns the number written. Row order is not meaningful.
 pub fn write_requests<W: std::io::Write>(
