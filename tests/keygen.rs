@@ -827,6 +827,25 @@ fn inspect_seed_human_and_json() {
 }
 
 #[test]
+fn inspect_help_names_example_and_exit_codes() {
+    let out = nrfca().args(["inspect", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Example:"), "{text}");
+    assert!(text.contains("0 valid, 1 judged bad"), "{text}");
+    // A standard-base64 string is judged (bad-base64), not mistaken for a missing file.
+    let (a, b) = SEED.split_once('.').unwrap();
+    let std_b64 = format!("{}/.{b}", a);
+    let out = nrfca().args(["inspect", &std_b64]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn inspect_rejects_and_unreadable() {
     // Judged bad: exit 1 with the code.
     let out = nrfca()

@@ -84,7 +84,8 @@ fn read_input(arg: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     // A KEYGEN string never contains '/' (base64url); something with a slash or a file
     // extension is a path that does not exist.
     let lower = arg.to_ascii_lowercase();
-    if arg.contains('/')
+    let looks_like_token = arg.len() > 100 && !arg.contains(char::is_whitespace);
+    if (arg.contains('/') && !looks_like_token)
         || [".csv", ".txt", ".pem", ".der", ".crt", ".csr"]
             .iter()
             .any(|e| lower.ends_with(e))
