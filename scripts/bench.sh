@@ -25,7 +25,7 @@ CORES=$(nproc)
 # time_rss CMD... -> prints "<seconds> <peak RSS MB>" of the command, its output to $W/log
 time_rss() {
   /usr/bin/time -f "%e %M" -o "$W/time" "$@" >>"$W/log" 2>&1 || { echo "failed: $*" >&2; tail -20 "$W/log" >&2; exit 1; }
-  awk '{ printf "%s %.1f", $1, $2/1024 }' "$W/time"
+  awk '{ printf "%s %.1f\n", $1, $2/1024 }' "$W/time"
 }
 
 echo "machine: $(uname -m), $CORES cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
