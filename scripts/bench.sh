@@ -72,10 +72,12 @@ echo "(nrfca unlock: $UNLOCK_NOTE; times are whole-process wall clock)"
 
 if [ -n "$MODEMS" ]; then
   echo
-  printf '%-8s %10s %10s\n' modems seconds ratio
+  printf '%-8s %10s %10s\n' modems "bench s" "vs one"
   BASE=""
   for M in $MODEMS; do
-    T=$($BIN demo --devices "$M" --latency realistic --dir "$W/demo-$M" --timing-only 2>>"$W/log" | tail -1)
+    # export + import wall time of `nrfca demo` (real serial code on ptys, realistic latency)
+    T=$($BIN demo --devices "$M" --latency realistic --dir "$W/demo-$M" --json 2>>"$W/log" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["timings"]["bench_ms"] / 1000)')
     [ -n "$BASE" ] || BASE=$T
     awk -v m="$M" -v t="$T" -v b="$BASE" 'BEGIN { printf "%-8d %10.2f %9.2fx\n", m, t, t / b }'
   done
