@@ -26,15 +26,29 @@ pub fn finish(result: CliResult) -> ExitCode {
         Ok(Outcome::Done) => ExitCode::from(0),
         Ok(Outcome::Partial) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = e.source();
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
+            eprint!("{}", error_text(e.as_ref()));
             ExitCode::from(2)
         }
     }
+}
+
+/// The text printed for an error that stopped a command: `error: <message>` and one
+/// `caused by:` line per source, leaving out a source whose text the lines above already
+/// say (library errors often repeat their cause in their own message).
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = format!("error: {e}\n");
+    let mut said = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !said.contains(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+            said.push('\n');
+            said.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Placeholder for a command whose library half is not written yet.
@@ -140,16 +154,87 @@ fn prompt(text: &str) -> Result<SecretString, Box<dyn std::error::Error>> {
     Ok(SecretString::from(p))
 }
 
-/// The operator recorded in the audit log: `--operator`, else `$USER`, else `unknown`.
+/// The operator recorded in the audit log: `--operator`, else `$USER`, else `$LOGNAME`, else
+/// the login name of the process's user id (a root shell under `sudo -i` or tmux often has no
+/// `$USER`), else `unknown`.
 pub fn operator(flag: Option<String>) -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|s| !s.trim().is_empty());
     flag.filter(|s| !s.trim().is_empty())
-        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| env("USER"))
+        .or_else(|| env("LOGNAME"))
+        .or_else(login_name)
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The user name of the real user id, from the password database (`/etc/passwd`).
+fn login_name() -> Option<String> {
+    // Read /etc/passwd instead of calling getpwuid, so no unsafe code is needed; the owner of
+    // /proc/self is this process's user id.
+    let uid = std::fs::metadata("/proc/self").ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    })?;
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        let id: u32 = f.next()?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 /// Print a value as pretty JSON on stdout (machine output).
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Box<dyn std::error::Error>> {
-    let text = serde_json::to_string_pretty(value)?;
-    println!("{text}");
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    print_stdout(&text)
+}
+
+/// Write `text` to stdout: the data a user asked for (tables, JSON, CSV). A closed pipe
+/// (`| head`) is not an error of ours.
+pub fn print_stdout(text: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to standard output: {e}").into())
+        }
+        _ => Ok(()),
+    }
+}
+
+// ------------------------------------------------------------------ progress
+
+/// Whether progress bars and spinners are drawn: only when stderr is a terminal (never in
+/// pipes, logs or CI) and `TERM` is not `dumb`.
+pub fn progress_enabled() -> bool {
+    std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// A spinner on stderr with `message` while something of unknown length runs (scrypt,
+/// verifying a long log); `None` when progress is hidden. Finish it with
+/// [`indicatif::ProgressBar::finish_and_clear`].
+pub fn spinner(message: &str) -> Option<indicatif::ProgressBar> {
+    if !progress_enabled() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    b.set_message(message.to_string());
+    b.enable_steady_tick(std::time::Duration::from_millis(100));
+    Some(b)
+}
+
+/// Run `f` with a spinner showing `message` (hidden when stderr is not a terminal).
+pub fn with_spinner<T>(message: &str, f: impl FnOnce() -> T) -> T {
+    let s = spinner(message);
+    let out = f();
+    if let Some(s) = s {
+        s.finish_and_clear();
+    }
+    out
 }

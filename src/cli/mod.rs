@@ -1,6 +1,7 @@
 //! The command tree. Each subcommand lives in its own file, parses its flags, makes one
 //! library call and prints; exit codes follow SPEC §1 (0 done, 1 some rejected/failed, 2
-//! could not run).
+//! could not run). Output rule: the data a user asked for (tables, `--json`, `--csv`) goes to
+//! stdout; progress, narration, summaries and errors go to stderr.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -8,8 +9,10 @@ use std::process::ExitCode;
 pub mod audit;
 pub mod ca;
 pub mod common;
+pub mod completions;
 pub mod gen;
 pub mod inspect;
+pub mod man;
 pub mod sign;
 
 #[cfg(feature = "bench")]
@@ -18,6 +21,28 @@ pub mod bench;
 pub mod demo;
 #[cfg(feature = "bench")]
 pub mod sim;
+
+/// The text after the top-level help: exit codes, where output goes, examples.
+const TOP_AFTER_HELP: &str = "\
+Exit status (every command):
+  0  everything done
+  1  ran to the end, but some requests were rejected or some devices failed (listed)
+  2  could not run: bad usage, wrong passphrase, unreadable or tampered input, corrupt state
+     (nothing was issued or written to a modem)
+
+Output: what you asked for (tables, --json, --csv) goes to stdout; progress and messages go
+to stderr. Progress bars appear only when stderr is a terminal.
+
+Example:
+  nrfca demo                                            # the whole flow, simulated modems
+  nrfca ca init --ca-dir ca --subject \"CN=Acme Fleet CA,O=Acme\"
+  nrfca bench export --port /dev/ttyACM0 --out requests.csv
+  nrfca sign --ca-dir ca --out bundle-001 requests.csv
+  nrfca bench import --port /dev/ttyACM0 --bundle bundle-001 --trust ca.pem
+  nrfca help sign                                       # more about one command
+
+Guides: docs/officer-guide.md, docs/technician-guide.md, docs/audit.md; `nrfca man --out DIR`
+writes a manual page for every command.";
 
 /// Offline certificate authority for provisioning Nordic nRF91 modems for nRF Cloud.
 ///
@@ -29,8 +54,8 @@ pub mod sim;
 #[command(
     name = "nrfca",
     version,
-    propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = TOP_AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,6 +64,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole flow (CA, export, sign, import, audit) on simulated modems, narrated.
+    #[cfg(feature = "bench")]
+    Demo(demo::DemoArgs),
     /// Create, adopt or describe the certificate authority.
     #[command(subcommand)]
     Ca(ca::CaCmd),
@@ -46,7 +74,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check every request and issue certificates in one atomic batch; write a signed bundle.
     Sign(sign::SignArgs),
-    /// Verify, review and export the hash-chained, CA-signed audit log.
+    /// Verify, review, export and report on the hash-chained, CA-signed audit log.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
     /// Talk to modems over serial: list ports, export requests, import certificates.
@@ -59,9 +87,15 @@ enum Command {
     /// Generate realistic KEYGEN requests from simulated modem keys (tests, benchmarks).
     #[command(hide = true)]
     Gen(gen::GenArgs),
-    /// Run the whole flow (CA, export, sign, import, audit) on simulated modems, narrated.
-    #[cfg(feature = "bench")]
-    Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one for every command into a directory.
+    Man(man::ManArgs),
+}
+
+/// The clap command tree (for completions and manual pages).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Parse arguments, run the command, map the outcome to an exit code.
@@ -73,6 +107,8 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Gen(args) => gen::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
         #[cfg(feature = "bench")]
         Command::Bench(cmd) => bench::run(cmd),
         #[cfg(feature = "bench")]
