@@ -723,8 +723,18 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
             )));
         }
     }
+    // certs.csv is read once: the rows returned are parsed from exactly the bytes whose
+    // SHA-256 was checked (a storage device may answer a second read differently).
+    let mut certs_csv: Option<Vec<u8>> = None;
     for f in &manifest.files {
-        let h = hash_file(&dir.join(&f.name), &f.name)?;
+        let h = if f.name == "certs.csv" {
+            let bytes = read_limited(&dir.join(&f.name), &f.name)?;
+            let h = crate::crypto::sha256_hex(&bytes);
+            certs_csv = Some(bytes);
+            h
+        } else {
+            hash_file(&dir.join(&f.name), &f.name)?
+        };
         if h != f.sha256 {
             return Err(BundleError::HashMismatch(f.name.clone()));
         }
@@ -742,7 +752,7 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
         return Err(BundleError::CaMismatch);
     }
 
-    let certs_csv = read_limited(&dir.join("certs.csv"), "certs.csv")?;
+    let certs_csv = certs_csv.ok_or_else(|| BundleError::MissingFile("certs.csv".into()))?;
     let certs = parse_certs_csv(&certs_csv)?;
     Ok(VerifiedBundle { manifest, certs })
 }
