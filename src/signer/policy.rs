@@ -248,6 +248,123 @@ impl Lookup for DbLookup<'_> {
     }
 }
 
+/// 64-bit fingerprint of a lookup key (a prefilter, not an identity: hits are confirmed in
+/// SQLite).
+fn fp(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn sorted_fps(conn: &Connection, sql: &str) -> Result<Vec<u64>, rusqlite::Error> {
+    let mut st = conn.prepare(sql)?;
+    let mut rows = st.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let v = r.get_ref(0)?;
+        let b = match v {
+            rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b,
+            _ => continue,
+        };
+        out.push(fp(b));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Fingerprints of what `ca.db` held when the batch started (device ids, public keys, KEYGEN
+/// hashes, serials), read from the covering indexes in one scan each. A miss answers a lookup
+/// without touching SQLite; a hit (or a 1-in-2^64 collision) is confirmed with the real query.
+/// Entries added during the batch are covered by [`BatchPolicy`]'s own sets.
+#[derive(Debug, Default, Clone)]
+pub struct KnownFilter {
+    devices: Vec<u64>,
+    keys: Vec<u64>,
+    keygens: Vec<u64>,
+    serials: Vec<u64>,
+}
+
+impl KnownFilter {
+    /// Scan `ca.db`'s certificate indexes.
+    pub fn load(conn: &Connection) -> Result<KnownFilter, rusqlite::Error> {
+        Ok(KnownFilter {
+            devices: sorted_fps(conn, "SELECT device_id FROM certificates")?,
+            keys: sorted_fps(conn, "SELECT public_key FROM certificates")?,
+            keygens: sorted_fps(conn, "SELECT keygen_sha256 FROM certificates")?,
+            serials: sorted_fps(conn, "SELECT serial FROM certificates")?,
+        })
+    }
+
+    /// Whether it is worth loading for a batch of about `batch` requests: the scan reads every
+    /// certificate once, a lookup costs a few index seeks per request.
+    pub fn worth_it(conn: &Connection, batch: u64) -> Result<bool, rusqlite::Error> {
+        let rows: i64 = conn.query_row(
+            "SELECT coalesce(max(rowid), 0) FROM certificates",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(rows > 0 && (rows as u64) <= batch.saturating_mul(20))
+    }
+
+    /// Whether a serial (hex) may be in `ca.db`.
+    pub fn may_have_serial(&self, serial_hex: &str) -> bool {
+        self.serials
+            .binary_search(&fp(serial_hex.as_bytes()))
+            .is_ok()
+    }
+}
+
+/// A [`Lookup`] that answers misses of a [`KnownFilter`] (or of an empty database) from
+/// memory and the rest from `ca.db`.
+#[derive(Debug)]
+pub struct FilteredLookup<'a, 'c> {
+    /// The filter; `None` = ask SQLite every time.
+    pub filter: Option<&'a KnownFilter>,
+    /// True when `ca.db` had no certificate at the start of the batch.
+    pub empty: bool,
+    /// The database.
+    pub db: DbLookup<'c>,
+}
+
+impl FilteredLookup<'_, '_> {
+    fn skip(&self, set: impl Fn(&KnownFilter) -> &Vec<u64>, key: &[u8]) -> bool {
+        if self.empty {
+            return true;
+        }
+        match self.filter {
+            Some(f) => set(f).binary_search(&fp(key)).is_err(),
+            None => false,
+        }
+    }
+}
+
+impl Lookup for FilteredLookup<'_, '_> {
+    type Error = rusqlite::Error;
+
+    fn by_keygen(&mut self, keygen_sha256_hex: &str) -> Result<Option<Stored>, rusqlite::Error> {
+        if self.skip(|f| &f.keygens, keygen_sha256_hex.as_bytes()) {
+            return Ok(None);
+        }
+        self.db.by_keygen(keygen_sha256_hex)
+    }
+
+    fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, rusqlite::Error> {
+        if self.skip(|f| &f.devices, device_id.as_bytes()) {
+            return Ok(false);
+        }
+        self.db.device_has_certificate(device_id)
+    }
+
+    fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, rusqlite::Error> {
+        if self.skip(|f| &f.keys, public_key) {
+            return Ok(None);
+        }
+        self.db.key_owner(public_key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,5 +519,39 @@ mod tests {
             p.decide(&v, None, &mut db).unwrap(),
             Decision::Issue { reissue: false }
         );
+    }
+
+    #[test]
+    fn filtered_lookup_agrees_with_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::signer::db::open(&dir.path().join("ca.db")).unwrap();
+        conn.execute(
+            "INSERT INTO batches(id, started_at, operator, inputs) VALUES ('b', 't', 'o', '[]')",
+            [],
+        )
+        .unwrap();
+        let v = verified(U1, 3, 4);
+        conn.execute(
+            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, pem, not_before, not_after, batch_id) VALUES ('0102', ?1, ?1, 1, ?2, ?3, 'c', 'p', 'a', 'b', 'b')",
+            rusqlite::params![U1, &v.public_key[..], hex::encode(v.keygen_sha256)],
+        )
+        .unwrap();
+        let f = KnownFilter::load(&conn).unwrap();
+        assert!(f.may_have_serial("0102") && !f.may_have_serial("0103"));
+        assert!(KnownFilter::worth_it(&conn, 1).unwrap());
+        let mut l = FilteredLookup {
+            filter: Some(&f),
+            empty: false,
+            db: DbLookup::new(&conn),
+        };
+        assert!(l.device_has_certificate(U1).unwrap());
+        assert!(!l.device_has_certificate(U2).unwrap());
+        assert_eq!(l.key_owner(&v.public_key).unwrap().as_deref(), Some(U1));
+        assert_eq!(l.key_owner(&verified(U2, 9, 9).public_key).unwrap(), None);
+        assert!(l
+            .by_keygen(&hex::encode(v.keygen_sha256))
+            .unwrap()
+            .is_some());
+        assert!(l.by_keygen(&hex::encode([1u8; 32])).unwrap().is_none());
     }
 }

@@ -46,7 +46,7 @@ use crate::signer::audit::{AuditError, AuditWriter};
 use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, DbError};
 use crate::signer::issue::{self, Issuance, IssueError, IssuedCert, IssuerProfile, Serial};
-use crate::signer::policy::{BatchPolicy, DbLookup, Decision, Stored};
+use crate::signer::policy::{BatchPolicy, DbLookup, Decision, FilteredLookup, KnownFilter, Stored};
 use crate::signer::secret::{CaKey, Unlock};
 
 /// Default certificate validity in days.
@@ -653,8 +653,22 @@ fn run(
     let (credit_tx, credit_rx) = mpsc::sync_channel::<()>(CHUNKS_IN_FLIGHT);
     let bytes_read = std::sync::atomic::AtomicU64::new(0);
 
+    // What ca.db already holds, as a prefilter for the policy's lookups (see KnownFilter).
+    let db_rows: i64 = conn.query_row(
+        "SELECT coalesce(max(rowid), 0) FROM certificates",
+        [],
+        |r| r.get(0),
+    )?;
+    let filter = if db_rows > 0 && KnownFilter::worth_it(conn, (total_bytes / 500).max(1))? {
+        Some(KnownFilter::load(conn)?)
+    } else {
+        None
+    };
+
     let mut state = Coordinator {
         conn,
+        filter,
+        db_empty: db_rows == 0,
         key,
         audit: audit.as_mut(),
         bundle: bundle.as_mut(),
@@ -888,6 +902,8 @@ fn check_one(c: Checked, opts: &CheckOptions) -> Checked {
 /// The coordinator's state: policy in order, writes in order.
 struct Coordinator<'a> {
     conn: &'a Connection,
+    filter: Option<KnownFilter>,
+    db_empty: bool,
     key: Option<&'a CaKey>,
     audit: Option<&'a mut AuditWriter>,
     bundle: Option<&'a mut BundleWriter>,
@@ -1051,7 +1067,11 @@ impl Coordinator<'_> {
                 reject,
             }),
             Checked::Done(item, Ok(v)) => {
-                let mut lookup = DbLookup::new(self.conn);
+                let mut lookup = FilteredLookup {
+                    filter: self.filter.as_ref(),
+                    empty: self.db_empty,
+                    db: DbLookup::new(self.conn),
+                };
                 let d = self.policy.decide(&v, item.row.as_ref(), &mut lookup)?;
                 match d {
                     Decision::Reject(reject) => Ok(Outcome::Reject {
@@ -1078,12 +1098,23 @@ impl Coordinator<'_> {
 
     /// A random serial unused in `ca.db` and in this batch.
     fn new_serial(&mut self) -> Result<Serial, SignError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1")?;
         loop {
             let s = Serial::random()?;
-            if self.serials.contains(&s) || st.exists([s.to_hex()])? {
+            if self.serials.contains(&s) {
+                continue;
+            }
+            let hex = s.to_hex();
+            let maybe_in_db = !self.db_empty
+                && self
+                    .filter
+                    .as_ref()
+                    .map_or(true, |f| f.may_have_serial(&hex));
+            if maybe_in_db
+                && self
+                    .conn
+                    .prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1")?
+                    .exists([hex])?
+            {
                 continue;
             }
             self.serials.insert(s);
