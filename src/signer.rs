@@ -11,5 +11,6 @@ pub mod ca;
 pub mod db;
 pub mod issue;
 pub mod policy;
+pub mod report;
 pub mod secret;
 pub mod sign;

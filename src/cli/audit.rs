@@ -1,8 +1,9 @@
 //! `nrfca audit verify | show | export`.
 
-use super::common::{operator, print_json, CliResult, Outcome};
+use super::common::{operator, print_json, print_stdout, with_spinner, CliResult, Outcome};
 use clap::{Args, Subcommand, ValueEnum};
 use nrfca::signer::audit::{self, ExportFormat, Filter, Record, VerifyReport};
+use nrfca::signer::report;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 
@@ -25,6 +26,34 @@ pub enum AuditCmd {
         after_help = "Example:\n  nrfca audit export --ca-dir /media/ca --out audit-2025-06.jsonl\n  nrfca audit verify --file audit-2025-06.jsonl --ca-cert /media/ca/ca.pem"
     )]
     Export(ExportArgs),
+    /// A printable report of one signed batch, to file with the ceremony record: operator,
+    /// times, CA fingerprint, settings, inputs with SHA-256, counts, rejects by code, bundle
+    /// manifest hash, the checkpoint that signs the batch and the audit head; the log is
+    /// verified as the report is made.
+    #[command(
+        after_help = "Example:\n  nrfca audit report --ca-dir /media/ca                     # the latest batch\n  nrfca audit report --ca-dir /media/ca --batch 8bf7fe96d232 --out batch-report.txt\n  nrfca audit report --ca-dir /media/ca --list\n\nExit 0: report made, log intact. Exit 2: no such batch, or the audit log does not verify\n(the report is still printed, with the first bad record)."
+    )]
+    Report(ReportArgs),
+}
+
+/// Arguments of `audit report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Batch id, or a unique prefix of it (at least 6 characters); default: the latest batch.
+    #[arg(long, value_name = "ID", conflicts_with = "list")]
+    pub batch: Option<String>,
+    /// List the batches (id, time, operator, counts) instead.
+    #[arg(long)]
+    pub list: bool,
+    /// Write the report to FILE (must not exist) instead of stdout.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `audit verify`.
@@ -66,7 +95,7 @@ pub struct ShowArgs {
     /// Only records with this event name (e.g. certificate-issued, request-rejected).
     #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
-    /// JSON array on stdout.
+    /// Print the records as a JSON array on stdout.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// CSV on stdout (same columns as `audit export --format csv`).
@@ -108,12 +137,16 @@ pub fn run(cmd: AuditCmd) -> CliResult {
     match cmd {
         AuditCmd::Verify(a) => verify(a),
         AuditCmd::Show(a) => show(a),
+        AuditCmd::Report(a) => batch_report(a),
         AuditCmd::Export(a) => {
             let format = match a.format {
                 FormatArg::Jsonl => ExportFormat::Jsonl,
                 FormatArg::Csv => ExportFormat::Csv,
             };
-            let s = audit::export(&a.ca_dir, &a.out, format, &operator(a.operator))?;
+            let op = operator(a.operator);
+            let s = with_spinner("exporting the audit log", || {
+                audit::export(&a.ca_dir, &a.out, format, &op)
+            })?;
             if a.json {
                 print_json(&s)?;
             } else {
@@ -137,8 +170,12 @@ pub fn run(cmd: AuditCmd) -> CliResult {
 
 fn verify(a: VerifyArgs) -> CliResult {
     let report: VerifyReport = match (&a.ca_dir, &a.file, &a.ca_cert) {
-        (Some(dir), None, None) => audit::verify_db(dir)?,
-        (None, Some(file), Some(cert)) => audit::verify_file(file, cert)?,
+        (Some(dir), None, None) => {
+            with_spinner("verifying the audit log", || audit::verify_db(dir))?
+        }
+        (None, Some(file), Some(cert)) => {
+            with_spinner("verifying the audit log", || audit::verify_file(file, cert))?
+        }
         _ => return Err("give either --ca-dir DIR, or --file LOG with --ca-cert CA.pem".into()),
     };
     if a.json {
@@ -171,6 +208,86 @@ fn verify(a: VerifyArgs) -> CliResult {
         )
         .into()),
     }
+}
+
+fn batch_report(a: ReportArgs) -> CliResult {
+    if a.list {
+        let list = report::list_batches(&a.ca_dir)?;
+        if a.json {
+            print_json(&list)?;
+        } else if list.is_empty() {
+            eprintln!("no batches yet; run `nrfca sign` first");
+        } else {
+            let mut out = format!(
+                "{:<32}  {:<24}  {:<16}  {:>8}  {:>8}  {:>8}\n",
+                "BATCH", "COMMITTED", "OPERATOR", "ISSUED", "RETURNED", "REJECTED"
+            );
+            for b in &list {
+                out.push_str(&format!(
+                    "{:<32}  {:<24}  {:<16}  {:>8}  {:>8}  {:>8}\n",
+                    b.batch,
+                    b.committed_at.as_deref().unwrap_or("-"),
+                    b.operator,
+                    b.issued,
+                    b.returned,
+                    b.rejected
+                ));
+            }
+            print_stdout(&out)?;
+            eprintln!(
+                "{} batch(es); print one with `nrfca audit report --ca-dir {} --batch ID`",
+                list.len(),
+                a.ca_dir.display()
+            );
+        }
+        return Ok(Outcome::Done);
+    }
+    let r = with_spinner("reading the batch and verifying the audit log", || {
+        report::batch_report(&a.ca_dir, a.batch.as_deref())
+    })?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        let text = report::render_text(&r);
+        match &a.out {
+            Some(path) => {
+                write_new(path, text.as_bytes())?;
+                eprintln!(
+                    "wrote the report of batch {} to {}; print it, sign it, file it with the ceremony record",
+                    r.batch,
+                    path.display()
+                );
+            }
+            None => print_stdout(&text)?,
+        }
+    }
+    match &r.audit.first_bad {
+        None => Ok(Outcome::Done),
+        Some(f) => Err(format!(
+            "audit log TAMPERED or damaged at record {}: {}; do not file this report as clean: restore ca.db from a backup and investigate",
+            f.seq, f.problem
+        )
+        .into()),
+    }
+}
+
+/// Create `path` (refusing an existing file), write `bytes`, fsync.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "cannot create {}: {e} (reports are never overwritten; choose another --out)",
+                path.display()
+            )
+        })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 fn parse_time(s: &str, end_of_day: bool) -> Result<OffsetDateTime, String> {
@@ -236,7 +353,7 @@ fn show(a: ShowArgs) -> CliResult {
         }
         w.flush()?;
     } else {
-        print!("{}", table(&records));
+        print_stdout(&table(&records))?;
         eprintln!("{} record(s)", records.len());
     }
     Ok(Outcome::Done)

@@ -1,6 +1,6 @@
 //! `nrfca bench ports | export | import | status`.
 
-use super::common::{print_json, CliResult, Outcome};
+use super::common::{print_json, print_stdout, progress_enabled, CliResult, Outcome};
 use clap::{Args, Subcommand};
 use nrfca::bench::state::{DeviceRecord, State, DEFAULT_DIR};
 use nrfca::bench::transport::{list_ports, SerialSettings};
@@ -9,7 +9,6 @@ use nrfca::bench::{
     PortSettings, Status,
 };
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -53,7 +52,7 @@ pub enum BenchCmd {
 /// Arguments of `bench ports`.
 #[derive(Debug, Args)]
 pub struct PortsArgs {
-    /// Machine-readable output on stdout.
+    /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -68,7 +67,7 @@ pub struct SerialArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     state: PathBuf,
     /// Turn RTS/CTS hardware flow control off (on by default, as in Nordic's tools).
-    #[arg(long)]
+    #[arg(long, help_heading = "Serial and timing")]
     no_flow_control: bool,
     /// Operator name for the journal (default: $USER).
     #[arg(long, value_name = "NAME")]
@@ -77,15 +76,30 @@ pub struct SerialArgs {
     #[arg(long, value_name = "NAME")]
     bench: Option<String>,
     /// Timeout for ordinary AT commands, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        help_heading = "Serial and timing",
+        value_name = "SECS",
+        default_value_t = 5.0
+    )]
     timeout: f64,
     /// Timeout for AT%KEYGEN and AT+CFUN, in seconds (at least 15 is advised on hardware).
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(
+        long,
+        help_heading = "Serial and timing",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
     slow_timeout: f64,
     /// How long to wait for an unplugged device to come back before giving up on it.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        help_heading = "Serial and timing",
+        value_name = "SECS",
+        default_value_t = 10.0
+    )]
     reconnect_wait: f64,
-    /// Machine-readable report on stdout.
+    /// Print the report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     json: bool,
 }
@@ -119,8 +133,6 @@ impl SerialArgs {
 /// Arguments of `bench export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    #[command(flatten)]
-    serial: SerialArgs,
     /// Requests CSV to create or append to (the file you carry to the signer).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -131,13 +143,13 @@ pub struct ExportArgs {
     /// Any certificate issued for the old key becomes useless.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    serial: SerialArgs,
 }
 
 /// Arguments of `bench import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    #[command(flatten)]
-    serial: SerialArgs,
     /// Bundle directory written by `nrfca sign`.
     #[arg(long, value_name = "DIR")]
     bundle: PathBuf,
@@ -148,6 +160,8 @@ pub struct ImportArgs {
     /// project's keys/AmazonRootCA1.pem then keys/nrf-cloud-coap-ca.pem.
     #[arg(long = "root-ca", value_name = "PEM")]
     root_ca: Vec<PathBuf>,
+    #[command(flatten)]
+    serial: SerialArgs,
 }
 
 /// Arguments of `bench status`.
@@ -156,7 +170,7 @@ pub struct StatusArgs {
     /// Bench state directory.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     state: PathBuf,
-    /// Machine-readable output on stdout.
+    /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// Also print the journal (all of it, or of one IMEI).
@@ -182,8 +196,13 @@ fn ports(a: PortsArgs) -> CliResult {
     }
     if list.is_empty() {
         eprintln!("no serial ports found; plug in the kit (a DK's AT port is its first VCOM)");
+        eprintln!("{SIM_NOTE}");
         return Ok(Outcome::Done);
     }
+    let mut out = format!(
+        "  {:<22} {:<10} {:<9} {:<28} {}\n",
+        "PORT", "TYPE", "VID:PID", "DESCRIPTION", "SERIAL NUMBER"
+    );
     for p in &list {
         let ids = match (p.vid, p.pid) {
             (Some(v), Some(pid)) => format!("{v:04x}:{pid:04x}"),
@@ -194,22 +213,30 @@ fn ports(a: PortsArgs) -> CliResult {
             .flatten()
             .collect::<Vec<_>>()
             .join(" ");
-        eprintln!(
-            "{} {:<22} {:<10} {:<9} {:<28} {}{}",
+        out.push_str(&format!(
+            "{} {:<22} {:<10} {:<9} {:<28} {}{}\n",
             if p.nordic { "*" } else { " " },
             p.name,
             format!("{:?}", p.kind).to_lowercase(),
             ids,
-            desc,
-            p.serial.as_deref().unwrap_or(""),
+            if desc.is_empty() { "-" } else { &desc },
+            p.serial.as_deref().unwrap_or("-"),
             p.board.map(|b| format!("  ({b})")).unwrap_or_default()
-        );
+        ));
     }
+    print_stdout(&out)?;
     if list.iter().any(|p| p.nordic) {
         eprintln!("* Nordic/SEGGER device: on a DK the first port of a kit is the modem's AT port");
+    } else {
+        eprintln!("no Nordic/SEGGER kit found (none marked *); check the USB cable and power");
     }
+    eprintln!("{SIM_NOTE}");
     Ok(Outcome::Done)
 }
+
+/// Simulated modems sit on pseudo-terminals, which no port listing shows.
+const SIM_NOTE: &str =
+    "simulated modems (`nrfca sim`) are not listed: use the paths `nrfca sim` printed";
 
 /// Live progress: one line per port (indicatif when stderr is a terminal, plain lines
 /// otherwise).
@@ -220,7 +247,7 @@ struct Render {
 
 impl Render {
     fn new(ports: &[String]) -> Render {
-        let tty = std::io::stderr().is_terminal();
+        let tty = progress_enabled();
         let multi = tty.then(indicatif::MultiProgress::new);
         let mut bars = HashMap::new();
         if let Some(m) = &multi {
@@ -310,7 +337,11 @@ fn summary(what: &str, devices: &[DeviceResult], elapsed_ms: u128) -> Outcome {
             d.code.as_deref().unwrap_or(d.status.as_str()),
             d.detail
         );
-        if let Some(n) = &d.next_step {
+        if let Some(n) = d
+            .next_step
+            .as_ref()
+            .filter(|n| !d.detail.contains(n.as_str()))
+        {
             eprintln!("      next: {n}");
         }
     }
@@ -336,11 +367,11 @@ fn run_export(a: ExportArgs) -> CliResult {
         print_json(&report)?;
     }
     let outcome = summary("export", &report.devices, report.elapsed_ms);
-    if report.exported() > 0 {
+    if report.exported() > 0 || outcome == Outcome::Done {
         eprintln!(
-            "next: carry {} to the signer (`nrfca sign ... {}`), then run `nrfca bench import`",
+            "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
             report.out.display(),
-            report.out.display()
+            report.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| report.out.display().to_string())
         );
     }
     Ok(outcome)
@@ -370,7 +401,49 @@ fn run_import(a: ImportArgs) -> CliResult {
         report.batch,
         a.trust.display()
     );
-    Ok(summary("import", &report.devices, report.elapsed_ms))
+    let outcome = summary("import", &report.devices, report.elapsed_ms);
+    if outcome == Outcome::Done {
+        eprintln!(
+            "next: upload {} to nRF Cloud (Devices > Add devices > bulk onboarding) so the devices can connect",
+            report.bundle.join("onboard.csv").display()
+        );
+    }
+    Ok(outcome)
+}
+
+/// The per-device table of `bench status`: one row per device, then what went wrong and what
+/// to do next under every device that is not done.
+fn status_table(devices: &[DeviceRecord]) -> String {
+    let mut out = format!(
+        "{:<15} {:<36} {:<15} {:<20} {:<20} {}\n",
+        "IMEI", "UUID", "STATE", "EXPORTED", "IMPORTED", "CERT SERIAL"
+    );
+    for d in devices {
+        out.push_str(&format!(
+            "{:<15} {:<36} {:<15} {:<20} {:<20} {}\n",
+            d.imei,
+            d.uuid.as_deref().unwrap_or("-"),
+            d.state.as_str(),
+            d.exported_at.as_deref().unwrap_or("-"),
+            d.imported_at.as_deref().unwrap_or("-"),
+            d.cert_serial.as_deref().unwrap_or("-"),
+        ));
+        if d.sec_tag != nrfca::keygen::DEFAULT_SEC_TAG {
+            out.push_str(&format!("    sec_tag {}\n", d.sec_tag));
+        }
+        if let Some(e) = &d.last_error {
+            let code = d
+                .error_code
+                .as_deref()
+                .map(|c| format!("[{c}] "))
+                .unwrap_or_default();
+            out.push_str(&format!("    error: {code}{e}\n"));
+        }
+        if d.state != nrfca::bench::state::DeviceState::Imported {
+            out.push_str(&format!("    next:  {}\n", d.state.next_step()));
+        }
+    }
+    out
 }
 
 #[derive(serde::Serialize)]
@@ -408,34 +481,28 @@ fn status(a: StatusArgs) -> CliResult {
         })?;
     } else {
         if devices.is_empty() {
-            eprintln!("no devices in {} yet", a.state.display());
+            eprintln!(
+                "no devices in {} yet; run `nrfca bench export --state {} ...` first",
+                a.state.display(),
+                a.state.display()
+            );
         } else {
-            eprintln!(
-                "IMEI            UUID                                 SEC_TAG    STATE           EXPORTED             IMPORTED             CERT SERIAL"
-            );
-        }
-        for d in &devices {
-            eprintln!(
-                "{:<15} {:<36} {:<10} {:<15} {:<20} {:<20} {}",
-                d.imei,
-                d.uuid.as_deref().unwrap_or("-"),
-                d.sec_tag,
-                d.state.as_str(),
-                d.exported_at.as_deref().unwrap_or("-"),
-                d.imported_at.as_deref().unwrap_or("-"),
-                d.cert_serial.as_deref().unwrap_or("-"),
-            );
-            if let Some(e) = &d.last_error {
-                eprintln!("    last error: {e}");
+            print_stdout(&status_table(&devices))?;
+            let mut counts: Vec<(&str, usize)> = Vec::new();
+            for d in &devices {
+                match counts.iter_mut().find(|(s, _)| *s == d.state.as_str()) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((d.state.as_str(), 1)),
+                }
             }
-            if d.state != nrfca::bench::state::DeviceState::Imported {
-                eprintln!("    next: {}", d.state.next_step());
-            }
+            let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            eprintln!("{} device(s): {}", devices.len(), parts.join(", "));
         }
         if let Some(j) = &journal {
+            let mut out = String::new();
             for e in j {
-                eprintln!(
-                    "{:>6} {} {} {} {} {} {}: {} -> {}",
+                out.push_str(&format!(
+                    "{:>6} {} {} {} {} {} {}: {} -> {}\n",
                     e.seq,
                     e.time,
                     e.operator,
@@ -445,8 +512,9 @@ fn status(a: StatusArgs) -> CliResult {
                     e.action,
                     e.command,
                     e.outcome
-                );
+                ));
             }
+            print_stdout(&out)?;
         }
     }
     Ok(Outcome::Done)

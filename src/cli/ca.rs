@@ -1,6 +1,9 @@
 //! `nrfca ca init | import | show`.
 
-use super::common::{operator, print_json, resolve_new_passphrase, CliResult, Outcome, UnlockArgs};
+use super::common::{
+    operator, print_json, print_stdout, resolve_new_passphrase, with_spinner, CliResult, Outcome,
+    UnlockArgs,
+};
 use clap::{Args, Subcommand};
 use nrfca::signer::ca::{self, CaInfo, InitOptions};
 use nrfca::signer::secret::Protection;
@@ -20,7 +23,9 @@ pub enum CaCmd {
     )]
     Import(ImportArgs),
     /// Show subject, fingerprint, validity, key protection, counts.
-    #[command(after_help = "Example:\n  nrfca ca show --ca-dir /media/ca --json")]
+    #[command(
+        after_help = "No secret is needed. The table goes to stdout.\n\nExample:\n  nrfca ca show --ca-dir /media/ca\n  nrfca ca show --ca-dir /media/ca --json | jq -r .fingerprint"
+    )]
     Show(ShowArgs),
     /// Unlock the CA key and check it matches ca.pem (test a passphrase, identity or backup);
     /// records key-unlocked or unlock-failed in the audit log.
@@ -111,7 +116,7 @@ pub struct ShowArgs {
     /// CA directory.
     #[arg(long, value_name = "DIR")]
     pub ca_dir: PathBuf,
-    /// Print JSON on stdout.
+    /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -127,45 +132,69 @@ pub fn run(cmd: CaCmd) -> CliResult {
                 protection,
                 operator: operator(a.protect.operator.clone()),
             };
-            let info = ca::init(&a.ca_dir, &opts)?;
+            let info = with_spinner(encrypt_message(&opts.protection), || {
+                ca::init(&a.ca_dir, &opts)
+            })?;
             if a.protect.json {
                 print_json(&info)?;
             } else {
                 eprintln!("CA created in {}", a.ca_dir.display());
                 eprint!("{}", render(&info));
+                eprintln!("Next:");
                 eprintln!(
-                    "Next: back up {} (and, separately, its passphrase or identity); give {} to the bench (`bench import --trust`).",
+                    "  1. back up {} on two offline media; keep its {} apart from it",
                     a.ca_dir.join(ca::CA_KEY).display(),
+                    secret_name(&opts.protection)
+                );
+                eprintln!(
+                    "  2. give {} to the bench (`nrfca bench import --trust ca.pem`); write down its sha256 above",
                     a.ca_dir.join(ca::CA_PEM).display()
+                );
+                eprintln!(
+                    "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
+                    a.ca_dir.display()
                 );
             }
             Ok(Outcome::Done)
         }
         CaCmd::Import(a) => {
             let protection = a.protect.protection()?;
-            let info = ca::import(
-                &a.ca_dir,
-                &a.cert,
-                &a.key,
-                &protection,
-                &operator(a.protect.operator.clone()),
-            )?;
+            let info = with_spinner(encrypt_message(&protection), || {
+                ca::import(
+                    &a.ca_dir,
+                    &a.cert,
+                    &a.key,
+                    &protection,
+                    &operator(a.protect.operator.clone()),
+                )
+            })?;
             if a.protect.json {
                 print_json(&info)?;
             } else {
                 eprintln!("CA imported into {}", a.ca_dir.display());
                 eprint!("{}", render(&info));
+                eprintln!("Next:");
                 eprintln!(
-                    "Next: destroy the plaintext key (shred -u {}) and back up {}.",
-                    a.key.display(),
-                    a.ca_dir.join(ca::CA_KEY).display()
+                    "  1. destroy the plaintext key and every copy of it: shred -u {}",
+                    a.key.display()
+                );
+                eprintln!(
+                    "  2. back up {} on two offline media; keep its {} apart from it",
+                    a.ca_dir.join(ca::CA_KEY).display(),
+                    secret_name(&protection)
+                );
+                eprintln!(
+                    "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
+                    a.ca_dir.display()
                 );
             }
             Ok(Outcome::Done)
         }
         CaCmd::VerifyKey(a) => {
             let unlock = a.unlock.unlock()?;
-            let u = ca::unlock(&a.ca_dir, &unlock, &a.unlock.operator())?;
+            let u = with_spinner("unlocking the CA key", || {
+                ca::unlock(&a.ca_dir, &unlock, &a.unlock.operator())
+            })?;
             if a.json {
                 print_json(&serde_json::json!({
                     "ok": true,
@@ -186,10 +215,26 @@ pub fn run(cmd: CaCmd) -> CliResult {
             if a.json {
                 print_json(&info)?;
             } else {
-                print!("{}", render(&info));
+                print_stdout(&render(&info))?;
             }
             Ok(Outcome::Done)
         }
+    }
+}
+
+/// What the spinner says while the new key is encrypted (scrypt takes about a second).
+fn encrypt_message(p: &Protection) -> &'static str {
+    match p {
+        Protection::Passphrase(_) => "encrypting the CA key (scrypt, about a second)",
+        _ => "encrypting the CA key",
+    }
+}
+
+/// What the officer must keep apart from `ca.key.age`.
+fn secret_name(p: &Protection) -> &'static str {
+    match p {
+        Protection::Passphrase(_) => "passphrase",
+        _ => "identity files",
     }
 }
 
@@ -204,10 +249,12 @@ fn render(info: &CaInfo) -> String {
         "valid",
         &format!("{} to {}", info.not_before, info.not_after),
     );
-    line(
-        "key",
-        &format!("{} (unlock with {})", info.key_protection, info.unlock_with),
-    );
+    let unlock = match info.unlock_with.as_str() {
+        "identity" => "unlock with --identity FILE",
+        "passphrase" => "unlock with --passphrase-file, NRFCA_PASSPHRASE or the prompt",
+        other => other,
+    };
+    line("key", &format!("{}; {unlock}", info.key_protection));
     line(
         "issued",
         &format!(

@@ -1,12 +1,11 @@
 //! `nrfca demo`: the whole flow on simulated modems, narrated on stderr.
 
-use super::common::{CliResult, Outcome};
+use super::common::{print_json, progress_enabled, CliResult, Outcome};
 use clap::Args;
 use nrfca::bench::{PortEvent, PortEventKind};
 use nrfca::demo::{self, DemoEvent, DemoOptions};
 use nrfca::signer::sign::SignEvent;
 use nrfca::sim::{Latency, Profile};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Arguments of `nrfca demo`.
@@ -53,8 +52,7 @@ fn port_line(e: &PortEvent) -> Option<String> {
 
 /// Run `demo`.
 pub fn run(args: DemoArgs) -> CliResult {
-    let verbose =
-        std::io::stderr().is_terminal() || std::env::var_os("NRFCA_DEMO_VERBOSE").is_some();
+    let verbose = progress_enabled() || std::env::var_os("NRFCA_DEMO_VERBOSE").is_some();
     let opts = DemoOptions {
         devices: usize::from(args.devices),
         dir: args.dir,
@@ -101,13 +99,22 @@ pub fn run(args: DemoArgs) -> CliResult {
         "  bundle        {}  (upload onboard.csv to nRF Cloud)",
         report.bundle.display()
     );
+    eprintln!("  bench state   {}", report.bench_state.display());
+    eprintln!("  audit export  {}", report.audit_log.display());
+    eprintln!("look around (the CA passphrase is `demo`):");
+    eprintln!("  nrfca ca show --ca-dir {}", report.ca_dir.display());
     eprintln!(
-        "  bench state   {}  (nrfca bench status --state …)",
+        "  nrfca bench status --state {}",
         report.bench_state.display()
     );
-    eprintln!("  audit export  {}", report.audit_log.display());
+    eprintln!("  nrfca audit show --ca-dir {}", report.ca_dir.display());
+    eprintln!(
+        "  nrfca audit report --ca-dir {}      # the batch report for the ceremony record",
+        report.ca_dir.display()
+    );
+    eprintln!("  nrfca inspect {}", report.requests.display());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     }
     Ok(Outcome::Done)
 }

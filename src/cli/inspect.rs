@@ -36,7 +36,7 @@ pub struct InspectArgs {
     /// A KEYGEN or ATTESTTOKEN string, or a file (CSR, certificate, requests file); `-` reads
     /// standard input.
     pub input: String,
-    /// Machine-readable output on stdout.
+    /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     /// The sec_tag requests must attest (as for `sign`).
