@@ -276,7 +276,7 @@ fn record_failure(
             false,
         ),
     };
-    let status = if unknown {
+    let mut status = if unknown {
         Status::Unknown
     } else {
         Status::Failed
@@ -308,6 +308,11 @@ fn record_failure(
                 r
             }
         };
+        // Contact lost while nothing that could make a key was in flight: the device is
+        // known to be export-failed, so report it as failed (as import does), not unknown.
+        if rec.state == DeviceState::ExportFailed {
+            status = Status::Failed;
+        }
         journal.note("result", &format!("{}: {code}", rec.state));
         let _ = journal.commit(&rec);
     } else {

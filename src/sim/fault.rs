@@ -133,7 +133,8 @@ pub struct FaultSpec {
     /// The fault.
     pub fault: Fault,
     /// Only commands starting with this text (after `AT`, case-insensitive) trigger it;
-    /// `*` means any command; `None` means the fault's default trigger.
+    /// `*` means any command; `None` means the fault's default trigger. A suffix `#N` limits
+    /// it to the N-th command the trigger accepts (e.g. `%CMNG=1#2`).
     pub command: Option<String>,
     /// Only this modem (0-based); `None` means every modem.
     pub modem: Option<usize>,
@@ -167,15 +168,32 @@ impl FaultSpec {
     /// Does the trigger accept command text `cmd` (uppercase, after `AT`)? `default` is the
     /// answer when no command was given.
     fn accepts(&self, cmd: &str, default: bool) -> bool {
-        match &self.command {
+        match self.command.as_deref().map(split_nth) {
             None => default,
-            Some(c) if c == "*" => true,
-            Some(c) => {
+            Some((c, _)) if c == "*" => true,
+            Some((c, _)) => {
                 let c = c.to_ascii_uppercase();
                 let c = c.strip_prefix("AT").unwrap_or(&c);
                 cmd.starts_with(c)
             }
         }
+    }
+
+    /// `COMMAND#N`: only the N-th command the trigger accepts (1-based) may fire.
+    fn nth(&self) -> Option<u32> {
+        self.command.as_deref().and_then(|c| split_nth(c).1)
+    }
+}
+
+/// Split a trigger `COMMAND#N` into the command prefix and N (a test hook: e.g.
+/// `lost-final:%CMNG=1#2` hits the second slot listing of an export, not the first).
+fn split_nth(c: &str) -> (&str, Option<u32>) {
+    match c.rsplit_once('#') {
+        Some((cmd, n)) => match n.trim().parse::<u32>() {
+            Ok(n) if n > 0 => (cmd, Some(n)),
+            _ => (c, None),
+        },
+        None => (c, None),
     }
 }
 
@@ -227,6 +245,8 @@ impl FromStr for FaultSpec {
 struct Armed {
     spec: FaultSpec,
     spent: bool,
+    /// Commands the trigger accepted so far (for `COMMAND#N`).
+    seen: u32,
 }
 
 /// The faults switched on for one modem and their one-shot state.
@@ -254,7 +274,11 @@ impl FaultSet {
     pub fn set(&mut self, specs: Vec<FaultSpec>) {
         self.armed = specs
             .into_iter()
-            .map(|spec| Armed { spec, spent: false })
+            .map(|spec| Armed {
+                spec,
+                spent: false,
+                seen: 0,
+            })
             .collect();
     }
 
@@ -277,6 +301,12 @@ impl FaultSet {
         for a in self.armed.iter_mut() {
             if a.spec.fault != fault || !a.spec.accepts(cmd, default_trigger) {
                 continue;
+            }
+            if let Some(n) = a.spec.nth() {
+                a.seen = a.seen.saturating_add(1);
+                if a.seen != n {
+                    continue;
+                }
             }
             match probability {
                 Some(p) => {
@@ -344,6 +374,28 @@ mod tests {
         assert!(!s.fire(Fault::LostFinal, "%KEYGEN=1,2,0", true));
         assert!(s.fire(Fault::LostFinal, "+CGSN", false));
         assert!(!s.has(Fault::Garbage));
+    }
+
+    #[test]
+    fn nth_matching_command() {
+        let spec: FaultSpec = "lost-final:%CMNG=1#2@0".parse().unwrap();
+        assert_eq!(spec.command.as_deref(), Some("%CMNG=1#2"));
+        assert_eq!(spec.modem, Some(0));
+        let mut s = FaultSet::new(vec![spec], None, SimRng::from_seed(1));
+        assert!(!s.fire(Fault::LostFinal, "+CGSN", true));
+        assert!(!s.fire(Fault::LostFinal, "%CMNG=1,16842753", true));
+        assert!(s.fire(Fault::LostFinal, "%CMNG=1,16842753", true));
+        assert!(!s.fire(Fault::LostFinal, "%CMNG=1,16842753", true));
+        // A standing fault with #N fires on that occurrence only.
+        let mut s = FaultSet::new(
+            vec![FaultSpec::all(Fault::Garbage).when("+CFUN#3")],
+            None,
+            SimRng::from_seed(1),
+        );
+        let fired: Vec<bool> = (0..5)
+            .map(|_| s.fire(Fault::Garbage, "+CFUN?", true))
+            .collect();
+        assert_eq!(fired, [false, false, true, false, false]);
     }
 
     #[test]
