@@ -221,33 +221,72 @@ pub fn pkcs8_normalize(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
 /// PKCS#8. Other blocks in the text (e.g. `EC PARAMETERS`, certificates) are skipped.
 /// Encrypted keys are refused with a message.
 pub fn pkcs8_from_pem_any(pem: &str) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let blocks = crate::util::pem_blocks(pem);
-    if blocks.is_empty() {
-        return Err(CryptoError::Pem("no PEM block found".into()));
-    }
-    for b in &blocks {
-        match b.label.as_str() {
-            "EC PRIVATE KEY" | "PRIVATE KEY" => {
-                let der = b
-                    .decode()
-                    .map_err(|e| CryptoError::Pem(format!("bad base64 in {}: {e}", b.label)))?;
-                let der = Zeroizing::new(der);
-                return pkcs8_normalize(&der);
+    // Not `util::pem_blocks`: that collects every body into ordinary growing `String`s, which
+    // would leave copies of the plaintext key's base64 in freed heap memory. Here the key's
+    // body goes into one zeroizing buffer sized up front (never reallocated), and so does its
+    // DER.
+    let mut labels: Vec<String> = Vec::new();
+    let mut in_block: Option<&str> = None;
+    let mut body = Zeroizing::new(String::with_capacity(pem.len()));
+    for raw in pem.lines() {
+        let line = raw.trim();
+        if let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            in_block = Some(label);
+            body.clear();
+            continue;
+        }
+        if let Some(label) = line
+            .strip_prefix("-----END ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            if in_block.take() != Some(label) {
+                body.clear();
+                continue;
             }
-            "ENCRYPTED PRIVATE KEY" => {
-                return Err(CryptoError::Pem(
-                    "the key is passphrase-encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN)"
-                        .into(),
-                ))
+            match label {
+                "EC PRIVATE KEY" | "PRIVATE KEY" => {
+                    let der = b64_decode_secret(&body).map_err(|e| {
+                        CryptoError::Pem(format!("bad base64 in {label}: {e}"))
+                    })?;
+                    return pkcs8_normalize(&der);
+                }
+                "ENCRYPTED PRIVATE KEY" => {
+                    return Err(CryptoError::Pem(
+                        "the key is passphrase-encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN)"
+                            .into(),
+                    ))
+                }
+                other => {
+                    if labels.len() < 16 {
+                        labels.push(other.to_string());
+                    }
+                    body.clear();
+                }
             }
-            _ => {}
+            continue;
+        }
+        if in_block.is_some() {
+            body.extend(line.chars().filter(|c| !c.is_whitespace()));
         }
     }
-    let labels: Vec<&str> = blocks.iter().map(|b| b.label.as_str()).collect();
+    if labels.is_empty() {
+        return Err(CryptoError::Pem("no PEM block found".into()));
+    }
     Err(CryptoError::Pem(format!(
         "no private key block (found: {})",
         labels.join(", ")
     )))
+}
+
+/// Standard base64 decoded straight into a zeroizing buffer reserved up front (no
+/// reallocation, so no stray copy of secret bytes is left behind).
+pub fn b64_decode_secret(s: &str) -> Result<Zeroizing<Vec<u8>>, base64::DecodeError> {
+    let mut out = Zeroizing::new(Vec::with_capacity(s.len() / 4 * 3 + 3));
+    base64::engine::general_purpose::STANDARD.decode_vec(s, &mut out)?;
+    Ok(out)
 }
 
 const B64URL: GeneralPurpose = GeneralPurpose::new(

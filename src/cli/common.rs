@@ -101,6 +101,8 @@ pub fn resolve_unlock(
     passphrase_file: Option<&Path>,
     identity: Option<&Path>,
 ) -> Result<Unlock, Box<dyn std::error::Error>> {
+    // No core dumps and no same-user ptrace from before the first secret byte is read.
+    secret::harden_process()?;
     if let Some(id) = identity {
         return Ok(Unlock::Identity(id.to_path_buf()));
     }
@@ -119,6 +121,7 @@ pub fn resolve_unlock(
 pub fn resolve_new_passphrase(
     passphrase_file: Option<&Path>,
 ) -> Result<SecretString, Box<dyn std::error::Error>> {
+    secret::harden_process()?;
     if let Some(p) = non_prompt_passphrase(passphrase_file)? {
         return Ok(p);
     }
@@ -140,7 +143,12 @@ fn non_prompt_passphrase(
         return Ok(Some(secret::read_passphrase_file(f)?));
     }
     match std::env::var(PASSPHRASE_ENV) {
-        Ok(v) if !v.is_empty() => Ok(Some(SecretString::from(v))),
+        Ok(v) if !v.is_empty() => {
+            // Not inherited by anything this process starts (e.g. `sync`). The copy in the
+            // initial environment block stays until exit; prefer --passphrase-file.
+            std::env::remove_var(PASSPHRASE_ENV);
+            Ok(Some(SecretString::from(v)))
+        }
         _ => Ok(None),
     }
 }
@@ -168,12 +176,10 @@ pub fn operator(flag: Option<String>) -> String {
 
 /// The user name of the real user id, from the password database (`/etc/passwd`).
 fn login_name() -> Option<String> {
-    // Read /etc/passwd instead of calling getpwuid, so no unsafe code is needed; the owner of
-    // /proc/self is this process's user id.
-    let uid = std::fs::metadata("/proc/self").ok().map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid()
-    })?;
+    // Read /etc/passwd instead of calling getpwuid, so no unsafe code is needed. Not the
+    // owner of /proc/self: once a command that unlocks the key made the process
+    // non-dumpable, /proc/self belongs to root.
+    let uid = nix::unistd::getuid().as_raw();
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
         let mut f = l.split(':');

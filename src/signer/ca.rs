@@ -696,7 +696,14 @@ fn read_limited(path: &Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
             io_err(path)(e)
         }
     })?;
-    let mut buf = Zeroizing::new(Vec::new());
+    // Sized up front so the buffer never reallocates (this reads plaintext key PEMs in
+    // `ca import`: a reallocation would leave an unwiped copy in freed memory).
+    let cap = f
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or(0)
+        .min(MAX_PEM_FILE + 1);
+    let mut buf = Zeroizing::new(Vec::with_capacity(usize::try_from(cap).unwrap_or(0) + 1));
     f.take(MAX_PEM_FILE + 1)
         .read_to_end(&mut buf)
         .map_err(io_err(path))?;
@@ -909,6 +916,7 @@ pub fn key_identifier(public_key: &[u8]) -> Vec<u8> {
 /// Create a new CA in `ca_dir` (SPEC §4): `ca.pem`, `ca.key.age` (0600), `ca.db` with the
 /// `ca-created` record and a signed checkpoint. Refuses if any of the three exists.
 pub fn init(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
+    secret::harden_process()?;
     if opts.days == 0 || opts.days > MAX_DAYS {
         return Err(CaError::BadDays(opts.days));
     }
@@ -994,6 +1002,7 @@ pub fn import(
     protection: &Protection,
     operator: &str,
 ) -> Result<CaInfo, CaError> {
+    secret::harden_process()?;
     if let Protection::Recipients(r) = protection {
         secret::parse_recipients(r)?;
     }
@@ -1150,6 +1159,7 @@ fn record_unlock(
 /// (reason only, never secret material). A wrong passphrase or identity is
 /// [`CaError::WrongSecret`].
 pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<UnlockedCa, CaError> {
+    secret::harden_process()?;
     let cert = load_cert(ca_dir)?;
     let key_path = ca_dir.join(CA_KEY);
     if !key_path.exists() {
@@ -1158,13 +1168,14 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
     if !ca_dir.join(CA_DB).is_file() {
         return Err(CaError::Missing(ca_dir.join(CA_DB)));
     }
-    let ciphertext = secret::read_key_file(&key_path)?;
     let method = unlock.method();
     let identity_file = match unlock {
         Unlock::Identity(p) => Some(p.display().to_string()),
         Unlock::Passphrase(_) => None,
     };
     let attempt = (|| -> Result<CaKey, CaError> {
+        // Inside the attempt so that a key file readable by others is an audited failure.
+        let ciphertext = secret::read_key_file(&key_path)?;
         let pkcs8 = secret::decrypt(&ciphertext, unlock)?;
         let key = CaKey::from_pkcs8(&pkcs8).map_err(|_| {
             CaError::Secret(SecretError::BadKeyFile(
@@ -1197,8 +1208,14 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
             let reason = match &e {
                 CaError::WrongSecret(_) => "wrong passphrase or identity",
                 CaError::KeyMismatch(_) => "key does not match ca.pem",
+                CaError::Secret(SecretError::Permissions { path, .. }) if *path == key_path => {
+                    "ca.key.age readable by group or others"
+                }
                 CaError::Secret(SecretError::Permissions { .. }) => {
                     "identity file readable by group or others"
+                }
+                CaError::Secret(SecretError::BadKeyFile(why)) if why.contains("work factor") => {
+                    "scrypt work factor of ca.key.age above the limit"
                 }
                 CaError::Secret(SecretError::BadIdentity(_)) => "identity file unusable",
                 CaError::Secret(SecretError::Io { .. }) => "identity file unreadable",

@@ -117,6 +117,8 @@ pub enum SecretError {
     Encrypt(String),
     /// The key was rejected by the crypto layer.
     Crypto(CryptoError),
+    /// Core dumps could not be switched off before handling a secret.
+    Harden(String),
 }
 
 impl fmt::Display for SecretError {
@@ -161,6 +163,10 @@ impl fmt::Display for SecretError {
             }
             SecretError::Encrypt(why) => write!(f, "encrypting the CA key failed: {why}"),
             SecretError::Crypto(e) => write!(f, "{e}"),
+            SecretError::Harden(why) => write!(
+                f,
+                "cannot switch off core dumps before unlocking the CA key ({why}); run nrfca where prctl(PR_SET_DUMPABLE) and setrlimit(RLIMIT_CORE) are allowed"
+            ),
         }
     }
 }
@@ -244,6 +250,31 @@ impl rcgen::SigningKey for CaKey {
     }
 }
 
+/// Keep secrets out of core dumps and away from same-user debuggers, before any secret is
+/// read: `prctl(PR_SET_DUMPABLE, 0)` (no core file, no `ptrace` attach or `/proc/<pid>/mem`
+/// read by other processes of the same user) and `setrlimit(RLIMIT_CORE, 0, 0)` (no core
+/// file even if something makes the process dumpable again, e.g. an `execve`; the hard
+/// limit cannot be raised back without privilege). Idempotent; the settings last until the
+/// process exits. Called by every function that handles the CA key or its passphrase
+/// ([`crate::signer::ca::init`], [`crate::signer::ca::import`],
+/// [`crate::signer::ca::unlock`]) and by the CLI before it reads a passphrase.
+pub fn harden_process() -> Result<(), SecretError> {
+    use nix::sys::resource::{setrlimit, Resource};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| SecretError::Harden(format!("setrlimit(RLIMIT_CORE): {e}")))?;
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| SecretError::Harden(format!("prctl(PR_SET_DUMPABLE): {e}")))?;
+    Ok(())
+}
+
+/// Whether [`harden_process`] is in effect: not dumpable and both core limits 0.
+pub fn process_hardened() -> bool {
+    use nix::sys::resource::{getrlimit, Resource};
+    let dumpable = nix::sys::prctl::get_dumpable().unwrap_or(true);
+    let core = getrlimit(Resource::RLIMIT_CORE).unwrap_or((1, 1));
+    !dumpable && core == (0, 0)
+}
+
 /// Create `path` as a new file with mode 0600 (`O_CREAT|O_EXCL`): never overwrites, never
 /// follows a symlink planted at `path`. Fails with [`SecretError::Exists`] if it exists.
 pub fn create_secret_file(path: &Path) -> Result<File, SecretError> {
@@ -294,7 +325,14 @@ pub fn check_private_mode(path: &Path) -> Result<(), SecretError> {
 /// Read a whole file of at most [`MAX_SECRET_FILE`] bytes into zeroizing memory.
 pub fn read_limited(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> {
     let f = File::open(path).map_err(io_err(path))?;
-    let mut buf = Zeroizing::new(Vec::new());
+    // Sized up front so the buffer never reallocates: a reallocation would leave an unwiped
+    // copy of the secret in freed memory.
+    let cap = f
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or(0)
+        .min(MAX_SECRET_FILE + 1);
+    let mut buf = Zeroizing::new(Vec::with_capacity(usize::try_from(cap).unwrap_or(0) + 1));
     f.take(MAX_SECRET_FILE + 1)
         .read_to_end(&mut buf)
         .map_err(io_err(path))?;
