@@ -6,8 +6,10 @@
 //! database through the [`Lookup`] trait, so it is testable with an in-memory table and runs
 //! on the batch's own SQLite transaction in `sign`.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -50,6 +52,11 @@ pub trait Lookup {
     fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, Self::Error>;
     /// The CN of a certificate for this public key, if any.
     fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, Self::Error>;
+    /// The CN of a certificate for this key including those issued earlier in the running
+    /// batch (only used to name the device in a key-reuse message).
+    fn key_owner_in_batch(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, Self::Error> {
+        self.key_owner(public_key)
+    }
 }
 
 /// The policy's verdict on one verified request.
@@ -108,13 +115,33 @@ pub fn check_metadata(row: Option<&RequestRow>, v: &Verified) -> Result<(), Reje
     }
 }
 
+/// 128-bit keyed fingerprints (two SipHash-1-3 with random keys): the in-batch sets hold
+/// these instead of the ids and keys themselves, so memory per request stays small (a false
+/// match needs ~2^64 requests, and the random keys make it unforgeable).
+#[derive(Debug, Default)]
+struct Fingerprint(RandomState, RandomState);
+
+impl Fingerprint {
+    fn of(&self, tag: u8, bytes: &[u8]) -> u128 {
+        let mut a = self.0.build_hasher();
+        let mut b = self.1.build_hasher();
+        for h in [&mut a, &mut b] {
+            h.write_u8(tag);
+            h.write(bytes);
+        }
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+}
+
 /// In-batch state of the policy. Feed requests in input order.
 #[derive(Debug, Default)]
 pub struct BatchPolicy {
     reissue: bool,
-    devices: HashSet<String>,
-    uuids: HashSet<String>,
-    keys: HashMap<[u8; 65], String>,
+    fp: Fingerprint,
+    /// Device ids (tag 0) and UUIDs (tag 1) seen in the batch.
+    devices: HashSet<u128>,
+    /// Public key → device id of the request that got a certificate for it in this batch.
+    keys: HashMap<u128, u128>,
 }
 
 impl BatchPolicy {
@@ -139,8 +166,9 @@ impl BatchPolicy {
         if let Err(r) = check_metadata(row, v) {
             return Ok(Decision::Reject(r));
         }
-        let new_device = self.devices.insert(v.device_id.clone());
-        let new_uuid = self.uuids.insert(v.uuid.clone());
+        let device = self.fp.of(0, v.device_id.as_bytes());
+        let new_device = self.devices.insert(device);
+        let new_uuid = self.devices.insert(self.fp.of(1, v.uuid.as_bytes()));
         if !new_device || !new_uuid {
             return Ok(Decision::Reject(Reject::new(
                 RejectCode::DuplicateInBatch,
@@ -150,10 +178,10 @@ impl BatchPolicy {
                 ),
             )));
         }
+        let key = self.fp.of(2, &v.public_key);
         if let Some(stored) = db.by_keygen(&hex::encode(v.keygen_sha256))? {
-            self.keys
-                .entry(v.public_key)
-                .or_insert_with(|| stored.device_id.clone());
+            let owner = self.fp.of(0, stored.device_id.as_bytes());
+            self.keys.entry(key).or_insert(owner);
             return Ok(Decision::Return(Box::new(stored)));
         }
         let mut reissue = false;
@@ -169,11 +197,14 @@ impl BatchPolicy {
             }
             reissue = true;
         }
-        if let Some(owner) = self.keys.get(&v.public_key) {
-            if owner != &v.device_id {
+        if let Some(owner) = self.keys.get(&key) {
+            if *owner != device {
+                let name = db
+                    .key_owner_in_batch(&v.public_key)?
+                    .unwrap_or_else(|| "another device".into());
                 return Ok(Decision::Reject(Reject::new(
                     RejectCode::KeyReuse,
-                    format!("the public key is certified for {owner} earlier in this batch"),
+                    format!("the public key is certified for {name} earlier in this batch"),
                 )));
             }
         }
@@ -185,7 +216,7 @@ impl BatchPolicy {
                 )));
             }
         }
-        self.keys.insert(v.public_key, v.device_id.clone());
+        self.keys.insert(key, device);
         Ok(Decision::Issue { reissue })
     }
 }
@@ -248,6 +279,10 @@ impl Lookup for DbLookup<'_> {
     }
 }
 
+/// Largest `ca.db` (certificates) for which a [`KnownFilter`] is built (32 MB of
+/// fingerprints); beyond it every lookup goes to SQLite's indexes.
+pub const MAX_FILTER_ROWS: u64 = 1_000_000;
+
 /// 64-bit fingerprint of a lookup key (a prefilter, not an identity: hits are confirmed in
 /// SQLite).
 fn fp(bytes: &[u8]) -> u64 {
@@ -305,7 +340,7 @@ impl KnownFilter {
             [],
             |r| r.get(0),
         )?;
-        Ok(rows > 0 && (rows as u64) <= batch.saturating_mul(20))
+        Ok(rows > 0 && (rows as u64) <= batch.saturating_mul(4).min(MAX_FILTER_ROWS))
     }
 
     /// Whether a serial (hex) may be in `ca.db`.
@@ -361,6 +396,13 @@ impl Lookup for FilteredLookup<'_, '_> {
         if self.skip(|f| &f.keys, public_key) {
             return Ok(None);
         }
+        self.db.key_owner(public_key)
+    }
+
+    fn key_owner_in_batch(
+        &mut self,
+        public_key: &[u8; 65],
+    ) -> Result<Option<String>, rusqlite::Error> {
         self.db.key_owner(public_key)
     }
 }
