@@ -202,11 +202,18 @@ fn verify(a: VerifyArgs) -> CliResult {
             }
             Ok(Outcome::Done)
         }
-        Some(f) => Err(format!(
-            "audit log TAMPERED or damaged at record {}: {}; restore ca.db from a backup and investigate",
-            f.seq, f.problem
-        )
-        .into()),
+        Some(f) => {
+            let what_to_do = if a.file.is_some() {
+                "do not trust this copy: export the log again from the signer (`nrfca audit export`) and compare its head hash with an earlier export"
+            } else {
+                "stop signing, keep this ca.db for the investigation, and restore ca.db from a backup"
+            };
+            Err(format!(
+                "audit log TAMPERED or damaged at record {}: {}; {what_to_do}",
+                f.seq, f.problem
+            )
+            .into())
+        }
     }
 }
 

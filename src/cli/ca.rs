@@ -191,7 +191,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
             Ok(Outcome::Done)
         }
         CaCmd::VerifyKey(a) => {
-            let unlock = a.unlock.unlock()?;
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
             let u = with_spinner("unlocking the CA key", || {
                 ca::unlock(&a.ca_dir, &unlock, &a.unlock.operator())
             })?;

@@ -84,6 +84,27 @@ impl UnlockArgs {
         resolve_unlock(self.passphrase_file.as_deref(), self.identity.as_deref())
     }
 
+    /// Resolve the unlock secret for the CA in `ca_dir`: as [`UnlockArgs::unlock`], except
+    /// that a CA whose key is encrypted to age identities asks for `--identity` (instead of
+    /// a passphrase it could never use).
+    pub fn unlock_for(&self, ca_dir: &Path) -> Result<Unlock, Box<dyn std::error::Error>> {
+        if self.identity.is_none() && self.passphrase_file.is_none() {
+            let key = ca_dir.join(nrfca::signer::ca::CA_KEY);
+            if let Ok(secret::FileProtection::Recipients) =
+                secret::read_limited(&key).and_then(|ct| secret::file_protection(&ct))
+            {
+                return Err(format!(
+                    "the key of this CA is encrypted to age identities, not a passphrase: give \
+                     --identity FILE (the identity file of one of the recipients `nrfca ca show \
+                     --ca-dir {}` lists)",
+                    ca_dir.display()
+                )
+                .into());
+            }
+        }
+        self.unlock()
+    }
+
     /// The operator name (see [`operator`]).
     pub fn operator(&self) -> String {
         operator(self.operator.clone())

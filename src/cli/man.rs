@@ -42,18 +42,20 @@ pub fn run(a: ManArgs) -> CliResult {
         return Ok(Outcome::Done);
     }
     let mut cmd = root;
-    let mut name = String::from("nrfca");
+    let mut words = vec!["nrfca".to_string()];
     for word in &a.command {
+        let here = words.join(" ");
         let sub = cmd
             .find_subcommand(word)
             .filter(|s| !s.is_hide_set())
             .cloned()
             .ok_or_else(|| {
-                format!("`{name} {word}` is not a command; see `{name} --help` for the list")
+                format!("`{here} {word}` is not a command; see `{here} --help` for the list")
             })?;
-        name = format!("{name}-{word}");
+        words.push(sub.get_name().to_string());
         cmd = sub;
     }
+    let name = words.join("-");
     let mut buf = Vec::new();
     page(cmd, &name)
         .render(&mut buf)

@@ -1014,7 +1014,12 @@ pub fn import(
     let key_text = std::str::from_utf8(&key_bytes).map_err(|_| {
         CaError::KeyMismatch(format!("{} is not a PEM text file", key_pem.display()))
     })?;
-    let pkcs8 = crypto::pkcs8_from_pem_any(key_text)?;
+    let pkcs8 = crypto::pkcs8_from_pem_any(key_text).map_err(|e| {
+        CaError::KeyMismatch(format!(
+            "{}: {e}; give the CA's plaintext private key (create_ca_cert's <prefix>_prv.pem)",
+            key_pem.display()
+        ))
+    })?;
     drop(key_bytes);
     let key = CaKey::from_pkcs8(&pkcs8)?;
     if key.public_key() != cert.public_key {

@@ -568,7 +568,7 @@ pub fn render_text(r: &BatchReport) -> String {
     );
     kv(&mut out, "rejected", &c.rejected.to_string());
     for (code, n) in &r.rejects_by_code {
-        kv(&mut out, &format!("  {code}"), &n.to_string());
+        out.push_str(&format!("    {code:<24} {n}\n"));
     }
 
     if !r.rejects.is_empty() {

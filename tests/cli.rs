@@ -1,0 +1,196 @@
+//! Transcript tests of what the operator reads (House rule 7): `tests/cmd/*.trycmd` are
+//! terminal sessions — the commands as a user types them and the output they see, stdout and
+//! stderr together, with `[..]` for what changes from run to run (hashes, serials, times) and
+//! `...` for any number of lines. Every command has its `--help` (help.trycmd), a success and
+//! a failure under test.
+//!
+//! The cases are copied into a temporary directory, where each `<case>.in/` directory becomes
+//! that case's working directory, seeded by [`seed`] with what cannot live in git: a test age
+//! identity with mode 0600, requests files, and for the technician three simulated modems
+//! (`nrfca::sim`, fixed seed) linked as `modems/modem0..2`. The commands of one case run in
+//! order in that directory, so later commands see what earlier ones wrote.
+//!
+//! To refresh the expected text after a deliberate change of wording:
+//! `NRFCA_CLI_OVERWRITE=1 cargo test --test cli` writes the actual output back into
+//! `tests/cmd/` (keeping the `[..]` that still match); review the diff before committing.
+
+use std::path::{Path, PathBuf};
+
+/// A test-only age identity (public key below). It protects nothing but the throw-away CAs
+/// these transcripts create.
+const TEST_IDENTITY: &str = "# test-only identity for tests/cmd transcripts; protects nothing\n\
+# public key: age1m28u4mecn29s6nl2l3t3hpwj9hnsnvwy276e9vmsp9e9yga6vdds980e49\n\
+AGE-SECRET-KEY-1RS4SLY65LAL4YMWAS6Q29KLVF6FTAN49J7H9C2V0J6QXE0PCJXVSG87RAM\n";
+
+fn venv() -> PathBuf {
+    PathBuf::from(std::env::var("NRFCA_VENV").unwrap_or_else(|_| "/work/venv".into()))
+}
+
+fn require_tools() -> bool {
+    std::env::var("NRFCA_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A program on PATH, for the transcripts that tamper with files (`sed`).
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// What the cases need in their `.in/` directories. Returns the cases to skip (a missing
+/// external tool) and the simulator, which must outlive the run.
+fn seed(cmd: &Path) -> (Vec<PathBuf>, nrfca::sim::Simulator) {
+    let mut skip = Vec::new();
+    // Every case but help.trycmd runs in its own `.in/` directory with the test identity.
+    for e in std::fs::read_dir(cmd).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "trycmd") && !p.ends_with("help.trycmd") {
+            let dir = p.with_extension("in");
+            std::fs::create_dir_all(&dir).unwrap();
+            write_secret(&dir.join("officer.agekey"), TEST_IDENTITY);
+        }
+    }
+
+    // Officer: a plain-text requests file with one request that is not a KEYGEN string.
+    std::fs::write(
+        cmd.join("officer.in/pasted.txt"),
+        "# pasted from a terminal\nthis-is-not-a-keygen-string\n",
+    )
+    .unwrap();
+
+    // ca import: a CA made by Nordic's create_ca_cert, under fixed file names.
+    let nordic = cmd.join("ca-import.in");
+    let create = venv().join("bin/create_ca_cert");
+    let made = create.is_file()
+        && std::process::Command::new(&create)
+            .args([
+                "-c",
+                "NO",
+                "-o",
+                "Acme",
+                "--cn",
+                "Acme Fleet CA",
+                "-f",
+                "acme-",
+                "-p",
+            ])
+            .arg(&nordic)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let mut found = 0;
+    if made {
+        for e in std::fs::read_dir(&nordic).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            for (suffix, fixed) in [("_ca.pem", "acme_ca.pem"), ("_prv.pem", "acme_prv.pem")] {
+                if name.starts_with("acme-") && name.ends_with(suffix) {
+                    std::fs::rename(&p, nordic.join(fixed)).unwrap();
+                    found += 1;
+                }
+            }
+        }
+    }
+    if found != 2 {
+        assert!(
+            !require_tools(),
+            "create_ca_cert is missing from {} (NRFCA_REQUIRE_TOOLS=1)",
+            venv().display()
+        );
+        eprintln!(
+            "note: create_ca_cert not found in {}: skipping tests/cmd/ca-import.trycmd",
+            venv().display()
+        );
+        skip.push(cmd.join("ca-import.trycmd"));
+    }
+
+    // Technician: three simulated modems with stable links and identities.
+    let sim = nrfca::sim::Simulator::start(nrfca::sim::SimConfig {
+        count: 3,
+        link_dir: Some(cmd.join("technician.in/modems")),
+        seed: Some(2025),
+        latency: nrfca::sim::Latency::Test,
+        ..nrfca::sim::SimConfig::default()
+    })
+    .expect("start the simulated modems");
+    (skip, sim)
+}
+
+#[test]
+fn transcripts() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cmd");
+    let tmp = tempfile::tempdir().unwrap();
+    let cmd = tmp.path().join("cmd");
+    copy_dir(&src, &cmd);
+    let (skip, sim) = seed(&cmd);
+
+    // Nothing from the developer's shell may change what the transcripts show.
+    for var in [
+        "NRFCA_PASSPHRASE",
+        "NRFCA_DEMO_VERBOSE",
+        "COLUMNS",
+        "CLICOLOR_FORCE",
+    ] {
+        std::env::remove_var(var);
+    }
+    let overwrite = std::env::var("NRFCA_CLI_OVERWRITE").is_ok_and(|v| v == "1");
+    if overwrite {
+        std::env::set_var("TRYCMD", "overwrite");
+    }
+
+    let cases = trycmd::TestCases::new();
+    cases
+        .register_bin("nrfca", PathBuf::from(env!("CARGO_BIN_EXE_nrfca")))
+        .env("NO_COLOR", "1")
+        .env("USER", "tester")
+        .env("TERM", "dumb")
+        .case(cmd.join("*.trycmd"));
+    match which("sed") {
+        Some(sed) => {
+            cases.register_bin("sed", sed);
+        }
+        None => {
+            eprintln!("note: no sed on PATH: skipping the tampering transcripts");
+            cases.skip(cmd.join("auditor.trycmd"));
+            cases.skip(cmd.join("technician.trycmd"));
+        }
+    }
+    for s in &skip {
+        cases.skip(s);
+    }
+    // Run now, while the simulated modems are up (TestCases would otherwise run on drop).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cases.run()));
+    drop(sim);
+    if overwrite {
+        for e in std::fs::read_dir(&cmd).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "trycmd") {
+                std::fs::copy(&p, src.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
