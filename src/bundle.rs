@@ -578,14 +578,33 @@ fn cert_public_key(der: &[u8]) -> Result<Vec<u8>, String> {
     Ok(key.to_vec())
 }
 
-fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, BundleError> {
-    let f = match File::open(path) {
-        Ok(f) => f,
+/// Open a bundle file for reading, refusing anything but a regular file (after following
+/// symlinks): opening a FIFO blocks forever and a device such as `/dev/zero` never ends.
+fn open_regular(path: &Path, name: &str) -> Result<File, BundleError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(io_err(path)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(BundleError::MissingFile(name.to_string()))
         }
         Err(e) => return Err(io_err(path)(e)),
-    };
+    }
+    match File::open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(BundleError::MissingFile(name.to_string()))
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, BundleError> {
+    let f = open_regular(path, name)?;
     let mut out = Vec::new();
     f.take(MAX_READ + 1)
         .read_to_end(&mut out)
@@ -599,13 +618,7 @@ fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, BundleError> {
 }
 
 fn hash_file(path: &Path, name: &str) -> Result<String, BundleError> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(BundleError::MissingFile(name.to_string()))
-        }
-        Err(e) => return Err(io_err(path)(e)),
-    };
+    let mut f = open_regular(path, name)?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
