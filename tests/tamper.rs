@@ -811,12 +811,16 @@ fn verify_returns_exactly_the_bytes_it_hashed() {
     let res = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("verify finished");
-    // The first open served the genuine bytes, so a verifier that reads once accepts them.
-    let v = res.expect("the bytes served on the first read are genuine");
-    assert_eq!(
-        v.certs, genuine_rows,
-        "verify returned rows it never hashed (it read certs.csv twice)"
-    );
+    // Refusing a FIFO outright is fine; returning rows other than the bytes hashed is not.
+    // (The first open served the genuine bytes, so a verifier that reads once and accepts
+    // a FIFO returns exactly them.)
+    match res {
+        Ok(v) => assert_eq!(
+            v.certs, genuine_rows,
+            "verify returned rows it never hashed (it read certs.csv twice)"
+        ),
+        Err(e) => eprintln!("a FIFO certs.csv is refused: {e}"),
+    }
 }
 
 #[test]
