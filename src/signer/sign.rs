@@ -67,6 +67,45 @@ const PROGRESS_EVERY: u64 = 500;
 /// Marker in the name of the temporary bundle directory.
 const PARTIAL_MARK: &str = ".nrfca-partial-";
 
+/// Environment variable of the crash test hook (see [`crash_point`]).
+pub const CRASH_ENV: &str = "NRFCA_CRASH_AT";
+
+/// The named points [`crash_point`] knows, in the order a batch passes them. `checked` and
+/// `written` take a count: `checked:500` is the 500th request checked, `written:500` the 500th
+/// result written to `ca.db` and the bundle.
+pub const CRASH_POINTS: [&str; 9] = [
+    "unlocked",
+    "started",
+    "checked",
+    "written",
+    "bundle-finished",
+    "before-commit",
+    "after-commit",
+    "after-rename",
+    "bundle-audited",
+];
+
+/// Test hook: with `NRFCA_CRASH_AT=<point>` (or `<point>:<n>`) the process aborts at that
+/// point of the batch, as a power cut or `kill -9` would stop it (no destructor runs, no
+/// buffer is flushed, no core file once the key was unlocked). It can only make nrfca die —
+/// which anyone who can set its environment can do anyway — and `tests/crash.rs` uses it to
+/// check SPEC §5 at exact instants. Documented in docs/threat-model.md.
+fn crash_point(point: &str, n: u64) {
+    static AT: std::sync::OnceLock<Option<(String, Option<u64>)>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let v = std::env::var(CRASH_ENV).ok()?;
+        Some(match v.split_once(':') {
+            Some((p, k)) => (p.to_string(), k.parse().ok()),
+            None => (v, None),
+        })
+    });
+    if let Some((p, k)) = at {
+        if p == point && k.map_or(true, |k| k == n) {
+            std::process::abort();
+        }
+    }
+}
+
 /// What `sign` does.
 #[derive(Debug, Clone)]
 pub struct SignOptions {
@@ -489,9 +528,16 @@ pub fn sign(
         return Err(SignError::OutExists(opts.out.clone()));
     }
     let (cert, batch, not_before, not_after) = prepare(ca_dir, opts)?;
-
     let (temp, parent, prefix) = partial_paths(&opts.out, &batch)?;
+    if !parent.is_dir() {
+        return Err(SignError::Usage(format!(
+            "the directory {} for --out does not exist; create it first",
+            parent.display()
+        )));
+    }
+
     let unlocked = ca::unlock(ca_dir, unlock, &opts.operator)?;
+    crash_point("unlocked", 0);
     if unlocked.cert.fingerprint != cert.fingerprint {
         return Err(SignError::Usage(
             "ca.pem changed while signing; run sign again".into(),
@@ -506,6 +552,7 @@ pub fn sign(
     if opts.out.symlink_metadata().is_ok() {
         return Err(SignError::OutExists(opts.out.clone()));
     }
+    crash_point("started", 0);
     let result = run(
         &tx,
         Some(&unlocked.key),
@@ -527,10 +574,12 @@ pub fn sign(
         }
     };
     report.removed_stale = removed;
+    crash_point("before-commit", 0);
     if let Err(e) = tx.commit() {
         let _ = std::fs::remove_dir_all(&temp);
         return Err(e.into());
     }
+    crash_point("after-commit", 0);
     // Committed: move the bundle into place.
     if let Err(source) = std::fs::rename(&temp, &opts.out) {
         return Err(SignError::Rename {
@@ -540,6 +589,7 @@ pub fn sign(
         });
     }
     bundle::sync_dir(&parent)?;
+    crash_point("after-rename", 0);
     // Follow-up: record where the bundle went.
     let manifest_sha256 = std::fs::read(opts.out.join("manifest.json"))
         .map(|b| crate::crypto::sha256_hex(&b))
@@ -556,6 +606,7 @@ pub fn sign(
         }),
     )?;
     audit.checkpoint(&tx, &unlocked.key)?;
+    crash_point("bundle-audited", 0);
     let (seq, hash) = audit.head();
     report.audit_head = Some(AuditHead {
         seq,
@@ -683,6 +734,7 @@ fn run(
         reissued: 0,
         by_code: BTreeMap::new(),
         dry_run: opts.dry_run,
+        decided: 0,
     };
 
     let inputs = std::thread::scope(
@@ -821,6 +873,7 @@ fn run(
             },
             |bytes| k.sign_der(bytes),
         )?;
+        crash_point("bundle-finished", 0);
         let manifest_json = serde_json::to_string(&input_digests).unwrap_or_else(|_| "[]".into());
         conn.execute(
             "UPDATE batches SET committed_at = ?2, inputs = ?3, issued = ?4, returned = ?5, rejected = ?6 WHERE id = ?1",
@@ -918,6 +971,8 @@ struct Coordinator<'a> {
     reissued: u64,
     by_code: BTreeMap<String, u64>,
     dry_run: bool,
+    /// Requests decided so far (for the `checked` crash point).
+    decided: u64,
 }
 
 impl Coordinator<'_> {
@@ -1033,6 +1088,10 @@ impl Coordinator<'_> {
 
     /// Run the batch policy on one checked request (in input order).
     fn decide(&mut self, c: Checked) -> Result<Outcome, SignError> {
+        if !self.dry_run {
+            self.decided += 1;
+            crash_point("checked", self.decided);
+        }
         match c {
             Checked::Pending(_) => Err(SignError::Internal(
                 "a request reached the policy unchecked".into(),
@@ -1125,6 +1184,9 @@ impl Coordinator<'_> {
     /// Record one decided request: ca.db rows, audit record, bundle rows.
     fn write(&mut self, outcome: Outcome, cert: Option<IssuedCert>) -> Result<(), SignError> {
         self.counts.requests += 1;
+        if !self.dry_run {
+            crash_point("written", self.counts.requests);
+        }
         match outcome {
             Outcome::Reject {
                 source,
