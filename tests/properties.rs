@@ -857,6 +857,34 @@ mod audit_props {
         assert_eq!(&rechain(log), log);
     }
 
+    /// Regression: a JSONL line of exactly MAX_LINE bytes (plus LF) used to be judged too
+    /// long and the record after it was skipped unread; an over-long line was read whole into
+    /// memory to skip it.
+    #[test]
+    fn audit_long_lines_are_bounded_and_skip_nothing() {
+        let (_, log) = fixture();
+        let good = verify_bytes(log).unwrap().records;
+        for (len, lf) in [
+            (audit::MAX_LINE, true),
+            (audit::MAX_LINE + 1, true),
+            (3 * audit::MAX_LINE, true),
+        ] {
+            let mut d = vec![b'{'; len];
+            if lf {
+                d.push(b'\n');
+            }
+            d.extend(log);
+            let r = verify_bytes(&d).unwrap();
+            assert_eq!(r.records, good + 1, "line of {len} bytes");
+            assert!(r.first_bad.is_some());
+        }
+        // An over-long last line without LF.
+        let mut d = log.clone();
+        d.extend(vec![b'{'; 2 * audit::MAX_LINE]);
+        let r = verify_bytes(&d).unwrap();
+        assert_eq!(r.records, good + 1);
+    }
+
     proptest! {
         #![proptest_config(cfg(96))]
 

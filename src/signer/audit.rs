@@ -897,6 +897,31 @@ pub fn verify_file(log: &Path, ca_cert_pem: &Path) -> Result<VerifyReport, Audit
     Ok(v.report())
 }
 
+/// Consume the rest of the current line (through its LF) without keeping it: an over-long
+/// line costs no memory however long it is.
+fn skip_line<R: BufRead>(reader: &mut R) -> io::Result<()> {
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
+}
+
 fn verify_jsonl<R: BufRead>(
     mut reader: R,
     v: &mut Verifier,
@@ -905,17 +930,18 @@ fn verify_jsonl<R: BufRead>(
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = io::Read::take(&mut reader, MAX_LINE as u64 + 1)
+        // At most MAX_LINE bytes of content plus the LF are kept.
+        let n = io::Read::take(&mut reader, MAX_LINE as u64 + 2)
             .read_until(b'\n', &mut line)
             .map_err(io_err(path))?;
         if n == 0 {
             break;
         }
-        if line.len() > MAX_LINE {
+        if line.len() - usize::from(line.ends_with(b"\n")) > MAX_LINE {
             v.feed_unparsable("line longer than 1 MiB".into());
-            // Skip the rest of the over-long line.
-            let mut sink = Vec::new();
-            reader.read_until(b'\n', &mut sink).map_err(io_err(path))?;
+            if !line.ends_with(b"\n") {
+                skip_line(&mut reader).map_err(io_err(path))?;
+            }
             continue;
         }
         let text = match std::str::from_utf8(&line) {
