@@ -23,7 +23,7 @@ pub enum DeviceIdArg {
     after_help = "Exit status: 0 every request got a certificate, 1 some were rejected (see \
                   B/rejects.csv and docs/reject-codes.md), 2 could not run (nothing was issued).\n\n\
                   Example:\n  nrfca sign --ca-dir /media/ca --out bundle-2025-06-01 requests.csv\n  \
-                  nrfca sign --ca-dir ca --identity officer.agekey --out b2 --pem-files --tags \"line1|q3\" a.csv b.txt\n  \
+                  nrfca sign --ca-dir ca --identity officer.agekey --out b2 --pem-files a.csv b.txt\n  \
                   nrfca sign --ca-dir ca --out unused --dry-run requests.csv"
 )]
 pub struct SignArgs {
@@ -59,10 +59,10 @@ pub struct SignArgs {
     #[arg(long, value_name = "LIST", default_value = "APP|MODEM")]
     pub fw_types: String,
     /// nRF Cloud onboarding tags, joined with |.
-    #[arg(long, value_name = "LIST", default_value = "")]
+    #[arg(long, value_name = "LIST", default_value = "", hide_default_value = true)]
     pub tags: String,
     /// nRF Cloud onboarding subType.
-    #[arg(long, value_name = "S", default_value = "")]
+    #[arg(long, value_name = "S", default_value = "", hide_default_value = true)]
     pub sub_type: String,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", hide = true)]
