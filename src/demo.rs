@@ -371,10 +371,10 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
             )));
         }
         note(format!(
-            "{}: certificate serial {} stored, SHA-256 {}…",
+            "{}  serial {}…  modem lists SHA-256 {}… = certs.csv",
             snap.uuid,
-            row.serial,
-            &want[..16]
+            row.serial.get(..12).unwrap_or(&row.serial),
+            want.get(..12).unwrap_or(&want)
         ));
     }
     sim.shutdown().map_err(step_err("sim shutdown"))?;

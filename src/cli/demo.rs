@@ -7,6 +7,7 @@ use nrfca::demo::{self, DemoEvent, DemoOptions};
 use nrfca::signer::sign::SignEvent;
 use nrfca::sim::{Latency, Profile};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// Arguments of `nrfca demo`.
 #[derive(Debug, Args)]
@@ -31,34 +32,129 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-fn port_line(e: &PortEvent) -> Option<String> {
+/// One port's line: `/dev/pts/3  352656100323818  KEYGEN` while it runs, its outcome when done.
+fn port_line(e: &PortEvent) -> String {
     match &e.kind {
-        PortEventKind::Step { step, imei } => Some(format!(
-            "      {} {}{}",
+        PortEventKind::Step { step, imei } => format!(
+            "{:<12} {:<15}  {step}",
             e.port,
-            step,
-            imei.as_ref()
-                .map(|i| format!(" (IMEI {i})"))
-                .unwrap_or_default()
-        )),
-        PortEventKind::Finished(d) => Some(format!(
-            "      {} {}: {}",
-            e.port,
-            d.status.as_str(),
-            d.detail
-        )),
+            imei.as_deref().unwrap_or("")
+        ),
+        PortEventKind::Finished(d) => {
+            let imei = d.imei.as_deref().unwrap_or("");
+            if d.status.ok() {
+                format!("{:<12} {imei:<15}  {}", e.port, d.status.as_str())
+            } else {
+                format!(
+                    "{:<12} {imei:<15}  {}: {}",
+                    e.port,
+                    d.status.as_str(),
+                    d.detail
+                )
+            }
+        }
+    }
+}
+
+/// How port progress is shown: on a terminal one live line per port (indicatif) that ends
+/// as the port's outcome; otherwise only the outcomes (or every step with
+/// `NRFCA_DEMO_VERBOSE`), one plain line each.
+struct Ports {
+    multi: Option<indicatif::MultiProgress>,
+    bars: Mutex<Vec<(String, indicatif::ProgressBar)>>,
+    /// A spinner between a step's narration and its first event (scrypt, signing).
+    busy: Mutex<Option<indicatif::ProgressBar>>,
+    verbose: bool,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            multi: progress_enabled().then(indicatif::MultiProgress::new),
+            bars: Mutex::new(Vec::new()),
+            busy: Mutex::new(None),
+            verbose: std::env::var_os("NRFCA_DEMO_VERBOSE").is_some(),
+        }
+    }
+
+    /// Show a spinner until the next event (terminal only).
+    fn working(&self) {
+        self.idle();
+        if progress_enabled() {
+            if let Ok(mut busy) = self.busy.lock() {
+                *busy = super::common::spinner("working");
+            }
+        }
+    }
+
+    /// Remove the spinner of [`Ports::working`].
+    fn idle(&self) {
+        if let Ok(mut busy) = self.busy.lock() {
+            if let Some(b) = busy.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+
+    fn event(&self, e: &PortEvent) {
+        self.idle();
+        let line = port_line(e);
+        let finished = matches!(e.kind, PortEventKind::Finished(_));
+        let Some(multi) = &self.multi else {
+            if self.verbose || finished {
+                eprintln!("      {line}");
+            }
+            return;
+        };
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        let bar = match bars.iter().find(|(p, _)| *p == e.port) {
+            Some((_, b)) => b.clone(),
+            None => {
+                let b = multi.add(indicatif::ProgressBar::new_spinner());
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("    {spinner} {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                bars.push((e.port.clone(), b.clone()));
+                b
+            }
+        };
+        if finished {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("      {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.finish_with_message(line);
+        } else {
+            bar.set_message(line);
+        }
+    }
+
+    /// Before narration is printed: finish what is still running and start afresh, so the
+    /// next step's ports get new lines below it.
+    fn settle(&self) {
+        if let Ok(mut bars) = self.bars.lock() {
+            for (_, b) in bars.drain(..) {
+                if !b.is_finished() {
+                    b.finish();
+                }
+            }
+        }
     }
 }
 
 /// Run `demo`.
 pub fn run(args: DemoArgs) -> CliResult {
-    let verbose = progress_enabled() || std::env::var_os("NRFCA_DEMO_VERBOSE").is_some();
     let opts = DemoOptions {
         devices: usize::from(args.devices),
         dir: args.dir,
         latency: args.latency,
         profile: args.profile,
     };
+    let ports = Ports::new();
     let on = |e: DemoEvent| match e {
         DemoEvent::Step {
             n,
@@ -66,23 +162,28 @@ pub fn run(args: DemoArgs) -> CliResult {
             title,
             command,
         } => {
+            ports.idle();
+            ports.settle();
             eprintln!("\n[{n}] {role}: {title}\n    $ {command}");
+            ports.working();
         }
-        DemoEvent::Note(s) => eprintln!("    {s}"),
-        DemoEvent::Port(p) => {
-            let finished = matches!(p.kind, PortEventKind::Finished(_));
-            if verbose || finished {
-                if let Some(l) = port_line(&p) {
-                    eprintln!("{l}");
-                }
-            }
+        DemoEvent::Note(s) => {
+            ports.idle();
+            ports.settle();
+            eprintln!("    {s}");
+            ports.working();
         }
+        DemoEvent::Port(p) => ports.event(&p),
         DemoEvent::Sign(SignEvent::Committing) => {
-            eprintln!("    committing the batch (one transaction)…")
+            ports.idle();
+            eprintln!("    committing the batch (one transaction)…");
+            ports.working();
         }
         DemoEvent::Sign(_) => {}
     };
-    let report = demo::run(&opts, &on)?;
+    let report = demo::run(&opts, &on);
+    ports.idle();
+    let report = report?;
     let t = &report.timings;
     eprintln!(
         "\ndone: {} modems provisioned in {:.1} s (export {:.1} s, sign {:.1} s, import {:.1} s)",
