@@ -83,7 +83,7 @@ pub struct ShowArgs {
     /// Only records about this device (UUID or certificate CN).
     #[arg(long, value_name = "ID")]
     pub device: Option<String>,
-    /// Only records of this batch.
+    /// Only records of this batch (the id, or a unique prefix of at least 6 characters).
     #[arg(long, value_name = "ID")]
     pub batch: Option<String>,
     /// Only records at or after this time (RFC 3339, or YYYY-MM-DD = that day's start, UTC).
@@ -315,10 +315,40 @@ fn parse_time(s: &str, end_of_day: bool) -> Result<OffsetDateTime, String> {
     Ok(t.assume_utc())
 }
 
+/// A `--batch` value as the full id: an exact id, or a unique prefix of at least 6
+/// characters (as `audit show` tables and `sign` print it).
+fn full_batch_id(ca_dir: &std::path::Path, b: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let want = b.trim().trim_end_matches('…').to_ascii_lowercase();
+    let ids: Vec<String> = report::list_batches(ca_dir)?
+        .into_iter()
+        .map(|x| x.batch)
+        .collect();
+    if ids.contains(&want) {
+        return Ok(want);
+    }
+    let matches: Vec<&String> = ids
+        .iter()
+        .filter(|id| want.len() >= report::MIN_PREFIX && id.starts_with(&want))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!(
+            "no batch `{b}` in this CA; list the batches with `nrfca audit report --ca-dir {} --list`",
+            ca_dir.display()
+        )
+        .into()),
+        _ => Err(format!("`{b}` matches {} batches; give more of the id", matches.len()).into()),
+    }
+}
+
 fn show(a: ShowArgs) -> CliResult {
+    let batch = match &a.batch {
+        Some(b) => Some(full_batch_id(&a.ca_dir, b)?),
+        None => None,
+    };
     let filter = Filter {
         device: a.device,
-        batch: a.batch,
+        batch,
         since: a
             .since
             .as_deref()
@@ -378,7 +408,8 @@ fn summary(r: &Record) -> String {
         let v = &map[k];
         let text = match v {
             serde_json::Value::String(s) => {
-                if s.len() > 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                // Batch ids stay whole: they are what `--batch` takes.
+                if k != "batch" && s.len() > 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
                     format!("{}…", &s[..12])
                 } else if k == "signature" {
                     "(sig)".to_string()

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// CA subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CaCmd {
-    /// Create a new P-256 CA: D/ca.pem, D/ca.key.age (0600), D/ca.db.
+    /// Create a new P-256 CA in --ca-dir: ca.pem, ca.key.age (mode 0600), ca.db.
     #[command(
         after_help = "Example:\n  nrfca ca init --ca-dir /media/ca --subject \"CN=Acme Device CA,O=Acme,C=NO\"\n  nrfca ca init --ca-dir ca --subject \"CN=Acme Device CA\" --recipient age1... --recipient age1..."
     )]

@@ -67,7 +67,7 @@ enum Command {
     /// Run the whole flow (CA, export, sign, import, audit) on simulated modems, narrated.
     #[cfg(feature = "bench")]
     Demo(demo::DemoArgs),
-    /// Create, adopt or describe the certificate authority.
+    /// Create, adopt, describe or test-unlock the certificate authority.
     #[command(subcommand)]
     Ca(ca::CaCmd),
     /// Decode and judge a KEYGEN/ATTESTTOKEN string, CSR, certificate or requests file.
