@@ -85,10 +85,13 @@ impl UnlockArgs {
     }
 
     /// Resolve the unlock secret for the CA in `ca_dir`: as [`UnlockArgs::unlock`], except
-    /// that a CA whose key is encrypted to age identities asks for `--identity` (instead of
-    /// a passphrase it could never use).
+    /// that when no secret was given at all, a CA whose key is encrypted to age identities
+    /// asks for `--identity` (instead of prompting for a passphrase it could never use).
     pub fn unlock_for(&self, ca_dir: &Path) -> Result<Unlock, Box<dyn std::error::Error>> {
-        if self.identity.is_none() && self.passphrase_file.is_none() {
+        // Only where nothing was given: a passphrase that was given is tried (and a failure
+        // recorded in the audit log as `unlock-failed`), prompting for one is pointless.
+        let env_set = std::env::var_os(PASSPHRASE_ENV).is_some_and(|v| !v.is_empty());
+        if self.identity.is_none() && self.passphrase_file.is_none() && !env_set {
             let key = ca_dir.join(nrfca::signer::ca::CA_KEY);
             if let Ok(secret::FileProtection::Recipients) =
                 secret::read_limited(&key).and_then(|ct| secret::file_protection(&ct))
