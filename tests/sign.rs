@@ -1053,3 +1053,69 @@ fn write_requests_file() {
     });
     write_lines(Path::new(&out), &lines);
 }
+
+/// The library API: `sign()` with a progress callback, then `dry_run()`.
+#[test]
+fn library_sign_reports_progress_and_counts() {
+    use nrfca::signer::sign::{self, SignEvent, SignOptions};
+    let ca = TestCa::new();
+    let input = ca.path("lib.txt");
+    let mut lines = good_requests(1200);
+    lines.push("not a keygen".into());
+    write_lines(&input, &lines);
+    let mut opts = SignOptions::new(ca.path("lib-b"), vec![input.clone()], "lib".into());
+    opts.threads = Some(3);
+    let unlock = nrfca::signer::secret::Unlock::Identity(ca.identity.clone());
+    let mut events = Vec::new();
+    let r = sign::sign(&ca.dir, &unlock, &opts, &mut |e| events.push(e)).unwrap();
+    assert_eq!((r.requests, r.issued, r.rejected), (1201, 1200, 1));
+    assert!(!r.all_ok());
+    assert_eq!(r.rejects_by_code.get("malformed-input"), Some(&1));
+    assert_eq!(r.bundle.as_deref(), Some(ca.path("lib-b").as_path()));
+    assert_eq!(r.inputs.len(), 1);
+    assert_eq!(
+        r.inputs[0].sha256,
+        nrfca::crypto::sha256_hex(&std::fs::read(&input).unwrap())
+    );
+    let head = r.audit_head.clone().unwrap();
+    let last: String = ca
+        .db()
+        .query_row(
+            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |x| x.get(0),
+        )
+        .unwrap();
+    assert_eq!(head.hash, last);
+    assert!(matches!(events.first(), Some(SignEvent::Started { .. })));
+    assert!(matches!(events.last(), Some(SignEvent::Done)));
+    assert!(events.iter().any(|e| matches!(e, SignEvent::Committing)));
+    let progress: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            SignEvent::Progress { requests, .. } => Some(*requests),
+            _ => None,
+        })
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]) && progress.last() == Some(&1201));
+    // certs.csv rows follow the input order
+    let certs = read_csv(&ca.path("lib-b").join("certs.csv"));
+    for (row, kg) in certs[1..].iter().zip(&lines) {
+        let v = nrfca::keygen::check(kg, &Default::default()).unwrap();
+        assert_eq!(row[0], v.uuid);
+    }
+    // a dry run of the same input: everything returned, nothing written
+    let audit_n = ca.count("SELECT count(*) FROM audit");
+    let r = sign::dry_run(&ca.dir, &opts, &mut |_| {}).unwrap();
+    assert_eq!((r.returned, r.issued, r.rejected), (1200, 0, 1));
+    assert!(r.bundle.is_none() && r.audit_head.is_none());
+    assert_eq!(ca.count("SELECT count(*) FROM audit"), audit_n);
+    // a --days past the CA's notAfter refuses the whole batch
+    let mut long = opts.clone();
+    long.out = ca.path("lib-long");
+    long.days = 36500;
+    let e = sign::sign(&ca.dir, &unlock, &long, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("notAfter"), "{e}");
+    assert!(!ca.path("lib-long").exists());
+    assert_eq!(ca.count("SELECT count(*) FROM audit"), audit_n);
+}

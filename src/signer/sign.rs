@@ -371,6 +371,7 @@ enum Msg {
     Signed(Vec<(u64, Result<IssuedCert, IssueError>)>),
     ReaderDone(u64, Vec<crate::requests::InputDigest>),
     ReaderFailed(RequestsError),
+    WorkerFailed(String),
 }
 
 /// What the writer stage does with one request, in input order.
@@ -815,7 +816,9 @@ fn run(
                         },
                         Err(_) => return,
                     };
-                    let msg = match task {
+                    // A panic in a worker (a bug: parsers never panic on input) must not
+                    // leave the coordinator waiting for a chunk forever.
+                    let work = std::panic::AssertUnwindSafe(|| match task {
                         Task::Check(chunk) => Msg::Checked(
                             chunk
                                 .into_iter()
@@ -834,7 +837,10 @@ fn run(
                                 })
                                 .collect(),
                         ),
-                    };
+                    });
+                    let msg = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+                        Msg::WorkerFailed("a worker thread panicked; please report this".into())
+                    });
                     if msg_tx.send(msg).is_err() {
                         return;
                     }
@@ -1003,6 +1009,7 @@ impl Coordinator<'_> {
             })?;
             match msg {
                 Msg::ReaderFailed(e) => return Err(SignError::Requests(e)),
+                Msg::WorkerFailed(m) => return Err(SignError::Internal(m)),
                 Msg::ReaderDone(n, d) => total = Some((n, d)),
                 Msg::Checked(chunk) => {
                     checked.extend(chunk);
