@@ -23,6 +23,31 @@ pub mod demo;
 pub mod sim;
 
 /// The text after the top-level help: exit codes, where output goes, examples.
+#[cfg(not(feature = "bench"))]
+const TOP_AFTER_HELP: &str = "\
+This is the air-gapped signer build: no serial code. `bench`, `sim` and `demo` are in the
+bench build (default features).
+
+Exit status (every command):
+  0  everything done
+  1  ran to the end, but some requests were rejected (listed)
+  2  could not run: bad usage, wrong passphrase, unreadable or tampered input, corrupt state
+     (nothing was issued)
+
+Output: what you asked for (tables, --json, --csv) goes to stdout; progress and messages go
+to stderr. Progress bars appear only when stderr is a terminal.
+
+Example:
+  nrfca ca init --ca-dir ca --subject \"CN=Acme Fleet CA,O=Acme\"
+  nrfca sign --ca-dir ca --out bundle-001 requests.csv
+  nrfca audit report --ca-dir ca --out batch-001-report.txt
+  nrfca help sign                                       # more about one command
+
+Guides: docs/officer-guide.md, docs/audit.md; `nrfca man --out DIR` writes a manual page for
+every command.";
+
+/// The text after the top-level help: exit codes, where output goes, examples.
+#[cfg(feature = "bench")]
 const TOP_AFTER_HELP: &str = "\
 Exit status (every command):
   0  everything done
@@ -51,6 +76,15 @@ writes a manual page for every command.";
 /// (`nrfca bench import`), and every event lands in a CA-signed audit log (`nrfca audit`).
 /// Try `nrfca demo` to see the whole flow on simulated modems.
 #[derive(Debug, Parser)]
+#[cfg_attr(
+    not(feature = "bench"),
+    command(
+        long_about = "Offline certificate authority for provisioning Nordic nRF91 modems for nRF Cloud.\n\n\
+The bench machine exports KEYGEN requests from modems (`nrfca bench export`), this air-gapped \
+signer issues certificates (`nrfca sign`), the bench installs them (`nrfca bench import`), and \
+every event lands in a CA-signed audit log (`nrfca audit`)."
+    )
+)]
 #[command(
     name = "nrfca",
     version,
