@@ -202,6 +202,9 @@ fn render(r: &SignReport) -> String {
     if let Some(h) = &r.audit_head {
         s.push_str(&format!("  audit head  #{} {}\n", h.seq, h.hash));
     }
+    for w in &r.warnings {
+        s.push_str(&format!("  warning: {w}\n"));
+    }
     for p in &r.removed_stale {
         s.push_str(&format!(
             "  removed the unfinished bundle of a crashed run: {}\n",

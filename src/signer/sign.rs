@@ -233,6 +233,8 @@ pub struct SignReport {
     pub elapsed_ms: u64,
     /// Stale temporary bundle directories of crashed runs that were removed.
     pub removed_stale: Vec<PathBuf>,
+    /// Problems after the commit that did not stop the batch (the bundle is complete).
+    pub warnings: Vec<String>,
 }
 
 impl SignReport {
@@ -589,9 +591,31 @@ pub fn sign(
             source,
         });
     }
-    bundle::sync_dir(&parent)?;
+    // The batch is committed and the bundle complete: what follows only records where the
+    // bundle went, so a failure here is a warning, not "could not run".
+    if let Err(e) = bundle::sync_dir(&parent) {
+        report.warnings.push(format!("{e}"));
+    }
     crash_point("after-rename", 0);
-    // Follow-up: record where the bundle went.
+    match record_bundle(&mut conn, &unlocked.key, opts, &batch) {
+        Ok(head) => report.audit_head = Some(head),
+        Err(e) => report.warnings.push(format!(
+            "the batch is committed and the bundle complete, but recording bundle-written in the audit log failed: {e}"
+        )),
+    }
+    report.bundle = Some(opts.out.clone());
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    progress(SignEvent::Done);
+    Ok(report)
+}
+
+/// The follow-up transaction after the rename: `bundle-written` and a checkpoint.
+fn record_bundle(
+    conn: &mut Connection,
+    key: &CaKey,
+    opts: &SignOptions,
+    batch: &str,
+) -> Result<AuditHead, SignError> {
     let manifest_sha256 = std::fs::read(opts.out.join("manifest.json"))
         .map(|b| crate::crypto::sha256_hex(&b))
         .unwrap_or_default();
@@ -606,19 +630,16 @@ pub fn sign(
             "manifest_sha256": manifest_sha256,
         }),
     )?;
-    audit.checkpoint(&tx, &unlocked.key)?;
+    audit.checkpoint(&tx, key)?;
     crash_point("bundle-audited", 0);
     let (seq, hash) = audit.head();
-    report.audit_head = Some(AuditHead {
+    let head = AuditHead {
         seq,
         hash: hash.to_string(),
-    });
+    };
     drop(audit);
     tx.commit()?;
-    report.bundle = Some(opts.out.clone());
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    progress(SignEvent::Done);
-    Ok(report)
+    Ok(head)
 }
 
 /// The batch proper, inside the caller's transaction (`key` None = dry run).
@@ -932,6 +953,7 @@ fn run(
         not_after: na_text.clone(),
         elapsed_ms: started.elapsed().as_millis() as u64,
         removed_stale: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 
