@@ -78,6 +78,21 @@ fn read_input(arg: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
         }
         return Ok(buf);
     }
+    if p.is_dir() {
+        if p.join("manifest.json").is_file() {
+            return Err(format!(
+                "{arg} is a bundle directory; inspect takes one file: a certificate \
+                 ({arg}/ca.pem, or {arg}/certs/<id>_crt.pem with --pem-files); `nrfca bench \
+                 import` verifies the whole bundle before it touches a modem"
+            )
+            .into());
+        }
+        return Err(format!(
+            "{arg} is a directory; give one file (a requests file, a CSR or a certificate) or a \
+             KEYGEN string"
+        )
+        .into());
+    }
     if p.exists() {
         return Err(format!("{arg} is not a regular file").into());
     }
