@@ -63,6 +63,13 @@ impl Serial {
         }
     }
 
+    /// A serial from 20 random bytes (top bit cleared); `None` when the first byte is then
+    /// zero (draw again).
+    pub fn from_random(mut b: [u8; 20]) -> Option<Serial> {
+        b[0] &= 0x7f;
+        (b[0] != 0).then_some(Serial(b))
+    }
+
     /// Lowercase hex (40 digits), as written to `certs.csv` and `ca.db`.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

@@ -752,6 +752,7 @@ fn run(
         not_after,
         policy: BatchPolicy::new(opts.reissue),
         serials: HashSet::new(),
+        random_pool: Vec::new(),
         counts: Counts::default(),
         reissued: 0,
         by_code: BTreeMap::new(),
@@ -995,6 +996,8 @@ struct Coordinator<'a> {
     not_after: OffsetDateTime,
     policy: BatchPolicy,
     serials: HashSet<Serial>,
+    /// Unused random bytes for serials (not secret: serials are public).
+    random_pool: Vec<u8>,
     counts: Counts,
     reissued: u64,
     by_code: BTreeMap<String, u64>,
@@ -1187,7 +1190,20 @@ impl Coordinator<'_> {
     /// A random serial unused in `ca.db` and in this batch.
     fn new_serial(&mut self) -> Result<Serial, SignError> {
         loop {
-            let s = Serial::random()?;
+            // Random bytes come from the OS in blocks (one getrandom per 200 serials).
+            if self.random_pool.len() < 20 {
+                let mut block = vec![0u8; 20 * 200];
+                crate::crypto::fill_random(&mut block)
+                    .map_err(|_| SignError::Issue(IssueError::Rng))?;
+                self.random_pool = block;
+            }
+            let mut b = [0u8; 20];
+            let at = self.random_pool.len() - 20;
+            b.copy_from_slice(&self.random_pool[at..]);
+            self.random_pool.truncate(at);
+            let Some(s) = Serial::from_random(b) else {
+                continue;
+            };
             if self.serials.contains(&s) {
                 continue;
             }
