@@ -979,11 +979,54 @@ const CSV_HEADER: [&str; 7] = [
     "hash",
 ];
 
+/// Longest physical line of a CSV export: a record's JSON details are quoted with doubled
+/// quotes, so a CSV line can be about twice its JSONL form ([`MAX_LINE`]).
+const MAX_CSV_LINE: usize = 4 * MAX_LINE;
+
+/// A `Read` that fails once a physical line exceeds [`MAX_CSV_LINE`] bytes and reads as end of
+/// input after that, so the CSV reader never buffers an unbounded record.
+struct LineLimit<R> {
+    inner: R,
+    run: usize,
+    tripped: bool,
+}
+
+impl<R: io::Read> io::Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tripped {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        let chunk = buf.get(..n).unwrap_or_default();
+        let mut segments = chunk.split(|&b| b == b'\n');
+        let head = segments.next().map_or(0, <[u8]>::len);
+        let mut longest = self.run + head;
+        let mut tail = None;
+        for seg in segments {
+            longest = longest.max(seg.len());
+            tail = Some(seg.len());
+        }
+        self.run = tail.unwrap_or(self.run + head);
+        if longest > MAX_CSV_LINE {
+            self.tripped = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a line is longer than {MAX_CSV_LINE} bytes"),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 fn verify_csv<R: io::Read>(reader: R, v: &mut Verifier) -> Result<(), AuditError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(reader);
+        .from_reader(LineLimit {
+            inner: reader,
+            run: 0,
+            tripped: false,
+        });
     let header_ok = match rdr.headers() {
         Ok(h) => h.iter().eq(CSV_HEADER.iter().copied()),
         Err(_) => false,
