@@ -106,7 +106,7 @@ fn harden_process_turns_off_core_dumps_and_dumpability() {
     // This test binary: after the call the process is non-dumpable with core limits 0/0.
     secret::harden_process().unwrap();
     assert!(secret::process_hardened());
-    assert_eq!(nix::sys::prctl::get_dumpable().unwrap(), false);
+    assert!(!nix::sys::prctl::get_dumpable().unwrap());
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
     let core = limits
         .lines()

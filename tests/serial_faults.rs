@@ -50,8 +50,10 @@ fn bin() -> Command {
 /// Short timeouts: a lost final result costs one timeout, the `slow` fault stays well
 /// inside them (10x latency + 250 ms, trickled).
 fn settings(retries: u32) -> PortSettings {
-    let mut s = PortSettings::default();
-    s.retries = retries;
+    let mut s = PortSettings {
+        retries,
+        ..PortSettings::default()
+    };
     s.timeouts.default = Duration::from_millis(1200);
     s.timeouts.write = Duration::from_millis(1500);
     s.timeouts.cfun = Duration::from_millis(1500);

@@ -274,12 +274,13 @@ fn flip_in_cert(text: &str) -> String {
 }
 
 type Check = fn(&BundleError) -> bool;
+type Tamper = Box<dyn Fn(&Path, &Path, &Path)>;
 
 struct Case {
     name: &'static str,
     /// Make the tampered copy (given the copy, the genuine bundle of batch 2 and the evil
     /// CA's bundle of batch 1).
-    tamper: Box<dyn Fn(&Path, &Path, &Path)>,
+    tamper: Tamper,
     expect: Check,
 }
 

@@ -170,7 +170,7 @@ impl FaultSpec {
     fn accepts(&self, cmd: &str, default: bool) -> bool {
         match self.command.as_deref().map(split_nth) {
             None => default,
-            Some((c, _)) if c == "*" => true,
+            Some(("*", _)) => true,
             Some((c, _)) => {
                 let c = c.to_ascii_uppercase();
                 let c = c.strip_prefix("AT").unwrap_or(&c);
