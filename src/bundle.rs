@@ -190,11 +190,14 @@ pub fn push_csv_field(out: &mut Vec<u8>, s: &str) {
         .any(|&b| b == b',' || b == b'"' || b == b'\r' || b == b'\n')
     {
         out.push(b'"');
-        for &b in s.as_bytes() {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
+        // Copy runs between quotes (a PEM has none: one copy).
+        let mut parts = s.as_bytes().split(|&b| b == b'"');
+        if let Some(first) = parts.next() {
+            out.extend_from_slice(first);
+        }
+        for part in parts {
+            out.extend_from_slice(b"\"\"");
+            out.extend_from_slice(part);
         }
         out.push(b'"');
     } else {
