@@ -13,14 +13,14 @@ use super::modem::{keygen_from_lines, Modem, ModemError};
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
-    connect, error_code, open_serial, retryable, unique_ports, BenchError, DeviceResult, Journal,
-    Opener, PortEvent, PortEventKind, PortSettings, Progress, Status,
+    emit_step, error_code, open_serial, run_port, unique_ports, BenchError, DeviceResult, Fail,
+    Journal, Opener, PortSettings, Progress, Status, Tracked,
 };
 use crate::keygen::{self, CheckOptions, DeviceIdMode};
 use crate::requests::{RequestRow, RequestWriter};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What `bench export` does.
 #[derive(Debug, Clone)]
@@ -156,28 +156,6 @@ pub(crate) fn export_with(
     })
 }
 
-/// Why a device did not finish.
-enum Fail {
-    Modem(ModemError),
-    Refused {
-        code: String,
-        detail: String,
-        next: String,
-    },
-    Internal(String),
-}
-
-impl From<ModemError> for Fail {
-    fn from(e: ModemError) -> Self {
-        Fail::Modem(e)
-    }
-}
-impl From<super::state::StateError> for Fail {
-    fn from(e: super::state::StateError) -> Self {
-        Fail::Internal(format!("bench state: {e}"))
-    }
-}
-
 /// What the device flow learned so far (for recording a failure).
 #[derive(Default)]
 struct Track {
@@ -187,70 +165,30 @@ struct Track {
     cfun_changed: bool,
 }
 
+impl Tracked for Track {
+    fn imei(&self) -> Option<&str> {
+        self.imei.as_deref()
+    }
+    fn restore_cfun(&self) -> Option<u8> {
+        self.cfun_before.filter(|&m| self.cfun_changed && m != 4)
+    }
+}
+
 fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {
-    (ctx.progress)(PortEvent {
-        port: port.to_string(),
-        kind: PortEventKind::Step {
-            step: what.to_string(),
-            imei: imei.map(str::to_string),
-        },
-    });
+    emit_step(ctx.progress, port, imei, what);
 }
 
 fn export_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
     let journal = Journal::new(ctx.state.clone(), ctx.actor.clone(), port, "export");
-    let settings = &ctx.opts.settings;
-    let mut attempt = 0;
-    let mut wait = Duration::ZERO;
-    let result = loop {
-        let mut track = Track::default();
-        step(ctx, port, None, "connect");
-        let outcome = match connect(port, settings, opener, &journal, wait) {
-            Ok(mut m) => {
-                let r = export_device(ctx, port, &mut m, &journal, &mut track);
-                if let Err(f) = &r {
-                    // A definite failure after we took the device offline: put it back.
-                    let definite = match f {
-                        Fail::Modem(e) => !e.outcome_unknown(),
-                        _ => true,
-                    };
-                    if definite && track.cfun_changed {
-                        if let Some(before) = track.cfun_before {
-                            if before != 4 {
-                                let _ = m.set_cfun(before);
-                            }
-                        }
-                    }
-                }
-                r
-            }
-            Err(e) => Err(Fail::Modem(e)),
-        };
-        match outcome {
-            Ok(res) => break res,
-            Err(Fail::Modem(e)) if retryable(&e) && attempt < settings.retries => {
-                attempt += 1;
-                wait = settings.reconnect_wait;
-                journal.note(
-                    "retry",
-                    &format!("contact lost ({}); reconnecting", e.outcome_text()),
-                );
-                step(
-                    ctx,
-                    port,
-                    track.imei.as_deref(),
-                    "contact lost; reconnecting",
-                );
-            }
-            Err(f) => break record_failure(ctx, port, &journal, &track, f),
-        }
-    };
-    let _ = journal.flush();
-    (ctx.progress)(PortEvent {
-        port: port.to_string(),
-        kind: PortEventKind::Finished(result.clone()),
-    });
-    result
+    run_port(
+        port,
+        &ctx.opts.settings,
+        opener,
+        &journal,
+        ctx.progress,
+        |m, track: &mut Track| export_device(ctx, port, m, &journal, track),
+        |track, f| record_failure(ctx, port, &journal, track, f),
+    )
 }
 
 fn record_failure(
@@ -261,21 +199,7 @@ fn record_failure(
     f: Fail,
 ) -> DeviceResult {
     let tag = ctx.opts.sec_tag;
-    let (code, detail, next, unknown) = match f {
-        Fail::Modem(e) => (
-            error_code(&e),
-            e.to_string(),
-            e.next_step(),
-            e.outcome_unknown(),
-        ),
-        Fail::Refused { code, detail, next } => (code, detail, next, false),
-        Fail::Internal(d) => (
-            "internal-error".to_string(),
-            d,
-            "check the bench state directory and re-run".to_string(),
-            false,
-        ),
-    };
+    let (code, detail, next, unknown) = f.parts();
     let mut status = if unknown {
         Status::Unknown
     } else {

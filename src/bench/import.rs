@@ -7,17 +7,17 @@
 //! the public key recorded at export. The private key (type 2) is never touched.
 
 use super::at;
-use super::modem::{Modem, ModemError};
+use super::modem::Modem;
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
-    connect, error_code, open_serial, retryable, unique_ports, BenchError, DeviceResult, Journal,
-    Opener, PortEvent, PortEventKind, PortSettings, Progress, Status,
+    emit_step, open_serial, refused, run_port, unique_ports, BenchError, DeviceResult, Fail,
+    Journal, Opener, PortSettings, Progress, Status, Tracked,
 };
 use crate::bundle::{self, CertRow};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Amazon Root CA 1 (nRF Cloud MQTT/HTTPS), as shipped in `keys/`.
 pub const AMAZON_ROOT_CA1: &str = include_str!("../../keys/AmazonRootCA1.pem");
@@ -294,35 +294,6 @@ fn read_rejects(dir: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
-enum Fail {
-    Modem(ModemError),
-    Refused {
-        code: String,
-        detail: String,
-        next: String,
-    },
-    Internal(String),
-}
-
-impl From<ModemError> for Fail {
-    fn from(e: ModemError) -> Self {
-        Fail::Modem(e)
-    }
-}
-impl From<super::state::StateError> for Fail {
-    fn from(e: super::state::StateError) -> Self {
-        Fail::Internal(format!("bench state: {e}"))
-    }
-}
-
-fn refused(code: &str, detail: impl Into<String>, next: impl Into<String>) -> Fail {
-    Fail::Refused {
-        code: code.into(),
-        detail: detail.into(),
-        next: next.into(),
-    }
-}
-
 #[derive(Default)]
 struct Track {
     imei: Option<String>,
@@ -332,69 +303,30 @@ struct Track {
     cfun_changed: bool,
 }
 
+impl Tracked for Track {
+    fn imei(&self) -> Option<&str> {
+        self.imei.as_deref()
+    }
+    fn restore_cfun(&self) -> Option<u8> {
+        self.restore_to.filter(|&m| self.cfun_changed && m != 4)
+    }
+}
+
 fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {
-    (ctx.progress)(PortEvent {
-        port: port.to_string(),
-        kind: PortEventKind::Step {
-            step: what.to_string(),
-            imei: imei.map(str::to_string),
-        },
-    });
+    emit_step(ctx.progress, port, imei, what);
 }
 
 fn import_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
     let journal = Journal::new(ctx.state.clone(), ctx.actor.clone(), port, "import");
-    let settings = &ctx.opts.settings;
-    let mut attempt = 0;
-    let mut wait = Duration::ZERO;
-    let result = loop {
-        let mut track = Track::default();
-        step(ctx, port, None, "connect");
-        let outcome = match connect(port, settings, opener, &journal, wait) {
-            Ok(mut m) => {
-                let r = import_device(ctx, port, &mut m, &journal, &mut track);
-                if let Err(f) = &r {
-                    let definite = match f {
-                        Fail::Modem(e) => !e.outcome_unknown(),
-                        _ => true,
-                    };
-                    if definite && track.cfun_changed {
-                        if let Some(to) = track.restore_to {
-                            if to != 4 {
-                                let _ = m.set_cfun(to);
-                            }
-                        }
-                    }
-                }
-                r
-            }
-            Err(e) => Err(Fail::Modem(e)),
-        };
-        match outcome {
-            Ok(res) => break res,
-            Err(Fail::Modem(e)) if retryable(&e) && attempt < settings.retries => {
-                attempt += 1;
-                wait = settings.reconnect_wait;
-                journal.note(
-                    "retry",
-                    &format!("contact lost ({}); reconnecting", e.outcome_text()),
-                );
-                step(
-                    ctx,
-                    port,
-                    track.imei.as_deref(),
-                    "contact lost; reconnecting",
-                );
-            }
-            Err(f) => break record_failure(ctx, port, &journal, &track, f),
-        }
-    };
-    let _ = journal.flush();
-    (ctx.progress)(PortEvent {
-        port: port.to_string(),
-        kind: PortEventKind::Finished(result.clone()),
-    });
-    result
+    run_port(
+        port,
+        &ctx.opts.settings,
+        opener,
+        &journal,
+        ctx.progress,
+        |m, track: &mut Track| import_device(ctx, port, m, &journal, track),
+        |track, f| record_failure(ctx, port, &journal, track, f),
+    )
 }
 
 fn record_failure(
@@ -404,21 +336,7 @@ fn record_failure(
     track: &Track,
     f: Fail,
 ) -> DeviceResult {
-    let (code, detail, next, unknown) = match f {
-        Fail::Modem(e) => (
-            error_code(&e),
-            e.to_string(),
-            e.next_step(),
-            e.outcome_unknown(),
-        ),
-        Fail::Refused { code, detail, next } => (code, detail, next, false),
-        Fail::Internal(d) => (
-            "internal-error".to_string(),
-            d,
-            "check the bench state directory and re-run".to_string(),
-            false,
-        ),
-    };
+    let (code, detail, next, unknown) = f.parts();
     let mut status = if unknown {
         Status::Unknown
     } else {

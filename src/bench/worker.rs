@@ -259,6 +259,139 @@ impl Journal {
     }
 }
 
+/// Why a device did not finish (shared by export and import).
+pub(crate) enum Fail {
+    /// The modem or the link failed.
+    Modem(ModemError),
+    /// The bench refused to go on with this device.
+    Refused {
+        code: String,
+        detail: String,
+        next: String,
+    },
+    /// The bench itself failed (state database, requests file).
+    Internal(String),
+}
+
+impl From<ModemError> for Fail {
+    fn from(e: ModemError) -> Self {
+        Fail::Modem(e)
+    }
+}
+
+impl From<StateError> for Fail {
+    fn from(e: StateError) -> Self {
+        Fail::Internal(format!("bench state: {e}"))
+    }
+}
+
+impl Fail {
+    /// (code, detail, next step, outcome unknown).
+    pub(crate) fn parts(self) -> (String, String, String, bool) {
+        match self {
+            Fail::Modem(e) => (
+                error_code(&e),
+                e.to_string(),
+                e.next_step(),
+                e.outcome_unknown(),
+            ),
+            Fail::Refused { code, detail, next } => (code, detail, next, false),
+            Fail::Internal(d) => (
+                "internal-error".to_string(),
+                d,
+                "check the bench state directory and re-run".to_string(),
+                false,
+            ),
+        }
+    }
+}
+
+/// A refusal with a code, a detail and what to do next.
+pub(crate) fn refused(code: &str, detail: impl Into<String>, next: impl Into<String>) -> Fail {
+    Fail::Refused {
+        code: code.into(),
+        detail: detail.into(),
+        next: next.into(),
+    }
+}
+
+/// Report a step of one port.
+pub(crate) fn emit_step(progress: Progress<'_>, port: &str, imei: Option<&str>, what: &str) {
+    progress(PortEvent {
+        port: port.to_string(),
+        kind: PortEventKind::Step {
+            step: what.to_string(),
+            imei: imei.map(str::to_string),
+        },
+    });
+}
+
+/// What a device flow learned so far, as the per-port runner needs it.
+pub(crate) trait Tracked: Default {
+    /// The IMEI, once read.
+    fn imei(&self) -> Option<&str>;
+    /// The functional mode to put back after a definite failure, if the flow changed it.
+    fn restore_cfun(&self) -> Option<u8>;
+}
+
+/// Run one device flow on one port: connect, run `device`, put the functional mode back after
+/// a definite failure, reconnect and start over after contact was lost (up to
+/// `settings.retries`), record a final failure with `on_fail`, report the result.
+pub(crate) fn run_port<T: Tracked>(
+    port: &str,
+    settings: &PortSettings,
+    opener: Opener<'_>,
+    journal: &Journal,
+    progress: Progress<'_>,
+    mut device: impl FnMut(&mut Modem<Box<dyn Transport>>, &mut T) -> Result<DeviceResult, Fail>,
+    mut on_fail: impl FnMut(&T, Fail) -> DeviceResult,
+) -> DeviceResult {
+    let mut attempt = 0;
+    let mut wait = Duration::ZERO;
+    let result = loop {
+        let mut track = T::default();
+        emit_step(progress, port, None, "connect");
+        let outcome = match connect(port, settings, opener, journal, wait) {
+            Ok(mut m) => {
+                let r = device(&mut m, &mut track);
+                if let Err(f) = &r {
+                    // A definite failure after we took the device offline: put it back.
+                    let definite = match f {
+                        Fail::Modem(e) => !e.outcome_unknown(),
+                        _ => true,
+                    };
+                    if definite {
+                        if let Some(mode) = track.restore_cfun() {
+                            let _ = m.set_cfun(mode);
+                        }
+                    }
+                }
+                r
+            }
+            Err(e) => Err(Fail::Modem(e)),
+        };
+        match outcome {
+            Ok(res) => break res,
+            Err(Fail::Modem(e)) if retryable(&e) && attempt < settings.retries => {
+                attempt += 1;
+                wait = settings.reconnect_wait;
+                journal.note(
+                    "retry",
+                    &format!("contact lost ({}); reconnecting", e.outcome_text()),
+                );
+                emit_step(progress, port, track.imei(), "contact lost; reconnecting");
+            }
+            Err(f) => break on_fail(&track, f),
+        }
+    };
+    let _ = journal.flush();
+    progress(PortEvent {
+        port: port.to_string(),
+        kind: PortEventKind::Finished(result.clone()),
+    });
+    result
+}
+
 /// The transport opener (the real serial port; tests may substitute).
 pub(crate) type Opener<'a> =
     &'a (dyn Fn(&str, &SerialSettings) -> Result<Box<dyn Transport>, ModemError> + Sync);
