@@ -80,12 +80,12 @@ impl RequestRow {
     }
 
     /// The sec_tag column as a number; `Ok(None)` when empty.
-    pub fn sec_tag_value(&self) -> Result<Option<u32>, ()> {
+    pub fn sec_tag_value(&self) -> Result<Option<u32>, std::num::ParseIntError> {
         let s = self.sec_tag.trim();
         if s.is_empty() {
             return Ok(None);
         }
-        s.parse::<u32>().map(Some).map_err(|_| ())
+        s.parse::<u32>().map(Some)
     }
 }
 
@@ -596,7 +596,8 @@ fn parse_csv_record(b: &[u8]) -> CsvParse {
 
 /// Streams entries from several files, in order, as one batch.
 pub struct RequestReader {
-    paths: std::vec::IntoIter<PathBuf>,
+    paths: Vec<PathBuf>,
+    next_path: usize,
     current: Option<(PathBuf, SourceReader<File>)>,
     digests: Vec<InputDigest>,
     bytes_done: u64,
@@ -612,7 +613,8 @@ impl RequestReader {
     /// Read `paths` in order. Files are opened one at a time as the reader gets to them.
     pub fn open(paths: &[PathBuf]) -> RequestReader {
         RequestReader {
-            paths: paths.to_vec().into_iter(),
+            paths: paths.to_vec(),
+            next_path: 0,
             current: None,
             digests: Vec::new(),
             bytes_done: 0,
@@ -641,7 +643,8 @@ impl RequestReader {
     pub fn next_entry(&mut self) -> Option<Result<Entry, RequestsError>> {
         loop {
             if self.current.is_none() {
-                let path = self.paths.next()?;
+                let path = self.paths.get(self.next_path)?.clone();
+                self.next_path += 1;
                 let file = match File::open(&path) {
                     Ok(f) => f,
                     Err(source) => return Some(Err(RequestsError::Open { path, source })),
@@ -853,7 +856,7 @@ mod tests {
         data.push_str("u1,351234567890123,16842753,K1.C1,mfw,nRF9160,b,/dev/ttyACM0,2025\n");
         data.push_str("u2,,,K2.C2,\"fw, with comma\",\"quo\"\"te\",\"multi\nline\",p,t\n");
         data.push_str("too,few\n");
-        data.push_str("\n");
+        data.push('\n');
         data.push_str("u3,i,notanumber,K3,a,b,c,d,e\n");
         data.push_str("u4,i,1,,a,b,c,d,e\n");
         data.push_str("u5,i,1,K5,a,b\"x,c,d,e\n");
@@ -948,7 +951,7 @@ mod tests {
         w.append(&row).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text.matches(HEADER).count(), 1);
-        let mut rr = RequestReader::open(&[p.clone()]);
+        let mut rr = RequestReader::open(std::slice::from_ref(&p));
         let all: Vec<Entry> = rr.by_ref().map(|e| e.unwrap()).collect();
         assert_eq!(all.len(), 3);
         assert_eq!(req(&all[0]).row.as_ref().unwrap(), &row);

@@ -448,7 +448,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     let a_gen = a.keygen(SEC_TAG, &GenOptions::default()).unwrap();
     let a_key = P256Key::from_pkcs8(&a_gen.private_key_pkcs8).unwrap();
     let first = ca.path("first.txt");
-    write_lines(&first, &[a_gen.keygen.clone()]);
+    write_lines(&first, std::slice::from_ref(&a_gen.keygen));
     let o = ca.sign("b1", &["--json"], &[&first]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert_eq!(report(&o)["issued"], 1);

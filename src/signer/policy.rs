@@ -108,7 +108,7 @@ pub fn check_metadata(row: Option<&RequestRow>, v: &Verified) -> Result<(), Reje
             ),
         )),
         Ok(_) => Ok(()),
-        Err(()) => Err(Reject::new(
+        Err(_) => Err(Reject::new(
             RejectCode::MetadataMismatch,
             format!("sec_tag column {:?} is not a number", row.sec_tag),
         )),
