@@ -1,12 +1,12 @@
 //! `nrfca sign`: check every request, issue certificates in one atomic batch, write a bundle.
 
-use super::common::{print_json, CliResult, Outcome, UnlockArgs};
+use super::common::{print_json, progress_enabled, CliResult, Outcome, UnlockArgs};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nrfca::keygen::DeviceIdMode;
 use nrfca::signer::sign::{self, SignEvent, SignOptions, SignReport};
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Which identity the certificate CN carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,7 +59,12 @@ pub struct SignArgs {
     #[arg(long, value_name = "LIST", default_value = "APP|MODEM")]
     pub fw_types: String,
     /// nRF Cloud onboarding tags, joined with |.
-    #[arg(long, value_name = "LIST", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub tags: String,
     /// nRF Cloud onboarding subType.
     #[arg(long, value_name = "S", default_value = "", hide_default_value = true)]
@@ -102,22 +107,42 @@ pub fn run(a: SignArgs) -> CliResult {
     opts.sub_type = a.sub_type.clone();
     opts.threads = a.threads;
 
-    let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        Some(b)
-    } else {
+    // What `sign` refuses before it unlocks anything, checked before the passphrase prompt so
+    // a typo does not cost a passphrase entry (the library checks the same again).
+    precheck(&a)?;
+    let unlock = if a.dry_run {
         None
+    } else {
+        Some(a.unlock.unlock_for(&a.ca_dir)?)
     };
+
+    let bar = progress_enabled().then(|| {
+        let b = ProgressBar::new_spinner();
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        b.set_message(if a.dry_run {
+            "reading the CA database"
+        } else {
+            "unlocking the CA key"
+        });
+        b.enable_steady_tick(Duration::from_millis(100));
+        b
+    });
     let mut on_event = |e: SignEvent| {
         let Some(b) = bar.as_ref() else { return };
         match e {
-            SignEvent::Started { total_bytes, .. } => b.set_length(total_bytes),
+            SignEvent::Started { total_bytes, .. } => {
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b.set_length(total_bytes);
+                b.set_message("checking requests");
+            }
             SignEvent::Progress {
                 requests,
                 issued,
@@ -134,11 +159,9 @@ pub fn run(a: SignArgs) -> CliResult {
             SignEvent::Done => {}
         }
     };
-    let report = if a.dry_run {
-        sign::dry_run(&a.ca_dir, &opts, &mut on_event)
-    } else {
-        let unlock = a.unlock.unlock()?;
-        sign::sign(&a.ca_dir, &unlock, &opts, &mut on_event)
+    let report = match &unlock {
+        None => sign::dry_run(&a.ca_dir, &opts, &mut on_event),
+        Some(u) => sign::sign(&a.ca_dir, u, &opts, &mut on_event),
     };
     if let Some(b) = bar.as_ref() {
         b.finish_and_clear();
@@ -148,6 +171,7 @@ pub fn run(a: SignArgs) -> CliResult {
         print_json(&report)?;
     }
     eprint!("{}", render(&report));
+    eprint!("{}", next_steps(&report, &a.ca_dir));
     Ok(if report.all_ok() {
         Outcome::Done
     } else {
@@ -155,11 +179,84 @@ pub fn run(a: SignArgs) -> CliResult {
     })
 }
 
+/// Refuse, before any secret is asked for, what `sign` would refuse anyway: an existing
+/// `--out`, a missing requests file, a missing CA.
+fn precheck(a: &SignArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !a.ca_dir.join(nrfca::signer::ca::CA_PEM).is_file() {
+        return Err(format!(
+            "{} does not exist; check --ca-dir (create a CA with `nrfca ca init`)",
+            a.ca_dir.join(nrfca::signer::ca::CA_PEM).display()
+        )
+        .into());
+    }
+    if !a.dry_run && a.out.symlink_metadata().is_ok() {
+        return Err(format!(
+            "{} already exists; give a new --out directory (bundles are never overwritten)",
+            a.out.display()
+        )
+        .into());
+    }
+    for p in &a.requests {
+        if p.is_dir() {
+            return Err(format!(
+                "{} is a directory; give the requests files themselves (the CSV from `nrfca bench export`, or KEYGEN lines)",
+                p.display()
+            )
+            .into());
+        }
+        if !p.is_file() {
+            return Err(format!(
+                "requests file {} does not exist; check the path",
+                p.display()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// What the officer does with the result (stderr).
+fn next_steps(r: &SignReport, ca_dir: &Path) -> String {
+    if r.dry_run {
+        return if r.rejected > 0 {
+            "next: fix or drop the rejected requests (`nrfca inspect FILE` explains each), or sign anyway: the rejects are listed in rejects.csv\n".to_string()
+        } else {
+            "next: run the same command without --dry-run to sign\n".to_string()
+        };
+    }
+    let Some(b) = &r.bundle else {
+        return String::new();
+    };
+    let short = r.batch.get(..12).unwrap_or(&r.batch);
+    format!(
+        "next:\n  1. carry {b} to the bench: nrfca bench import --port ... --bundle {name} --trust ca.pem\n  \
+         2. upload {onboard} to nRF Cloud (bulk onboarding), from a machine with network access\n  \
+         3. file the batch report: nrfca audit report --ca-dir {ca} --batch {short} --out batch-{short}.txt\n",
+        b = b.display(),
+        name = b.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| b.display().to_string()),
+        onboard = onboard_files(b, r.issued + r.returned),
+        ca = ca_dir.display(),
+    )
+}
+
+/// The onboarding file(s) to upload: `onboard.csv`, or its 1000-row chunks.
+fn onboard_files(bundle: &Path, rows: u64) -> String {
+    if rows <= 1000 {
+        return bundle.join("onboard.csv").display().to_string();
+    }
+    let chunks = rows.div_ceil(1000);
+    format!(
+        "{} … onboard-{chunks:04}.csv (nRF Cloud takes 1000 devices per upload)",
+        bundle.join("onboard-0001.csv").display()
+    )
+}
+
 /// Human summary (stderr).
 fn render(r: &SignReport) -> String {
     let mut s = String::new();
     let secs = r.elapsed_ms as f64 / 1000.0;
-    let rate = if secs > 0.0 {
+    // The time includes the key unlock (scrypt): a rate means something only for big batches.
+    let rate = if secs > 0.0 && r.requests >= 1000 {
         format!(" ({:.0}/s)", r.requests as f64 / secs)
     } else {
         String::new()
