@@ -646,3 +646,123 @@ pub fn render_text(r: &BatchReport) -> String {
     out.push_str("Witness           ______________________________  date __________\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keygen::generate::{write_requests, BatchOptions};
+    use crate::signer::ca::InitOptions;
+    use crate::signer::secret::{Protection, Unlock};
+    use crate::signer::sign::{self, SignOptions};
+
+    /// A CA (age recipient, so no scrypt) with two committed batches: 3 good requests, then
+    /// the same 3 again (returned) plus one line that is not a KEYGEN string.
+    fn ca_with_batches() -> (tempfile::TempDir, std::path::PathBuf, Vec<String>) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let id_file = dir.path().join("id.agekey");
+        {
+            use age::secrecy::ExposeSecret;
+            std::fs::write(&id_file, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        }
+        std::fs::set_permissions(&id_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let ca_dir = dir.path().join("ca");
+        ca::init(
+            &ca_dir,
+            &InitOptions {
+                subject: "CN=Report Test CA".into(),
+                days: 3650,
+                protection: Protection::Recipients(vec![id.to_public().to_string()]),
+                operator: "alice".into(),
+            },
+        )
+        .unwrap();
+        let good = dir.path().join("requests.csv");
+        let mut buf = Vec::new();
+        write_requests(
+            &mut buf,
+            &BatchOptions {
+                count: 3,
+                ..BatchOptions::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        std::fs::write(&good, buf).unwrap();
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, "not-a-keygen-string\n").unwrap();
+        let unlock = Unlock::Identity(id_file);
+        let mut batches = Vec::new();
+        for (out, inputs) in [("b1", vec![good.clone()]), ("b2", vec![good, bad])] {
+            let opts = SignOptions::new(dir.path().join(out), inputs, "alice".into());
+            let r = sign::sign(&ca_dir, &unlock, &opts, &mut |_| {}).unwrap();
+            batches.push(r.batch);
+        }
+        (dir, ca_dir, batches)
+    }
+
+    #[test]
+    fn report_of_latest_and_by_prefix() {
+        let (_dir, ca_dir, batches) = ca_with_batches();
+        let list = list_batches(&ca_dir).unwrap();
+        assert_eq!(
+            list.iter().map(|b| b.batch.clone()).collect::<Vec<_>>(),
+            batches
+        );
+
+        let latest = batch_report(&ca_dir, None).unwrap();
+        assert_eq!(latest.batch, batches[1]);
+        assert_eq!(latest.operator, "alice");
+        assert_eq!(latest.counts.requests, 4);
+        assert_eq!(latest.counts.issued, 0);
+        assert_eq!(latest.counts.returned, 3);
+        assert_eq!(latest.counts.rejected, 1);
+        assert_eq!(latest.rejects_by_code.get("missing-attestation"), Some(&1));
+        assert_eq!(latest.rejects.len(), 1);
+        assert_eq!(latest.rejects[0].line, 1);
+        assert_eq!(latest.inputs.len(), 2);
+        assert!(latest.audit.verified, "{:?}", latest.audit.first_bad);
+        assert!(latest
+            .bundle
+            .as_ref()
+            .is_some_and(|b| b.path.ends_with("b2")));
+        // The head after the batch is the log's head: nothing was appended since.
+        assert_eq!(latest.audit.head_after_seq, latest.audit.records);
+        assert_eq!(latest.audit.head_after_hash, latest.audit.head_hash);
+
+        let first = batch_report(&ca_dir, Some(&batches[0][..8])).unwrap();
+        assert_eq!(first.batch, batches[0]);
+        assert_eq!(first.counts.issued, 3);
+        assert!(first.audit.head_after_seq < first.audit.records);
+
+        let text = render_text(&first);
+        for needle in [
+            batches[0].as_str(),
+            "CN=Report Test CA",
+            "requests.csv",
+            "intact",
+            "Security officer",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_short_and_missing_batches_are_errors() {
+        let (_dir, ca_dir, _) = ca_with_batches();
+        assert!(matches!(
+            batch_report(&ca_dir, Some("ffffffffffff")),
+            Err(ReportError::UnknownBatch(_))
+        ));
+        // Too short to be taken as a prefix.
+        assert!(matches!(
+            batch_report(&ca_dir, Some("ab")),
+            Err(ReportError::UnknownBatch(_))
+        ));
+        assert!(matches!(
+            batch_report(&ca_dir.join("nowhere"), None),
+            Err(ReportError::Ca(_))
+        ));
+    }
+}
