@@ -34,8 +34,13 @@ pub const REJECTS_HEADER: &str = "source,line,device_uuid,code,detail";
 pub const ONBOARD_CHUNK_ROWS: usize = 1000;
 /// Format tag written into `manifest.json`.
 pub const MANIFEST_FORMAT: &str = "nrfca-bundle/1";
-/// Largest `manifest.json` / `certs.csv` [`verify`] reads (bytes).
+/// Largest `certs.csv` [`verify`] reads (bytes).
 pub const MAX_READ: u64 = 1 << 30;
+/// Largest `manifest.json` / `ca.pem` [`verify`] reads before the signature is checked (bytes):
+/// a manifest lists a few dozen files, so anything bigger is not one of ours.
+pub const MAX_MANIFEST: u64 = 1 << 20;
+/// Largest `manifest.sig` (bytes): base64 of a DER ECDSA signature is under 100.
+pub const MAX_SIG: u64 = 4096;
 
 /// One certificate row of `certs.csv`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -606,15 +611,15 @@ fn open_regular(path: &Path, name: &str) -> Result<File, BundleError> {
     }
 }
 
-fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, BundleError> {
+fn read_limited(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, BundleError> {
     let f = open_regular(path, name)?;
     let mut out = Vec::new();
-    f.take(MAX_READ + 1)
+    f.take(limit + 1)
         .read_to_end(&mut out)
         .map_err(io_err(path))?;
-    if out.len() as u64 > MAX_READ {
+    if out.len() as u64 > limit {
         return Err(BundleError::MalformedManifest(format!(
-            "{name} is larger than {MAX_READ} bytes"
+            "{name} is larger than {limit} bytes"
         )));
     }
     Ok(out)
@@ -681,15 +686,15 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
     let trusted_key = cert_public_key(&trusted_der).map_err(BundleError::BadTrustedCa)?;
     let trusted_fp = crate::crypto::sha256_hex(&trusted_der);
 
-    let manifest_bytes = read_limited(&dir.join("manifest.json"), "manifest.json")?;
-    let sig_text = read_limited(&dir.join("manifest.sig"), "manifest.sig")?;
+    let manifest_bytes = read_limited(&dir.join("manifest.json"), "manifest.json", MAX_MANIFEST)?;
+    let sig_text = read_limited(&dir.join("manifest.sig"), "manifest.sig", MAX_SIG)?;
     let sig = std::str::from_utf8(&sig_text)
         .ok()
         .and_then(|s| crate::crypto::b64_decode(s.trim()).ok())
         .ok_or(BundleError::BadSignature)?;
     if !crate::crypto::verify_p256_sha256(&trusted_key, &manifest_bytes, &sig) {
         // Explain: signed by the CA the bundle carries, but not the trusted one?
-        if let Ok(bundle_ca) = read_limited(&dir.join("ca.pem"), "ca.pem") {
+        if let Ok(bundle_ca) = read_limited(&dir.join("ca.pem"), "ca.pem", MAX_MANIFEST) {
             if let Some(der) = pem_cert_der(&bundle_ca) {
                 if let Ok(k) = cert_public_key(&der) {
                     if k != trusted_key
@@ -744,7 +749,7 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
     let mut certs_csv: Option<Vec<u8>> = None;
     for f in &manifest.files {
         let h = if f.name == "certs.csv" {
-            let bytes = read_limited(&dir.join(&f.name), &f.name)?;
+            let bytes = read_limited(&dir.join(&f.name), &f.name, MAX_READ)?;
             let h = crate::crypto::sha256_hex(&bytes);
             certs_csv = Some(bytes);
             h
@@ -763,7 +768,7 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
             return Err(BundleError::ExtraFile(p));
         }
     }
-    let bundle_ca = read_limited(&dir.join("ca.pem"), "ca.pem")?;
+    let bundle_ca = read_limited(&dir.join("ca.pem"), "ca.pem", MAX_MANIFEST)?;
     if pem_cert_der(&bundle_ca).as_deref() != Some(&trusted_der[..]) {
         return Err(BundleError::CaMismatch);
     }
@@ -886,6 +891,32 @@ pub fn parse_certs_csv(data: &[u8]) -> Result<Vec<CertRow>, BundleError> {
 mod tests {
     use super::*;
     use crate::crypto::P256Key;
+
+    #[test]
+    fn oversized_manifest_and_signature_are_refused_before_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = std::fs::read("keys/nrf-cloud-coap-ca.pem").unwrap();
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            vec![b' '; (MAX_MANIFEST + 1) as usize],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("manifest.sig"), "AAAA").unwrap();
+        match verify(dir.path(), &ca) {
+            Err(BundleError::MalformedManifest(m)) => assert!(m.contains("manifest.json"), "{m}"),
+            other => panic!("expected an oversized-manifest refusal, got {other:?}"),
+        }
+        std::fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+        std::fs::write(
+            dir.path().join("manifest.sig"),
+            vec![b'A'; (MAX_SIG + 1) as usize],
+        )
+        .unwrap();
+        match verify(dir.path(), &ca) {
+            Err(BundleError::MalformedManifest(m)) => assert!(m.contains("manifest.sig"), "{m}"),
+            other => panic!("expected an oversized-signature refusal, got {other:?}"),
+        }
+    }
 
     #[test]
     fn quoting_matches_python_minimal() {
