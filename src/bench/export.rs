@@ -14,7 +14,7 @@ use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
     emit_step, error_code, open_serial, run_port, unique_ports, BenchError, DeviceResult, Fail,
-    Journal, Opener, PortSettings, Progress, Status, Tracked,
+    Journal, Opener, PortSettings, Progress, Status, Track,
 };
 use crate::keygen::{self, CheckOptions, DeviceIdMode};
 use crate::requests::{RequestRow, RequestWriter};
@@ -156,24 +156,6 @@ pub(crate) fn export_with(
     })
 }
 
-/// What the device flow learned so far (for recording a failure).
-#[derive(Default)]
-struct Track {
-    imei: Option<String>,
-    uuid: Option<String>,
-    cfun_before: Option<u8>,
-    cfun_changed: bool,
-}
-
-impl Tracked for Track {
-    fn imei(&self) -> Option<&str> {
-        self.imei.as_deref()
-    }
-    fn restore_cfun(&self) -> Option<u8> {
-        self.cfun_before.filter(|&m| self.cfun_changed && m != 4)
-    }
-}
-
 fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {
     emit_step(ctx.progress, port, imei, what);
 }
@@ -186,7 +168,7 @@ fn export_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
         opener,
         &journal,
         ctx.progress,
-        |m, track: &mut Track| export_device(ctx, port, m, &journal, track),
+        |m, track| export_device(ctx, port, m, &journal, track),
         |track, f| record_failure(ctx, port, &journal, track, f),
     )
 }
@@ -225,7 +207,7 @@ fn record_failure(
             }
             None => {
                 let mut r = DeviceRecord::new(imei, tag, DeviceState::ExportFailed);
-                r.cfun_before = track.cfun_before;
+                r.cfun_before = track.restore_to;
                 r.port = Some(port.to_string());
                 r.error_code = Some(code.clone());
                 r.last_error = Some(detail.clone());
@@ -281,7 +263,7 @@ fn export_device(
     let firmware = m.firmware()?;
     let model = m.model()?;
     let existing = ctx.state.device(&imei, tag)?;
-    track.cfun_before = existing
+    track.restore_to = existing
         .as_ref()
         .and_then(|r| r.cfun_before)
         .or(Some(cfun_now));
@@ -404,14 +386,14 @@ fn export_device(
 
     let mut rec = existing.clone().unwrap_or_else(|| {
         let mut r = DeviceRecord::new(&imei, tag, DeviceState::ExportUnknown);
-        r.cfun_before = track.cfun_before;
+        r.cfun_before = track.restore_to;
         r
     });
     rec.model = Some(model.clone());
     rec.firmware = Some(firmware.clone());
     rec.port = Some(port.to_string());
     if rec.cfun_before.is_none() {
-        rec.cfun_before = track.cfun_before;
+        rec.cfun_before = track.restore_to;
     }
 
     let keygen_text = match plan {

@@ -12,7 +12,7 @@ use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
     emit_step, open_serial, refused, run_port, unique_ports, BenchError, DeviceResult, Fail,
-    Journal, Opener, PortSettings, Progress, Status, Tracked,
+    Journal, Opener, PortSettings, Progress, Status, Track,
 };
 use crate::bundle::{self, CertRow};
 use std::path::{Path, PathBuf};
@@ -294,24 +294,6 @@ fn read_rejects(dir: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
-#[derive(Default)]
-struct Track {
-    imei: Option<String>,
-    uuid: Option<String>,
-    sec_tag: Option<u32>,
-    restore_to: Option<u8>,
-    cfun_changed: bool,
-}
-
-impl Tracked for Track {
-    fn imei(&self) -> Option<&str> {
-        self.imei.as_deref()
-    }
-    fn restore_cfun(&self) -> Option<u8> {
-        self.restore_to.filter(|&m| self.cfun_changed && m != 4)
-    }
-}
-
 fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {
     emit_step(ctx.progress, port, imei, what);
 }
@@ -324,7 +306,7 @@ fn import_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
         opener,
         &journal,
         ctx.progress,
-        |m, track: &mut Track| import_device(ctx, port, m, &journal, track),
+        |m, track| import_device(ctx, port, m, &journal, track),
         |track, f| record_failure(ctx, port, &journal, track, f),
     )
 }

@@ -326,30 +326,44 @@ pub(crate) fn emit_step(progress: Progress<'_>, port: &str, imei: Option<&str>, 
     });
 }
 
-/// What a device flow learned so far, as the per-port runner needs it.
-pub(crate) trait Tracked: Default {
+/// What a device flow learned so far: enough to put the device back and to record a failure.
+#[derive(Debug, Default)]
+pub(crate) struct Track {
     /// The IMEI, once read.
-    fn imei(&self) -> Option<&str>;
+    pub imei: Option<String>,
+    /// The device UUID, once known.
+    pub uuid: Option<String>,
+    /// The sec_tag worked on, once known.
+    pub sec_tag: Option<u32>,
+    /// The functional mode to restore (found before the first export).
+    pub restore_to: Option<u8>,
+    /// Whether this run changed the functional mode.
+    pub cfun_changed: bool,
+}
+
+impl Track {
     /// The functional mode to put back after a definite failure, if the flow changed it.
-    fn restore_cfun(&self) -> Option<u8>;
+    fn restore_cfun(&self) -> Option<u8> {
+        self.restore_to.filter(|&m| self.cfun_changed && m != 4)
+    }
 }
 
 /// Run one device flow on one port: connect, run `device`, put the functional mode back after
 /// a definite failure, reconnect and start over after contact was lost (up to
 /// `settings.retries`), record a final failure with `on_fail`, report the result.
-pub(crate) fn run_port<T: Tracked>(
+pub(crate) fn run_port(
     port: &str,
     settings: &PortSettings,
     opener: Opener<'_>,
     journal: &Journal,
     progress: Progress<'_>,
-    mut device: impl FnMut(&mut Modem<Box<dyn Transport>>, &mut T) -> Result<DeviceResult, Fail>,
-    mut on_fail: impl FnMut(&T, Fail) -> DeviceResult,
+    mut device: impl FnMut(&mut Modem<Box<dyn Transport>>, &mut Track) -> Result<DeviceResult, Fail>,
+    mut on_fail: impl FnMut(&Track, Fail) -> DeviceResult,
 ) -> DeviceResult {
     let mut attempt = 0;
     let mut wait = Duration::ZERO;
     let result = loop {
-        let mut track = T::default();
+        let mut track = Track::default();
         emit_step(progress, port, None, "connect");
         let outcome = match connect(port, settings, opener, journal, wait) {
             Ok(mut m) => {
@@ -379,7 +393,12 @@ pub(crate) fn run_port<T: Tracked>(
                     "retry",
                     &format!("contact lost ({}); reconnecting", e.outcome_text()),
                 );
-                emit_step(progress, port, track.imei(), "contact lost; reconnecting");
+                emit_step(
+                    progress,
+                    port,
+                    track.imei.as_deref(),
+                    "contact lost; reconnecting",
+                );
             }
             Err(f) => break on_fail(&track, f),
         }
