@@ -672,7 +672,7 @@ mod tests {
             &ca_dir,
             &InitOptions {
                 subject: "CN=Report Test CA".into(),
-                days: 3650,
+                days: ca::DEFAULT_DAYS, // longer than sign's 3650-day certificates
                 protection: Protection::Recipients(vec![id.to_public().to_string()]),
                 operator: "alice".into(),
             },
