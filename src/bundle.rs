@@ -563,16 +563,11 @@ pub struct VerifiedBundle {
 
 /// The DER of the first CERTIFICATE block of a PEM text.
 fn pem_cert_der(pem: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(pem).ok()?;
-    crate::util::pem_blocks(text)
-        .into_iter()
-        .find(|b| b.label == "CERTIFICATE")?
-        .decode()
-        .ok()
+    crate::util::first_cert_der(std::str::from_utf8(pem).ok()?)
 }
 
 /// The uncompressed P-256 public key of a certificate DER.
-fn cert_public_key(der: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn cert_public_key(der: &[u8]) -> Result<Vec<u8>, String> {
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(der).map_err(|e| e.to_string())?;
     let spki = &cert.tbs_certificate.subject_public_key_info;

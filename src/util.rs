@@ -16,6 +16,15 @@ impl PemBlock {
     }
 }
 
+/// The DER of the first `CERTIFICATE` block of `text`, if any decodes.
+pub fn first_cert_der(text: &str) -> Option<Vec<u8>> {
+    pem_blocks(text)
+        .into_iter()
+        .find(|b| b.label == "CERTIFICATE")?
+        .decode()
+        .ok()
+}
+
 /// Upper bound on the number of PEM blocks [`pem_blocks`] returns.
 pub const MAX_PEM_BLOCKS: usize = 1024;
 

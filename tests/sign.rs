@@ -1033,27 +1033,6 @@ fn sigkill_mid_batch_loses_nothing() {
     );
 }
 
-/// Not a test: `NRFCA_GEN_OUT=FILE NRFCA_GEN_N=100000 cargo test --test sign write_requests_file
-/// -- --ignored` writes N good KEYGEN lines (for timing `nrfca sign` before `nrfca gen` exists).
-#[test]
-#[ignore]
-fn write_requests_file() {
-    let Ok(out) = std::env::var("NRFCA_GEN_OUT") else {
-        return;
-    };
-    let n: usize = std::env::var("NRFCA_GEN_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10000);
-    let lines: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
-            .map(|_| s.spawn(move || good_requests(n / 2)))
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    write_lines(Path::new(&out), &lines);
-}
-
 /// The library API: `sign()` with a progress callback, then `dry_run()`.
 #[test]
 fn library_sign_reports_progress_and_counts() {

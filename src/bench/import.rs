@@ -15,6 +15,7 @@ use super::worker::{
     Journal, Opener, PortSettings, Progress, Status, Track,
 };
 use crate::bundle::{self, CertRow};
+use crate::util::first_cert_der;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -118,13 +119,6 @@ fn read_file(path: &Path, what: &str) -> Result<String, BenchError> {
 fn parse_cert_der(der: &[u8]) -> Result<x509_cert::Certificate, String> {
     use der::Decode;
     x509_cert::Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))
-}
-
-fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
-    crate::util::pem_blocks(pem)
-        .into_iter()
-        .find(|b| b.label == "CERTIFICATE")
-        .and_then(|b| b.decode().ok())
 }
 
 fn trusted_ca(pem: &str, path: &Path) -> Result<TrustedCa, BenchError> {
@@ -378,12 +372,7 @@ fn find_row<'c>(certs: &'c [CertRow], rec: &DeviceRecord) -> Option<&'c CertRow>
 
 fn cert_key_hex(pem: &str) -> Option<String> {
     let der = first_cert_der(pem)?;
-    let cert = parse_cert_der(&der).ok()?;
-    cert.tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .as_bytes()
-        .map(hex::encode)
+    bundle::cert_public_key(&der).ok().map(hex::encode)
 }
 
 /// The checks of SPEC §6 on one certificate: chains to the trusted CA, carries the key

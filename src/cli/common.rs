@@ -51,11 +51,6 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Placeholder for a command whose library half is not written yet.
-#[allow(dead_code)]
-pub fn not_yet(what: &str) -> CliResult {
-    Err(format!("`{what}` is not implemented yet").into())
-}
 
 // ------------------------------------------------------------------ secrets and operator
 
