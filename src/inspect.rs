@@ -839,7 +839,11 @@ struct NoDb;
 
 impl Lookup for NoDb {
     type Error = std::convert::Infallible;
-    fn by_keygen(&mut self, _: &str) -> Result<Option<crate::signer::policy::Stored>, Self::Error> {
+    fn by_keygen(
+        &mut self,
+        _: &str,
+        _: &[u8; 65],
+    ) -> Result<Option<crate::signer::policy::Stored>, Self::Error> {
         Ok(None)
     }
     fn device_has_certificate(&mut self, _: &str) -> Result<bool, Self::Error> {

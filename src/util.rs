@@ -28,6 +28,30 @@ pub fn first_cert_der(text: &str) -> Option<Vec<u8>> {
 /// Upper bound on the number of PEM blocks [`pem_blocks`] returns.
 pub const MAX_PEM_BLOCKS: usize = 1024;
 
+/// A PEM block `label` of `der`, as nrfca writes every PEM: LF line ends, 64-column base64
+/// and a final LF (the bytes `cert_sha256` and the bundle digests are taken over).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(der)
+    };
+    let mut s = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
+    s.push_str("-----BEGIN ");
+    s.push_str(label);
+    s.push_str("-----\n");
+    let mut rest = b64.as_str();
+    while !rest.is_empty() {
+        let (line, tail) = rest.split_at(rest.len().min(64));
+        s.push_str(line);
+        s.push('\n');
+        rest = tail;
+    }
+    s.push_str("-----END ");
+    s.push_str(label);
+    s.push_str("-----\n");
+    s
+}
+
 /// Every `-----BEGIN X-----` … `-----END X-----` block of `text`, in order. Lines outside
 /// blocks are ignored (OpenSSL's "Bag Attributes", comments); an unterminated block or a
 /// block whose END label differs is dropped; headers (`Proc-Type:`) make a block's body

@@ -669,11 +669,13 @@ fn ca_with_batch(root: &Path, n: usize) -> PathBuf {
         let serial = format!("{:040x}", 0x4000_0000u64 + i as u64);
         let device = format!("00000000-0000-4000-8000-{:012}", i);
         let keygen = nrfca::crypto::sha256_hex(format!("keygen {i}").as_bytes());
-        let cert = nrfca::crypto::sha256_hex(format!("cert {i}").as_bytes());
+        let der = format!("cert {i}").into_bytes();
+        let cert =
+            nrfca::crypto::sha256_hex(nrfca::util::pem_encode("CERTIFICATE", &der).as_bytes());
         tx.execute(
-            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, pem, not_before, not_after, batch_id, reissue)
-             VALUES (?1, ?2, ?2, 16842753, ?3, ?4, ?5, 'PEM', 'nb', 'na', 'b1', 0)",
-            params![serial, device, vec![4u8; 65], keygen, cert],
+            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id, reissue)
+             VALUES (?1, ?2, ?2, 16842753, ?3, ?4, ?5, ?6, 'nb', 'na', 'b1', 0)",
+            params![serial, device, vec![4u8; 65], keygen, cert, der],
         )
         .unwrap();
         w.append(
@@ -879,6 +881,17 @@ fn tampering_ca_db_is_found_at_the_right_record() {
             7,
         ),
         (
+            "certificate bytes changed",
+            Box::new(|c| {
+                c.execute(
+                    "UPDATE certificates SET der = x'3000' WHERE device_id LIKE '%000000000002'",
+                    [],
+                )
+                .unwrap();
+            }),
+            8,
+        ),
+        (
             "certificate row deleted",
             Box::new(|c| {
                 c.execute(
@@ -892,7 +905,7 @@ fn tampering_ca_db_is_found_at_the_right_record() {
         (
             "certificate row added",
             Box::new(|c| {
-                c.execute("INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, pem, not_before, not_after, batch_id) VALUES ('77', 'ghost', 'ghost', 1, x'04', 'k', 'c', 'p', 'a', 'b', 'b1')", []).unwrap();
+                c.execute("INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id) VALUES ('77', 'ghost', 'ghost', 1, x'04', 'k', 'c', x'30', 'a', 'b', 'b1')", []).unwrap();
             }),
             13,
         ),

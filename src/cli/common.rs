@@ -51,7 +51,6 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-
 // ------------------------------------------------------------------ secrets and operator
 
 /// Environment variable holding the CA passphrase (after `--passphrase-file`, before the prompt).

@@ -817,7 +817,7 @@ pub fn verify_conn(
     // certificates ↔ certificate-issued agreement.
     if let Some(mut issued) = v.issued.take() {
         let mut stmt = conn.prepare(
-            "SELECT serial, device_id, keygen_sha256, cert_sha256, batch_id, reissue FROM certificates",
+            "SELECT serial, device_id, keygen_sha256, cert_sha256, batch_id, reissue, der FROM certificates",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -827,6 +827,10 @@ pub fn verify_conn(
             let cert: String = row.get(3)?;
             let batch: String = row.get(4)?;
             let reissue: i64 = row.get(5)?;
+            // The stored certificate must be the one whose PEM hash the audit log holds.
+            let der = row.get_ref(6)?.as_blob().unwrap_or_default();
+            let bytes_ok =
+                crypto::sha256_hex(crate::util::pem_encode("CERTIFICATE", der).as_bytes()) == cert;
             match issued.remove(&serial) {
                 None => findings.push(Finding {
                     seq: records + 1,
@@ -844,6 +848,9 @@ pub fn verify_conn(
                     }
                     if rec.cert_sha256 != cert {
                         diffs.push("cert_sha256");
+                    }
+                    if !bytes_ok {
+                        diffs.push("certificate bytes");
                     }
                     if rec.batch != batch {
                         diffs.push("batch");

@@ -450,17 +450,6 @@ fn raw_parts(cert_der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     Some((tbs, issuer, subject))
 }
 
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = crypto::b64_encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 fn time_of(t: &x509_cert::time::Time) -> Result<OffsetDateTime, CaError> {
     let secs = i64::try_from(t.to_unix_duration().as_secs())
         .map_err(|_| CaError::BadCert("certificate time out of range".into()))?;
@@ -675,7 +664,7 @@ fn analyze_cert(der: &[u8], now: OffsetDateTime) -> Result<(CaCert, Vec<String>)
 
     let ca = CaCert {
         der: der.to_vec(),
-        pem: pem_encode("CERTIFICATE", der),
+        pem: crate::util::pem_encode("CERTIFICATE", der),
         subject_der: subject_raw.to_vec(),
         ski,
         not_before,

@@ -4,11 +4,13 @@
 //! one transaction together with its audit records (SPEC §5), so a crash leaves either the
 //! whole batch or none of it.
 
-use rusqlite::Connection;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
 
-/// Current schema version, stored in `meta`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Current schema version, stored in `meta`. Version 1 (nrfca before the speed work) kept
+/// the certificate as PEM text and a UNIQUE index on `keygen_sha256`; [`open`] migrates it.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The DDL of `ca.db`, version [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = r#"
@@ -33,14 +35,17 @@ CREATE TABLE IF NOT EXISTS certificates (
     imei          TEXT,
     sec_tag       INTEGER NOT NULL,
     public_key    BLOB NOT NULL,             -- 65-byte uncompressed P-256 point
-    keygen_sha256 TEXT NOT NULL UNIQUE,      -- SHA-256 of the KEYGEN string as submitted
-    cert_sha256   TEXT NOT NULL,             -- SHA-256 of the PEM bytes
-    pem           TEXT NOT NULL,
+    keygen_sha256 TEXT NOT NULL,             -- SHA-256 of the KEYGEN string as submitted
+    cert_sha256   TEXT NOT NULL,             -- SHA-256 of the PEM bytes (as in the bundle)
+    der           BLOB NOT NULL,             -- the certificate; its PEM is util::pem_encode(der)
     not_before    TEXT NOT NULL,
     not_after     TEXT NOT NULL,
     batch_id      TEXT NOT NULL REFERENCES batches(id),
     reissue       INTEGER NOT NULL DEFAULT 0 -- 1 when issued under --reissue
 );
+-- Lookups: already-issued by device, key-reuse by key, and the identical re-submitted KEYGEN
+-- by key + keygen_sha256 (an identical KEYGEN string carries the identical key, so it needs no
+-- index of its own: every index costs a random B-tree insert per certificate).
 CREATE INDEX IF NOT EXISTS certificates_device ON certificates(device_id);
 CREATE INDEX IF NOT EXISTS certificates_key ON certificates(public_key);
 CREATE TABLE IF NOT EXISTS rejects (
@@ -72,6 +77,8 @@ pub enum DbError {
     NewerSchema(i64),
     /// `ca.db` does not exist where an existing CA was expected.
     Missing(std::path::PathBuf),
+    /// An older `ca.db` could not be brought to the current schema (it is unchanged).
+    Migration(String),
 }
 
 impl std::fmt::Display for DbError {
@@ -80,6 +87,7 @@ impl std::fmt::Display for DbError {
             DbError::Sqlite(e) => write!(f, "CA database error: {e}; check that ca.db is not open elsewhere and the disk is writable"),
             DbError::NewerSchema(v) => write!(f, "ca.db has schema version {v}, newer than this nrfca ({SCHEMA_VERSION}); upgrade nrfca"),
             DbError::Missing(p) => write!(f, "{} does not exist; check --ca-dir, or create a CA with `nrfca ca init`", p.display()),
+            DbError::Migration(m) => write!(f, "ca.db could not be upgraded to schema {SCHEMA_VERSION} ({m}); it is unchanged: keep a copy and report this"),
         }
     }
 }
@@ -88,7 +96,10 @@ impl std::error::Error for DbError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             // Display already includes the SQLite message.
-            DbError::Sqlite(_) | DbError::NewerSchema(_) | DbError::Missing(_) => None,
+            DbError::Sqlite(_)
+            | DbError::NewerSchema(_)
+            | DbError::Missing(_)
+            | DbError::Migration(_) => None,
         }
     }
 }
@@ -105,7 +116,7 @@ impl From<rusqlite::Error> for DbError {
 /// journal writes them once into `ca.db`, where WAL wrote them twice (WAL, then checkpoint);
 /// 100 000 requests went from 12.1 s to 8.2 s. It also keeps `ca.db` one self-contained file.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // Page size only takes effect on a new database (before the first table).
     conn.pragma_update(None, "page_size", 16384)?;
@@ -113,14 +124,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
-    let version: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .ok();
-    match version.and_then(|v| v.parse::<i64>().ok()) {
+    match schema_version(&conn)? {
         None => {
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
@@ -128,9 +132,83 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
             )?;
         }
         Some(v) if v > SCHEMA_VERSION => return Err(DbError::NewerSchema(v)),
+        Some(1) => migrate_v1(&mut conn)?,
         Some(_) => {}
     }
     Ok(conn)
+}
+
+fn schema_version(conn: &Connection) -> Result<Option<i64>, DbError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse::<i64>().ok()))
+}
+
+/// Schema 1 → 2, in one transaction: the certificate moves from PEM text to DER (the PEM is
+/// re-created byte for byte by `util::pem_encode`, which is checked for every row, so
+/// `cert_sha256` and the audit records stay valid) and the UNIQUE index on `keygen_sha256`
+/// goes. A row whose PEM would not come back identical stops the migration (nothing changes).
+fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have migrated while this one waited for the lock.
+    if schema_version(&tx)? != Some(1) {
+        return Ok(());
+    }
+    // The old table keeps its index names, so re-running SCHEMA creates only the new table;
+    // after the old one is dropped, a second run creates the indexes on the new one.
+    tx.execute_batch("ALTER TABLE certificates RENAME TO certificates_v1;")?;
+    tx.execute_batch(SCHEMA)?;
+    {
+        let mut read = tx.prepare(
+            "SELECT serial, device_id, uuid, imei, sec_tag, public_key, keygen_sha256, cert_sha256, \
+             pem, not_before, not_after, batch_id, reissue FROM certificates_v1 ORDER BY rowid",
+        )?;
+        let mut write = tx.prepare(
+            "INSERT INTO certificates(serial, device_id, uuid, imei, sec_tag, public_key, keygen_sha256, \
+             cert_sha256, der, not_before, not_after, batch_id, reissue) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(r) = rows.next()? {
+            let serial: String = r.get(0)?;
+            let pem: String = r.get(8)?;
+            let der = crate::util::first_cert_der(&pem)
+                .filter(|der| crate::util::pem_encode("CERTIFICATE", der) == pem)
+                .ok_or_else(|| {
+                    DbError::Migration(format!(
+                    "the certificate with serial {serial} is not stored in nrfca's own PEM form"
+                ))
+                })?;
+            write.execute(rusqlite::params![
+                serial,
+                r.get::<_, Value>(1)?,
+                r.get::<_, Value>(2)?,
+                r.get::<_, Value>(3)?,
+                r.get::<_, Value>(4)?,
+                r.get::<_, Value>(5)?,
+                r.get::<_, Value>(6)?,
+                r.get::<_, Value>(7)?,
+                der,
+                r.get::<_, Value>(9)?,
+                r.get::<_, Value>(10)?,
+                r.get::<_, Value>(11)?,
+                r.get::<_, Value>(12)?,
+            ])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE certificates_v1;")?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Open an existing `ca.db` (as [`open`]), refusing to create a new one.
@@ -163,5 +241,126 @@ mod tests {
         .unwrap();
         drop(c);
         assert!(matches!(open(&p), Err(DbError::NewerSchema(99))));
+    }
+
+    /// `ca.db` as nrfca 0.1 (schema 1) created it.
+    const SCHEMA_V1_CERTIFICATES: &str = "
+        CREATE TABLE certificates (
+            serial TEXT PRIMARY KEY, device_id TEXT NOT NULL, uuid TEXT NOT NULL, imei TEXT,
+            sec_tag INTEGER NOT NULL, public_key BLOB NOT NULL,
+            keygen_sha256 TEXT NOT NULL UNIQUE, cert_sha256 TEXT NOT NULL, pem TEXT NOT NULL,
+            not_before TEXT NOT NULL, not_after TEXT NOT NULL,
+            batch_id TEXT NOT NULL REFERENCES batches(id), reissue INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX certificates_device ON certificates(device_id);
+        CREATE INDEX certificates_key ON certificates(public_key);";
+
+    fn v1_db(dir: &Path, pems: &[String]) -> std::path::PathBuf {
+        let p = dir.join("ca.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(SCHEMA_V1_CERTIFICATES).unwrap();
+        // The rest of schema 1 is the same as today's.
+        c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', '1');
+             INSERT INTO batches(id, started_at, operator, inputs) VALUES ('b', 't', 'o', '[]');",
+        )
+        .unwrap();
+        for (i, pem) in pems.iter().enumerate() {
+            c.execute(
+                "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, \
+                 cert_sha256, pem, not_before, not_after, batch_id, reissue) \
+                 VALUES (?1, ?2, ?2, 16842753, ?3, ?4, ?5, ?6, 'nb', 'na', 'b', ?7)",
+                rusqlite::params![
+                    format!("{:02x}", i + 1),
+                    format!("dev-{i}"),
+                    vec![4u8, i as u8],
+                    format!("kg{i}"),
+                    crate::crypto::sha256_hex(pem.as_bytes()),
+                    pem,
+                    (i % 2) as i64
+                ],
+            )
+            .unwrap();
+        }
+        p
+    }
+
+    #[test]
+    fn schema_1_is_migrated_row_for_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let ders: Vec<Vec<u8>> = (0..300u16)
+            .map(|i| (0..(i % 200 + 1)).map(|b| (b ^ i) as u8).collect())
+            .collect();
+        let pems: Vec<String> = ders
+            .iter()
+            .map(|d| crate::util::pem_encode("CERTIFICATE", d))
+            .collect();
+        let p = v1_db(dir.path(), &pems);
+        let c = open(&p).unwrap();
+        assert_eq!(schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
+        let rows: Vec<(String, Vec<u8>, String, i64)> = c
+            .prepare("SELECT serial, der, cert_sha256, reissue FROM certificates ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), ders.len());
+        for (i, (serial, der, sha, reissue)) in rows.iter().enumerate() {
+            assert_eq!(serial, &format!("{:02x}", i + 1));
+            assert_eq!(der, &ders[i]);
+            assert_eq!(sha, &crate::crypto::sha256_hex(pems[i].as_bytes()));
+            assert_eq!(*reissue, (i % 2) as i64);
+        }
+        // The UNIQUE keygen index is gone, the lookup indexes are on the new table, the
+        // old table is gone.
+        let idx: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_schema WHERE tbl_name = 'certificates' AND type = 'index' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            idx,
+            [
+                "certificates_device",
+                "certificates_key",
+                "sqlite_autoindex_certificates_1"
+            ]
+        );
+        let old: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'certificates_v1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+        drop(c);
+        // Opening again is a no-op.
+        let c = open(&p).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM certificates", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 300);
+    }
+
+    #[test]
+    fn schema_1_with_a_foreign_pem_is_left_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = crate::util::pem_encode("CERTIFICATE", b"abc");
+        // Same certificate, CRLF line ends: not nrfca's PEM, so cert_sha256 could not be kept.
+        let crlf = good.replace('\n', "\r\n");
+        let p = v1_db(dir.path(), &[good, crlf]);
+        let e = open(&p).unwrap_err();
+        assert!(matches!(e, DbError::Migration(_)), "{e}");
+        assert!(e.to_string().contains("serial 02"), "{e}");
+        let c = Connection::open(&p).unwrap();
+        assert_eq!(schema_version(&c).unwrap(), Some(1));
+        let pems: i64 = c
+            .query_row("SELECT count(pem) FROM certificates", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pems, 2);
     }
 }

@@ -384,27 +384,6 @@ pub fn assemble(tbs: &[u8], sig_der: &[u8]) -> Vec<u8> {
     out
 }
 
-/// PEM `CERTIFICATE` with LF line ends, 64-column base64 and a final LF.
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
-    s.push_str("-----BEGIN ");
-    s.push_str(label);
-    s.push_str("-----\n");
-    let mut rest = b64.as_str();
-    while !rest.is_empty() {
-        let (line, tail) = rest.split_at(rest.len().min(64));
-        s.push_str(line);
-        s.push('\n');
-        rest = tail;
-    }
-    s.push_str("-----END ");
-    s.push_str(label);
-    s.push_str("-----\n");
-    s
-}
-
 /// Build, sign and encode one device certificate. `sign` is the CA key's DER ECDSA-SHA256
 /// signer (e.g. `|tbs| ca_key.sign_der(tbs)`).
 pub fn issue<E: fmt::Display>(
@@ -415,7 +394,7 @@ pub fn issue<E: fmt::Display>(
     let tbs = build_tbs(ca, iss)?;
     let sig = sign(&tbs).map_err(|e| IssueError::Sign(e.to_string()))?;
     let der = assemble(&tbs, &sig);
-    let pem = pem_encode("CERTIFICATE", &der);
+    let pem = crate::util::pem_encode("CERTIFICATE", &der);
     let pem_sha256 = crate::crypto::sha256(pem.as_bytes());
     Ok(IssuedCert {
         der,

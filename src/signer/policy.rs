@@ -47,7 +47,12 @@ pub trait Lookup {
     /// Error of the store.
     type Error;
     /// The certificate issued for exactly this KEYGEN string (by SHA-256, hex), if any.
-    fn by_keygen(&mut self, keygen_sha256_hex: &str) -> Result<Option<Stored>, Self::Error>;
+    /// `public_key` is the one in that string: an identical string carries the identical key.
+    fn by_keygen(
+        &mut self,
+        keygen_sha256_hex: &str,
+        public_key: &[u8; 65],
+    ) -> Result<Option<Stored>, Self::Error>;
     /// Whether any certificate was issued with this CN.
     fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, Self::Error>;
     /// The CN of a certificate for this public key, if any.
@@ -179,7 +184,7 @@ impl BatchPolicy {
             )));
         }
         let key = self.fp.of(2, &v.public_key);
-        if let Some(stored) = db.by_keygen(&hex::encode(v.keygen_sha256))? {
+        if let Some(stored) = db.by_keygen(&hex::encode(v.keygen_sha256), &v.public_key)? {
             let owner = self.fp.of(0, stored.device_id.as_bytes());
             self.keys.entry(key).or_insert(owner);
             return Ok(Decision::Return(Box::new(stored)));
@@ -242,12 +247,17 @@ impl<'c> DbLookup<'c> {
 impl Lookup for DbLookup<'_> {
     type Error = rusqlite::Error;
 
-    fn by_keygen(&mut self, keygen_sha256_hex: &str) -> Result<Option<Stored>, rusqlite::Error> {
+    fn by_keygen(
+        &mut self,
+        keygen_sha256_hex: &str,
+        public_key: &[u8; 65],
+    ) -> Result<Option<Stored>, rusqlite::Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT serial, device_id, uuid, imei, sec_tag, keygen_sha256, cert_sha256, pem, \
-             not_before, not_after FROM certificates WHERE keygen_sha256 = ?1",
+            "SELECT serial, device_id, uuid, imei, sec_tag, keygen_sha256, cert_sha256, der, \
+             not_before, not_after FROM certificates WHERE public_key = ?1 AND keygen_sha256 = ?2",
         )?;
-        st.query_row([keygen_sha256_hex], |r| {
+        st.query_row(rusqlite::params![&public_key[..], keygen_sha256_hex], |r| {
+            let der: Vec<u8> = r.get(7)?;
             Ok(Stored {
                 serial: r.get(0)?,
                 device_id: r.get(1)?,
@@ -256,7 +266,7 @@ impl Lookup for DbLookup<'_> {
                 sec_tag: r.get(4)?,
                 keygen_sha256: r.get(5)?,
                 cert_sha256: r.get(6)?,
-                pem: r.get(7)?,
+                pem: crate::util::pem_encode("CERTIFICATE", &der),
                 not_before: r.get(8)?,
                 not_after: r.get(9)?,
             })
@@ -309,15 +319,14 @@ fn sorted_fps(conn: &Connection, sql: &str) -> Result<Vec<u64>, rusqlite::Error>
     Ok(out)
 }
 
-/// Fingerprints of what `ca.db` held when the batch started (device ids, public keys, KEYGEN
-/// hashes, serials), read from the covering indexes in one scan each. A miss answers a lookup
+/// Fingerprints of what `ca.db` held when the batch started (device ids, public keys,
+/// serials), read from the covering indexes in one scan each. A miss answers a lookup
 /// without touching SQLite; a hit (or a 1-in-2^64 collision) is confirmed with the real query.
 /// Entries added during the batch are covered by [`BatchPolicy`]'s own sets.
 #[derive(Debug, Default, Clone)]
 pub struct KnownFilter {
     devices: Vec<u64>,
     keys: Vec<u64>,
-    keygens: Vec<u64>,
     serials: Vec<u64>,
 }
 
@@ -327,7 +336,6 @@ impl KnownFilter {
         Ok(KnownFilter {
             devices: sorted_fps(conn, "SELECT device_id FROM certificates")?,
             keys: sorted_fps(conn, "SELECT public_key FROM certificates")?,
-            keygens: sorted_fps(conn, "SELECT keygen_sha256 FROM certificates")?,
             serials: sorted_fps(conn, "SELECT serial FROM certificates")?,
         })
     }
@@ -378,11 +386,15 @@ impl FilteredLookup<'_, '_> {
 impl Lookup for FilteredLookup<'_, '_> {
     type Error = rusqlite::Error;
 
-    fn by_keygen(&mut self, keygen_sha256_hex: &str) -> Result<Option<Stored>, rusqlite::Error> {
-        if self.skip(|f| &f.keygens, keygen_sha256_hex.as_bytes()) {
+    fn by_keygen(
+        &mut self,
+        keygen_sha256_hex: &str,
+        public_key: &[u8; 65],
+    ) -> Result<Option<Stored>, rusqlite::Error> {
+        if self.skip(|f| &f.keys, public_key) {
             return Ok(None);
         }
-        self.db.by_keygen(keygen_sha256_hex)
+        self.db.by_keygen(keygen_sha256_hex, public_key)
     }
 
     fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, rusqlite::Error> {
@@ -418,11 +430,11 @@ mod tests {
 
     impl Lookup for Mem {
         type Error = ();
-        fn by_keygen(&mut self, k: &str) -> Result<Option<Stored>, ()> {
+        fn by_keygen(&mut self, k: &str, key: &[u8; 65]) -> Result<Option<Stored>, ()> {
             Ok(self
                 .certs
                 .iter()
-                .find(|(s, _)| s.keygen_sha256 == k)
+                .find(|(s, pk)| s.keygen_sha256 == k && pk == key)
                 .map(|(s, _)| s.clone()))
         }
         fn device_has_certificate(&mut self, d: &str) -> Result<bool, ()> {
@@ -574,7 +586,7 @@ mod tests {
         .unwrap();
         let v = verified(U1, 3, 4);
         conn.execute(
-            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, pem, not_before, not_after, batch_id) VALUES ('0102', ?1, ?1, 1, ?2, ?3, 'c', 'p', 'a', 'b', 'b')",
+            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id) VALUES ('0102', ?1, ?1, 1, ?2, ?3, 'c', x'3000', 'a', 'b', 'b')",
             rusqlite::params![U1, &v.public_key[..], hex::encode(v.keygen_sha256)],
         )
         .unwrap();
@@ -590,10 +602,25 @@ mod tests {
         assert!(!l.device_has_certificate(U2).unwrap());
         assert_eq!(l.key_owner(&v.public_key).unwrap().as_deref(), Some(U1));
         assert_eq!(l.key_owner(&verified(U2, 9, 9).public_key).unwrap(), None);
-        assert!(l
-            .by_keygen(&hex::encode(v.keygen_sha256))
+        let stored = l
+            .by_keygen(&hex::encode(v.keygen_sha256), &v.public_key)
             .unwrap()
-            .is_some());
-        assert!(l.by_keygen(&hex::encode([1u8; 32])).unwrap().is_none());
+            .expect("the identical KEYGEN is found");
+        assert_eq!(
+            stored.pem,
+            crate::util::pem_encode("CERTIFICATE", &[0x30, 0])
+        );
+        assert!(l
+            .by_keygen(&hex::encode([1u8; 32]), &v.public_key)
+            .unwrap()
+            .is_none());
+        // Same KEYGEN hash with another key: not the same string.
+        assert!(l
+            .by_keygen(
+                &hex::encode(v.keygen_sha256),
+                &verified(U2, 9, 9).public_key
+            )
+            .unwrap()
+            .is_none());
     }
 }

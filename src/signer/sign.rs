@@ -1332,7 +1332,7 @@ impl Coordinator<'_> {
                 let imei = imei_of(item.row.as_ref(), &verified.device_id);
                 let mut st = self.conn.prepare_cached(
                     "INSERT INTO certificates(serial, device_id, uuid, imei, sec_tag, public_key, keygen_sha256, \
-                     cert_sha256, pem, not_before, not_after, batch_id, reissue) \
+                     cert_sha256, der, not_before, not_after, batch_id, reissue) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )?;
                 st.execute(rusqlite::params![
@@ -1344,7 +1344,7 @@ impl Coordinator<'_> {
                     &verified.public_key[..],
                     keygen_hex,
                     cert_hex,
-                    cert.pem,
+                    cert.der,
                     self.nb_text,
                     self.na_text,
                     self.batch,
