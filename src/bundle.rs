@@ -195,7 +195,13 @@ pub fn push_csv_field(out: &mut Vec<u8>, s: &str) {
         .any(|&b| b == b',' || b == b'"' || b == b'\r' || b == b'\n')
     {
         out.push(b'"');
-        // Copy runs between quotes (a PEM has none: one copy).
+        if !s.contains('"') {
+            // A PEM: one copy (`contains` is a fast byte search).
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+            return;
+        }
+        // Copy runs between quotes.
         let mut parts = s.as_bytes().split(|&b| b == b'"');
         if let Some(first) = parts.next() {
             out.extend_from_slice(first);

@@ -255,10 +255,10 @@ pub fn canonical_record(
 /// `None` if `prev_hash` is not 64 hex digits.
 pub fn chain_hash(prev_hash: &str, canonical: &str) -> Option<String> {
     let prev = decode_hash(prev_hash)?;
-    let mut buf = Vec::with_capacity(32 + canonical.len());
-    buf.extend_from_slice(&prev);
-    buf.extend_from_slice(canonical.as_bytes());
-    Some(crypto::sha256_hex(&buf))
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&prev);
+    ctx.update(canonical.as_bytes());
+    Some(hex::encode(ctx.finish()))
 }
 
 fn decode_hash(h: &str) -> Option<[u8; 32]> {
@@ -360,6 +360,85 @@ pub struct AuditWriter {
     operator: String,
     next_seq: u64,
     head_hash: String,
+    clock: Clock,
+}
+
+/// Record times, formatted once per millisecond (a batch writes many records in each).
+#[derive(Debug, Default)]
+struct Clock {
+    unix_ms: i128,
+    text: String,
+}
+
+impl Clock {
+    fn now(&mut self) -> &str {
+        let t = OffsetDateTime::now_utc();
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        if ms != self.unix_ms || self.text.is_empty() {
+            self.unix_ms = ms;
+            self.text = format_time(t);
+        }
+        &self.text
+    }
+}
+
+/// Canonical details for [`AuditWriter::append_canonical`]: add the keys in byte order (the
+/// caller's duty; `sign`'s uses are checked against [`canonical_json`] in the tests), with
+/// string, bool or unsigned values (what the per-certificate events carry).
+#[derive(Debug, Default)]
+pub struct Details(String);
+
+impl Details {
+    /// Empty, with room for about `cap` bytes.
+    pub fn with_capacity(cap: usize) -> Self {
+        Details(String::with_capacity(cap))
+    }
+
+    fn key(&mut self, k: &str) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        push_json_str(k, &mut self.0);
+        self.0.push(':');
+    }
+
+    /// Add a string value.
+    pub fn str(mut self, k: &str, v: &str) -> Self {
+        self.key(k);
+        push_json_str(v, &mut self.0);
+        self
+    }
+
+    /// Add a string value or `null`.
+    pub fn opt_str(mut self, k: &str, v: Option<&str>) -> Self {
+        self.key(k);
+        match v {
+            Some(v) => push_json_str(v, &mut self.0),
+            None => self.0.push_str("null"),
+        }
+        self
+    }
+
+    /// Add a boolean value.
+    pub fn bool(mut self, k: &str, v: bool) -> Self {
+        self.key(k);
+        self.0.push_str(if v { "true" } else { "false" });
+        self
+    }
+
+    /// Add an unsigned number.
+    pub fn uint(mut self, k: &str, v: u64) -> Self {
+        self.key(k);
+        self.0.push_str(&v.to_string());
+        self
+    }
+
+    /// The canonical JSON object.
+    pub fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push('{');
+        }
+        self.0.push('}');
+        self.0
+    }
 }
 
 const INSERT_SQL: &str = "INSERT INTO audit(seq, time, operator, event, details, prev_hash, hash) \
@@ -390,6 +469,7 @@ impl AuditWriter {
             operator: operator.to_string(),
             next_seq,
             head_hash,
+            clock: Clock::default(),
         })
     }
 
@@ -406,23 +486,33 @@ impl AuditWriter {
         event: &str,
         details: &Value,
     ) -> Result<u64, AuditError> {
-        if !EVENTS.contains(&event) {
-            return Err(AuditError::BadEvent(format!("unknown event {event:?}")));
-        }
         if !details.is_object() {
             return Err(AuditError::BadEvent(format!(
                 "details of {event} are not a JSON object"
             )));
         }
+        self.append_canonical(conn, event, &canonical_json(details))
+    }
+
+    /// [`AuditWriter::append`] with the details already in canonical form (see
+    /// [`Details`]): the per-certificate path of `sign`, which skips building a JSON value.
+    pub fn append_canonical(
+        &mut self,
+        conn: &Connection,
+        event: &str,
+        details_canonical: &str,
+    ) -> Result<u64, AuditError> {
+        if !EVENTS.contains(&event) {
+            return Err(AuditError::BadEvent(format!("unknown event {event:?}")));
+        }
         let seq = self.next_seq;
-        let time = now_rfc3339();
-        let details_c = canonical_json(details);
+        let time = self.clock.now();
         let canonical = canonical_record(
             seq,
-            &time,
+            time,
             &self.operator,
             event,
-            &details_c,
+            details_canonical,
             &self.head_hash,
         );
         let hash = chain_hash(&self.head_hash, &canonical)
@@ -434,7 +524,7 @@ impl AuditWriter {
             time,
             self.operator,
             event,
-            details_c,
+            details_canonical,
             self.head_hash,
             hash
         ])?;

@@ -42,7 +42,7 @@ use crate::bundle::{
 use crate::keygen::{self, CheckOptions, DeviceIdMode, Verified};
 use crate::reject::Reject;
 use crate::requests::{Entry, RequestReader, RequestRow, RequestsError};
-use crate::signer::audit::{AuditError, AuditWriter};
+use crate::signer::audit::{AuditError, AuditWriter, Details};
 use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, DbError};
 use crate::signer::issue::{self, Issuance, IssueError, IssuedCert, IssuerProfile, Serial};
@@ -964,6 +964,57 @@ fn run(
     })
 }
 
+/// Details of `certificate-issued` (canonical: keys in byte order).
+fn issued_details(
+    batch: &str,
+    serial: &str,
+    device_id: &str,
+    keygen_sha256: &str,
+    cert_sha256: &str,
+    reissue: bool,
+) -> String {
+    Details::with_capacity(320)
+        .str("batch", batch)
+        .str("cert_sha256", cert_sha256)
+        .str("device_id", device_id)
+        .str("keygen_sha256", keygen_sha256)
+        .bool("reissue", reissue)
+        .str("serial", serial)
+        .finish()
+}
+
+/// Details of `certificate-returned` (canonical).
+fn returned_details(batch: &str, stored: &Stored) -> String {
+    Details::with_capacity(320)
+        .str("batch", batch)
+        .str("cert_sha256", &stored.cert_sha256)
+        .str("device_id", &stored.device_id)
+        .str("keygen_sha256", &stored.keygen_sha256)
+        .str("serial", &stored.serial)
+        .finish()
+}
+
+/// Details of `request-rejected` (canonical).
+fn rejected_details(
+    batch: &str,
+    source: &str,
+    line: u64,
+    device_uuid: &str,
+    code: &str,
+    detail: &str,
+    keygen_sha256: Option<&str>,
+) -> String {
+    Details::with_capacity(320)
+        .str("batch", batch)
+        .str("code", code)
+        .str("detail", detail)
+        .str("device_uuid", device_uuid)
+        .opt_str("keygen_sha256", keygen_sha256)
+        .uint("line", line)
+        .str("source", source)
+        .finish()
+}
+
 /// A worker's per-string check of one read request.
 fn check_one(c: Checked, opts: &CheckOptions) -> Checked {
     let Checked::Pending(item) = c else {
@@ -1266,18 +1317,18 @@ impl Coordinator<'_> {
                         reject.detail,
                         keygen_sha256
                     ])?;
-                    a.append(
+                    a.append_canonical(
                         self.conn,
                         "request-rejected",
-                        &json!({
-                            "batch": self.batch,
-                            "source": source,
-                            "line": line,
-                            "device_uuid": uuid,
-                            "code": reject.code.as_str(),
-                            "detail": reject.detail,
-                            "keygen_sha256": keygen_sha256,
-                        }),
+                        &rejected_details(
+                            self.batch,
+                            &source,
+                            line,
+                            &uuid,
+                            reject.code.as_str(),
+                            &reject.detail,
+                            keygen_sha256.as_deref(),
+                        ),
                     )?;
                 }
                 if let Some(b) = self.bundle.as_deref_mut() {
@@ -1287,16 +1338,10 @@ impl Coordinator<'_> {
             Outcome::Return { stored } => {
                 self.counts.returned += 1;
                 if let Some(a) = self.audit.as_deref_mut() {
-                    a.append(
+                    a.append_canonical(
                         self.conn,
                         "certificate-returned",
-                        &json!({
-                            "batch": self.batch,
-                            "serial": stored.serial,
-                            "device_id": stored.device_id,
-                            "keygen_sha256": stored.keygen_sha256,
-                            "cert_sha256": stored.cert_sha256,
-                        }),
+                        &returned_details(self.batch, &stored),
                     )?;
                 }
                 if let Some(b) = self.bundle.as_deref_mut() {
@@ -1356,17 +1401,17 @@ impl Coordinator<'_> {
                     self.batch,
                     reissue as i64
                 ])?;
-                a.append(
+                a.append_canonical(
                     self.conn,
                     "certificate-issued",
-                    &json!({
-                        "batch": self.batch,
-                        "serial": serial_hex,
-                        "device_id": verified.device_id,
-                        "keygen_sha256": keygen_hex,
-                        "cert_sha256": cert_hex,
-                        "reissue": reissue,
-                    }),
+                    &issued_details(
+                        self.batch,
+                        &serial_hex,
+                        &verified.device_id,
+                        &keygen_hex,
+                        &cert_hex,
+                        reissue,
+                    ),
                 )?;
                 if let Some(b) = self.bundle.as_deref_mut() {
                     b.add_cert(
@@ -1386,5 +1431,50 @@ impl Coordinator<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signer::audit::canonical_json;
+
+    /// The hand-built details are byte-equal to the canonical JSON of the same object, so
+    /// records written by `sign` hash and verify like any other (tricky strings included).
+    #[test]
+    fn hand_built_details_are_canonical() {
+        let odd = "a \"quoted\", back\\slash, tab\t, nl\n, ctrl \u{1}, é, 😀";
+        for (s, b) in [("b1", "plain"), (odd, odd), ("", "")] {
+            assert_eq!(
+                issued_details(b, s, s, s, s, true),
+                canonical_json(&json!({"batch": b, "serial": s, "device_id": s,
+                    "keygen_sha256": s, "cert_sha256": s, "reissue": true}))
+            );
+            let stored = Stored {
+                serial: s.into(),
+                device_id: b.into(),
+                uuid: s.into(),
+                imei: None,
+                sec_tag: 1,
+                keygen_sha256: s.into(),
+                cert_sha256: b.into(),
+                pem: String::new(),
+                not_before: String::new(),
+                not_after: String::new(),
+            };
+            assert_eq!(
+                returned_details(b, &stored),
+                canonical_json(&json!({"batch": b, "serial": s, "device_id": b,
+                    "keygen_sha256": s, "cert_sha256": b}))
+            );
+            for kg in [Some(s), None] {
+                assert_eq!(
+                    rejected_details(b, s, 7, s, "bad-base64", odd, kg),
+                    canonical_json(&json!({"batch": b, "source": s, "line": 7,
+                        "device_uuid": s, "code": "bad-base64", "detail": odd,
+                        "keygen_sha256": kg}))
+                );
+            }
+        }
     }
 }
