@@ -197,19 +197,41 @@ pub fn parse_name_der(name: &[u8]) -> Result<Vec<NameAttr<'_>>, DerError> {
     parse_name(t)
 }
 
-/// Render attributes as `CN=x, O=y`.
+/// Render attributes as an RFC 4514 string (`CN=x,O=y,C=z`, most specific first, values
+/// escaped), the form `ca show` and `--subject` use.
 pub fn name_to_string(attrs: &[NameAttr<'_>]) -> String {
+    // RFC 4514: the last RDN (most specific) first, as `ca show` prints names.
     attrs
         .iter()
+        .rev()
         .map(|a| {
-            let v = a
-                .text()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("#{}", hex::encode(a.value)));
+            let v = match a.text() {
+                Some(t) => rfc4514_escape(t),
+                None => format!("#{}", hex::encode(a.value)),
+            };
             format!("{}={}", a.name(), v)
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(",")
+}
+
+/// Escape an attribute value as RFC 4514 §2.4 asks.
+fn rfc4514_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl<'a> Csr<'a> {
@@ -595,6 +617,21 @@ mod tests {
     }
 
     #[test]
+    fn rfc4514_escaping() {
+        assert_eq!(rfc4514_escape("plain text"), "plain text");
+        assert_eq!(
+            rfc4514_escape("a,b+c\"d\\e<f>g;h"),
+            "a\\,b\\+c\\\"d\\\\e\\<f\\>g\\;h"
+        );
+        assert_eq!(rfc4514_escape("#lead"), "\\#lead");
+        assert_eq!(rfc4514_escape("mid#"), "mid#");
+        assert_eq!(rfc4514_escape(" pad "), "\\ pad\\ ");
+        assert_eq!(rfc4514_escape("nul\0"), "nul\\00");
+        assert_eq!(rfc4514_escape(""), "");
+        assert_eq!(rfc4514_escape(" "), "\\ ");
+    }
+
+    #[test]
     fn build_round_trip_with_and_without_null() {
         let (k, _) = P256Key::generate().unwrap();
         for null in [true, false] {
@@ -604,9 +641,10 @@ mod tests {
             assert_eq!(c.null_param(), null);
             assert!(c.is_ecdsa_sha256());
             assert_eq!(c.common_names(), vec![Some("mydevice")]);
+            // DER order O, C, CN; RFC 4514 prints the last RDN first.
             assert_eq!(
                 name_to_string(&c.subject),
-                "O=Nordic Semiconductor, C=no, CN=mydevice"
+                "CN=mydevice,C=no,O=Nordic Semiconductor"
             );
             assert_eq!(c.spki.p256_point().unwrap(), k.public_key());
             assert!(crate::crypto::verify_p256_sha256(
