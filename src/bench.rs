@@ -14,5 +14,7 @@ pub mod transport;
 pub mod worker;
 
 pub use export::{export, ExportOptions, ExportReport};
-pub use import::{import, ImportOptions, ImportReport};
+pub use import::{
+    import, import_verified, verify_bundle, ImportOptions, ImportReport, VerifiedImport,
+};
 pub use worker::{BenchError, DeviceResult, PortEvent, PortEventKind, PortSettings, Status};

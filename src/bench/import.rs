@@ -197,39 +197,90 @@ struct Ctx<'a> {
     progress: Progress<'a>,
 }
 
-/// Verify the bundle, then import on every port in parallel.
-pub fn import(opts: &ImportOptions, progress: Progress<'_>) -> Result<ImportReport, BenchError> {
-    import_with(opts, progress, &open_serial)
+/// A bundle that passed every check of [`verify_bundle`], ready for [`import_verified`].
+pub struct VerifiedImport {
+    ca: TrustedCa,
+    certs: Vec<CertRow>,
+    rejects: Vec<(String, String, String)>,
+    root: String,
+    root_sha: String,
+    start: Instant,
+    /// Batch id of the bundle (from its signed manifest).
+    pub batch: String,
+    /// Certificates in the bundle.
+    pub certificates: usize,
 }
 
-pub(crate) fn import_with(
-    opts: &ImportOptions,
-    progress: Progress<'_>,
-    opener: Opener<'_>,
-) -> Result<ImportReport, BenchError> {
+impl std::fmt::Debug for VerifiedImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VerifiedImport(batch {}, {} certificates)",
+            self.batch, self.certificates
+        )
+    }
+}
+
+/// Verify the bundle, then import on every port in parallel.
+pub fn import(opts: &ImportOptions, progress: Progress<'_>) -> Result<ImportReport, BenchError> {
+    let v = verify_bundle(opts)?;
+    import_verified(opts, v, progress)
+}
+
+/// Everything that can refuse the whole run, before any port is opened: the ports given, the
+/// trusted CA, the bundle's signature and every file digest, the root CAs to install.
+pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError> {
     if opts.ports.is_empty() {
         return Err(BenchError::Usage(
             "no ports given: pass --port for every device (see `nrfca bench ports`)".into(),
         ));
     }
     let start = Instant::now();
-    // Everything that can refuse the whole run happens before any port is opened.
     let trust_pem = read_file(&opts.trust, "trusted CA certificate (--trust)")?;
     let ca = trusted_ca(&trust_pem, &opts.trust)?;
     let verified =
         bundle::verify(&opts.bundle, trust_pem.as_bytes()).map_err(BenchError::Bundle)?;
     let root = root_bundle(&opts.root_ca)?;
     let root_sha = crate::crypto::sha256_hex(root.as_bytes());
-    let rejects = read_rejects(&opts.bundle);
+    Ok(VerifiedImport {
+        ca,
+        batch: verified.manifest.batch.clone(),
+        certificates: verified.certs.len(),
+        certs: verified.certs,
+        rejects: read_rejects(&opts.bundle),
+        root,
+        root_sha,
+        start,
+    })
+}
+
+/// Import a bundle [`verify_bundle`] accepted on every port in parallel.
+pub fn import_verified(
+    opts: &ImportOptions,
+    v: VerifiedImport,
+    progress: Progress<'_>,
+) -> Result<ImportReport, BenchError> {
+    import_with(opts, v, progress, &open_serial)
+}
+
+pub(crate) fn import_with(
+    opts: &ImportOptions,
+    v: VerifiedImport,
+    progress: Progress<'_>,
+    opener: Opener<'_>,
+) -> Result<ImportReport, BenchError> {
+    let start = v.start;
+    let root_sha = v.root_sha.clone();
+    let batch = v.batch.clone();
     let state = Arc::new(State::open(&opts.state_dir)?);
     let ctx = Ctx {
         opts,
         state,
         actor: Actor::resolve(opts.operator.as_deref(), opts.bench_name.as_deref()),
-        certs: verified.certs,
-        rejects,
-        ca,
-        root,
+        certs: v.certs,
+        rejects: v.rejects,
+        ca: v.ca,
+        root: v.root,
         root_sha: root_sha.clone(),
         progress,
     };
@@ -261,7 +312,7 @@ pub(crate) fn import_with(
     });
     Ok(ImportReport {
         bundle: opts.bundle.clone(),
-        batch: verified.manifest.batch.clone(),
+        batch,
         root_sha256: root_sha,
         devices,
         elapsed_ms: start.elapsed().as_millis(),

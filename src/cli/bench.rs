@@ -5,8 +5,8 @@ use clap::{Args, Subcommand};
 use nrfca::bench::state::{DeviceRecord, State, DEFAULT_DIR};
 use nrfca::bench::transport::{list_ports, SerialSettings};
 use nrfca::bench::{
-    export, import, DeviceResult, ExportOptions, ImportOptions, PortEvent, PortEventKind,
-    PortSettings, Status,
+    export, import_verified, verify_bundle, DeviceResult, ExportOptions, ImportOptions, PortEvent,
+    PortEventKind, PortSettings, Status,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -389,18 +389,20 @@ fn run_import(a: ImportArgs) -> CliResult {
         bench_name: a.serial.bench.clone(),
         settings,
     };
+    let verified = verify_bundle(&opts)?;
+    eprintln!(
+        "bundle {} (batch {}, {} certificates) verified with {}",
+        opts.bundle.display(),
+        verified.batch,
+        verified.certificates,
+        a.trust.display()
+    );
     let render = Render::new(&opts.ports);
-    let report = import(&opts, &|e| render.event(e))?;
+    let report = import_verified(&opts, verified, &|e| render.event(e))?;
     render.done();
     if a.serial.json {
         print_json(&report)?;
     }
-    eprintln!(
-        "bundle {} (batch {}) verified with {}",
-        report.bundle.display(),
-        report.batch,
-        a.trust.display()
-    );
     let outcome = summary("import", &report.devices, report.elapsed_ms);
     if outcome == Outcome::Done {
         eprintln!(
