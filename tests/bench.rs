@@ -4,7 +4,6 @@
 //! a clear reason, the others finish, a re-run completes it, no exported key is lost).
 #![cfg(feature = "bench")]
 
-use age::secrecy::ExposeSecret;
 use nrfca::bench::import::default_root_bundle;
 use nrfca::bench::state::{DeviceState, State};
 use nrfca::bench::{
@@ -13,37 +12,17 @@ use nrfca::bench::{
 };
 use nrfca::sim::{Fault, Latency, SimConfig, Simulator};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TAG: u32 = 16842753;
+mod common;
+use common::{bin, cert_public_key, run, sha_upper, stderr, TAG};
 
 // ---------------------------------------------------------------------------------- helpers
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nrfca"));
-    c.env_remove("NRFCA_PASSPHRASE").stdin(Stdio::null());
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run nrfca")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Timeouts short enough for CI, long enough for the `slow` fault (10x latency + 250 ms).
 fn settings() -> PortSettings {
-    let mut s = PortSettings::default();
-    s.timeouts.default = Duration::from_millis(1500);
-    s.timeouts.write = Duration::from_millis(1500);
-    s.timeouts.cfun = Duration::from_millis(1500);
-    s.timeouts.keygen = Duration::from_millis(2000);
-    s.timeouts.sync = Duration::from_millis(600);
-    s.reconnect_wait = Duration::from_secs(5);
-    s
+    common::port_settings(1500, 600, 5)
 }
 
 struct Bench {
@@ -65,11 +44,7 @@ impl Bench {
         };
         f(&mut cfg);
         let sim = Simulator::start(cfg).expect("simulator starts");
-        let ports = sim
-            .ports()
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+        let ports = common::port_names(&sim);
         Bench {
             dir,
             sim,
@@ -119,24 +94,12 @@ impl Bench {
         if self.ca().join("ca.pem").exists() {
             return;
         }
-        let id = age::x25519::Identity::generate();
-        let idf = self.p("id.agekey");
-        std::fs::write(&idf, id.to_string().expose_secret().as_bytes()).unwrap();
-        std::fs::set_permissions(&idf, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        let o = run(bin().args([
-            "ca",
-            "init",
-            "--ca-dir",
-            self.ca().to_str().unwrap(),
-            "--subject",
+        common::ca_init_age(
+            &self.ca(),
+            &self.p("id.agekey"),
             "CN=Bench Test CA,O=Test",
-            "--recipient",
-            &id.to_public().to_string(),
-            "--operator",
-            "officer",
-        ]));
-        assert!(o.status.success(), "ca init: {}", stderr(&o));
+            &["--operator", "officer"],
+        );
     }
 
     /// `nrfca sign` the requests file into a new bundle; returns its directory.
@@ -200,25 +163,6 @@ fn bundle_certs(bundle: &Path) -> Vec<(String, String)> {
             (rec[1].to_string(), rec[7].to_string())
         })
         .collect()
-}
-
-fn cert_public_key(pem: &str) -> Vec<u8> {
-    use der::Decode;
-    let block = nrfca::util::pem_blocks(pem)
-        .into_iter()
-        .find(|b| b.label == "CERTIFICATE")
-        .unwrap();
-    let cert = x509_cert::Certificate::from_der(&block.decode().unwrap()).unwrap();
-    cert.tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .as_bytes()
-        .unwrap()
-        .to_vec()
-}
-
-fn sha_upper(b: &[u8]) -> String {
-    hex::encode_upper(nrfca::crypto::sha256(b))
 }
 
 /// Every modem is fully provisioned: one request row per IMEI whose key is the device's key,
@@ -460,7 +404,7 @@ fn tampered_bundle_is_refused_before_any_modem_is_touched() {
     let have_openssl = matches!(o, Ok(st) if st.success());
     if !have_openssl {
         assert!(
-            std::env::var("NRFCA_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            !common::require_tools(),
             "openssl is required (NRFCA_REQUIRE_TOOLS=1)"
         );
         eprintln!("note: openssl not found; skipping the wrong --trust case");

@@ -1,7 +1,6 @@
 //! CA custody and audit log, through the real binary and the library: `ca init/import/show/
 //! verify-key`, `audit verify/show/export`, and a tampering matrix on ca.db and on exports.
 
-use age::secrecy::ExposeSecret;
 use nrfca::signer::audit::{self, AuditWriter, ExportFormat};
 use nrfca::signer::ca;
 use nrfca::signer::secret::{self, Unlock};
@@ -9,102 +8,26 @@ use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+mod common;
+use common::{
+    age_identity, bin, contains, have_openssl, openssl_in, openssl_p256_key, run, stderr, venv_tool,
+};
 
 // ------------------------------------------------------------------ helpers
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nrfca"));
-    c.env_remove("NRFCA_PASSPHRASE").stdin(Stdio::null());
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run nrfca")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn require_tools() -> bool {
-    std::env::var("NRFCA_REQUIRE_TOOLS").as_deref() == Ok("1")
-}
-
-fn venv_tool(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var("NRFCA_VENV").unwrap_or_else(|_| "/work/venv".to_string());
-    let p = Path::new(&dir).join("bin").join(name);
-    if p.exists() {
-        return Some(p);
-    }
-    if require_tools() {
-        panic!("{name} not found in {dir}/bin (NRFCA_REQUIRE_TOOLS=1)");
-    }
-    eprintln!("note: {name} not found in {dir}/bin; skipping that check");
-    None
-}
-
-fn have_openssl() -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if require_tools() {
-            panic!("openssl not on PATH (NRFCA_REQUIRE_TOOLS=1)");
-        }
-        eprintln!("note: openssl not on PATH; skipping that check");
-    }
-    ok
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let o = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// A fresh age X25519 identity written to `path` (0600); returns the recipient string.
-fn identity(path: &Path) -> String {
-    let id = age::x25519::Identity::generate();
-    secret::write_secret_file(path, id.to_string().expose_secret().as_bytes()).unwrap();
-    id.to_public().to_string()
-}
 
 /// New CA encrypted to a fresh identity, made through the binary. Returns (ca_dir, id file).
 fn recipient_ca(root: &Path, name: &str) -> (PathBuf, PathBuf) {
     let ca_dir = root.join(name);
     let idf = root.join(format!("{name}.agekey"));
-    let r = identity(&idf);
-    let o = run(bin().args([
-        "ca",
-        "init",
-        "--ca-dir",
-        ca_dir.to_str().unwrap(),
-        "--subject",
+    common::ca_init_age(
+        &ca_dir,
+        &idf,
         "CN=Test Device CA,O=Test",
-        "--days",
-        "365",
-        "--recipient",
-        &r,
-        "--operator",
-        "tester",
-    ]));
-    assert!(o.status.success(), "{}", stderr(&o));
+        &["--days", "365", "--operator", "tester"],
+    );
     (ca_dir, idf)
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -299,8 +222,8 @@ fn recipients_init_and_identity_unlock() {
     let id1 = root.path().join("one.agekey");
     let id2 = root.path().join("two.agekey");
     let other = root.path().join("other.agekey");
-    let (r1, r2) = (identity(&id1), identity(&id2));
-    identity(&other);
+    let (r1, r2) = (age_identity(&id1), age_identity(&id2));
+    age_identity(&other);
     let o = run(bin().args([
         "ca",
         "init",
@@ -388,7 +311,7 @@ fn recipients_init_and_identity_unlock() {
 #[test]
 fn bad_subjects_and_days_exit_2() {
     let root = tempfile::tempdir().unwrap();
-    let r = identity(&root.path().join("id"));
+    let r = age_identity(&root.path().join("id"));
     for (subject, days) in [
         ("CN=", "10"),
         ("CN=a,CN=b", "10"),
@@ -420,23 +343,12 @@ fn openssl_nordic_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let key = format!("{name}_sec1.pem");
     let p8 = format!("{name}_prv.pem");
     let cert = format!("{name}_ca.pem");
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &key,
-        ],
-    );
-    openssl(
+    openssl_p256_key(dir, &key);
+    openssl_in(
         dir,
         &["pkcs8", "-topk8", "-nocrypt", "-in", &key, "-out", &p8],
     );
-    openssl(
+    openssl_in(
         dir,
         &[
             "req",
@@ -488,7 +400,7 @@ fn import_openssl_nordic_style_ca_and_refuse_mismatch() {
     let root = tempfile::tempdir().unwrap();
     let d = root.path();
     let idf = d.join("id.agekey");
-    let r = identity(&idf);
+    let r = age_identity(&idf);
     let (cert, sec1, p8) = openssl_nordic_ca(d, "a");
     let (_, other_sec1, _) = openssl_nordic_ca(d, "b");
 
@@ -540,7 +452,7 @@ fn import_openssl_nordic_style_ca_and_refuse_mismatch() {
     }
 
     // Not a CA (CA:FALSE) and not P-256: refused.
-    openssl(
+    openssl_in(
         d,
         &[
             "req",
@@ -562,7 +474,7 @@ fn import_openssl_nordic_style_ca_and_refuse_mismatch() {
     let o = import(&d.join("ca4"), &d.join("leaf.pem"), &sec1, &r);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a CA"), "{}", stderr(&o));
-    openssl(
+    openssl_in(
         d,
         &[
             "ecparam",
@@ -574,7 +486,7 @@ fn import_openssl_nordic_style_ca_and_refuse_mismatch() {
             "p384.pem",
         ],
     );
-    openssl(
+    openssl_in(
         d,
         &[
             "req",
@@ -638,7 +550,7 @@ fn import_real_create_ca_cert_output() {
             key = Some(e.path());
         }
     }
-    let r = identity(&d.join("id"));
+    let r = age_identity(&d.join("id"));
     let o = import(&d.join("ca"), &cert.unwrap(), &key.unwrap(), &r);
     assert!(o.status.success(), "{}", stderr(&o));
     let info: Value = serde_json::from_slice(&o.stdout).unwrap();

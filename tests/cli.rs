@@ -16,38 +16,14 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{copy_dir, require_tools, venv, write_secret};
+
 /// A test-only age identity (public key below). It protects nothing but the throw-away CAs
 /// these transcripts create.
 const TEST_IDENTITY: &str = "# test-only identity for tests/cmd transcripts; protects nothing\n\
 # public key: age1m28u4mecn29s6nl2l3t3hpwj9hnsnvwy276e9vmsp9e9yga6vdds980e49\n\
 AGE-SECRET-KEY-1RS4SLY65LAL4YMWAS6Q29KLVF6FTAN49J7H9C2V0J6QXE0PCJXVSG87RAM\n";
-
-fn venv() -> PathBuf {
-    PathBuf::from(std::env::var("NRFCA_VENV").unwrap_or_else(|_| "/work/venv".into()))
-}
-
-fn require_tools() -> bool {
-    std::env::var("NRFCA_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
-fn write_secret(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// A program on PATH, for the transcripts that tamper with files (`sed`).
 fn which(name: &str) -> Option<PathBuf> {
@@ -67,7 +43,7 @@ fn seed(cmd: &Path) -> (Vec<PathBuf>, nrfca::sim::Simulator) {
         if p.extension().is_some_and(|x| x == "trycmd") && !p.ends_with("help.trycmd") {
             let dir = p.with_extension("in");
             std::fs::create_dir_all(&dir).unwrap();
-            write_secret(&dir.join("officer.agekey"), TEST_IDENTITY);
+            write_secret(&dir.join("officer.agekey"), TEST_IDENTITY.as_bytes());
         }
     }
 
@@ -161,7 +137,7 @@ fn transcripts() {
 
     let cases = trycmd::TestCases::new();
     cases
-        .register_bin("nrfca", PathBuf::from(env!("CARGO_BIN_EXE_nrfca")))
+        .register_bin("nrfca", PathBuf::from(common::BIN))
         .env("NO_COLOR", "1")
         .env("USER", "tester")
         .env("TERM", "dumb")

@@ -27,22 +27,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use age::secrecy::ExposeSecret;
+mod common;
+use common::{copy_dir, stderr, BIN};
 
-fn bin_path() -> &'static str {
-    env!("CARGO_BIN_EXE_nrfca")
-}
-
+/// `nrfca` (see [`common::bin`]) without a crash point from the caller's environment.
 fn bin() -> Command {
-    let mut c = Command::new(bin_path());
-    c.env_remove("NRFCA_PASSPHRASE")
-        .env_remove("NRFCA_CRASH_AT")
-        .stdin(Stdio::null());
+    let mut c = common::bin();
+    c.env_remove("NRFCA_CRASH_AT");
     c
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn is_root() -> bool {
@@ -106,20 +98,14 @@ fn fixture(earlier: usize, new: usize, again: usize, dups: usize) -> Fixture {
     batch.extend(fresh.iter().take(dups));
     let requests = write("batch.csv", &batch);
 
-    let ident = age::x25519::Identity::generate();
     let id = d.join("id.agekey");
-    std::fs::write(&id, ident.to_string().expose_secret().as_bytes()).unwrap();
-    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
     let pristine = d.join("pristine");
-    let o = bin()
-        .args(["ca", "init", "--ca-dir"])
-        .arg(&pristine)
-        .args(["--subject", "CN=Crash Test CA", "--operator", "officer"])
-        .arg("--recipient")
-        .arg(ident.to_public().to_string())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    common::ca_init_age(
+        &pristine,
+        &id,
+        "CN=Crash Test CA",
+        &["--operator", "officer"],
+    );
     let o = bin()
         .args(["sign", "--ca-dir"])
         .arg(&pristine)
@@ -155,19 +141,6 @@ struct Case {
     out: PathBuf,
     work: PathBuf,
     name: String,
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 impl Fixture {
@@ -462,7 +435,7 @@ fn sign_with_file_limit(f: &Fixture, c: &Case, blocks: u64, ignore_xfsz: bool) -
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(sh)
-        .arg(bin_path())
+        .arg(BIN)
         .args(["sign", "--ca-dir"])
         .arg(&c.ca)
         .arg("--identity")

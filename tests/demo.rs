@@ -1,12 +1,13 @@
 //! `nrfca demo` end to end: the README's first command must work and tell the truth.
 
-use std::process::Command;
+mod common;
+use common::bin_plain;
 
 #[test]
 fn demo_runs_the_whole_flow_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_nrfca"))
+    let out = bin_plain()
         .args([
             "demo",
             "--devices",
@@ -52,7 +53,7 @@ fn demo_runs_the_whole_flow_and_reports_it() {
     }
     let requests = std::fs::read_to_string(work.join("requests.csv")).unwrap();
     assert_eq!(requests.lines().count(), 4, "header + 3 rows");
-    let verify = Command::new(env!("CARGO_BIN_EXE_nrfca"))
+    let verify = bin_plain()
         .args(["audit", "verify", "--file"])
         .arg(work.join("audit.jsonl"))
         .arg("--ca-cert")
@@ -70,7 +71,7 @@ fn demo_runs_the_whole_flow_and_reports_it() {
 fn demo_refuses_a_non_empty_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_nrfca"))
+    let out = bin_plain()
         .args(["demo", "--latency", "test", "--dir"])
         .arg(dir.path())
         .output()

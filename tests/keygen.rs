@@ -13,19 +13,12 @@ use nrfca::reject::RejectCode;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The `%KEYGEN` reply in the seed tutorial (a real nRF9160 on mfw 1.3.x).
-const SEED: &str = "MIIBCzCBrwIBADAvMS0wKwYDVQQDDCQ1MDUwMzA0MS0zNTM5LTQ3ZWItODA3Yi0xMDJkYmI0MjNiOWEwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARhKkti_3EVfSEy7oDyaqqj2cTmlfmhuMdcMOH9xkIX3okdPIFrAZ0sI5xt6WdY56IyQSj8Ce5SxGzMKUuP5ueDoB4wHAYJKoZIhvcNAQkOMQ8wDTALBgNVHQ8EBAMCA-gwDAYIKoZIzj0EAwIFAANJADBGAiEA3AZcIwq61M7PRjdA04z863FmW7mvbgb3lB7YU0bi16QCIQCMbqds9nxdq0XL61QxyuKUgZjPc6Za2-1OUPCVXz9rng.0oRDoQEmoQRBIVhP2dn3hQlQUFAwQTU5R-uAexAtu0I7mkUaAQEAAVgg5g6Cvkt1g0bATSADOVi0euYSuu-7bbBOGYZxgsDyI8tQfQoWN1WvLWECCTaLfZZH1FhAKXmhC0HEeHTZy7qAmgLFx0eRCrFHoHs7UmJ9nsgCgAwWTOEuMH0C6vaQ0OsUT-pDcEWP8tstbFsuvySeOEzHog";
+mod common;
+use common::{bin_plain, openssl, tool_missing, venv, SEED};
+
 const SEED_UUID: &str = "50503041-3539-47eb-807b-102dbb423b9a";
 
 // ---- external tools -------------------------------------------------------------------
-
-fn venv() -> PathBuf {
-    PathBuf::from(std::env::var("NRFCA_VENV").unwrap_or_else(|_| "/work/venv".into()))
-}
-
-fn require_tools() -> bool {
-    std::env::var("NRFCA_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-}
 
 /// The venv's python if it has `modules`; None (with a note) otherwise.
 fn python_with(modules: &str) -> Option<PathBuf> {
@@ -37,33 +30,8 @@ fn python_with(modules: &str) -> Option<PathBuf> {
     if ok {
         return Some(py);
     }
-    assert!(
-        !require_tools(),
-        "NRFCA_REQUIRE_TOOLS=1 but {} cannot import {modules}",
-        py.display()
-    );
-    eprintln!("note: skipping, {} cannot import {modules}", py.display());
+    tool_missing(&format!("{} cannot import {modules}", py.display()));
     None
-}
-
-fn openssl() -> Option<&'static str> {
-    if Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Some("openssl");
-    }
-    assert!(
-        !require_tools(),
-        "NRFCA_REQUIRE_TOOLS=1 but openssl is missing"
-    );
-    eprintln!("note: skipping, openssl not on PATH");
-    None
-}
-
-fn nrfca() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nrfca"))
 }
 
 // ---- crafting helpers -----------------------------------------------------------------
@@ -798,7 +766,7 @@ fn nordic_parser_accepts_generated_keygen() {
 
 #[test]
 fn inspect_seed_human_and_json() {
-    let out = nrfca().args(["inspect", SEED]).output().unwrap();
+    let out = bin_plain().args(["inspect", SEED]).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -812,7 +780,10 @@ fn inspect_seed_human_and_json() {
     assert!(text.contains("verdict: OK"), "{text}");
 
     let line = format!("%KEYGEN: \"{SEED}\"");
-    let out = nrfca().args(["inspect", "--json", &line]).output().unwrap();
+    let out = bin_plain()
+        .args(["inspect", "--json", &line])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["kind"], "keygen");
@@ -828,7 +799,7 @@ fn inspect_seed_human_and_json() {
 
 #[test]
 fn inspect_help_names_example_and_exit_codes() {
-    let out = nrfca().args(["inspect", "--help"]).output().unwrap();
+    let out = bin_plain().args(["inspect", "--help"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Example:"), "{text}");
@@ -836,7 +807,7 @@ fn inspect_help_names_example_and_exit_codes() {
     // A standard-base64 string is judged (bad-base64), not mistaken for a missing file.
     let (a, b) = SEED.split_once('.').unwrap();
     let std_b64 = format!("{}/.{b}", a);
-    let out = nrfca().args(["inspect", &std_b64]).output().unwrap();
+    let out = bin_plain().args(["inspect", &std_b64]).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -848,26 +819,26 @@ fn inspect_help_names_example_and_exit_codes() {
 #[test]
 fn inspect_rejects_and_unreadable() {
     // Judged bad: exit 1 with the code.
-    let out = nrfca()
+    let out = bin_plain()
         .args(["inspect", "--sec-tag", "42", SEED])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("sec-tag-mismatch"));
-    let out = nrfca()
+    let out = bin_plain()
         .args(["inspect", "--any-sec-tag", "--json", SEED])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let (a, _) = SEED.split_once('.').unwrap();
-    let out = nrfca().args(["inspect", "--json", a]).output().unwrap();
+    let out = bin_plain().args(["inspect", "--json", a]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["code"], "missing-attestation");
     // The CSR half still decodes.
     assert_eq!(j["keygen"]["csr"]["cn"], SEED_UUID);
     // Unreadable: exit 2.
-    let out = nrfca()
+    let out = bin_plain()
         .args(["inspect", "/nonexistent/requests.csv"])
         .output()
         .unwrap();
@@ -878,7 +849,7 @@ fn inspect_rejects_and_unreadable() {
 fn gen_then_inspect_requests_file() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("requests.csv");
-    let out = nrfca()
+    let out = bin_plain()
         .args(["gen", "--count", "40", "--threads", "2", "--out"])
         .arg(&csv)
         .output()
@@ -892,14 +863,14 @@ fn gen_then_inspect_requests_file() {
     assert_eq!(text.lines().next(), Some(nrfca::requests::HEADER));
     assert_eq!(text.lines().count(), 41);
     // gen never overwrites.
-    let again = nrfca()
+    let again = bin_plain()
         .args(["gen", "--count", "1", "--out"])
         .arg(&csv)
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
 
-    let out = nrfca()
+    let out = bin_plain()
         .args(["inspect", "--json"])
         .arg(&csv)
         .output()
@@ -917,7 +888,7 @@ fn gen_then_inspect_requests_file() {
 
     // Lines format, another sec_tag; one line edited.
     let lines = dir.path().join("keygen.txt");
-    let out = nrfca()
+    let out = bin_plain()
         .args([
             "gen",
             "--count",
@@ -935,7 +906,7 @@ fn gen_then_inspect_requests_file() {
     let mut text = std::fs::read_to_string(&lines).unwrap();
     text.push_str(&format!("%KEYGEN: \"{SEED}\"\n"));
     std::fs::write(&lines, text).unwrap();
-    let out = nrfca()
+    let out = bin_plain()
         .args(["inspect", "--sec-tag", "42", "--json"])
         .arg(&lines)
         .output()
@@ -952,7 +923,7 @@ fn inspect_certificate_and_csr_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("keys/nrf-cloud-coap-ca.pem");
     if root.exists() {
-        let out = nrfca()
+        let out = bin_plain()
             .args(["inspect", "--json"])
             .arg(&root)
             .output()
@@ -969,7 +940,7 @@ fn inspect_certificate_and_csr_files() {
     }
     let p = keygen::parse(SEED).unwrap();
     let der_file = write_tmp(&dir, "seed.csr.der", &p.der);
-    let out = nrfca()
+    let out = bin_plain()
         .args(["inspect", "--json"])
         .arg(&der_file)
         .output()
@@ -984,7 +955,7 @@ fn inspect_certificate_and_csr_files() {
 fn attesttoken_round_trip_through_inspect() {
     let m = ModemIdentity::random().unwrap();
     let t = m.attesttoken(Some([0xab; 16]), 3, [0x11; 16]).unwrap();
-    let out = nrfca()
+    let out = bin_plain()
         .args(["inspect", "--json", &format!("%ATTESTTOKEN: \"{t}\"")])
         .output()
         .unwrap();

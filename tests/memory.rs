@@ -13,9 +13,8 @@
 use std::path::Path;
 use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nrfca"))
-}
+mod common;
+use common::bin_plain;
 
 /// Run a command to completion and return (exit status, peak RSS in KiB).
 fn run_peak_rss(mut cmd: Command) -> (i32, i64) {
@@ -37,7 +36,7 @@ fn run_peak_rss(mut cmd: Command) -> (i32, i64) {
 }
 
 fn gen(out: &Path, n: usize) {
-    let st = bin()
+    let st = bin_plain()
         .args([
             "gen",
             "--count",
@@ -77,7 +76,7 @@ fn sign_peak_memory_is_flat_in_batch_size() {
     for (name, input) in [("small", &small), ("large", &large)] {
         // A fresh CA each time, so both batches issue every certificate.
         let ca = root.join(format!("ca-{name}"));
-        let st = bin()
+        let st = bin_plain()
             .args(["ca", "init", "--ca-dir"])
             .arg(&ca)
             .args([
@@ -93,7 +92,7 @@ fn sign_peak_memory_is_flat_in_batch_size() {
             "{}",
             String::from_utf8_lossy(&st.stderr)
         );
-        let mut cmd = bin();
+        let mut cmd = bin_plain();
         cmd.args(["sign", "--ca-dir"])
             .arg(&ca)
             .arg("--identity")

@@ -20,19 +20,8 @@ use std::time::{Duration, Instant};
 
 const PASS: &str = "Tr0ub4dor&3 correct-horse-7d1c9";
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nrfca"));
-    c.env_remove("NRFCA_PASSPHRASE").stdin(Stdio::null());
-    c
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
+mod common;
+use common::{bin, contains, stderr};
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {

@@ -25,42 +25,28 @@
 //! done); run 3 switches every fault off and must finish every device; run 4 must be a no-op.
 #![cfg(feature = "bench")]
 
-use age::secrecy::ExposeSecret;
 use nrfca::bench::import::default_root_bundle;
 use nrfca::bench::{
     export, import, DeviceResult, ExportOptions, ImportOptions, PortSettings, Status,
 };
 use nrfca::sim::{Fault, FaultSpec, Latency, Profile, SimConfig, Simulator};
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TAG: u32 = 16842753;
+mod common;
+use common::{bin, cert_public_key, changes_modem, TAG};
+
 /// Functional mode at power-on: import must put it back.
 const BOOT_CFUN: u8 = 1;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nrfca"));
-    c.env_remove("NRFCA_PASSPHRASE").stdin(Stdio::null());
-    c
-}
 
 /// Short timeouts: a lost final result costs one timeout, the `slow` fault stays well
 /// inside them (10x latency + 250 ms, trickled).
 fn settings(retries: u32) -> PortSettings {
-    let mut s = PortSettings {
+    PortSettings {
         retries,
-        ..PortSettings::default()
-    };
-    s.timeouts.default = Duration::from_millis(1200);
-    s.timeouts.write = Duration::from_millis(1500);
-    s.timeouts.cfun = Duration::from_millis(1500);
-    s.timeouts.keygen = Duration::from_millis(2000);
-    s.timeouts.sync = Duration::from_millis(500);
-    s.reconnect_wait = Duration::from_secs(3);
-    s
+        ..common::port_settings(1200, 500, 3)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -224,11 +210,7 @@ impl Bench {
             ..SimConfig::default()
         })
         .expect("simulator starts");
-        let ports = sim
-            .ports()
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+        let ports = common::port_names(&sim);
         Bench {
             profile,
             dir,
@@ -261,18 +243,8 @@ impl Bench {
 
     /// CA (age recipient) and `nrfca sign` of the requests file.
     fn sign(&self) -> PathBuf {
-        let id = age::x25519::Identity::generate();
         let idf = self.p("id.agekey");
-        std::fs::write(&idf, id.to_string().expose_secret().as_bytes()).unwrap();
-        std::fs::set_permissions(&idf, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let o = bin()
-            .args(["ca", "init", "--ca-dir"])
-            .arg(self.p("ca"))
-            .args(["--subject", "CN=Fault Matrix CA", "--recipient"])
-            .arg(id.to_public().to_string())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        common::ca_init_age(&self.p("ca"), &idf, "CN=Fault Matrix CA", &[]);
         let b = self.p("bundle");
         let o = bin()
             .args(["sign", "--ca-dir"])
@@ -344,31 +316,8 @@ fn request_keys(path: &Path) -> HashMap<String, Vec<Vec<u8>>> {
     out
 }
 
-fn cert_key(pem: &str) -> Vec<u8> {
-    use der::Decode;
-    let b = nrfca::util::pem_blocks(pem)
-        .into_iter()
-        .find(|b| b.label == "CERTIFICATE")
-        .expect("a certificate");
-    let c = x509_cert::Certificate::from_der(&b.decode().unwrap()).unwrap();
-    c.tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .as_bytes()
-        .unwrap()
-        .to_vec()
-}
-
 fn changes(cmds: &[String]) -> Vec<&String> {
-    cmds.iter()
-        .filter(|c| {
-            let u = c.to_ascii_uppercase();
-            u.starts_with("AT%CMNG=0")
-                || u.starts_with("AT%CMNG=3")
-                || u.starts_with("AT%KEYGEN")
-                || u.starts_with("AT+CFUN=")
-        })
-        .collect()
+    cmds.iter().filter(|c| changes_modem(c)).collect()
 }
 
 /// Everything that must hold after any run, for modem `i` of cell `cell`. Returns the state.
@@ -448,7 +397,7 @@ fn check_device(
     if let Some(c1) = snap.credential(TAG, 1) {
         let pem = c1.content.clone().expect("type 1 content");
         assert_eq!(
-            Some(cert_key(&pem)),
+            Some(cert_public_key(&pem)),
             key.map(|k| k.to_vec()),
             "{ctx}: stored certificate is not for the stored key"
         );

@@ -10,17 +10,10 @@ use nrfca::signer::issue::{self, Issuance, IssuerProfile, Serial};
 use time::OffsetDateTime;
 
 // ---------------------------------------------------------------------------------------
-// helpers (own copy; test helper files are not shared between areas)
+// helpers
 
-fn venv() -> PathBuf {
-    PathBuf::from(std::env::var("NRFCA_VENV").unwrap_or_else(|_| "/work/venv".into()))
-}
-
-fn require_tools() -> bool {
-    std::env::var("NRFCA_REQUIRE_TOOLS")
-        .map(|v| v == "1")
-        .unwrap_or(false)
-}
+mod common;
+use common::{bin_plain, openssl, require_tools, tool_missing, venv, TAG};
 
 /// Path to an external tool, or None (with a note) when it is missing and not required.
 fn tool(name: &str) -> Option<PathBuf> {
@@ -36,23 +29,11 @@ fn tool(name: &str) -> Option<PathBuf> {
             return Some(c);
         }
     }
-    if require_tools() {
-        panic!("required tool {name} not found (NRFCA_REQUIRE_TOOLS=1)");
-    }
-    eprintln!("note: {name} not found; skipping that check");
+    tool_missing(&format!(
+        "{name} not found in {} or on PATH",
+        venv().join("bin").display()
+    ));
     None
-}
-
-fn openssl() -> Option<PathBuf> {
-    let ok = Command::new("openssl").arg("version").output().is_ok();
-    if ok {
-        Some(PathBuf::from("openssl"))
-    } else if require_tools() {
-        panic!("openssl not found (NRFCA_REQUIRE_TOOLS=1)");
-    } else {
-        eprintln!("note: openssl not found; skipping that check");
-        None
-    }
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -104,18 +85,7 @@ fn openssl_ca(dir: &Path) -> Option<(IssuerProfile, P256Key, PathBuf)> {
     let o = openssl()?;
     let key = dir.join("ca.key");
     let pem = dir.join("ca.pem");
-    run_ok(
-        Command::new(&o)
-            .args([
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-            ])
-            .arg(&key),
-    );
+    common::openssl_p256_key(dir, "ca.key");
     run_ok(
         Command::new(&o)
             .args(["req", "-x509", "-new", "-key"])
@@ -208,12 +178,6 @@ fn device_profile_passes_openssl_and_pkilint() {
 use nrfca::keygen::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
 use std::process::Output;
 
-const SEC_TAG: u32 = 16842753;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nrfca"))
-}
-
 struct TestCa {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -224,25 +188,16 @@ struct TestCa {
 impl TestCa {
     /// A CA encrypted to an age X25519 identity (no slow scrypt), made by `nrfca ca init`.
     fn new() -> TestCa {
-        use age::secrecy::ExposeSecret;
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let id = age::x25519::Identity::generate();
         let identity = root.join("officer.agekey");
-        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
         let dir = root.join("ca");
-        run_ok(bin().args(["ca", "init", "--ca-dir"]).arg(&dir).args([
-            "--subject",
+        common::ca_init_age(
+            &dir,
+            &identity,
             "CN=nrfca Test Device CA,O=nrfca tests",
-            "--recipient",
-            &id.to_public().to_string(),
-            "--operator",
-            "tester",
-        ]));
+            &["--operator", "tester"],
+        );
         TestCa {
             _tmp: tmp,
             root,
@@ -257,7 +212,7 @@ impl TestCa {
 
     /// `nrfca sign --ca-dir D --identity I --operator tester --out OUT ARGS... INPUTS...`
     fn sign(&self, out: &str, args: &[&str], inputs: &[&Path]) -> Output {
-        bin()
+        bin_plain()
             .arg("sign")
             .arg("--ca-dir")
             .arg(&self.dir)
@@ -280,7 +235,7 @@ impl TestCa {
     }
 
     fn audit_verify(&self) {
-        let out = bin()
+        let out = bin_plain()
             .args(["audit", "verify", "--ca-dir"])
             .arg(&self.dir)
             .output()
@@ -312,7 +267,7 @@ fn report(o: &Output) -> serde_json::Value {
 }
 
 fn modem_keygen(m: &ModemIdentity) -> String {
-    m.keygen(SEC_TAG, &GenOptions::default()).unwrap().keygen
+    m.keygen(TAG, &GenOptions::default()).unwrap().keygen
 }
 
 fn good_requests(n: usize) -> Vec<String> {
@@ -445,7 +400,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
 
     // Batch 1: modem A (to make already-issued and key-reuse-in-ca.db possible later).
     let a = ModemIdentity::random().unwrap();
-    let a_gen = a.keygen(SEC_TAG, &GenOptions::default()).unwrap();
+    let a_gen = a.keygen(TAG, &GenOptions::default()).unwrap();
     let a_key = P256Key::from_pkcs8(&a_gen.private_key_pkcs8).unwrap();
     let first = ca.path("first.txt");
     write_lines(&first, std::slice::from_ref(&a_gen.keygen));
@@ -482,7 +437,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     );
     let pk_only = m
         .keygen(
-            SEC_TAG,
+            TAG,
             &GenOptions {
                 response_content: 1,
                 ..GenOptions::default()
@@ -493,7 +448,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     push(&mut lines, pk_only, Some("wrong-message-type"));
     push(
         &mut lines,
-        wrap(&m, b"not a csr", b"not a csr", 9, SEC_TAG),
+        wrap(&m, b"not a csr", b"not a csr", 9, TAG),
         Some("malformed-csr"),
     );
     // unsupported-key: a point that is not on the curve
@@ -503,7 +458,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     bad_point[pos + 64] ^= 0x01;
     push(
         &mut lines,
-        wrap(&m, &bad_point, &bad_point, 9, SEC_TAG),
+        wrap(&m, &bad_point, &bad_point, 9, TAG),
         Some("unsupported-key"),
     );
     // bad-csr-signature: last byte of the signature flipped
@@ -512,17 +467,17 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     bad_sig[last] ^= 0x01;
     push(
         &mut lines,
-        wrap(&m, &bad_sig, &bad_sig, 9, SEC_TAG),
+        wrap(&m, &bad_sig, &bad_sig, 9, TAG),
         Some("bad-csr-signature"),
     );
     push(
         &mut lines,
-        wrap(&m, &csr, b"other bytes", 9, SEC_TAG),
+        wrap(&m, &csr, b"other bytes", 9, TAG),
         Some("digest-mismatch"),
     );
     let other_cn = m
         .keygen(
-            SEC_TAG,
+            TAG,
             &GenOptions {
                 attributes: Some("CN=not-the-uuid".into()),
                 ..GenOptions::default()
@@ -547,19 +502,19 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     let b_csr = modem_csr(&a_key, &b.uuid_string());
     push(
         &mut lines,
-        wrap(&b, &b_csr, &b_csr, 9, SEC_TAG),
+        wrap(&b, &b_csr, &b_csr, 9, TAG),
         Some("key-reuse"),
     );
     // key-reuse within the batch: modem C presents good[1]'s... use E then F with E's key
     let e = ModemIdentity::random().unwrap();
-    let e_gen = e.keygen(SEC_TAG, &GenOptions::default()).unwrap();
+    let e_gen = e.keygen(TAG, &GenOptions::default()).unwrap();
     let e_key = P256Key::from_pkcs8(&e_gen.private_key_pkcs8).unwrap();
     push(&mut lines, e_gen.keygen.clone(), None);
     let f = ModemIdentity::random().unwrap();
     let f_csr = modem_csr(&e_key, &f.uuid_string());
     push(
         &mut lines,
-        wrap(&f, &f_csr, &f_csr, 9, SEC_TAG),
+        wrap(&f, &f_csr, &f_csr, 9, TAG),
         Some("key-reuse"),
     );
     if let Some(seed) = seed_keygen() {
@@ -792,7 +747,7 @@ fn reissue_dry_run_existing_out_pem_files() {
             .map(|t| ca.count(&format!("SELECT count(*) FROM {t}")))
     };
     let before = tables(&ca);
-    let o = bin()
+    let o = bin_plain()
         .args(["sign", "--ca-dir"])
         .arg(&ca.dir)
         .arg("--out")
@@ -813,7 +768,7 @@ fn reissue_dry_run_existing_out_pem_files() {
     );
     assert!(!ca.path("dry").exists());
     assert_eq!(tables(&ca), before, "dry run wrote to ca.db");
-    let o = bin()
+    let o = bin_plain()
         .args(["sign", "--ca-dir"])
         .arg(&ca.dir)
         .arg("--out")
@@ -848,7 +803,7 @@ fn reissue_dry_run_existing_out_pem_files() {
     let m = ModemIdentity::random().unwrap();
     let kg = m
         .keygen(
-            SEC_TAG,
+            TAG,
             &GenOptions {
                 attributes: Some("CN=nrf-352656100000009".into()),
                 ..GenOptions::default()
@@ -893,7 +848,7 @@ fn sigkill_mid_batch_loses_nothing() {
     let ca = TestCa::new();
     let n = 2000usize;
     let spawn = |out: &Path, input: &Path| {
-        bin()
+        bin_plain()
             .arg("sign")
             .arg("--ca-dir")
             .arg(&ca.dir)

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TAG: u32 = 16842753;
+mod common;
+use common::{have_openssl, openssl_in, sha_upper, TAG};
+
 const CA: &str = include_str!("../keys/AmazonRootCA1.pem");
 const COAP_CA: &str = include_str!("../keys/nrf-cloud-coap-ca.pem");
 
@@ -24,10 +26,6 @@ fn sim(count: usize, f: impl FnOnce(&mut SimConfig)) -> Simulator {
     };
     f(&mut cfg);
     Simulator::start(cfg).expect("simulator starts")
-}
-
-fn sha_upper(b: &[u8]) -> String {
-    hex::encode_upper(nrfca::crypto::sha256(b))
 }
 
 /// A host on the serial port: writes commands, reads quote-aware lines up to the final
@@ -779,33 +777,20 @@ fn sim_command_prints_ports_and_stops_on_sigterm() {
 // ---------------------------------------------------------------------------------------
 // Nordic's own tools, unchanged (SPEC §7)
 
+/// The venv (see [`common::venv`]) if it has Nordic's tools and python.
 fn venv() -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var("NRFCA_VENV").unwrap_or_else(|_| "/work/venv".into()));
+    let dir = common::venv();
     let have = dir.join("bin/nrfcredstore").exists()
         && dir.join("bin/device_credentials_installer").exists()
         && dir.join("bin/python").exists();
     if have {
         return Some(dir);
     }
-    if std::env::var("NRFCA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!(
-            "Nordic's tools are missing from {} (NRFCA_REQUIRE_TOOLS=1)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "note: skipping: nrfcredstore / device_credentials_installer not found in {}",
+    common::tool_missing(&format!(
+        "nrfcredstore / device_credentials_installer / python not found in {}/bin",
         dir.display()
-    );
+    ));
     None
-}
-
-fn openssl_ok() -> bool {
-    let ok = Command::new("openssl").arg("version").output().is_ok();
-    if !ok && std::env::var("NRFCA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("openssl is missing (NRFCA_REQUIRE_TOOLS=1)");
-    }
-    ok
 }
 
 /// Run one of Nordic's tools through tests/interop/run_nordic.py (which only adds the ptys
@@ -926,42 +911,28 @@ fn nrfcredstore_unchanged_against_the_simulator() {
 #[test]
 fn device_credentials_installer_unchanged_against_the_simulator() {
     let Some(venv) = venv() else { return };
-    if !openssl_ok() {
-        eprintln!("note: skipping: openssl not found");
+    if !have_openssl() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = |args: &[&str]| {
-        let st = Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .status()
-            .unwrap();
-        assert!(st.success(), "openssl {args:?}");
-    };
-    run(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "ca.key",
-    ]);
-    run(&[
-        "req",
-        "-new",
-        "-x509",
-        "-key",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=nrfca interop test CA",
-    ]);
+    common::openssl_p256_key(d, "ca.key");
+    openssl_in(
+        d,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=nrfca interop test CA",
+        ],
+    );
     // Two modems; the installer provisions modem 1 only, with a key already in the slot
     // (so -d has something to delete).
     let sim = sim(2, |c| c.latency = Latency::Test);

@@ -22,43 +22,21 @@
 //! bytes it hashed (a USB device can answer a second read differently).
 #![cfg(feature = "bench")]
 
-use age::secrecy::ExposeSecret;
 use nrfca::bench::state::{DeviceState, State};
 use nrfca::bench::{export, ExportOptions, PortSettings, Status};
 use nrfca::bundle::{self, BundleError, Manifest};
 use nrfca::sim::{Latency, SimConfig, Simulator};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-const TAG: u32 = 16842753;
+mod common;
+use common::{bin, changes_modem, copy_dir, run, stderr, TAG};
 
 // ---------------------------------------------------------------------------------- helpers
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nrfca"));
-    c.env_remove("NRFCA_PASSPHRASE").stdin(Stdio::null());
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run nrfca")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn settings() -> PortSettings {
-    let mut s = PortSettings::default();
-    s.timeouts.default = Duration::from_millis(1500);
-    s.timeouts.write = Duration::from_millis(1500);
-    s.timeouts.cfun = Duration::from_millis(1500);
-    s.timeouts.keygen = Duration::from_millis(2000);
-    s.timeouts.sync = Duration::from_millis(600);
-    s.reconnect_wait = Duration::from_secs(3);
-    s
+    common::port_settings(1500, 600, 3)
 }
 
 /// A bench with `n` simulated modems, a CA (age recipient) and helpers for export / sign /
@@ -80,11 +58,7 @@ impl World {
             ..SimConfig::default()
         })
         .expect("simulator starts");
-        let ports = sim
-            .ports()
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+        let ports = common::port_names(&sim);
         let w = World { dir, sim, ports };
         w.make_ca("ca", "CN=Tamper Test CA,O=Test");
         w
@@ -104,23 +78,12 @@ impl World {
 
     /// `ca init` into `name` with a fresh age identity `name.agekey`.
     fn make_ca(&self, name: &str, subject: &str) {
-        let id = age::x25519::Identity::generate();
-        let idf = self.p(&format!("{name}.agekey"));
-        std::fs::write(&idf, id.to_string().expose_secret().as_bytes()).unwrap();
-        std::fs::set_permissions(&idf, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let o = run(bin().args([
-            "ca",
-            "init",
-            "--ca-dir",
-            self.p(name).to_str().unwrap(),
-            "--subject",
+        common::ca_init_age(
+            &self.p(name),
+            &self.p(&format!("{name}.agekey")),
             subject,
-            "--recipient",
-            &id.to_public().to_string(),
-            "--operator",
-            "officer",
-        ]));
-        assert!(o.status.success(), "ca init: {}", stderr(&o));
+            &["--operator", "officer"],
+        );
     }
 
     /// The CA key of CA `name`, decrypted with its identity (to forge "validly signed" bundles).
@@ -207,29 +170,7 @@ impl World {
 
 /// Commands that change a modem: credential writes/deletes, KEYGEN, CFUN writes.
 fn writes(cmds: &[String]) -> Vec<String> {
-    cmds.iter()
-        .filter(|c| {
-            let u = c.to_ascii_uppercase();
-            u.starts_with("AT%CMNG=0")
-                || u.starts_with("AT%CMNG=3")
-                || u.starts_with("AT%KEYGEN")
-                || u.starts_with("AT+CFUN=")
-        })
-        .cloned()
-        .collect()
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
+    cmds.iter().filter(|c| changes_modem(c)).cloned().collect()
 }
 
 fn read(p: &Path) -> String {

@@ -1,0 +1,233 @@
+//! Helpers shared by the integration tests: the binary under test, external tool lookup
+//! (`$NRFCA_VENV`, `NRFCA_REQUIRE_TOOLS`), openssl, a test CA encrypted to an age identity,
+//! files, and what the bench tests need around the simulated modems.
+#![allow(dead_code)] // each test binary uses a subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+// ------------------------------------------------------------------------ constants
+
+/// The security tag the tests provision (nRF Cloud's default, 16842753).
+pub const TAG: u32 = 16842753;
+
+/// The `%KEYGEN` reply in the seed tutorial (a real nRF9160 on mfw 1.3.x).
+pub const SEED: &str = "MIIBCzCBrwIBADAvMS0wKwYDVQQDDCQ1MDUwMzA0MS0zNTM5LTQ3ZWItODA3Yi0xMDJkYmI0MjNiOWEwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARhKkti_3EVfSEy7oDyaqqj2cTmlfmhuMdcMOH9xkIX3okdPIFrAZ0sI5xt6WdY56IyQSj8Ce5SxGzMKUuP5ueDoB4wHAYJKoZIhvcNAQkOMQ8wDTALBgNVHQ8EBAMCA-gwDAYIKoZIzj0EAwIFAANJADBGAiEA3AZcIwq61M7PRjdA04z863FmW7mvbgb3lB7YU0bi16QCIQCMbqds9nxdq0XL61QxyuKUgZjPc6Za2-1OUPCVXz9rng.0oRDoQEmoQRBIVhP2dn3hQlQUFAwQTU5R-uAexAtu0I7mkUaAQEAAVgg5g6Cvkt1g0bATSADOVi0euYSuu-7bbBOGYZxgsDyI8tQfQoWN1WvLWECCTaLfZZH1FhAKXmhC0HEeHTZy7qAmgLFx0eRCrFHoHs7UmJ9nsgCgAwWTOEuMH0C6vaQ0OsUT-pDcEWP8tstbFsuvySeOEzHog";
+
+// ------------------------------------------------------------------------ the binary
+
+/// Path of the `nrfca` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_nrfca");
+
+/// `nrfca` with no `NRFCA_PASSPHRASE` from the caller's environment and stdin closed.
+pub fn bin() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("NRFCA_PASSPHRASE").stdin(Stdio::null());
+    c
+}
+
+/// `nrfca` with the environment and stdin of the test process, as they are.
+pub fn bin_plain() -> Command {
+    Command::new(BIN)
+}
+
+/// Run to completion, capturing stdout and stderr.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run nrfca")
+}
+
+/// A process's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+// ------------------------------------------------------------------------ external tools
+
+/// `NRFCA_REQUIRE_TOOLS=1` (CI): a missing external tool fails the test instead of skipping
+/// the check that needs it.
+pub fn require_tools() -> bool {
+    std::env::var("NRFCA_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
+/// The venv of the external oracles: `$NRFCA_VENV`, `/work/venv` when unset.
+pub fn venv() -> PathBuf {
+    PathBuf::from(std::env::var("NRFCA_VENV").unwrap_or_else(|_| "/work/venv".into()))
+}
+
+/// An external tool is missing (`what` says which and where): fails the test under
+/// `NRFCA_REQUIRE_TOOLS=1`, else prints a note and the caller skips the check.
+pub fn tool_missing(what: &str) {
+    assert!(!require_tools(), "{what} (NRFCA_REQUIRE_TOOLS=1)");
+    eprintln!("note: {what}; skipping that check");
+}
+
+/// `$NRFCA_VENV/bin/<name>` if it exists; None (see [`tool_missing`]) otherwise.
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let dir = venv().join("bin");
+    let p = dir.join(name);
+    if p.exists() {
+        return Some(p);
+    }
+    tool_missing(&format!("{name} not found in {}", dir.display()));
+    None
+}
+
+/// `Some("openssl")` if `openssl version` runs on PATH; None (see [`tool_missing`]) otherwise.
+pub fn openssl() -> Option<&'static str> {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some("openssl");
+    }
+    tool_missing("openssl not on PATH");
+    None
+}
+
+/// Whether openssl is there (see [`openssl`]).
+pub fn have_openssl() -> bool {
+    openssl().is_some()
+}
+
+/// `openssl ARGS` in `dir`; panics with openssl's stderr if it fails.
+pub fn openssl_in(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A new P-256 key (SEC1 PEM) made by openssl at `dir/file`.
+pub fn openssl_p256_key(dir: &Path, file: &str) {
+    openssl_in(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            file,
+        ],
+    );
+}
+
+// ------------------------------------------------------------------------ files and a CA
+
+/// Write `bytes` to `path` with mode 0600.
+pub fn write_secret(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A fresh age X25519 identity written to `path` (0600); returns its recipient string.
+pub fn age_identity(path: &Path) -> String {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    write_secret(path, id.to_string().expose_secret().as_bytes());
+    id.to_public().to_string()
+}
+
+/// `nrfca ca init --ca-dir CA_DIR --subject SUBJECT --recipient R EXTRA...`, R a fresh age
+/// identity written to `identity` (0600): a CA that unlocks without scrypt. Panics if
+/// `ca init` fails.
+pub fn ca_init_age(ca_dir: &Path, identity: &Path, subject: &str, extra: &[&str]) {
+    let r = age_identity(identity);
+    let o = run(bin()
+        .args(["ca", "init", "--ca-dir"])
+        .arg(ca_dir)
+        .args(["--subject", subject, "--recipient", &r])
+        .args(extra));
+    assert!(o.status.success(), "ca init: {}", stderr(&o));
+}
+
+/// Copy the tree `from` into `to` (created if missing).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `needle` (non-empty) occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// SHA-256 in upper-case hex, as the modem lists it.
+pub fn sha_upper(b: &[u8]) -> String {
+    hex::encode_upper(nrfca::crypto::sha256(b))
+}
+
+/// The public key (uncompressed point) of the first certificate in `pem`.
+pub fn cert_public_key(pem: &str) -> Vec<u8> {
+    use der::Decode;
+    let block = nrfca::util::pem_blocks(pem)
+        .into_iter()
+        .find(|b| b.label == "CERTIFICATE")
+        .expect("a certificate");
+    let cert = x509_cert::Certificate::from_der(&block.decode().unwrap()).unwrap();
+    cert.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .as_bytes()
+        .unwrap()
+        .to_vec()
+}
+
+// ------------------------------------------------------------------------ bench and modems
+
+/// An AT command that changes a modem: credential write or delete, KEYGEN, CFUN write.
+pub fn changes_modem(cmd: &str) -> bool {
+    let u = cmd.to_ascii_uppercase();
+    u.starts_with("AT%CMNG=0")
+        || u.starts_with("AT%CMNG=3")
+        || u.starts_with("AT%KEYGEN")
+        || u.starts_with("AT+CFUN=")
+}
+
+/// Port settings with timeouts short enough for tests: `default_ms` for plain commands,
+/// `sync_ms` for the sync probe, `reconnect_s` to wait for a modem to come back; writes and
+/// CFUN 1.5 s, KEYGEN 2 s (the `slow` fault, 10x latency + 250 ms, stays inside them).
+#[cfg(feature = "bench")]
+pub fn port_settings(
+    default_ms: u64,
+    sync_ms: u64,
+    reconnect_s: u64,
+) -> nrfca::bench::PortSettings {
+    use std::time::Duration;
+    let mut s = nrfca::bench::PortSettings::default();
+    s.timeouts.default = Duration::from_millis(default_ms);
+    s.timeouts.write = Duration::from_millis(1500);
+    s.timeouts.cfun = Duration::from_millis(1500);
+    s.timeouts.keygen = Duration::from_millis(2000);
+    s.timeouts.sync = Duration::from_millis(sync_ms);
+    s.reconnect_wait = Duration::from_secs(reconnect_s);
+    s
+}
+
+/// The simulator's serial ports as strings (what `--port` takes).
+#[cfg(feature = "bench")]
+pub fn port_names(sim: &nrfca::sim::Simulator) -> Vec<String> {
+    sim.ports()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
