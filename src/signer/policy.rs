@@ -161,6 +161,9 @@ impl Hasher for PreHashed {
     fn write_usize(&mut self, _: usize) {}
 }
 
+/// Largest number of requests the in-batch sets are sized for up front.
+pub const MAX_PRESIZE: usize = 1 << 20;
+
 /// Hash-set/map state for [`PreHashed`] keys.
 pub type PreHashedState = BuildHasherDefault<PreHashed>;
 
@@ -185,9 +188,9 @@ impl BatchPolicy {
     }
 
     /// As [`BatchPolicy::new`], with room for about `requests` requests (a hint: the sets
-    /// grow past it; capped so a wrong guess costs little memory).
+    /// grow past it; capped at [`MAX_PRESIZE`] so a wrong guess costs little memory).
     pub fn with_capacity(reissue: bool, requests: usize) -> Self {
-        let n = requests.min(1 << 20);
+        let n = requests.min(MAX_PRESIZE);
         BatchPolicy {
             reissue,
             fp: Fingerprint::default(),

@@ -47,7 +47,7 @@ use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, DbError};
 use crate::signer::issue::{self, Issuance, IssueError, IssuedCert, IssuerProfile, Serial};
 use crate::signer::policy::{
-    BatchPolicy, DbLookup, Decision, FilteredLookup, KnownFilter, PreHashedState, Stored,
+    self, BatchPolicy, DbLookup, Decision, FilteredLookup, KnownFilter, PreHashedState, Stored,
 };
 use crate::signer::secret::{CaKey, Unlock};
 
@@ -740,6 +740,9 @@ fn run(
         None
     };
 
+    // About 570 bytes per request line: room for the batch's in-memory sets without
+    // rehashing (a hint, capped so a wrong guess costs little memory).
+    let expected = ((total_bytes / 512) as usize).min(policy::MAX_PRESIZE);
     let mut state = Coordinator {
         conn,
         filter,
@@ -752,12 +755,8 @@ fn run(
         na_text: &na_text,
         not_before,
         not_after,
-        // About 570 bytes per request line: room for the batch without rehashing.
-        policy: BatchPolicy::with_capacity(opts.reissue, (total_bytes / 512) as usize),
-        serials: HashSet::with_capacity_and_hasher(
-            ((total_bytes / 512) as usize).min(1 << 20),
-            PreHashedState::default(),
-        ),
+        policy: BatchPolicy::with_capacity(opts.reissue, expected),
+        serials: HashSet::with_capacity_and_hasher(expected, PreHashedState::default()),
         random_pool: Vec::new(),
         counts: Counts::default(),
         reissued: 0,
