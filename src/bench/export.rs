@@ -189,31 +189,21 @@ fn record_failure(
     };
     if let Some(imei) = &track.imei {
         let existing = ctx.state.device(imei, tag).ok().flatten();
-        let rec = match existing {
+        let mut rec = match existing {
             // A device that was exported (or whose KEYGEN is unresolved) keeps its state; the
             // error is noted. Only a device with nothing exported becomes export-failed.
-            Some(mut r) if r.state.has_exported_key() || r.state == DeviceState::ExportUnknown => {
-                r.error_code = Some(code.clone());
-                r.last_error = Some(detail.clone());
-                r.port = Some(port.to_string());
-                r
-            }
+            Some(r) if r.state.has_exported_key() || r.state == DeviceState::ExportUnknown => r,
             Some(mut r) => {
                 r.state = DeviceState::ExportFailed;
-                r.error_code = Some(code.clone());
-                r.last_error = Some(detail.clone());
-                r.port = Some(port.to_string());
                 r
             }
             None => {
                 let mut r = DeviceRecord::new(imei, tag, DeviceState::ExportFailed);
                 r.cfun_before = track.restore_to;
-                r.port = Some(port.to_string());
-                r.error_code = Some(code.clone());
-                r.last_error = Some(detail.clone());
                 r
             }
         };
+        rec.note_error(port, &code, &detail);
         // Contact lost while nothing that could make a key was in flight: the device is
         // known to be export-failed, so report it as failed (as import does), not unknown.
         if rec.state == DeviceState::ExportFailed {
@@ -473,8 +463,7 @@ fn export_device(
                     } else {
                         e.next_step()
                     };
-                    rec.error_code = Some(code.clone());
-                    rec.last_error = Some(e.to_string());
+                    rec.note_error(port, &code, &e.to_string());
                     journal.commit(&rec)?;
                     return Err(Fail::Refused {
                         code,
@@ -516,10 +505,13 @@ fn finish(
         Ok(v) => v,
         Err(rej) => {
             rec.state = DeviceState::ExportFailed;
-            rec.error_code = Some(format!("keygen-{}", rej.code));
-            rec.last_error = Some(format!(
-                "the modem's KEYGEN reply fails the signer's check ({rej}); the key stays in the slot"
-            ));
+            rec.note_error(
+                port,
+                &format!("keygen-{}", rej.code),
+                &format!(
+                    "the modem's KEYGEN reply fails the signer's check ({rej}); the key stays in the slot"
+                ),
+            );
             journal.note("check", &format!("rejected: {}", rej.code));
             journal.commit(&rec)?;
             return Err(Fail::Refused {
@@ -545,8 +537,11 @@ fn finish(
         None => {
             rec.state = DeviceState::ExportFailed;
             rec.keygen = None;
-            rec.error_code = Some("no-key-stored".into());
-            rec.last_error = Some("KEYGEN answered but the slot lists no key (type 2)".into());
+            rec.note_error(
+                port,
+                "no-key-stored",
+                "KEYGEN answered but the slot lists no key (type 2)",
+            );
             journal.commit(&rec)?;
             return Err(Fail::Refused {
                 code: "no-key-stored".into(),

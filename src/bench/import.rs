@@ -382,9 +382,7 @@ fn record_failure(
             if r.state == DeviceState::ImportFailed {
                 status = Status::Failed;
             }
-            r.error_code = Some(code.clone());
-            r.last_error = Some(detail.clone());
-            r.port = Some(port.to_string());
+            r.note_error(port, &code, &detail);
             journal.note("result", &format!("{}: {code}", r.state));
             let _ = journal.commit(&r);
         }

@@ -194,6 +194,13 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
+    /// Note a failure seen on `port`: its code and the message saying what to do.
+    pub fn note_error(&mut self, port: &str, code: &str, detail: &str) {
+        self.error_code = Some(code.to_string());
+        self.last_error = Some(detail.to_string());
+        self.port = Some(port.to_string());
+    }
+
     /// A fresh record in `state`.
     pub fn new(imei: &str, sec_tag: u32, state: DeviceState) -> DeviceRecord {
         DeviceRecord {
