@@ -368,25 +368,9 @@ fn show(a: ShowArgs) -> CliResult {
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
             .from_writer(std::io::stdout().lock());
-        w.write_record([
-            "seq",
-            "time",
-            "operator",
-            "event",
-            "details",
-            "prev_hash",
-            "hash",
-        ])?;
+        w.write_record(audit::CSV_HEADER)?;
         for r in &records {
-            w.write_record([
-                r.seq.to_string(),
-                r.time.clone(),
-                r.operator.clone(),
-                r.event.clone(),
-                audit::canonical_json(&r.details),
-                r.prev_hash.clone(),
-                r.hash.clone(),
-            ])?;
+            w.write_record(r.to_csv_fields())?;
         }
         w.flush()?;
     } else {

@@ -284,6 +284,19 @@ impl Record {
         chain_hash(&self.prev_hash, &canonical)
     }
 
+    /// The CSV form: the fields in [`CSV_HEADER`] order, details as canonical JSON.
+    pub fn to_csv_fields(&self) -> [String; 7] {
+        [
+            self.seq.to_string(),
+            self.time.clone(),
+            self.operator.clone(),
+            self.event.clone(),
+            canonical_json(&self.details),
+            self.prev_hash.clone(),
+            self.hash.clone(),
+        ]
+    }
+
     /// The export form: the canonical JSON of all seven fields (one JSONL line, no newline).
     pub fn to_export_json(&self) -> String {
         let v = serde_json::json!({
@@ -1066,7 +1079,8 @@ fn verify_jsonl<R: BufRead>(
     Ok(())
 }
 
-const CSV_HEADER: [&str; 7] = [
+/// Header of the CSV form of the log (`audit export --format csv`, `audit show --csv`).
+pub const CSV_HEADER: [&str; 7] = [
     "seq",
     "time",
     "operator",
@@ -1343,15 +1357,7 @@ pub fn export(
                 let rec = row_to_record(row)?.map_err(AuditError::Corrupt)?;
                 match &mut sink {
                     Sink::Csv(c) => c
-                        .write_record([
-                            rec.seq.to_string(),
-                            rec.time.clone(),
-                            rec.operator.clone(),
-                            rec.event.clone(),
-                            canonical_json(&rec.details),
-                            rec.prev_hash.clone(),
-                            rec.hash.clone(),
-                        ])
+                        .write_record(rec.to_csv_fields())
                         .map_err(|e| io_err(out)(e.into()))?,
                     Sink::Jsonl(j) => {
                         let mut line = rec.to_export_json();
