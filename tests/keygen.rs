@@ -52,7 +52,7 @@ fn code_of(s: &str, o: &CheckOptions) -> RejectCode {
 
 /// A KEYGEN string over `first` with a correct digest, signed by `m`'s identity key.
 fn wrap(m: &ModemIdentity, first: &[u8], msg_type: i64, sec_tag: u32) -> String {
-    let payload = generate::cose_payload(
+    let payload = cose::keygen_payload(
         msg_type,
         &m.uuid(),
         sec_tag,
@@ -191,13 +191,13 @@ fn malformed_attestation() {
             vec![0xd2, 0x83, 0x43, 0xa1, 0x01, 0x26, 0xa0, 0x40],
         ),
         ("nil payload", {
-            let p = generate::cose_payload(9, &m.uuid(), 1, &digest, &[0; 16]);
+            let p = cose::keygen_payload(9, &m.uuid(), 1, &digest, &[0; 16]);
             cose::sign1(m.identity_key(), &p, true).unwrap()
         }),
         ("trailing byte", {
             let mut c = cose_with_payload(
                 &m,
-                &generate::cose_payload(9, &m.uuid(), 1, &digest, &[0; 16]),
+                &cose::keygen_payload(9, &m.uuid(), 1, &digest, &[0; 16]),
             );
             c.push(0);
             c

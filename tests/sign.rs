@@ -300,7 +300,7 @@ fn read_csv(path: &Path) -> Vec<Vec<String>> {
 
 /// A KEYGEN string with `csr` as first half and a correct modem COSE over `digest_of`.
 fn wrap(m: &ModemIdentity, csr: &[u8], digest_of: &[u8], msg_type: i64, sec_tag: u32) -> String {
-    let payload = generate::cose_payload(
+    let payload = nrfca::keygen::cose::keygen_payload(
         msg_type,
         &m.uuid(),
         sec_tag,

@@ -139,7 +139,7 @@ impl ModemIdentity {
         };
         let mut nonce = [0u8; 16];
         crypto::fill_random(&mut nonce)?;
-        let payload = cose_payload(
+        let payload = cose::keygen_payload(
             msg_type,
             &self.uuid,
             sec_tag,
@@ -183,17 +183,6 @@ pub fn random_uuid() -> Result<[u8; 16], CryptoError> {
     uuid[6] = (uuid[6] & 0x0f) | 0x40;
     uuid[8] = (uuid[8] & 0x3f) | 0x80;
     Ok(uuid)
-}
-
-/// The KEYGEN attestation payload bytes (see [`cose::keygen_payload`]).
-pub fn cose_payload(
-    msg_type: i64,
-    uuid: &[u8; 16],
-    sec_tag: u32,
-    digest: &[u8; 32],
-    nonce: &[u8; 16],
-) -> Vec<u8> {
-    cose::keygen_payload(msg_type, uuid, sec_tag, digest, nonce)
 }
 
 /// A modem-shaped COSE_Sign1 carrying `payload`, ES256-signed by `identity`.
