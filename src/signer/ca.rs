@@ -810,9 +810,21 @@ fn write_ca_files(
     ciphertext: &[u8],
     protection_desc: &str,
     event: &str,
-    details: serde_json::Value,
+    extra_details: serde_json::Value,
     operator: &str,
 ) -> Result<(), CaError> {
+    // What every CA record says, then what is particular to `event`.
+    let mut details = json!({
+        "subject": cert.subject,
+        "serial": cert.serial,
+        "fingerprint": cert.fingerprint,
+        "not_before": rfc3339(cert.not_before),
+        "not_after": rfc3339(cert.not_after),
+        "key_protection": protection_desc,
+    });
+    if let (Some(d), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra_details) {
+        d.extend(extra);
+    }
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| -> Result<(), CaError> {
         // Key first: once a certificate exists, its key must too.
@@ -958,15 +970,7 @@ pub fn init(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
     let ciphertext = secret::encrypt(&pkcs8, &opts.protection)?;
     drop(pkcs8);
     let protection_desc = opts.protection.describe();
-    let details = json!({
-        "subject": cert.subject,
-        "serial": cert.serial,
-        "fingerprint": cert.fingerprint,
-        "not_before": rfc3339(cert.not_before),
-        "not_after": rfc3339(cert.not_after),
-        "key_protection": protection_desc,
-        "days": opts.days,
-    });
+    let details = json!({ "days": opts.days });
     write_ca_files(
         ca_dir,
         &cert,
@@ -1036,12 +1040,6 @@ pub fn import(
     drop(pkcs8);
     let protection_desc = protection.describe();
     let details = json!({
-        "subject": cert.subject,
-        "serial": cert.serial,
-        "fingerprint": cert.fingerprint,
-        "not_before": rfc3339(cert.not_before),
-        "not_after": rfc3339(cert.not_after),
-        "key_protection": protection_desc,
         "source_cert": cert_pem.display().to_string(),
         "source_key": key_pem.display().to_string(),
         "warnings": warnings,
