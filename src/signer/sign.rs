@@ -728,21 +728,21 @@ fn run(
     let (credit_tx, credit_rx) = mpsc::sync_channel::<()>(CHUNKS_IN_FLIGHT);
     let bytes_read = std::sync::atomic::AtomicU64::new(0);
 
+    // About 570 bytes per request line: the batch size, as a hint for the in-memory sets
+    // (capped so a wrong guess costs little memory) and for the prefilter below.
+    let expected = ((total_bytes / 512) as usize).clamp(1, policy::MAX_PRESIZE);
     // What ca.db already holds, as a prefilter for the policy's lookups (see KnownFilter).
     let db_rows: i64 = conn.query_row(
         "SELECT coalesce(max(rowid), 0) FROM certificates",
         [],
         |r| r.get(0),
     )?;
-    let filter = if db_rows > 0 && KnownFilter::worth_it(conn, (total_bytes / 500).max(1))? {
+    let filter = if KnownFilter::worth_it(db_rows.max(0) as u64, expected as u64) {
         Some(KnownFilter::load(conn)?)
     } else {
         None
     };
 
-    // About 570 bytes per request line: room for the batch's in-memory sets without
-    // rehashing (a hint, capped so a wrong guess costs little memory).
-    let expected = ((total_bytes / 512) as usize).min(policy::MAX_PRESIZE);
     let mut state = Coordinator {
         conn,
         filter,
