@@ -13,7 +13,7 @@ use nrfca::bench::{
 use nrfca::sim::{Fault, Latency, SimConfig, Simulator};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 use common::{bin, cert_public_key, run, sha_upper, stderr, TAG};
@@ -649,44 +649,6 @@ fn old_firmware_and_state_after_failures() {
     assert_eq!(d.state, DeviceState::ExportFailed);
     assert_eq!(d.error_code.as_deref(), Some("cme-523"));
     assert!(d.last_error.as_deref().unwrap().contains("523"));
-}
-
-/// Measured, not asserted: `cargo test --test bench -- --ignored --nocapture timing`.
-/// Mean wall time of export and import over `NRFCA_TIMING_ROUNDS` (default 3) rounds, for 1
-/// and 8 modems, at the simulator's test and realistic latencies.
-#[test]
-#[ignore]
-fn timing_one_vs_eight() {
-    let rounds: u32 = std::env::var("NRFCA_TIMING_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    for latency in [Latency::Test, Latency::Realistic] {
-        let mut means = Vec::new();
-        for n in [1usize, 8] {
-            let (mut e_sum, mut i_sum) = (Duration::ZERO, Duration::ZERO);
-            for _ in 0..rounds {
-                let mut b = Bench::new(n, |c| c.latency = latency);
-                b.settings = PortSettings::default();
-                let t = Instant::now();
-                assert!(b.export(false).all_ok());
-                e_sum += t.elapsed();
-                let bundle = b.sign();
-                let t = Instant::now();
-                assert!(b.import(&bundle).all_ok());
-                i_sum += t.elapsed();
-            }
-            means.push((n, e_sum / rounds, i_sum / rounds));
-        }
-        let (_, e1, i1) = means[0];
-        let (_, e8, i8) = means[1];
-        eprintln!(
-            "latency {latency}: 1 modem export {e1:?} import {i1:?}; 8 modems export {e8:?} import {i8:?}; ratio export {:.2} import {:.2} total {:.2}",
-            e8.as_secs_f64() / e1.as_secs_f64(),
-            i8.as_secs_f64() / i1.as_secs_f64(),
-            (e8 + i8).as_secs_f64() / (e1 + i1).as_secs_f64()
-        );
-    }
 }
 
 #[test]
