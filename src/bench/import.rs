@@ -207,8 +207,13 @@ pub struct VerifiedImport {
     start: Instant,
     /// Batch id of the bundle (from its signed manifest).
     pub batch: String,
+}
+
+impl VerifiedImport {
     /// Certificates in the bundle.
-    pub certificates: usize,
+    pub fn certificates(&self) -> usize {
+        self.certs.len()
+    }
 }
 
 impl std::fmt::Debug for VerifiedImport {
@@ -216,7 +221,8 @@ impl std::fmt::Debug for VerifiedImport {
         write!(
             f,
             "VerifiedImport(batch {}, {} certificates)",
-            self.batch, self.certificates
+            self.batch,
+            self.certificates()
         )
     }
 }
@@ -245,7 +251,6 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
     Ok(VerifiedImport {
         ca,
         batch: verified.manifest.batch.clone(),
-        certificates: verified.certs.len(),
         certs: verified.certs,
         rejects: read_rejects(&opts.bundle),
         root,

@@ -394,7 +394,7 @@ fn run_import(a: ImportArgs) -> CliResult {
         "bundle {} (batch {}, {} certificates) verified with {}",
         opts.bundle.display(),
         verified.batch,
-        verified.certificates,
+        verified.certificates(),
         a.trust.display()
     );
     let render = Render::new(&opts.ports);
