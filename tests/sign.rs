@@ -87,7 +87,7 @@ fn openssl_ca(dir: &Path) -> Option<(IssuerProfile, P256Key, PathBuf)> {
     let pem = dir.join("ca.pem");
     common::openssl_p256_key(dir, "ca.key");
     run_ok(
-        Command::new(&o)
+        Command::new(o)
             .args(["req", "-x509", "-new", "-key"])
             .arg(&key)
             .args([
@@ -332,7 +332,7 @@ fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
     if let Some(o) = openssl() {
         let pubkey = bundle.parent().unwrap().join("ca_pub.pem");
         run_ok(
-            Command::new(&o)
+            Command::new(o)
                 .args(["x509", "-pubkey", "-noout", "-in"])
                 .arg(ca.dir.join("ca.pem"))
                 .arg("-out")
@@ -343,7 +343,7 @@ fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
         let sig_path = bundle.parent().unwrap().join("manifest.sig.der");
         std::fs::write(&sig_path, sig).unwrap();
         let out = run_ok(
-            Command::new(&o)
+            Command::new(o)
                 .args(["dgst", "-sha256", "-verify"])
                 .arg(&pubkey)
                 .arg("-signature")
