@@ -1,4 +1,7 @@
-//! Small pure helpers shared by several modules: PEM block scanning, IMEI / Luhn, UUID text.
+//! Small pure helpers shared by several modules: PEM block scanning, IMEI / Luhn, UUID text,
+//! terminal-safe text.
+
+use std::borrow::Cow;
 
 /// One PEM block found in a text: its label and base64 body (whitespace removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +163,33 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Text safe to show on a terminal (SPEC §3: nothing from a request reaches a terminal
+/// unchecked): every control character (C0, DEL, C1 — ESC, BEL, CR, LF, TAB included) and the
+/// Unicode bidi overrides/isolates become visible escapes (`\x1b`, `\r`, `\u{202e}`). A
+/// backslash stays as it is (RFC 4514 names use it), so a literal `\x1b` in the text reads the
+/// same as an escaped ESC: harmless, it is only text. Text without any of these is borrowed.
+pub fn term_escape(s: &str) -> Cow<'_, str> {
+    fn needs(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    }
+    if !s.chars().any(needs) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x100 && needs(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if needs(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +229,18 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].label, "A");
         assert_eq!(b[0].decode().unwrap(), b"ABCDEF");
+    }
+
+    #[test]
+    fn term_escape_neutralises_controls() {
+        assert!(matches!(term_escape("plain text é"), Cow::Borrowed(_)));
+        assert_eq!(term_escape("a\x1b]0;owned\x07b"), "a\\x1b]0;owned\\x07b");
+        assert_eq!(term_escape("x\ry\nz\t"), "x\\ry\\nz\\t");
+        assert_eq!(term_escape("c1\u{9b}31m"), "c1\\x9b31m");
+        assert_eq!(term_escape("\u{202e}gpj.exe"), "\\u{202e}gpj.exe");
+        assert!(matches!(term_escape("CN=a\\, b"), Cow::Borrowed(_)));
+        for s in ["\x1b[2J", "\u{7f}", "\r\n", "\u{85}"] {
+            assert!(!term_escape(s).chars().any(|c| c.is_control()), "{s:?}");
+        }
     }
 }
