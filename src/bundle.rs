@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,13 @@ pub const MAX_READ: u64 = 1 << 30;
 pub const MAX_MANIFEST: u64 = 1 << 20;
 /// Largest `manifest.sig` (bytes): base64 of a DER ECDSA signature is under 100.
 pub const MAX_SIG: u64 = 4096;
+/// Marker in the name of a bundle directory still being written (`.<B>.nrfca-partial-<batch>`):
+/// such a directory is never a bundle, whatever it holds, and [`verify`] refuses it.
+pub const PARTIAL_MARK: &str = ".nrfca-partial-";
+/// Mode of every bundle file (before the umask): certificates are public, never writable by others.
+pub const FILE_MODE: u32 = 0o644;
+/// Mode of a finished bundle directory (a partial one is 0700 until [`BundleWriter::finish`]).
+pub const DIR_MODE: u32 = 0o755;
 
 /// One certificate row of `certs.csv`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -150,12 +158,15 @@ pub enum BundleError {
     },
     /// Signing the manifest failed.
     Sign(String),
+    /// The directory is a `sign` run's unfinished temporary directory, never a bundle.
+    Partial(PathBuf),
 }
 
 impl fmt::Display for BundleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BundleError::Io { path, source } => write!(f, "cannot access {}: {source}; check the path, disk and permissions", path.display()),
+            BundleError::Partial(p) => write!(f, "{} is an unfinished temporary directory of `nrfca sign` (its batch was interrupted or is still running), not a bundle; use the bundle directory that sign printed, or run the same sign again", p.display()),
             BundleError::Exists(p) => write!(f, "{} already exists; give a new --out directory (bundles are never overwritten)", p.display()),
             BundleError::BadDeviceId(id) => write!(f, "device id {id:?} cannot be used as a file name; sign without --pem-files"),
             BundleError::BadTrustedCa(why) => write!(f, "the trusted CA certificate is unusable: {why}; pass the CA's ca.pem with --trust"),
@@ -244,9 +255,11 @@ struct HashedFile {
 impl HashedFile {
     fn create(dir: &Path, name: &str) -> Result<HashedFile, BundleError> {
         let path = dir.join(name);
+        // An explicit mode: a permissive umask must not make bundle files group-writable.
         let f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(io_err(&path))?;
         Ok(HashedFile {
@@ -285,20 +298,13 @@ fn write_whole(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<FileDi
     f.finish(sync)
 }
 
-/// Make many small unsynced files in `dir` durable: one `syncfs` of the filesystem through
-/// `sync -f` (coreutils), which costs about as much as one fsync; if that is unavailable,
-/// fsync each file (slow on real disks: several ms each).
+/// Make many small unsynced files in `dir` durable: one `syncfs(2)` of the filesystem, which
+/// costs about as much as one fsync (no subprocess: nothing is resolved from `PATH` while the
+/// key is unlocked); if the call fails, fsync each file (slow on real disks: ms each).
 fn sync_many(dir: &Path, files: &[PathBuf]) -> Result<(), BundleError> {
-    let ok = std::process::Command::new("sync")
-        .arg("-f")
-        .arg(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
+    use std::os::fd::AsRawFd;
+    let d = File::open(dir).map_err(io_err(dir))?;
+    if nix::unistd::syncfs(d.as_raw_fd()).is_err() {
         for p in files {
             File::open(p)
                 .and_then(|f| f.sync_all())
@@ -337,8 +343,139 @@ pub fn is_safe_file_stem(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// Streams a bundle into a new directory. Nothing is listed in a manifest until
-/// [`BundleWriter::finish`]; the caller renames the directory into place afterwards.
+/// The first half of a bundle, streamed while the batch is still open: the partial directory
+/// (`.<B>.nrfca-partial-<batch>`, mode 0700) with `rejects.csv` only. Rejects carry no
+/// signature, so a crash or a signal here leaves nothing that a CA signed (SPEC §5). After the
+/// batch commits, [`RejectsWriter::into_bundle`] starts the certificate files, written from
+/// `ca.db`.
+pub struct RejectsWriter {
+    dir: PathBuf,
+    rejects: HashedFile,
+    rejected: u64,
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for RejectsWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RejectsWriter({}, {} rejects)",
+            self.dir.display(),
+            self.rejected
+        )
+    }
+}
+
+impl RejectsWriter {
+    /// Create `dir` (must not exist, mode 0700) with `rejects.csv` (header only).
+    pub fn create(dir: &Path) -> Result<RejectsWriter, BundleError> {
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(BundleError::Exists(dir.to_path_buf()))
+            }
+            Err(e) => return Err(io_err(dir)(e)),
+        }
+        let mut rejects = HashedFile::create(dir, "rejects.csv")?;
+        rejects.write(REJECTS_HEADER.as_bytes())?;
+        rejects.write(b"\n")?;
+        Ok(RejectsWriter {
+            dir: dir.to_path_buf(),
+            rejects,
+            rejected: 0,
+            scratch: Vec::with_capacity(1024),
+        })
+    }
+
+    /// The directory being written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Add one `rejects.csv` row.
+    pub fn add_reject(
+        &mut self,
+        source: &str,
+        line: u64,
+        device_uuid: &str,
+        code: &str,
+        detail: &str,
+    ) -> Result<(), BundleError> {
+        self.scratch.clear();
+        let line = line.to_string();
+        csv_record_into(
+            &mut self.scratch,
+            &[source, &line, device_uuid, code, detail],
+        );
+        self.rejects.write(&self.scratch)?;
+        self.rejected += 1;
+        Ok(())
+    }
+
+    /// Start the certificate files (`ca.pem`, `certs.csv`, `onboard.csv`): call only once the
+    /// batch whose certificates they will hold is committed.
+    pub fn into_bundle(
+        self,
+        ca_pem: &[u8],
+        opts: BundleOptions,
+    ) -> Result<BundleWriter, BundleError> {
+        let RejectsWriter {
+            dir,
+            rejects,
+            scratch,
+            ..
+        } = self;
+        if opts.pem_files {
+            let c = dir.join("certs");
+            fs::DirBuilder::new()
+                .mode(DIR_MODE)
+                .create(&c)
+                .map_err(io_err(&c))?;
+        }
+        let done = vec![write_whole(&dir, "ca.pem", ca_pem, true)?];
+        let mut certs = HashedFile::create(&dir, "certs.csv")?;
+        certs.write(CERTS_HEADER.as_bytes())?;
+        certs.write(b"\n")?;
+        let onboard = HashedFile::create(&dir, "onboard.csv")?;
+        let fw = if opts.fw_types.is_empty() {
+            "APP|MODEM".to_string()
+        } else {
+            opts.fw_types.join("|")
+        };
+        Ok(BundleWriter {
+            dir,
+            tags: opts.tags.join("|"),
+            fw_types: fw,
+            opts,
+            done,
+            certs,
+            onboard,
+            rejects,
+            first_chunk: Vec::new(),
+            chunk: None,
+            chunk_no: 0,
+            rows: 0,
+            scratch,
+            pem_paths: Vec::new(),
+        })
+    }
+}
+
+/// The number of files a finished bundle lists in its manifest for `rows` certificates
+/// (`ca.pem`, `certs.csv`, `onboard.csv`, `rejects.csv`, the onboarding chunks above 1000
+/// rows, and one PEM per row with `--pem-files`).
+pub fn file_count(rows: u64, pem_files: bool) -> u64 {
+    let chunks = if rows > ONBOARD_CHUNK_ROWS as u64 {
+        rows.div_ceil(ONBOARD_CHUNK_ROWS as u64)
+    } else {
+        0
+    };
+    4 + chunks + if pem_files { rows } else { 0 }
+}
+
+/// The certificate half of a bundle: started from a [`RejectsWriter`] after the commit, fed
+/// from `ca.db`, closed by [`BundleWriter::finish`], which signs the manifest last. The caller
+/// renames the directory into place afterwards.
 pub struct BundleWriter {
     dir: PathBuf,
     opts: BundleOptions,
@@ -353,7 +490,6 @@ pub struct BundleWriter {
     chunk: Option<HashedFile>,
     chunk_no: u32,
     rows: u64,
-    rejected: u64,
     scratch: Vec<u8>,
     pem_paths: Vec<PathBuf>,
 }
@@ -370,53 +506,14 @@ impl fmt::Debug for BundleWriter {
 }
 
 impl BundleWriter {
-    /// Create `dir` (must not exist) and start the bundle, writing `ca.pem`.
+    /// Create `dir` (must not exist) and start a whole bundle at once, writing `ca.pem`: for
+    /// writers that have no batch to commit (tests, tools). `sign` uses [`RejectsWriter`].
     pub fn create(
         dir: &Path,
         ca_pem: &[u8],
         opts: BundleOptions,
     ) -> Result<BundleWriter, BundleError> {
-        match fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(BundleError::Exists(dir.to_path_buf()))
-            }
-            Err(e) => return Err(io_err(dir)(e)),
-        }
-        if opts.pem_files {
-            let c = dir.join("certs");
-            fs::create_dir(&c).map_err(io_err(&c))?;
-        }
-        let done = vec![write_whole(dir, "ca.pem", ca_pem, true)?];
-        let mut certs = HashedFile::create(dir, "certs.csv")?;
-        certs.write(CERTS_HEADER.as_bytes())?;
-        certs.write(b"\n")?;
-        let mut rejects = HashedFile::create(dir, "rejects.csv")?;
-        rejects.write(REJECTS_HEADER.as_bytes())?;
-        rejects.write(b"\n")?;
-        let onboard = HashedFile::create(dir, "onboard.csv")?;
-        let fw = if opts.fw_types.is_empty() {
-            "APP|MODEM".to_string()
-        } else {
-            opts.fw_types.join("|")
-        };
-        Ok(BundleWriter {
-            dir: dir.to_path_buf(),
-            tags: opts.tags.join("|"),
-            fw_types: fw,
-            opts,
-            done,
-            certs,
-            onboard,
-            rejects,
-            first_chunk: Vec::new(),
-            chunk: None,
-            chunk_no: 0,
-            rows: 0,
-            rejected: 0,
-            scratch: Vec::with_capacity(4096),
-            pem_paths: Vec::new(),
-        })
+        RejectsWriter::create(dir)?.into_bundle(ca_pem, opts)
     }
 
     /// The directory being written.
@@ -497,7 +594,7 @@ impl BundleWriter {
         Ok(())
     }
 
-    /// Add one `rejects.csv` row.
+    /// Add one `rejects.csv` row (for [`BundleWriter::create`]'s writers).
     pub fn add_reject(
         &mut self,
         source: &str,
@@ -512,9 +609,7 @@ impl BundleWriter {
             &mut self.scratch,
             &[source, &line, device_uuid, code, detail],
         );
-        self.rejects.write(&self.scratch)?;
-        self.rejected += 1;
-        Ok(())
+        self.rejects.write(&self.scratch)
     }
 
     /// Certificate rows written so far.
@@ -550,6 +645,8 @@ impl BundleWriter {
         let mut b64 = crate::crypto::b64_encode(&sig);
         b64.push('\n');
         write_whole(&self.dir, "manifest.sig", b64.as_bytes(), true)?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(DIR_MODE))
+            .map_err(io_err(&self.dir))?;
         sync_dir(&self.dir)?;
         Ok(manifest)
     }
@@ -682,6 +779,17 @@ fn list_files(
 /// CA's key, the bundle's `ca.pem` is that CA, every listed file has its SHA-256, nothing is
 /// unlisted, `certs.csv` parses and each row's `sha256` is the SHA-256 of its PEM.
 pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, BundleError> {
+    // Partial directories are refused by name, whatever they hold (SPEC §5); the name is
+    // looked at after resolving `.`/`..`/symlinks so another name for one does not pass.
+    let resolved = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for p in [dir, resolved.as_path()] {
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(PARTIAL_MARK))
+        {
+            return Err(BundleError::Partial(dir.to_path_buf()));
+        }
+    }
     let trusted_der = pem_cert_der(trusted_ca_pem)
         .ok_or_else(|| BundleError::BadTrustedCa("no CERTIFICATE PEM block".into()))?;
     let trusted_key = cert_public_key(&trusted_der).map_err(BundleError::BadTrustedCa)?;

@@ -20,6 +20,7 @@
 pub mod bundle;
 pub mod crypto;
 pub mod inspect;
+pub mod interrupt;
 pub mod keygen;
 pub mod reject;
 pub mod requests;

@@ -14,3 +14,4 @@ pub mod policy;
 pub mod report;
 pub mod secret;
 pub mod sign;
+pub mod staging;

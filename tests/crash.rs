@@ -1,15 +1,19 @@
 //! The crash matrix of `nrfca sign` (SPEC §5: "a batch is all or nothing; after a crash at
 //! any instant `ca.db` holds either the whole batch or none of it, `audit verify` passes, no
 //! bundle directory or a complete one exists, and running the same `sign` again gives the
-//! same set of devices with no duplicates").
+//! same set of devices with no duplicates"; "nothing signed exists outside `ca.db` before its
+//! batch commits: a crash or a signal (INT, TERM, HUP, KILL) at any instant leaves no
+//! certificate PEM, no signed manifest and no directory that `bench import` accepts, other
+//! than for committed batches").
 //!
 //! Every case starts from a copy of the same CA, which already holds an earlier batch, and
 //! signs one batch of new requests + requests of the earlier batch (certificates given back)
 //! + duplicated rows (rejects). The process is stopped:
-//! - by SIGKILL at 7 timed delays across a measured clean run;
+//! - by SIGKILL, SIGINT, SIGTERM and SIGHUP at 7 timed delays across a measured clean run;
 //! - at exact points through the `NRFCA_CRASH_AT` hook (`std::process::abort`): unlocked,
-//!   started, checked:n, written:n, bundle-finished, before-commit, after-commit,
-//!   after-rename, bundle-audited;
+//!   started, checked:n, written:n, before-commit, after-commit, bundle-finished,
+//!   after-rename, bundle-audited; and with `NRFCA_CRASH_SIGNAL=INT|TERM|HUP|KILL` the same
+//!   points send that signal to the process instead;
 //! - by a full disk (`ulimit -f`: killed by SIGXFSZ, or with SIGXFSZ ignored, failing writes
 //!   with EFBIG) at several sizes;
 //! - by an unwritable output directory, an unwritable `ca.db`, unreadable inputs.
@@ -17,9 +21,11 @@
 //! After each: `nrfca audit verify --ca-dir` exits 0; `ca.db` holds the whole batch or none
 //! of it (every batch row committed, its certificates all there), one certificate row per
 //! device; the bundle directory is absent or verifies (`bundle::verify`) with every device of
-//! the batch; a partial directory left by a crash after the commit is itself complete. Then
-//! the same `sign` is run again and must end with exactly the expected devices, once each,
-//! a complete bundle, a verifying log and no partial directory left.
+//! the batch; a staging (partial) directory never verifies, and a copy of it under another
+//! name verifies only if its batch committed; every certificate in any file under the
+//! output's parent directory is a row of `ca.db`. Then the same `sign` is run again and must
+//! end with exactly the expected devices, once each, a complete bundle, a verifying log and
+//! no partial directory left.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -252,11 +258,45 @@ impl Fixture {
             assert!(committed, "{ctx}: a bundle exists for an uncommitted batch");
             self.check_bundle(&c.out, &c.ca, ctx);
         }
-        // A partial directory is only ever complete once the batch committed.
+        // A staging directory is never a bundle (SPEC §5): refused by name, and copied out
+        // under another name it verifies only if its batch committed.
+        let trust = std::fs::read(c.ca.join("ca.pem")).unwrap();
         for p in partials(&c.work) {
-            if committed && !c.out.exists() {
-                self.check_bundle(&p, &c.ca, &format!("{ctx} (partial dir)"));
+            assert!(
+                nrfca::bundle::verify(&p, &trust).is_err(),
+                "{ctx}: partial directory {} verifies as a bundle",
+                p.display()
+            );
+            if !committed {
+                let copy = c.work.join("copied-partial");
+                copy_dir(&p, &copy);
+                assert!(
+                    nrfca::bundle::verify(&copy, &trust).is_err(),
+                    "{ctx}: a copy of the partial directory of an uncommitted batch verifies"
+                );
+                std::fs::remove_dir_all(&copy).unwrap();
             }
+        }
+        // Nothing signed exists outside ca.db: every certificate anywhere under the output's
+        // parent directory (the CA directory aside) is a committed row of ca.db.
+        let ca_der = first_der(&String::from_utf8_lossy(&trust)).unwrap();
+        for (file, der) in certificates_under(&c.work, &c.ca) {
+            if der == ca_der {
+                continue;
+            }
+            let n: i64 = db
+                .query_row(
+                    "SELECT count(*) FROM certificates WHERE der = ?1",
+                    [&der],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                n,
+                1,
+                "{ctx}: {} holds a certificate that ca.db does not record",
+                file.display()
+            );
         }
         committed
     }
@@ -307,6 +347,54 @@ impl Fixture {
     }
 }
 
+/// DER of every `-----BEGIN CERTIFICATE-----` block in `text`, wherever it starts (CSV cells
+/// hold them inside quotes).
+fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(BEGIN) {
+        rest = &rest[i + BEGIN.len()..];
+        let Some(j) = rest.find(END) else { break };
+        let b64: String = rest[..j].chars().filter(|c| !c.is_whitespace()).collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            out.push(der);
+        }
+        rest = &rest[j + END.len()..];
+    }
+    out
+}
+
+fn first_der(text: &str) -> Option<Vec<u8>> {
+    pem_certificates(text).into_iter().next()
+}
+
+/// Every certificate found in any file under `dir`, `skip` aside.
+fn certificates_under(dir: &Path, skip: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p == skip {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p);
+            } else if m.is_file() {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                for der in pem_certificates(&text) {
+                    found.push((p.clone(), der));
+                }
+            }
+        }
+    }
+    found
+}
+
 fn partials(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -330,10 +418,16 @@ fn wait_with_stderr(mut child: std::process::Child) -> (std::process::ExitStatus
 
 // ------------------------------------------------------------------------------- tests
 
+/// Send `sig` to the child.
+fn send(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+}
+
 #[test]
-fn sigkill_at_timed_delays() {
+fn signals_at_timed_delays() {
+    use nix::sys::signal::Signal;
     let f = fixture(60, 500, 40, 5);
-    // A clean run gives the duration to spread the kills over.
+    // A clean run gives the duration to spread the signals over.
     let c = f.case("clean");
     let t = Instant::now();
     let o = f.sign_cmd(&c, &c.out).output().unwrap();
@@ -343,32 +437,40 @@ fn sigkill_at_timed_delays() {
     eprintln!("clean run: {clean:?}");
 
     let mut table = Vec::new();
-    for pct in [3u32, 25, 50, 75, 90, 100, 110] {
-        let c = f.case(&format!("sigkill at {pct}%"));
-        let mut child = f.sign_cmd(&c, &c.out).spawn().unwrap();
-        std::thread::sleep(clean * pct / 100);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let status = child.wait().unwrap();
-        let committed = f.check_after_crash(&c);
-        table.push(format!(
-            "{:<22} exit {:<14} committed={committed} bundle={}",
-            c.name,
-            format!("{status}"),
-            c.out.exists()
-        ));
-        f.rerun_and_converge(&c);
+    for sig in [
+        Signal::SIGKILL,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ] {
+        for pct in [3u32, 25, 50, 75, 90, 100, 110] {
+            let c = f.case(&format!("{sig} at {pct}%"));
+            let child = f.sign_cmd(&c, &c.out).spawn().unwrap();
+            std::thread::sleep(clean * pct / 100);
+            send(&child, sig);
+            let (status, err) = wait_with_stderr(child);
+            let committed = f.check_after_crash(&c);
+            if sig != Signal::SIGKILL && status.code() == Some(2) {
+                // Caught before the commit: rolled back, said so, staging directory removed.
+                assert!(!committed, "{}: exit 2 but committed", c.name);
+                assert!(err.contains("interrupted by"), "{}: {err}", c.name);
+                assert!(partials(&c.work).is_empty(), "{}: staging left", c.name);
+            }
+            table.push(format!(
+                "{:<22} exit {:<24} committed={committed} bundle={}",
+                c.name,
+                format!("{status}"),
+                c.out.exists()
+            ));
+            f.rerun_and_converge(&c);
+        }
     }
-    eprintln!("SIGKILL matrix:\n  {}", table.join("\n  "));
+    eprintln!("signal matrix:\n  {}", table.join("\n  "));
 }
 
-#[test]
-fn crash_hook_at_every_named_point() {
-    let f = fixture(40, 300, 30, 4);
-    let total = 300 + 30 + 4;
-    let points: Vec<String> = vec![
+/// The named points of the hook, for a batch of `total` requests.
+fn named_points(total: usize) -> Vec<String> {
+    vec![
         "unlocked".into(),
         "started".into(),
         "checked:1".into(),
@@ -378,12 +480,72 @@ fn crash_hook_at_every_named_point() {
         format!("written:{}", total / 3),
         format!("written:{}", total - 1),
         format!("written:{total}"),
-        "bundle-finished".into(),
         "before-commit".into(),
         "after-commit".into(),
+        "bundle-finished".into(),
         "after-rename".into(),
         "bundle-audited".into(),
-    ];
+    ]
+}
+
+/// Points at which the batch is already committed.
+fn is_after_commit(p: &str) -> bool {
+    matches!(
+        p,
+        "after-commit" | "bundle-finished" | "after-rename" | "bundle-audited"
+    )
+}
+
+#[test]
+fn signals_at_every_named_point() {
+    // SIGINT/SIGTERM/SIGHUP raised at an exact instant: before the commit the batch rolls
+    // back (exit 2, nothing recorded, no staging directory left); after it the run finishes
+    // its bundle and exits as a clean run would. SIGKILL: as a crash.
+    let f = fixture(30, 200, 20, 3);
+    let total = 200 + 20 + 3;
+    let mut table = Vec::new();
+    for sig in ["INT", "TERM", "HUP", "KILL"] {
+        for p in named_points(total) {
+            let c = f.case(&format!("SIG{sig} at {p}"));
+            let mut cmd = f.sign_cmd(&c, &c.out);
+            cmd.env("NRFCA_CRASH_AT", &p).env("NRFCA_CRASH_SIGNAL", sig);
+            let (status, err) = wait_with_stderr(cmd.spawn().unwrap());
+            let committed = f.check_after_crash(&c);
+            let after = is_after_commit(p.split(':').next().unwrap());
+            assert_eq!(committed, after, "{}: {status} {err}", c.name);
+            if sig == "KILL" {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(status.signal(), Some(9), "{}: {err}", c.name);
+            } else if after {
+                assert_eq!(status.code(), Some(f.clean_code), "{}: {err}", c.name);
+                assert!(c.out.exists(), "{}: no bundle", c.name);
+            } else {
+                assert_eq!(status.code(), Some(2), "{}: {err}", c.name);
+                assert!(
+                    err.contains(&format!("interrupted by SIG{sig}")),
+                    "{}: {err}",
+                    c.name
+                );
+                assert!(!c.out.exists(), "{}: bundle", c.name);
+                assert!(partials(&c.work).is_empty(), "{}: staging left", c.name);
+            }
+            table.push(format!(
+                "{:<30} {:<26} committed={committed:<5} bundle={}",
+                c.name,
+                format!("{status}"),
+                c.out.exists()
+            ));
+            f.rerun_and_converge(&c);
+        }
+    }
+    eprintln!("signal-point matrix:\n  {}", table.join("\n  "));
+}
+
+#[test]
+fn crash_hook_at_every_named_point() {
+    let f = fixture(40, 300, 30, 4);
+    let total = 300 + 30 + 4;
+    let points = named_points(total);
     // Every named point of the hook is exercised.
     for p in nrfca::signer::sign::CRASH_POINTS {
         assert!(points.iter().any(|q| q.split(':').next() == Some(p)), "{p}");
@@ -402,10 +564,7 @@ fn crash_hook_at_every_named_point() {
             c.name
         );
         let committed = f.check_after_crash(&c);
-        let expect_committed = matches!(
-            p.as_str(),
-            "after-commit" | "after-rename" | "bundle-audited"
-        );
+        let expect_committed = is_after_commit(p);
         assert_eq!(committed, expect_committed, "{}", c.name);
         assert_eq!(
             c.out.exists(),
@@ -614,4 +773,39 @@ fn first_line(o: &Output) -> String {
         .chars()
         .take(110)
         .collect()
+}
+
+#[test]
+fn staging_dirs_are_cleaned_whatever_the_out() {
+    // A run killed mid-batch leaves its staging directory beside its --out; the next run of
+    // the same CA removes it even though it writes somewhere else, and never touches the
+    // staging directory of a run that is still alive (its flock is held).
+    let f = fixture(10, 60, 0, 0);
+    let c = f.case("killed then elsewhere");
+    let mut cmd = f.sign_cmd(&c, &c.out);
+    cmd.env("NRFCA_CRASH_AT", "written:30");
+    let (status, _) = wait_with_stderr(cmd.spawn().unwrap());
+    assert!(!status.success());
+    let left = partials(&c.work);
+    assert_eq!(left.len(), 1, "the killed run left its staging directory");
+    // Only rejects.csv, no certificate, no manifest.
+    let names: Vec<String> = std::fs::read_dir(&left[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["rejects.csv".to_string()], "{names:?}");
+    assert!(!f.check_after_crash(&c));
+
+    // A live run's staging directory elsewhere (same CA, registered, locked) stays.
+    let elsewhere = c.work.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let o = f.sign_cmd(&c, &elsewhere.join("bundle")).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        partials(&c.work).is_empty(),
+        "the staging directory of the killed run is still there"
+    );
+    assert!(stderr(&o).contains("removed"), "{}", stderr(&o));
+    let db = rusqlite::Connection::open(c.ca.join("ca.db")).unwrap();
+    assert!(nrfca::signer::staging::registered(&db).unwrap().is_empty());
 }

@@ -161,7 +161,12 @@ pub fn run(a: SignArgs) -> CliResult {
     };
     let report = match &unlock {
         None => sign::dry_run(&a.ca_dir, &opts, &mut on_event),
-        Some(u) => sign::sign(&a.ca_dir, u, &opts, &mut on_event),
+        Some(u) => {
+            // From here on (the passphrase is read), Ctrl-C, SIGTERM and SIGHUP roll the
+            // batch back instead of killing the process mid-way.
+            nrfca::interrupt::install()?;
+            sign::sign(&a.ca_dir, u, &opts, &mut on_event)
+        }
     };
     if let Some(b) = bar.as_ref() {
         b.finish_and_clear();
@@ -196,6 +201,9 @@ fn precheck(a: &SignArgs) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+    if !a.dry_run {
+        sign::check_out_outside_ca(&a.ca_dir, &a.out)?;
+    }
     for p in &a.requests {
         if p.is_dir() {
             return Err(format!(
@@ -204,13 +212,14 @@ fn precheck(a: &SignArgs) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
-        if !p.is_file() {
+        if p.symlink_metadata().is_err() {
             return Err(format!(
                 "requests file {} does not exist; check the path",
                 p.display()
             )
             .into());
         }
+        sign::check_input_path(p)?;
     }
     Ok(())
 }

@@ -17,12 +17,18 @@
 //! temporary directory. A credit channel bounds the items in flight, so memory stays flat
 //! whatever the batch size; nothing is fsync'd per certificate.
 //!
-//! Crash safety (SPEC §5): the bundle goes to `.<B>.nrfca-partial-<batch>`; the transaction
-//! commits only after every bundle file is written and fsync'd; then the directory is renamed
-//! to `B` and a small follow-up transaction records `bundle-written`. A crash before the commit
-//! leaves nothing in `ca.db` (the stale directory is removed by the next run); a crash after it
-//! is repaired by re-running the same `sign`: identical KEYGEN strings give back the stored
-//! certificates.
+//! Crash safety (SPEC §5: nothing signed exists outside `ca.db` before its batch commits):
+//! before the commit, the only file written is `rejects.csv`, in a staging directory
+//! `.<B>.nrfca-partial-<batch>` ([`crate::signer::staging`]: locked, registered in `ca.db`).
+//! Certificates exist only in memory and in the open transaction. After the commit the bundle
+//! is written *from `ca.db`* (the batch's audit records, in input order, joined to their
+//! certificate rows), the manifest is signed last, the directory is renamed to `B`, and a
+//! small follow-up transaction records `bundle-written`. A crash or signal before the commit
+//! leaves nothing in `ca.db` and no signed file anywhere (the staging directory is removed by
+//! the next run, whatever its `--out`); a crash after it is repaired by re-running the same
+//! `sign`: identical KEYGEN strings give back the stored certificates. SIGINT, SIGTERM and
+//! SIGHUP (with [`crate::interrupt::install`]) roll the batch back at the next request; once
+//! the commit is done they are ignored until the bundle is in place.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -37,7 +43,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::bundle::{
-    self, BundleError, BundleOptions, BundleWriter, CertRow, Counts, FileDigest, Manifest,
+    self, BundleError, BundleOptions, CertRow, Counts, FileDigest, Manifest, RejectsWriter,
 };
 use crate::keygen::{self, CheckOptions, DeviceIdMode, Verified};
 use crate::reject::Reject;
@@ -50,6 +56,7 @@ use crate::signer::policy::{
     self, BatchPolicy, DbLookup, Decision, FilteredLookup, KnownFilter, PreHashedState, Stored,
 };
 use crate::signer::secret::{CaKey, Unlock};
+use crate::signer::staging::{self, Staging};
 
 /// Default certificate validity in days.
 pub const DEFAULT_DAYS: u32 = 3650;
@@ -66,8 +73,10 @@ const CHUNK: usize = 32;
 /// Progress events are sent every this many requests.
 const PROGRESS_EVERY: u64 = 500;
 
-/// Marker in the name of the temporary bundle directory.
-const PARTIAL_MARK: &str = ".nrfca-partial-";
+/// Rejects recorded one by one per batch (a `rejects` row and a `request-rejected` audit
+/// record each); past it, rejects are only counted (by code, in `batch-committed`) and listed
+/// in the bundle's `rejects.csv`, so a junk input cannot fill the CA's disk.
+pub const MAX_RECORDED_REJECTS: u64 = 1000;
 
 /// Environment variable of the crash test hook (see [`crash_point`]).
 pub const CRASH_ENV: &str = "NRFCA_CRASH_AT";
@@ -80,12 +89,17 @@ pub const CRASH_POINTS: [&str; 9] = [
     "started",
     "checked",
     "written",
-    "bundle-finished",
     "before-commit",
     "after-commit",
+    "bundle-finished",
     "after-rename",
     "bundle-audited",
 ];
+
+/// Environment variable that turns the crash hook into an interrupt: with
+/// `NRFCA_CRASH_SIGNAL=INT|TERM|HUP|KILL`, the point named by [`CRASH_ENV`] sends that signal
+/// to the process itself instead of aborting (test hook; see [`crash_point`]).
+pub const CRASH_SIGNAL_ENV: &str = "NRFCA_CRASH_SIGNAL";
 
 /// Test hook: with `NRFCA_CRASH_AT=<point>` (or `<point>:<n>`) the process aborts at that
 /// point of the batch, as a power cut or `kill -9` would stop it (no destructor runs, no
@@ -93,17 +107,34 @@ pub const CRASH_POINTS: [&str; 9] = [
 /// which anyone who can set its environment can do anyway — and `tests/crash.rs` uses it to
 /// check SPEC §5 at exact instants. Documented in docs/threat-model.md.
 fn crash_point(point: &str, n: u64) {
-    static AT: std::sync::OnceLock<Option<(String, Option<u64>)>> = std::sync::OnceLock::new();
+    static AT: std::sync::OnceLock<
+        Option<(String, Option<u64>, Option<nix::sys::signal::Signal>)>,
+    > = std::sync::OnceLock::new();
     let at = AT.get_or_init(|| {
         let v = std::env::var(CRASH_ENV).ok()?;
+        let sig = std::env::var(CRASH_SIGNAL_ENV).ok().and_then(|s| {
+            use nix::sys::signal::Signal;
+            match s.trim_start_matches("SIG") {
+                "INT" => Some(Signal::SIGINT),
+                "TERM" => Some(Signal::SIGTERM),
+                "HUP" => Some(Signal::SIGHUP),
+                "KILL" => Some(Signal::SIGKILL),
+                _ => None,
+            }
+        });
         Some(match v.split_once(':') {
-            Some((p, k)) => (p.to_string(), k.parse().ok()),
-            None => (v, None),
+            Some((p, k)) => (p.to_string(), k.parse().ok(), sig),
+            None => (v, None, sig),
         })
     });
-    if let Some((p, k)) = at {
+    if let Some((p, k, sig)) = at {
         if p == point && k.map_or(true, |k| k == n) {
-            std::process::abort();
+            match sig {
+                Some(s) => {
+                    let _ = nix::sys::signal::raise(*s);
+                }
+                None => std::process::abort(),
+            }
         }
     }
 }
@@ -276,6 +307,19 @@ pub enum SignError {
     },
     /// An internal pipeline failure (a worker stopped).
     Internal(String),
+    /// SIGINT, SIGTERM or SIGHUP arrived before the commit: the batch was rolled back.
+    Interrupted(i32),
+    /// The inputs held no request at all: nothing to commit.
+    EmptyBatch,
+    /// `--out` lies inside the CA directory.
+    OutInsideCa {
+        /// `--out` as given.
+        out: PathBuf,
+        /// The CA directory (resolved).
+        ca_dir: PathBuf,
+    },
+    /// The batch committed, but writing its bundle from `ca.db` failed.
+    BundleAfterCommit(BundleError),
 }
 
 impl fmt::Display for SignError {
@@ -291,6 +335,10 @@ impl fmt::Display for SignError {
             SignError::Issue(e) => write!(f, "{e}; nothing was issued"),
             SignError::Rename { temp, out, source } => write!(f, "the batch is committed but the bundle could not be moved from {} to {}: {source}; move it by hand, or remove it and run the same sign again to get the same certificates", temp.display(), out.display()),
             SignError::Internal(m) => write!(f, "internal error: {m}; nothing was committed, run sign again"),
+            SignError::Interrupted(sig) => write!(f, "interrupted by {}: the batch was rolled back, nothing was issued or recorded and no bundle was written; run the same sign again to do it", crate::interrupt::name(*sig)),
+            SignError::EmptyBatch => write!(f, "the inputs hold no request (only blank, comment or header lines); nothing was committed; give the requests file that bench export wrote"),
+            SignError::OutInsideCa { out, ca_dir } => write!(f, "--out {} is inside the CA directory {}; write bundles somewhere else (e.g. the USB stick), never next to ca.db", out.display(), ca_dir.display()),
+            SignError::BundleAfterCommit(e) => write!(f, "the batch is committed, but its bundle could not be written: {e}; fix that and run the same sign again with a new --out: it gives back the same certificates"),
         }
     }
 }
@@ -305,6 +353,7 @@ impl std::error::Error for SignError {
             SignError::Bundle(e) => Some(e),
             SignError::Issue(e) => Some(e),
             SignError::Rename { source, .. } => Some(source),
+            SignError::BundleAfterCommit(e) => Some(e),
             _ => None,
         }
     }
@@ -426,37 +475,69 @@ fn random_batch_id() -> Result<String, SignError> {
     Ok(hex::encode(b))
 }
 
-/// The temporary sibling of `out` for batch `batch`, and the prefix stale ones share.
+/// The staging directory of `out` for `batch` (see [`staging::paths`]).
 fn partial_paths(out: &Path, batch: &str) -> Result<(PathBuf, PathBuf, String), SignError> {
-    let name = out.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+    staging::paths(out, batch).ok_or_else(|| {
         SignError::Usage(format!(
             "--out {} has no usable directory name",
             out.display()
         ))
-    })?;
+    })
+}
+
+/// Refuse an `--out` inside the CA directory (after resolving symlinks): a bundle or its
+/// staging directory there could take names SQLite uses (`ca.db-journal`) and brick the CA.
+pub fn check_out_outside_ca(ca_dir: &Path, out: &Path) -> Result<(), SignError> {
+    let Ok(ca) = std::fs::canonicalize(ca_dir) else {
+        return Ok(()); // load_cert reports a missing CA directory
+    };
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let prefix = format!(".{name}{PARTIAL_MARK}");
-    Ok((parent.join(format!("{prefix}{batch}")), parent, prefix))
+    let Ok(parent) = std::fs::canonicalize(&parent) else {
+        return Ok(()); // reported as a missing --out parent
+    };
+    if parent.starts_with(&ca) {
+        return Err(SignError::OutInsideCa {
+            out: out.to_path_buf(),
+            ca_dir: ca,
+        });
+    }
+    Ok(())
 }
 
-/// Remove `.B.nrfca-partial-*` directories left by crashed runs (call with the write lock).
-fn remove_stale(parent: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(parent) {
-        for e in rd.flatten() {
-            let n = e.file_name();
-            if n.to_str().is_some_and(|n| n.starts_with(prefix)) {
-                let p = e.path();
-                if std::fs::remove_dir_all(&p).is_ok() {
-                    removed.push(p);
-                }
-            }
-        }
+/// Refuse an input that is not a regular file, saying what it is (a FIFO, a directory, …).
+pub fn check_input_path(p: &Path) -> Result<(), SignError> {
+    if p.is_file() {
+        Ok(())
+    } else {
+        Err(SignError::Requests(not_a_file(p)))
     }
-    removed
+}
+
+/// What an input path is when it is not a regular file, for the error message.
+fn not_a_file(p: &Path) -> RequestsError {
+    use std::os::unix::fs::FileTypeExt;
+    let why = match std::fs::metadata(p) {
+        Err(e) => return RequestsError::Open {
+            path: p.to_path_buf(),
+            source: e,
+        },
+        Ok(m) if m.is_dir() => "is a directory, not a requests file",
+        Ok(m) if m.file_type().is_fifo() => {
+            "is a named pipe (FIFO), not a regular file: sign reads requests only from regular files (it hashes and records each input); copy it to a file first"
+        }
+        Ok(m) if m.file_type().is_socket() => "is a socket, not a requests file",
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => {
+            "is a device, not a requests file"
+        }
+        Ok(_) => "is not a regular file",
+    };
+    RequestsError::Open {
+        path: p.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+    }
 }
 
 fn profile_of(cert: &CaCert) -> IssuerProfile {
@@ -486,12 +567,10 @@ fn prepare(
         )));
     }
     for p in &opts.inputs {
-        if !p.is_file() {
-            return Err(SignError::Requests(RequestsError::Open {
-                path: p.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a file"),
-            }));
-        }
+        check_input_path(p)?;
+    }
+    if !opts.dry_run {
+        check_out_outside_ca(ca_dir, &opts.out)?;
     }
     let cert = ca::load_cert(ca_dir)?;
     let now = OffsetDateTime::now_utc();
@@ -516,6 +595,7 @@ pub fn dry_run(
     run(
         &conn, None, &cert, &opts, &batch, not_before, not_after, None, progress, started,
     )
+    .map(|r| r.report)
 }
 
 /// Run one batch. See the module docs. `progress` is called on the calling thread.
@@ -551,42 +631,47 @@ pub fn sign(
     let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
     // Room for the batch's index pages (bounded: peak memory must not grow with N).
     conn.pragma_update(None, "cache_size", -32768)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Holding the write lock: no other sign on this CA is running, stale dirs are ours.
-    let removed = remove_stale(&parent, &prefix);
-    if opts.out.symlink_metadata().is_ok() {
-        return Err(SignError::OutExists(opts.out.clone()));
-    }
-    crash_point("started", 0);
-    let result = run(
-        &tx,
-        Some(&unlocked.key),
+    // The staging directory: created, locked and registered before the batch starts, so
+    // whatever happens next, a later run finds and removes it.
+    let rejects = RejectsWriter::create(&temp)?;
+    let (staging, removed) = match Staging::register(&mut conn, &temp, &batch, &parent, &prefix) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&temp);
+            return Err(e.into());
+        }
+    };
+    let outcome = run_and_commit(
+        &mut conn,
+        &unlocked.key,
         &cert,
         opts,
         &batch,
-        not_before,
-        not_after,
-        Some(&temp),
+        (not_before, not_after),
+        rejects,
         progress,
         started,
     );
-    let mut report = match result {
+    let (mut report, rejects, seqs) = match outcome {
         Ok(r) => r,
         Err(e) => {
-            drop(tx);
-            let _ = std::fs::remove_dir_all(&temp);
+            staging.discard(&conn);
             return Err(e);
         }
     };
     report.removed_stale = removed;
-    crash_point("before-commit", 0);
-    if let Err(e) = tx.commit() {
-        let _ = std::fs::remove_dir_all(&temp);
-        return Err(e.into());
-    }
     crash_point("after-commit", 0);
-    // Committed: move the bundle into place.
-    if let Err(source) = std::fs::rename(&temp, &opts.out) {
+
+    // Committed: the bundle, from ca.db, manifest signed last.
+    let manifest = match write_bundle(&conn, &unlocked.key, &cert, opts, &report, rejects, seqs) {
+        Ok(m) => m,
+        Err(e) => {
+            staging.discard(&conn);
+            return Err(SignError::BundleAfterCommit(e));
+        }
+    };
+    crash_point("bundle-finished", 0);
+    if let Err(source) = std::fs::rename(staging.path(), &opts.out) {
         return Err(SignError::Rename {
             temp,
             out: opts.out.clone(),
@@ -599,24 +684,163 @@ pub fn sign(
         report.warnings.push(format!("{e}"));
     }
     crash_point("after-rename", 0);
-    match record_bundle(&mut conn, &unlocked.key, opts, &batch) {
+    match record_bundle(&mut conn, &unlocked.key, opts, &batch, &manifest, &staging) {
         Ok(head) => report.audit_head = Some(head),
         Err(e) => report.warnings.push(format!(
             "the batch is committed and the bundle complete, but recording bundle-written in the audit log failed: {e}"
         )),
     }
+    drop(staging);
     report.bundle = Some(opts.out.clone());
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     progress(SignEvent::Done);
     Ok(report)
 }
 
-/// The follow-up transaction after the rename: `bundle-written` and a checkpoint.
+/// The batch transaction: run the batch with its rejects streamed to `rejects`, commit.
+/// Returns the report, the rejects writer and the audit seqs that bound the batch's records.
+#[allow(clippy::too_many_arguments)]
+fn run_and_commit(
+    conn: &mut Connection,
+    key: &CaKey,
+    cert: &CaCert,
+    opts: &SignOptions,
+    batch: &str,
+    (not_before, not_after): (OffsetDateTime, OffsetDateTime),
+    rejects: RejectsWriter,
+    progress: &mut dyn FnMut(SignEvent),
+    started: Instant,
+) -> Result<(SignReport, RejectsWriter, (u64, u64)), SignError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if opts.out.symlink_metadata().is_ok() {
+        return Err(SignError::OutExists(opts.out.clone()));
+    }
+    crash_point("started", 0);
+    let ran = run(
+        &tx,
+        Some(key),
+        cert,
+        opts,
+        batch,
+        not_before,
+        not_after,
+        Some(rejects),
+        progress,
+        started,
+    )?;
+    let rejects = ran
+        .rejects
+        .ok_or_else(|| SignError::Internal("the rejects writer went missing".into()))?;
+    crash_point("before-commit", 0);
+    // The last moment a signal can still roll the batch back; after the commit it waits.
+    if let Some(sig) = crate::interrupt::requested() {
+        return Err(SignError::Interrupted(sig));
+    }
+    tx.commit()?;
+    Ok((ran.report, rejects, ran.seqs))
+}
+
+/// Write the certificate half of the bundle of the committed `batch` from `ca.db`: the
+/// batch's `certificate-issued` / `certificate-returned` audit records between `seqs`, in
+/// order (= input order), each joined to its certificate row; every PEM is re-derived from
+/// the stored DER and checked against the recorded SHA-256. Then sign the manifest, last.
+fn write_bundle(
+    conn: &Connection,
+    key: &CaKey,
+    cert: &CaCert,
+    opts: &SignOptions,
+    report: &SignReport,
+    rejects: RejectsWriter,
+    (first, last): (u64, u64),
+) -> Result<Manifest, BundleError> {
+    let mut b = rejects.into_bundle(
+        cert.pem.as_bytes(),
+        BundleOptions {
+            sub_type: opts.sub_type.clone(),
+            tags: opts.tags.clone(),
+            fw_types: opts.fw_types.clone(),
+            pem_files: opts.pem_files,
+        },
+    )?;
+    let db_err = |e: rusqlite::Error| {
+        BundleError::Sign(format!(
+            "reading the committed batch from ca.db failed: {e}"
+        ))
+    };
+    let mut st = conn
+        .prepare(
+            "SELECT c.device_id, c.uuid, c.imei, c.sec_tag, c.serial, c.not_before, c.not_after, \
+             c.cert_sha256, c.der \
+             FROM audit a JOIN certificates c ON c.serial = json_extract(a.details, '$.serial') \
+             WHERE a.seq > ?1 AND a.seq < ?2 \
+             AND a.event IN ('certificate-issued', 'certificate-returned') ORDER BY a.seq",
+        )
+        .map_err(db_err)?;
+    let mut rows = st.query([first as i64, last as i64]).map_err(db_err)?;
+    let mut n = 0u64;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        let device_id: String = r.get(0).map_err(db_err)?;
+        let der: Vec<u8> = r.get(8).map_err(db_err)?;
+        let pem = crate::util::pem_encode("CERTIFICATE", &der);
+        let sha256: String = r.get(7).map_err(db_err)?;
+        if crate::crypto::sha256_hex(pem.as_bytes()) != sha256 {
+            return Err(BundleError::HashMismatch(format!(
+                "certificate of {device_id} in ca.db (its cert_sha256 does not match its DER)"
+            )));
+        }
+        b.add_cert(
+            &device_id,
+            &CertRow {
+                device_uuid: r.get(1).map_err(db_err)?,
+                imei: r
+                    .get::<_, Option<String>>(2)
+                    .map_err(db_err)?
+                    .unwrap_or_default(),
+                sec_tag: r.get(3).map_err(db_err)?,
+                serial: r.get(4).map_err(db_err)?,
+                not_before: r.get(5).map_err(db_err)?,
+                not_after: r.get(6).map_err(db_err)?,
+                sha256,
+                certificate_pem: pem,
+            },
+        )?;
+        n += 1;
+    }
+    let expected = report.issued + report.returned;
+    if n != expected {
+        return Err(BundleError::MalformedManifest(format!(
+            "ca.db holds {n} certificates for batch {}, its report {expected}",
+            report.batch
+        )));
+    }
+    b.finish(
+        Manifest {
+            format: String::new(),
+            batch: report.batch.clone(),
+            created_at: crate::signer::audit::now_rfc3339(),
+            ca_sha256: cert.fingerprint.clone(),
+            inputs: report.inputs.clone(),
+            files: Vec::new(),
+            counts: Counts {
+                requests: report.requests,
+                issued: report.issued,
+                returned: report.returned,
+                rejected: report.rejected,
+            },
+        },
+        |bytes| key.sign_der(bytes),
+    )
+}
+
+/// The follow-up transaction after the rename: `bundle-written`, the staging directory
+/// unregistered, and a checkpoint.
 fn record_bundle(
     conn: &mut Connection,
     key: &CaKey,
     opts: &SignOptions,
     batch: &str,
+    manifest: &Manifest,
+    staging: &Staging,
 ) -> Result<AuditHead, SignError> {
     let manifest_sha256 = std::fs::read(opts.out.join("manifest.json"))
         .map(|b| crate::crypto::sha256_hex(&b))
@@ -630,8 +854,10 @@ fn record_bundle(
             "batch": batch,
             "path": opts.out.display().to_string(),
             "manifest_sha256": manifest_sha256,
+            "files": manifest.files.len(),
         }),
     )?;
+    staging.unregister_in(&tx)?;
     audit.checkpoint(&tx, key)?;
     crash_point("bundle-audited", 0);
     let (seq, hash) = audit.head();
@@ -644,6 +870,14 @@ fn record_bundle(
     Ok(head)
 }
 
+/// What [`run`] hands back: the report, the rejects writer it was given, and the audit seqs
+/// of `batch-started` and `batch-committed` (0, 0 for a dry run).
+struct Ran {
+    report: SignReport,
+    rejects: Option<RejectsWriter>,
+    seqs: (u64, u64),
+}
+
 /// The batch proper, inside the caller's transaction (`key` None = dry run).
 #[allow(clippy::too_many_arguments)]
 fn run(
@@ -654,10 +888,10 @@ fn run(
     batch: &str,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
-    temp: Option<&Path>,
+    mut rejects: Option<RejectsWriter>,
     progress: &mut dyn FnMut(SignEvent),
     started: Instant,
-) -> Result<SignReport, SignError> {
+) -> Result<Ran, SignError> {
     let nb_text = issue::rfc3339(not_before);
     let na_text = issue::rfc3339(not_after);
     let total_bytes = RequestReader::total_bytes(&opts.inputs);
@@ -676,12 +910,13 @@ fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    let mut first_seq = 0;
     if let Some(a) = audit.as_mut() {
         conn.execute(
             "INSERT INTO batches(id, started_at, operator, inputs) VALUES (?1, ?2, ?3, '[]')",
             rusqlite::params![batch, crate::signer::audit::now_rfc3339(), opts.operator],
         )?;
-        a.append(
+        first_seq = a.append(
             conn,
             "batch-started",
             &json!({
@@ -697,19 +932,6 @@ fn run(
             }),
         )?;
     }
-    let mut bundle = match temp {
-        Some(t) => Some(BundleWriter::create(
-            t,
-            cert.pem.as_bytes(),
-            BundleOptions {
-                sub_type: opts.sub_type.clone(),
-                tags: opts.tags.clone(),
-                fw_types: opts.fw_types.clone(),
-                pem_files: opts.pem_files,
-            },
-        )?),
-        None => None,
-    };
 
     let profile = profile_of(cert);
     let check_opts = CheckOptions {
@@ -749,7 +971,7 @@ fn run(
         db_empty: db_rows == 0,
         key,
         audit: audit.as_mut(),
-        bundle: bundle.as_mut(),
+        rejects: rejects.as_mut(),
         batch,
         nb_text: &nb_text,
         na_text: &na_text,
@@ -893,33 +1115,25 @@ fn run(
         })
         .collect();
 
-    if let (Some(a), Some(b), Some(k)) = (audit.as_mut(), bundle.take(), key) {
-        let manifest = b.finish(
-            Manifest {
-                format: String::new(),
-                batch: batch.to_string(),
-                created_at: crate::signer::audit::now_rfc3339(),
-                ca_sha256: cert.fingerprint.clone(),
-                inputs: input_digests.clone(),
-                files: Vec::new(),
-                counts: counts.clone(),
-            },
-            |bytes| k.sign_der(bytes),
-        )?;
-        crash_point("bundle-finished", 0);
-        let manifest_json = serde_json::to_string(&input_digests).unwrap_or_else(|_| "[]".into());
+    if counts.requests == 0 {
+        return Err(SignError::EmptyBatch);
+    }
+    let mut last_seq = 0;
+    if let (Some(a), Some(k)) = (audit.as_mut(), key) {
+        let inputs_json = serde_json::to_string(&input_digests).unwrap_or_else(|_| "[]".into());
         conn.execute(
             "UPDATE batches SET committed_at = ?2, inputs = ?3, issued = ?4, returned = ?5, rejected = ?6 WHERE id = ?1",
             rusqlite::params![
                 batch,
                 crate::signer::audit::now_rfc3339(),
-                manifest_json,
+                inputs_json,
                 counts.issued as i64,
                 counts.returned as i64,
                 counts.rejected as i64
             ],
         )?;
-        a.append(
+        let unrecorded = counts.rejected.saturating_sub(MAX_RECORDED_REJECTS);
+        last_seq = a.append(
             conn,
             "batch-committed",
             &json!({
@@ -928,8 +1142,10 @@ fn run(
                 "issued": counts.issued,
                 "returned": counts.returned,
                 "rejected": counts.rejected,
+                "rejected_by_code": by_code,
+                "rejects_unrecorded": unrecorded,
                 "inputs": input_digests,
-                "manifest_files": manifest.files.len(),
+                "manifest_files": bundle::file_count(counts.issued + counts.returned, opts.pem_files),
             }),
         )?;
         a.checkpoint(conn, k)?;
@@ -942,7 +1158,7 @@ fn run(
         }
     });
 
-    Ok(SignReport {
+    let report = SignReport {
         batch: batch.to_string(),
         dry_run: opts.dry_run,
         requests: counts.requests,
@@ -960,6 +1176,11 @@ fn run(
         elapsed_ms: started.elapsed().as_millis() as u64,
         removed_stale: Vec::new(),
         warnings: Vec::new(),
+    };
+    Ok(Ran {
+        report,
+        rejects,
+        seqs: (first_seq, last_seq),
     })
 }
 
@@ -1044,7 +1265,7 @@ struct Coordinator<'a> {
     db_empty: bool,
     key: Option<&'a CaKey>,
     audit: Option<&'a mut AuditWriter>,
-    bundle: Option<&'a mut BundleWriter>,
+    rejects: Option<&'a mut RejectsWriter>,
     batch: &'a str,
     nb_text: &'a str,
     na_text: &'a str,
@@ -1088,6 +1309,9 @@ impl Coordinator<'_> {
                     "a pipeline thread stopped before the batch was complete".into(),
                 )
             })?;
+            if let Some(sig) = crate::interrupt::requested() {
+                return Err(SignError::Interrupted(sig));
+            }
             match msg {
                 Msg::ReaderFailed(e) => return Err(SignError::Requests(e)),
                 Msg::WorkerFailed(m) => return Err(SignError::Internal(m)),
@@ -1302,7 +1526,10 @@ impl Coordinator<'_> {
                     .entry(reject.code.as_str().to_string())
                     .or_insert(0) += 1;
                 let uuid = device_uuid.unwrap_or_default();
-                if let Some(a) = self.audit.as_deref_mut() {
+                // The first MAX_RECORDED_REJECTS rejects are recorded one by one; the rest
+                // are counted in batch-committed (rejects.csv still lists every one).
+                let record = self.counts.rejected <= MAX_RECORDED_REJECTS;
+                if let (Some(a), true) = (self.audit.as_deref_mut(), record) {
                     let mut st = self.conn.prepare_cached(
                         "INSERT INTO rejects(batch_id, source, line, device_uuid, code, detail, keygen_sha256) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1330,32 +1557,18 @@ impl Coordinator<'_> {
                         ),
                     )?;
                 }
-                if let Some(b) = self.bundle.as_deref_mut() {
+                if let Some(b) = self.rejects.as_deref_mut() {
                     b.add_reject(&source, line, &uuid, reject.code.as_str(), &reject.detail)?;
                 }
             }
             Outcome::Return { stored } => {
+                // The bundle row is written after the commit, from this audit record.
                 self.counts.returned += 1;
                 if let Some(a) = self.audit.as_deref_mut() {
                     a.append_canonical(
                         self.conn,
                         "certificate-returned",
                         &returned_details(self.batch, &stored),
-                    )?;
-                }
-                if let Some(b) = self.bundle.as_deref_mut() {
-                    b.add_cert(
-                        &stored.device_id,
-                        &CertRow {
-                            device_uuid: stored.uuid.clone(),
-                            imei: stored.imei.clone().unwrap_or_default(),
-                            sec_tag: stored.sec_tag,
-                            serial: stored.serial.clone(),
-                            not_before: stored.not_before.clone(),
-                            not_after: stored.not_after.clone(),
-                            sha256: stored.cert_sha256.clone(),
-                            certificate_pem: stored.pem.clone(),
-                        },
                     )?;
                 }
             }
@@ -1412,21 +1625,6 @@ impl Coordinator<'_> {
                         reissue,
                     ),
                 )?;
-                if let Some(b) = self.bundle.as_deref_mut() {
-                    b.add_cert(
-                        &verified.device_id,
-                        &CertRow {
-                            device_uuid: verified.uuid.clone(),
-                            imei: imei.unwrap_or_default(),
-                            sec_tag: verified.sec_tag,
-                            serial: serial_hex,
-                            not_before: self.nb_text.to_string(),
-                            not_after: self.na_text.to_string(),
-                            sha256: cert_hex,
-                            certificate_pem: cert.pem,
-                        },
-                    )?;
-                }
             }
         }
         Ok(())
