@@ -50,9 +50,9 @@ fn passphrase_init_refuse_overwrite_lint_wrong_passphrase_leaves_no_plaintext() 
     std::fs::create_dir(&tmp).unwrap();
     let ca_dir = root.path().join("ca");
     let pp = root.path().join("pass.txt");
-    std::fs::write(&pp, "correct horse battery staple\n").unwrap();
+    common::write_secret(&pp, b"correct horse battery staple\n");
     let bad = root.path().join("bad.txt");
-    std::fs::write(&bad, "wrong\n").unwrap();
+    common::write_secret(&bad, b"wrong\n");
 
     let o = run(bin().env("TMPDIR", &tmp).args([
         "ca",

@@ -338,7 +338,7 @@ fn no_passphrase_or_key_byte_in_any_file_or_output() {
     let work = root.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let ppf = root.path().join("pass.txt");
-    std::fs::write(&ppf, format!("{PASS}\n")).unwrap();
+    common::write_secret(&ppf, format!("{PASS}\n").as_bytes());
     let ca = work.join("ca");
     let mut needles = Needles::passphrase(PASS);
     let cmd = |args: &[&str]| {
@@ -507,7 +507,7 @@ fn secrets_have_redacted_debug_and_errors() {
     // Errors of secret handling name files and reasons, never content.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("pp");
-    std::fs::write(&f, b"\xff\xfe not utf-8 secret").unwrap();
+    common::write_secret(&f, b"\xff\xfe not utf-8 secret");
     let e = secret::read_passphrase_file(&f).unwrap_err();
     assert!(!format!("{e} {e:?}").contains("secret"), "{e:?}");
     let e = nrfca::crypto::pkcs8_from_pem_any(

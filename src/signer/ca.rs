@@ -75,6 +75,8 @@ pub enum CaError {
     Crypto(CryptoError),
     /// Building the certificate failed.
     Build(String),
+    /// `ca.db` is locked by another command: nothing was decrypted.
+    Busy(String),
 }
 
 impl fmt::Display for CaError {
@@ -111,6 +113,7 @@ impl fmt::Display for CaError {
             CaError::Audit(e) => write!(f, "{e}"),
             CaError::Crypto(e) => write!(f, "{e}"),
             CaError::Build(why) => write!(f, "building the CA certificate failed: {why}"),
+            CaError::Busy(e) => write!(f, "ca.db is in use by another nrfca command ({e}); the key was not unlocked: wait for that command to finish (or find it with `fuser ca.db`) and run this again"),
         }
     }
 }
@@ -1128,28 +1131,26 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
 }
 
 fn record_unlock(
-    ca_dir: &Path,
+    tx: &rusqlite::Transaction<'_>,
     operator: &str,
     event: &str,
     details: serde_json::Value,
     key: Option<&CaKey>,
 ) -> Result<(), CaError> {
-    let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut w = AuditWriter::new(&tx, operator)?;
-    w.append(&tx, event, &details)?;
+    let mut w = AuditWriter::new(tx, operator)?;
+    w.append(tx, event, &details)?;
     if let Some(key) = key {
-        w.checkpoint(&tx, key)?;
+        w.checkpoint(tx, key)?;
     }
-    drop(w);
-    tx.commit()?;
     Ok(())
 }
 
 /// Decrypt `ca_dir/ca.key.age` with `unlock`, check it matches `ca.pem`, and record
 /// `key-unlocked` (followed by a checkpoint signed with the unlocked key) or `unlock-failed`
 /// (reason only, never secret material). A wrong passphrase or identity is
-/// [`CaError::WrongSecret`].
+/// [`CaError::WrongSecret`]. `ca.db`'s write lock is taken *before* the key file is touched
+/// and held until the record commits, so no decryption ever goes unrecorded: with `ca.db`
+/// locked by another command (after SQLite's busy timeout), nothing is decrypted.
 pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<UnlockedCa, CaError> {
     secret::harden_process()?;
     let cert = load_cert(ca_dir)?;
@@ -1160,6 +1161,10 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
     if !ca_dir.join(CA_DB).is_file() {
         return Err(CaError::Missing(ca_dir.join(CA_DB)));
     }
+    let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| CaError::Busy(e.to_string()))?;
     let method = unlock.method();
     let identity_file = match unlock {
         Unlock::Identity(p) => Some(p.display().to_string()),
@@ -1184,7 +1189,7 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
     match attempt {
         Ok(key) => {
             record_unlock(
-                ca_dir,
+                &tx,
                 operator,
                 "key-unlocked",
                 json!({
@@ -1194,6 +1199,7 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
                 }),
                 Some(&key),
             )?;
+            tx.commit()?;
             Ok(UnlockedCa { cert, key })
         }
         Err(e) => {
@@ -1214,8 +1220,8 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
                 _ => "key file unreadable",
             };
             // Best effort: a failure to record must not hide the unlock error.
-            let _ = record_unlock(
-                ca_dir,
+            let recorded = record_unlock(
+                &tx,
                 operator,
                 "unlock-failed",
                 json!({
@@ -1226,6 +1232,9 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
                 }),
                 None,
             );
+            if recorded.is_ok() {
+                let _ = tx.commit();
+            }
             Err(e)
         }
     }

@@ -349,8 +349,10 @@ pub fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> {
 }
 
 /// Read a passphrase file: the first line, without its line ending. Leading/trailing spaces
-/// are kept (they are part of the passphrase). An empty passphrase is refused.
+/// are kept (they are part of the passphrase). An empty passphrase is refused, and so is a
+/// file that group or others may read or write (as for key and identity files: `chmod 600`).
 pub fn read_passphrase_file(path: &Path) -> Result<SecretString, SecretError> {
+    check_private_mode(path)?;
     let bytes = read_limited(path)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::Io {
         path: path.to_path_buf(),
