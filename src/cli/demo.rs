@@ -179,6 +179,11 @@ pub fn run(args: DemoArgs) -> CliResult {
             eprintln!("    committing the batch (one transaction)…");
             ports.working();
         }
+        DemoEvent::Sign(SignEvent::WritingBundle) => {
+            ports.idle();
+            eprintln!("    committed; writing the bundle from ca.db, manifest signed last…");
+            ports.working();
+        }
         DemoEvent::Sign(_) => {}
     };
     let report = demo::run(&opts, &on);

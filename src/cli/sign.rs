@@ -156,6 +156,7 @@ pub fn run(a: SignArgs) -> CliResult {
                 ));
             }
             SignEvent::Committing => b.set_message("committing the batch"),
+            SignEvent::WritingBundle => b.set_message("batch committed; writing the bundle"),
             SignEvent::Done => {}
         }
     };

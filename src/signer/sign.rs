@@ -216,8 +216,10 @@ pub enum SignEvent {
         /// Input bytes read so far.
         bytes_read: u64,
     },
-    /// Every request is decided; the bundle is being finished and the batch committed.
+    /// Every request is decided; the batch is being committed.
     Committing,
+    /// The batch is committed; its bundle is being written from `ca.db` and signed.
+    WritingBundle,
     /// The batch is committed and the bundle is in place.
     Done,
 }
@@ -661,6 +663,7 @@ pub fn sign(
     };
     report.removed_stale = removed;
     crash_point("after-commit", 0);
+    progress(SignEvent::WritingBundle);
 
     // Committed: the bundle, from ca.db, manifest signed last.
     let manifest = match write_bundle(&conn, &unlocked.key, &cert, opts, &report, rejects, seqs) {
