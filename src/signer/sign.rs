@@ -106,10 +106,11 @@ pub const CRASH_SIGNAL_ENV: &str = "NRFCA_CRASH_SIGNAL";
 /// buffer is flushed, no core file once the key was unlocked). It can only make nrfca die —
 /// which anyone who can set its environment can do anyway — and `tests/crash.rs` uses it to
 /// check SPEC §5 at exact instants. Documented in docs/threat-model.md.
+/// The parsed crash hook: point, optional count, optional signal to send instead of aborting.
+type CrashAt = Option<(String, Option<u64>, Option<nix::sys::signal::Signal>)>;
+
 fn crash_point(point: &str, n: u64) {
-    static AT: std::sync::OnceLock<
-        Option<(String, Option<u64>, Option<nix::sys::signal::Signal>)>,
-    > = std::sync::OnceLock::new();
+    static AT: std::sync::OnceLock<CrashAt> = std::sync::OnceLock::new();
     let at = AT.get_or_init(|| {
         let v = std::env::var(CRASH_ENV).ok()?;
         let sig = std::env::var(CRASH_SIGNAL_ENV).ok().and_then(|s| {
