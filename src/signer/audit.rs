@@ -787,8 +787,7 @@ impl Verifier {
                 ));
             }
         }
-        if CHECKPOINTED_EVENTS.contains(&r.event.as_str()) && self.unsigned_batch_event.is_none()
-        {
+        if CHECKPOINTED_EVENTS.contains(&r.event.as_str()) && self.unsigned_batch_event.is_none() {
             self.unsigned_batch_event = Some((r.seq, r.event.clone()));
         }
         match r.event.as_str() {
@@ -819,10 +818,10 @@ impl Verifier {
                         uuid: details
                             .get("uuid")
                             .map(|u| u.as_str().unwrap_or_default().to_string()),
-                        imei: details
-                            .get("imei")
-                            .map(|i| i.as_str().map(str::to_string)),
-                        sec_tag: details.get("sec_tag").map(|t| t.as_u64().unwrap_or(u64::MAX)),
+                        imei: details.get("imei").map(|i| i.as_str().map(str::to_string)),
+                        sec_tag: details
+                            .get("sec_tag")
+                            .map(|t| t.as_u64().unwrap_or(u64::MAX)),
                     };
                     if let Some(prev) = map.insert(serial.clone(), rec) {
                         return Err(format!(
@@ -934,7 +933,18 @@ pub fn verify_conn(
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             match row_to_record(row) {
-                Ok(Ok(rec)) => v.feed(&rec),
+                Ok(Ok(rec)) => {
+                    // Readers (json_extract, `audit report`) read the stored text: it must be
+                    // exactly what the chain hashed (no duplicate keys, no other spelling).
+                    let stored = row.get_ref(4)?.as_str().unwrap_or_default();
+                    if stored != canonical_json(&rec.details) {
+                        v.not_canonical(
+                            v.expected_seq,
+                            "the details stored in ca.db are not canonical JSON",
+                        );
+                    }
+                    v.feed(&rec)
+                }
                 Ok(Err(why)) => v.feed_unparsable(why),
                 Err(e) => v.feed_unparsable(e.to_string()),
             }
@@ -1243,7 +1253,10 @@ fn verify_jsonl<R: BufRead>(
                 // The chain hashes the canonical form; the line must be exactly it, so that
                 // what a reader sees (e.g. the first of duplicate keys) is what was hashed.
                 if r.to_export_json() != text {
-                    v.not_canonical(v.expected_seq, "the line differs from the canonical JSON of its record");
+                    v.not_canonical(
+                        v.expected_seq,
+                        "the line differs from the canonical JSON of its record",
+                    );
                 }
                 v.feed(&r)
             }
@@ -1348,7 +1361,10 @@ fn verify_csv<R: io::Read>(reader: R, v: &mut Verifier) -> Result<(), AuditError
             }
         };
         if field(0) != seq.to_string() {
-            v.not_canonical(v.expected_seq, "seq is not written as a plain decimal number");
+            v.not_canonical(
+                v.expected_seq,
+                "seq is not written as a plain decimal number",
+            );
         } else if field(4) != canonical_json(&details) {
             v.not_canonical(v.expected_seq, "details are not canonical JSON");
         }
