@@ -577,24 +577,55 @@ fn ca_with_batch(root: &Path, n: usize) -> PathBuf {
     .unwrap();
     w.append(&tx, "batch-started", &json!({"batch": "b1"}))
         .unwrap();
+    // Real certificates signed by the CA: `audit verify` compares the DER with its columns.
+    let profile = nrfca::signer::issue::IssuerProfile {
+        subject_der: unlocked.cert.subject_der.clone(),
+        ski: unlocked.cert.ski.clone(),
+        not_after: unlocked.cert.not_after,
+    };
+    let nb = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let na = nb + time::Duration::days(30);
+    let (nb_text, na_text) = (
+        nrfca::signer::issue::rfc3339(nb),
+        nrfca::signer::issue::rfc3339(na),
+    );
     for i in 0..n {
-        let serial = format!("{:040x}", 0x4000_0000u64 + i as u64);
+        let mut sb = [0u8; 20];
+        sb[0] = 0x40;
+        sb[19] = i as u8;
+        let serial_v = nrfca::signer::issue::Serial(sb);
+        let serial = serial_v.to_hex();
         let device = format!("00000000-0000-4000-8000-{:012}", i);
         let keygen = nrfca::crypto::sha256_hex(format!("keygen {i}").as_bytes());
-        let der = format!("cert {i}").into_bytes();
-        let cert =
-            nrfca::crypto::sha256_hex(nrfca::util::pem_encode("CERTIFICATE", &der).as_bytes());
+        let public_key = nrfca::crypto::P256Key::generate().unwrap().0.public_key();
+        let issued = nrfca::signer::issue::issue(
+            &profile,
+            &nrfca::signer::issue::Issuance {
+                device_id: device.clone(),
+                public_key,
+                serial: serial_v,
+                not_before: nb,
+                not_after: na,
+            },
+            |t| unlocked.key.sign_der(t),
+        )
+        .unwrap();
+        let der = issued.der;
+        let cert = hex::encode(issued.pem_sha256);
         tx.execute(
             "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id, reissue)
-             VALUES (?1, ?2, ?2, 16842753, ?3, ?4, ?5, ?6, 'nb', 'na', 'b1', 0)",
-            params![serial, device, vec![4u8; 65], keygen, cert, der],
+             VALUES (?1, ?2, ?2, 16842753, ?3, ?4, ?5, ?6, ?7, ?8, 'b1', 0)",
+            params![serial, device, &public_key[..], keygen, cert, der, nb_text, na_text],
         )
         .unwrap();
         w.append(
             &tx,
             "certificate-issued",
             &json!({"batch": "b1", "serial": serial, "device_id": device,
-                    "keygen_sha256": keygen, "cert_sha256": cert, "reissue": false}),
+                    "keygen_sha256": keygen, "cert_sha256": cert, "reissue": false,
+                    "uuid": device, "imei": null, "sec_tag": 16842753}),
         )
         .unwrap();
     }
@@ -947,9 +978,10 @@ fn export_verifies_alone_and_file_tampering_is_found() {
     let mut l = lines.clone();
     l[0] = rehash(&l[0], &|d| d["fingerprint"] = json!("00"));
     cases.push(("log of another CA", join(&l), Some(1)));
-    // Truncation to whole records: undetectable by the file alone, but visible as an
-    // unsigned tail when it does not end at a checkpoint.
-    cases.push(("truncate to 8 records", join(&lines[..8]), None));
+    // Truncation to whole records inside a batch: the batch's records after the last
+    // checkpoint are an uncheckpointed tail (sign always checkpoints its batch), a finding
+    // where the missing checkpoint should be.
+    cases.push(("truncate to 8 records", join(&lines[..8]), Some(9)));
 
     for (i, (name, content, expected)) in cases.iter().enumerate() {
         let f = root.path().join(format!("t{i}.jsonl"));

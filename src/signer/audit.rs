@@ -692,11 +692,13 @@ impl Verifier {
                 "the log has no CA-signed checkpoint: nrfca signs one when the CA is created, so records were cut from it".into(),
             );
         } else if let Some((seq, event)) = self.unsigned_batch_event.take() {
+            // Reported where the missing checkpoint should be: the records from the last
+            // checkpoint on may be made up, and the real tail is missing.
             self.bad(
-                seq,
+                self.records + 1,
                 format!(
-                    "uncheckpointed tail: {event} record {seq} comes after the last CA-signed checkpoint (record {}), but sign always checkpoints its batch; the log was cut after a checkpoint and records were appended",
-                    self.last_checkpoint_seq
+                    "uncheckpointed tail: {event} record {seq} comes after the last CA-signed checkpoint (record {}), but sign always checkpoints its batch: the log was cut and records after record {} may be made up",
+                    self.last_checkpoint_seq, self.last_checkpoint_seq
                 ),
             );
         }
