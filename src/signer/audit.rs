@@ -1386,8 +1386,8 @@ fn verify_csv<R: io::Read>(reader: R, v: &mut Verifier) -> Result<(), AuditError
 /// What to select in [`show`]. Empty filter = every record.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// Records about this device: details `device_id`, `uuid` or `device_uuid` equal to it, or
-    /// a `serial` of a certificate issued to that UUID or IMEI.
+    /// Records about this device: details `device_id`, `uuid`, `device_uuid` or `imei` equal
+    /// to it, or a `serial` of a certificate issued to that UUID or IMEI.
     pub device: Option<String>,
     /// Records of this batch (details `batch`).
     pub batch: Option<String>,
@@ -1411,7 +1411,7 @@ pub fn show(ca_dir: &Path, filter: &Filter) -> Result<Vec<Record>, AuditError> {
         params.push(d.clone());
         let n = params.len();
         sql.push_str(&format!(
-            " AND (json_extract(details, '$.device_id') = ?{n} OR json_extract(details, '$.uuid') = ?{n} OR json_extract(details, '$.device_uuid') = ?{n} \
+            " AND (json_extract(details, '$.device_id') = ?{n} OR json_extract(details, '$.uuid') = ?{n} OR json_extract(details, '$.device_uuid') = ?{n} OR json_extract(details, '$.imei') = ?{n} \
                OR json_extract(details, '$.serial') IN (SELECT serial FROM certificates WHERE uuid = ?{n} OR imei = ?{n}))"
         ));
     }
