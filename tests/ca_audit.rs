@@ -577,24 +577,55 @@ fn ca_with_batch(root: &Path, n: usize) -> PathBuf {
     .unwrap();
     w.append(&tx, "batch-started", &json!({"batch": "b1"}))
         .unwrap();
+    // Real certificates signed by the CA: `audit verify` compares the DER with its columns.
+    let profile = nrfca::signer::issue::IssuerProfile {
+        subject_der: unlocked.cert.subject_der.clone(),
+        ski: unlocked.cert.ski.clone(),
+        not_after: unlocked.cert.not_after,
+    };
+    let nb = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let na = nb + time::Duration::days(30);
+    let (nb_text, na_text) = (
+        nrfca::signer::issue::rfc3339(nb),
+        nrfca::signer::issue::rfc3339(na),
+    );
     for i in 0..n {
-        let serial = format!("{:040x}", 0x4000_0000u64 + i as u64);
+        let mut sb = [0u8; 20];
+        sb[0] = 0x40;
+        sb[19] = i as u8;
+        let serial_v = nrfca::signer::issue::Serial(sb);
+        let serial = serial_v.to_hex();
         let device = format!("00000000-0000-4000-8000-{:012}", i);
         let keygen = nrfca::crypto::sha256_hex(format!("keygen {i}").as_bytes());
-        let der = format!("cert {i}").into_bytes();
-        let cert =
-            nrfca::crypto::sha256_hex(nrfca::util::pem_encode("CERTIFICATE", &der).as_bytes());
+        let public_key = nrfca::crypto::P256Key::generate().unwrap().0.public_key();
+        let issued = nrfca::signer::issue::issue(
+            &profile,
+            &nrfca::signer::issue::Issuance {
+                device_id: device.clone(),
+                public_key,
+                serial: serial_v,
+                not_before: nb,
+                not_after: na,
+            },
+            |t| unlocked.key.sign_der(t),
+        )
+        .unwrap();
+        let der = issued.der;
+        let cert = hex::encode(issued.pem_sha256);
         tx.execute(
             "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id, reissue)
-             VALUES (?1, ?2, ?2, 16842753, ?3, ?4, ?5, ?6, 'nb', 'na', 'b1', 0)",
-            params![serial, device, vec![4u8; 65], keygen, cert, der],
+             VALUES (?1, ?2, ?2, 16842753, ?3, ?4, ?5, ?6, ?7, ?8, 'b1', 0)",
+            params![serial, device, &public_key[..], keygen, cert, der, nb_text, na_text],
         )
         .unwrap();
         w.append(
             &tx,
             "certificate-issued",
             &json!({"batch": "b1", "serial": serial, "device_id": device,
-                    "keygen_sha256": keygen, "cert_sha256": cert, "reissue": false}),
+                    "keygen_sha256": keygen, "cert_sha256": cert, "reissue": false,
+                    "uuid": device, "imei": null, "sec_tag": 16842753}),
         )
         .unwrap();
     }
@@ -947,9 +978,10 @@ fn export_verifies_alone_and_file_tampering_is_found() {
     let mut l = lines.clone();
     l[0] = rehash(&l[0], &|d| d["fingerprint"] = json!("00"));
     cases.push(("log of another CA", join(&l), Some(1)));
-    // Truncation to whole records: undetectable by the file alone, but visible as an
-    // unsigned tail when it does not end at a checkpoint.
-    cases.push(("truncate to 8 records", join(&lines[..8]), None));
+    // Truncation to whole records inside a batch: the batch's records after the last
+    // checkpoint are an uncheckpointed tail (sign always checkpoints its batch), a finding
+    // where the missing checkpoint should be.
+    cases.push(("truncate to 8 records", join(&lines[..8]), Some(9)));
 
     for (i, (name, content, expected)) in cases.iter().enumerate() {
         let f = root.path().join(format!("t{i}.jsonl"));
@@ -1052,4 +1084,326 @@ fn audit_show_filters() {
         "yesterday",
     ]));
     assert_eq!(o.status.code(), Some(2));
+}
+
+// ------------------------------------------------------------ Hardening II (issue 10)
+
+/// A file name carrying terminal control sequences (title-setting OSC, BEL, CR).
+const EVIL_NAME: &str = "req\u{1b}]0;pwned\u{7}\rX.csv";
+
+/// A CA with one batch really signed by `sign`: 3 good requests and one junk line, read
+/// from a requests file whose name holds terminal escapes. Returns (tempdir, ca_dir, batch).
+fn signed_ca() -> (tempfile::TempDir, PathBuf, String) {
+    use nrfca::keygen::generate::{write_requests, BatchOptions};
+    use nrfca::signer::sign::{self, SignOptions};
+    let root = tempfile::tempdir().unwrap();
+    let (ca_dir, idf) = recipient_ca(root.path(), "ca");
+    let mut buf = Vec::new();
+    write_requests(
+        &mut buf,
+        &BatchOptions {
+            count: 3,
+            ..BatchOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    buf.extend_from_slice(b"not-a-keygen-string\n");
+    let input = root.path().join(EVIL_NAME);
+    std::fs::write(&input, buf).unwrap();
+    let mut opts = SignOptions::new(root.path().join("out"), vec![input], "alice".into());
+    opts.days = 30; // the test CA lives 365 days
+    let r = sign::sign(&ca_dir, &Unlock::Identity(idf), &opts, &mut |_| {}).unwrap();
+    assert_eq!((r.issued, r.rejected), (3, 1));
+    (root, ca_dir, r.batch)
+}
+
+/// Item 3: `audit report` and `ca show` state what the chained records say, whatever the
+/// unchained `batches` and `rejects` tables were edited to.
+#[test]
+fn report_and_ca_show_ignore_edited_batches_and_rejects_tables() {
+    use nrfca::signer::report;
+    let (_root, ca_dir, batch) = signed_ca();
+    let before = report::batch_report(&ca_dir, None).unwrap();
+    let show_before = ca::show(&ca_dir).unwrap();
+    assert!(before.audit.verified, "{:?}", before.audit.first_bad);
+    assert_eq!(before.operator, "alice");
+    {
+        let c = Connection::open(ca_dir.join("ca.db")).unwrap();
+        c.execute_batch(
+            "UPDATE batches SET operator = 'mallory', started_at = '2001-01-01T00:00:00Z',
+                 committed_at = '2001-01-01T00:00:01Z',
+                 inputs = '[{\"name\":\"forged.csv\",\"sha256\":\"00\"}]',
+                 issued = 999, returned = 7, rejected = 0;
+             DELETE FROM rejects;
+             INSERT INTO batches(id, started_at, committed_at, operator, inputs, issued)
+                 VALUES ('ffffffffffffffffffffffffffffffff', '2999-01-01T00:00:00Z',
+                         '2999-01-01T00:00:00Z', 'mallory', '[]', 5);
+             INSERT INTO rejects(batch_id, source, line, code, detail)
+                 VALUES ('ffffffffffffffffffffffffffffffff', 'x', 1, 'bad-base64', 'x');",
+        )
+        .unwrap();
+    }
+    let after = report::batch_report(&ca_dir, None).unwrap();
+    assert_eq!(after.batch, batch, "the latest batch comes from the chain");
+    assert_eq!(after.operator, "alice");
+    assert_eq!(after.started_at, before.started_at);
+    assert_eq!(after.committed_at, before.committed_at);
+    assert_eq!(after.inputs, before.inputs);
+    assert_eq!(after.inputs.len(), 1);
+    assert_eq!(
+        (
+            after.counts.requests,
+            after.counts.issued,
+            after.counts.returned,
+            after.counts.rejected
+        ),
+        (4, 3, 0, 1)
+    );
+    assert_eq!(after.rejects.len(), 1);
+    assert_eq!(after.rejects_by_code, before.rejects_by_code);
+    assert!(after.audit.verified, "{:?}", after.audit.first_bad);
+    let list = report::list_batches(&ca_dir).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].operator.as_str(), list[0].issued), ("alice", 3));
+    assert!(matches!(
+        report::batch_report(&ca_dir, Some("ffffffffffffffffffffffffffffffff")),
+        Err(report::ReportError::UnknownBatch(_))
+    ));
+    let show = ca::show(&ca_dir).unwrap();
+    assert_eq!(
+        (show.issued, show.rejected, show.batches),
+        (
+            show_before.issued,
+            show_before.rejected,
+            show_before.batches
+        )
+    );
+    assert_eq!((show.issued, show.rejected, show.batches), (3, 1, 1));
+}
+
+/// Item 3: every certificate column `audit verify` did not check (imei, uuid, public key,
+/// sec_tag, validity, CN, serial) is now checked against the DER or `certificate-issued`.
+#[test]
+fn audit_verify_checks_every_certificate_column() {
+    let (root, ca_dir, _) = signed_ca();
+    assert!(audit::verify_db(&ca_dir).unwrap().is_ok());
+    let cases = [
+        ("imei", "UPDATE certificates SET imei = '352656100000001' WHERE rowid = 1"),
+        ("uuid", "UPDATE certificates SET uuid = '00000000-0000-4000-8000-000000000000' WHERE rowid = 1"),
+        ("sec_tag", "UPDATE certificates SET sec_tag = 7 WHERE rowid = 1"),
+        ("public_key", "UPDATE certificates SET public_key = (SELECT public_key FROM certificates WHERE rowid = 2) WHERE rowid = 1"),
+        ("not_after", "UPDATE certificates SET not_after = '2999-01-01T00:00:00Z' WHERE rowid = 1"),
+        ("not_before", "UPDATE certificates SET not_before = '2000-01-01T00:00:00Z' WHERE rowid = 1"),
+    ];
+    for (i, (column, sql)) in cases.iter().enumerate() {
+        let dir = root.path().join(format!("col{i}"));
+        copy_ca(&ca_dir, &dir);
+        Connection::open(dir.join("ca.db"))
+            .unwrap()
+            .execute(sql, [])
+            .unwrap();
+        let r = audit::verify_db(&dir).unwrap();
+        let bad = r
+            .first_bad
+            .unwrap_or_else(|| panic!("{column} edit verified intact"));
+        assert!(bad.problem.contains(column), "{column}: {}", bad.problem);
+    }
+}
+
+fn export_jsonl(ca_dir: &Path, out: &Path) -> Vec<String> {
+    audit::export(ca_dir, out, ExportFormat::Jsonl, "auditor").unwrap();
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn verify_file_cli(log: &Path, ca_pem: &Path) -> Output {
+    run(bin().args([
+        "audit",
+        "verify",
+        "--file",
+        log.to_str().unwrap(),
+        "--ca-cert",
+        ca_pem.to_str().unwrap(),
+    ]))
+}
+
+/// Item 4: a tail cut together with ca.db's checkpoint note, and an export cut after a
+/// checkpoint with a made-up (correctly hashed) batch appended, no longer verify intact;
+/// real exports (with `audit-exported` records after the last checkpoint) still do.
+#[test]
+fn truncated_tail_and_fabricated_export_tail_are_found() {
+    let (root, ca_dir, batch) = signed_ca();
+    let ca_pem = ca_dir.join("ca.pem");
+    // Two real exports: the second holds the first's audit-exported record, unsigned.
+    export_jsonl(&ca_dir, &root.path().join("e1.jsonl"));
+    let lines = export_jsonl(&ca_dir, &root.path().join("e2.jsonl"));
+    for f in ["e1.jsonl", "e2.jsonl"] {
+        let o = verify_file_cli(&root.path().join(f), &ca_pem);
+        assert!(o.status.success(), "{f}: {}", stderr(&o));
+    }
+    let recs: Vec<audit::Record> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The checkpoint right after batch-committed: cut there (the bundle-written record and
+    // its checkpoint gone).
+    let committed = recs
+        .iter()
+        .position(|r| r.event == "batch-committed")
+        .unwrap();
+    assert_eq!(recs[committed + 1].event, "checkpoint");
+    let cut = committed + 2;
+
+    // ca.db: delete the tail and the meta note with it.
+    let dir = root.path().join("cut");
+    copy_ca(&ca_dir, &dir);
+    Connection::open(dir.join("ca.db"))
+        .unwrap()
+        .execute_batch(&format!(
+            "DELETE FROM audit WHERE seq > {cut}; DELETE FROM meta WHERE key = 'audit_checkpoint';"
+        ))
+        .unwrap();
+    let o = run(bin().args(["audit", "verify", "--ca-dir", dir.to_str().unwrap()]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no note of its last checkpoint"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Export: cut after the checkpoint, append a fabricated batch with correct hashes.
+    let mut fake: Vec<String> = lines[..cut].to_vec();
+    let mut prev = recs[cut - 1].hash.clone();
+    for (i, (event, details)) in [
+        ("batch-started", json!({"batch": "f00d"})),
+        (
+            "certificate-issued",
+            json!({"batch": "f00d", "serial": "42", "device_id": "evil",
+            "keygen_sha256": "00", "cert_sha256": "00", "reissue": false}),
+        ),
+        ("batch-committed", json!({"batch": "f00d", "issued": 1})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = audit::Record {
+            seq: (cut + 1 + i) as u64,
+            time: recs[cut - 1].time.clone(),
+            operator: "mallory".into(),
+            event: event.into(),
+            details,
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        r.hash = r.compute_hash().unwrap();
+        prev = r.hash.clone();
+        fake.push(r.to_export_json());
+    }
+    let f = root.path().join("fake.jsonl");
+    std::fs::write(
+        &f,
+        fake.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let o = verify_file_cli(&f, &ca_pem);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("uncheckpointed tail"), "{}", stderr(&o));
+    let _ = batch;
+}
+
+/// Item 8: a JSONL line with a duplicate key spliced in front of the real one hashes like
+/// the real record but says something else to a first-key reader: refused. The same for a
+/// CSV row whose details are not canonical.
+#[test]
+fn audit_verify_file_refuses_non_canonical_lines() {
+    let (root, ca_dir, _) = signed_ca();
+    let ca_pem = ca_dir.join("ca.pem");
+    let lines = export_jsonl(&ca_dir, &root.path().join("e.jsonl"));
+    let i = lines
+        .iter()
+        .position(|l| l.contains("\"event\":\"certificate-issued\""))
+        .unwrap();
+    let mut l = lines.clone();
+    l[i] = l[i].replacen("\"details\":{", "\"details\":{\"serial\":\"0666\",", 1);
+    assert_ne!(l[i], lines[i]);
+    let f = root.path().join("dup.jsonl");
+    std::fs::write(&f, l.iter().map(|x| format!("{x}\n")).collect::<String>()).unwrap();
+    let o = verify_file_cli(&f, &ca_pem);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("record {}", i + 1)),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("canonical"), "{}", stderr(&o));
+
+    let csv = root.path().join("e.csv");
+    audit::export(&ca_dir, &csv, ExportFormat::Csv, "auditor").unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(verify_file_cli(&csv, &ca_pem).status.success());
+    let spliced = text.replacen(
+        "\"{\"\"batch\"\":",
+        "\"{\"\"serial\"\":\"\"0666\"\",\"\"batch\"\":",
+        1,
+    );
+    assert_ne!(spliced, text);
+    let f = root.path().join("dup.csv");
+    std::fs::write(&f, spliced).unwrap();
+    let o = verify_file_cli(&f, &ca_pem);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("canonical"), "{}", stderr(&o));
+}
+
+/// Item 10: an empty file, a CSV header alone, and a log without its CA checkpoint are not
+/// valid exports (the flaky property shrank to exactly these).
+#[test]
+fn empty_and_header_only_logs_are_not_valid_exports() {
+    let (root, ca_dir, _) = signed_ca();
+    let ca_pem = ca_dir.join("ca.pem");
+    let lines = export_jsonl(&ca_dir, &root.path().join("e.jsonl"));
+    for (name, content) in [
+        ("empty.jsonl", String::new()),
+        (
+            "header.csv",
+            "seq,time,operator,event,details,prev_hash,hash\n".to_string(),
+        ),
+        ("first-record-only.jsonl", format!("{}\n", lines[0])),
+    ] {
+        let f = root.path().join(name);
+        std::fs::write(&f, content).unwrap();
+        let o = verify_file_cli(&f, &ca_pem);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("TAMPERED or damaged at record"),
+            "{name}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// Terminal escaping: a requests file name with ESC/BEL/CR reaches `audit show` and
+/// `audit report` (text) only escaped.
+#[test]
+fn audit_show_and_report_escape_terminal_control_characters() {
+    let (_root, ca_dir, _) = signed_ca();
+    for args in [
+        vec!["audit", "show", "--ca-dir"],
+        vec!["audit", "report", "--ca-dir"],
+        vec!["audit", "report", "--list", "--ca-dir"],
+    ] {
+        let o = run(bin().args(&args).arg(&ca_dir));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string() + &stderr(&o);
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?} printed a raw control character: {out:?}"
+        );
+    }
+    let o = run(bin().args(["audit", "show", "--ca-dir"]).arg(&ca_dir));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("req\\x1b]0;pwned\\x07\\rX.csv"), "{out}");
 }

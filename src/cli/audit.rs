@@ -4,6 +4,7 @@ use super::common::{operator, print_json, print_stdout, with_spinner, CliResult,
 use clap::{Args, Subcommand, ValueEnum};
 use nrfca::signer::audit::{self, ExportFormat, Filter, Record, VerifyReport};
 use nrfca::signer::report;
+use nrfca::util::term_escape;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 
@@ -232,9 +233,9 @@ fn batch_report(a: ReportArgs) -> CliResult {
             for b in &list {
                 out.push_str(&format!(
                     "{:<32}  {:<24}  {:<16}  {:>8}  {:>8}  {:>8}\n",
-                    b.batch,
-                    b.committed_at.as_deref().unwrap_or("-"),
-                    b.operator,
+                    term_escape(&b.batch),
+                    term_escape(b.committed_at.as_deref().unwrap_or("-")),
+                    term_escape(&b.operator),
                     b.issued,
                     b.returned,
                     b.rejected
@@ -404,7 +405,9 @@ fn summary(r: &Record) -> String {
             serde_json::Value::Null => continue,
             other => other.to_string(),
         };
-        parts.push(format!("{k}={text}"));
+        // Details carry request text (reject details, file names): escape what a terminal
+        // would act on.
+        parts.push(format!("{}={}", term_escape(k), term_escape(&text)));
     }
     parts.join(" ")
 }
@@ -413,7 +416,7 @@ fn table(records: &[Record]) -> String {
     let mut out = String::new();
     let op_w = records
         .iter()
-        .map(|r| r.operator.chars().count())
+        .map(|r| term_escape(&r.operator).chars().count())
         .max()
         .unwrap_or(8)
         .clamp(8, 20);
@@ -425,9 +428,9 @@ fn table(records: &[Record]) -> String {
         out.push_str(&format!(
             "{:>6}  {:<24}  {:<op_w$}  {:<20}  {}\n",
             r.seq,
-            r.time,
-            r.operator,
-            r.event,
+            term_escape(&r.time),
+            term_escape(&r.operator),
+            term_escape(&r.event),
             summary(r)
         ));
     }

@@ -615,6 +615,12 @@ struct IssuedRec {
     cert_sha256: String,
     batch: String,
     reissue: bool,
+    /// Recorded by nrfca since Hardening II; `None` in older records (then not checked).
+    uuid: Option<String>,
+    /// `Some(None)`: recorded as null (no IMEI); `None`: not recorded (older record).
+    imei: Option<Option<String>>,
+    /// `None`: not recorded (older record).
+    sec_tag: Option<u64>,
 }
 
 /// Streaming verifier: feed records in file/seq order.
@@ -628,7 +634,20 @@ struct Verifier {
     last_checkpoint_seq: u64,
     first_bad: Option<Finding>,
     issued: Option<HashMap<String, IssuedRec>>,
+    /// The first batch or certificate event after the last valid checkpoint: (seq, event).
+    unsigned_batch_event: Option<(u64, String)>,
 }
+
+/// Events that `sign` always follows with a CA-signed checkpoint in the same transaction:
+/// one of them after the last checkpoint means the tail was cut and a new one made up.
+pub const CHECKPOINTED_EVENTS: &[&str] = &[
+    "batch-started",
+    "certificate-issued",
+    "certificate-returned",
+    "request-rejected",
+    "batch-committed",
+    "bundle-written",
+];
 
 impl Verifier {
     fn new(ca_public: [u8; 65], ca_fingerprint: String, collect_issued: bool) -> Self {
@@ -642,6 +661,46 @@ impl Verifier {
             last_checkpoint_seq: 0,
             first_bad: None,
             issued: collect_issued.then(HashMap::new),
+            unsigned_batch_event: None,
+        }
+    }
+
+    /// A record whose line is not in canonical form (what it hashes is not what it says).
+    fn not_canonical(&mut self, seq: u64, what: &str) {
+        self.bad(
+            seq,
+            format!(
+                "record {seq} is not in canonical form ({what}): the exact line is not what the chain hashed (edited, e.g. duplicate JSON keys spliced in)"
+            ),
+        );
+    }
+
+    /// End-of-log checks, once every record was fed: an empty log, a log without any
+    /// CA-signed checkpoint, and batch or certificate events after the last checkpoint.
+    fn finish(&mut self) {
+        if self.first_bad.is_some() {
+            return;
+        }
+        if self.records == 0 {
+            self.bad(
+                1,
+                "the log is empty: every nrfca log starts with ca-created or ca-imported and a checkpoint (an empty file or a CSV header alone is not an export)".into(),
+            );
+        } else if self.last_checkpoint_seq == 0 {
+            self.bad(
+                self.records + 1,
+                "the log has no CA-signed checkpoint: nrfca signs one when the CA is created, so records were cut from it".into(),
+            );
+        } else if let Some((seq, event)) = self.unsigned_batch_event.take() {
+            // Reported where the missing checkpoint should be: the records from the last
+            // checkpoint on may be made up, and the real tail is missing.
+            self.bad(
+                self.records + 1,
+                format!(
+                    "uncheckpointed tail: {event} record {seq} comes after the last CA-signed checkpoint (record {}), but sign always checkpoints its batch: the log was cut and records after record {} may be made up",
+                    self.last_checkpoint_seq, self.last_checkpoint_seq
+                ),
+            );
         }
     }
 
@@ -730,6 +789,9 @@ impl Verifier {
                 ));
             }
         }
+        if CHECKPOINTED_EVENTS.contains(&r.event.as_str()) && self.unsigned_batch_event.is_none() {
+            self.unsigned_batch_event = Some((r.seq, r.event.clone()));
+        }
         match r.event.as_str() {
             "checkpoint" => self.check_checkpoint(r, details)?,
             "certificate-issued" => {
@@ -755,6 +817,13 @@ impl Verifier {
                             .get("reissue")
                             .and_then(Value::as_bool)
                             .unwrap_or(false),
+                        uuid: details
+                            .get("uuid")
+                            .map(|u| u.as_str().unwrap_or_default().to_string()),
+                        imei: details.get("imei").map(|i| i.as_str().map(str::to_string)),
+                        sec_tag: details
+                            .get("sec_tag")
+                            .map(|t| t.as_u64().unwrap_or(u64::MAX)),
                     };
                     if let Some(prev) = map.insert(serial.clone(), rec) {
                         return Err(format!(
@@ -799,6 +868,7 @@ impl Verifier {
             ));
         }
         self.last_checkpoint_seq = r.seq;
+        self.unsigned_batch_event = None;
         Ok(())
     }
 
@@ -865,13 +935,27 @@ pub fn verify_conn(
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             match row_to_record(row) {
-                Ok(Ok(rec)) => v.feed(&rec),
+                Ok(Ok(rec)) => {
+                    // Readers (json_extract, `audit report`) read the stored text: it must be
+                    // exactly what the chain hashed (no duplicate keys, no other spelling).
+                    let stored = row.get_ref(4)?.as_str().unwrap_or_default();
+                    if stored != canonical_json(&rec.details) {
+                        v.not_canonical(
+                            v.expected_seq,
+                            "the details stored in ca.db are not canonical JSON",
+                        );
+                    }
+                    v.feed(&rec)
+                }
                 Ok(Err(why)) => v.feed_unparsable(why),
                 Err(e) => v.feed_unparsable(e.to_string()),
             }
         }
     }
+    v.finish();
     let records = v.records;
+    let chain_ok = v.first_bad.is_none();
+    let last_checkpoint = v.last_checkpoint_seq;
     let mut findings: Vec<Finding> = Vec::new();
 
     // meta's note of the last checkpoint: catches a table truncated to before it.
@@ -891,6 +975,12 @@ pub fn verify_conn(
                 seq: records + 1,
                 problem: format!(
                     "log truncated: ca.db noted a checkpoint at record {seq} but the log ends at {records}"
+                ),
+            }),
+            Some(seq) if chain_ok && seq != last_checkpoint => findings.push(Finding {
+                seq: seq.min(last_checkpoint) + 1,
+                problem: format!(
+                    "ca.db noted its last checkpoint at record {seq}, but the last CA-signed checkpoint in the log is record {last_checkpoint}: records were removed, or the note was rewritten"
                 ),
             }),
             Some(seq) => {
@@ -915,12 +1005,20 @@ pub fn verify_conn(
                 problem: "ca.db's note of the last checkpoint is unreadable".into(),
             }),
         }
+    } else if records > 0 {
+        // Every checkpoint writes the note in its own transaction (ca init and import
+        // included), so a log without one lost its tail together with the note.
+        findings.push(Finding {
+            seq: records + 1,
+            problem: "ca.db has no note of its last checkpoint (meta audit_checkpoint), which every nrfca CA writes: the end of the log was deleted together with the note, or ca.db was edited".into(),
+        });
     }
 
     // certificates ↔ certificate-issued agreement.
     if let Some(mut issued) = v.issued.take() {
         let mut stmt = conn.prepare(
-            "SELECT serial, device_id, keygen_sha256, cert_sha256, batch_id, reissue, der FROM certificates",
+            "SELECT serial, device_id, keygen_sha256, cert_sha256, batch_id, reissue, der, \
+             uuid, imei, sec_tag, public_key, not_before, not_after FROM certificates",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -934,6 +1032,28 @@ pub fn verify_conn(
             let der = row.get_ref(6)?.as_blob().unwrap_or_default();
             let bytes_ok =
                 crypto::sha256_hex(crate::util::pem_encode("CERTIFICATE", der).as_bytes()) == cert;
+            let uuid: String = row.get(7)?;
+            let imei: Option<String> = row.get(8)?;
+            let sec_tag: i64 = row.get(9)?;
+            let public_key = row.get_ref(10)?.as_blob().unwrap_or_default();
+            let not_before: String = row.get(11)?;
+            let not_after: String = row.get(12)?;
+            // The columns the certificate itself states must be what it states (the DER is
+            // covered by the chain through cert_sha256 when the bytes agree).
+            let mut cert_diffs = if bytes_ok {
+                cert_column_diffs(
+                    der,
+                    &CertColumns {
+                        serial: &serial,
+                        device_id: &device_id,
+                        public_key,
+                        not_before: &not_before,
+                        not_after: &not_after,
+                    },
+                )
+            } else {
+                Vec::new()
+            };
             match issued.remove(&serial) {
                 None => findings.push(Finding {
                     seq: records + 1,
@@ -961,6 +1081,19 @@ pub fn verify_conn(
                     if rec.reissue != (reissue != 0) {
                         diffs.push("reissue");
                     }
+                    if rec.uuid.as_ref().is_some_and(|u| *u != uuid) {
+                        diffs.push("uuid");
+                    }
+                    if rec.imei.as_ref().is_some_and(|i| *i != imei) {
+                        diffs.push("imei");
+                    }
+                    if rec
+                        .sec_tag
+                        .is_some_and(|t| i64::try_from(t).ok() != Some(sec_tag))
+                    {
+                        diffs.push("sec_tag");
+                    }
+                    diffs.append(&mut cert_diffs);
                     if !diffs.is_empty() {
                         findings.push(Finding {
                             seq: rec.seq,
@@ -990,9 +1123,54 @@ pub fn verify_conn(
     Ok(report)
 }
 
+/// The `certificates` columns that the certificate DER states itself.
+struct CertColumns<'a> {
+    serial: &'a str,
+    device_id: &'a str,
+    public_key: &'a [u8],
+    not_before: &'a str,
+    not_after: &'a str,
+}
+
+/// Which of `cols` disagree with the certificate `der` (every column when it does not parse).
+fn cert_column_diffs(der: &[u8], cols: &CertColumns<'_>) -> Vec<&'static str> {
+    use der::Decode;
+    let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+        return vec!["certificate DER (does not parse)"];
+    };
+    let tbs = &cert.tbs_certificate;
+    let mut diffs = Vec::new();
+    if hex::encode(tbs.serial_number.as_bytes()) != cols.serial {
+        diffs.push("serial");
+    }
+    if tbs.subject.to_string() != format!("CN={}", cols.device_id) {
+        diffs.push("device_id (certificate CN)");
+    }
+    if tbs.subject_public_key_info.subject_public_key.as_bytes() != Some(cols.public_key) {
+        diffs.push("public_key");
+    }
+    let same_time = |t: &x509_cert::time::Time, text: &str| {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .and_then(|c| u64::try_from(c.unix_timestamp()).ok())
+            == Some(t.to_unix_duration().as_secs())
+    };
+    if !same_time(&tbs.validity.not_before, cols.not_before) {
+        diffs.push("not_before");
+    }
+    if !same_time(&tbs.validity.not_after, cols.not_after) {
+        diffs.push("not_after");
+    }
+    diffs
+}
+
 /// Verify an exported log (JSONL or CSV, detected from the first byte) against a CA
-/// certificate PEM file. A log cut exactly after a checkpoint cannot be told from a complete
-/// one by the file alone; compare `records`/`head_hash` with `nrfca audit verify --ca-dir`.
+/// certificate PEM file. Every line must be the canonical form of its record (JSONL: the
+/// exact bytes; CSV: `seq` and `details` as the chain hashes them). An empty log, a log
+/// without any checkpoint, and batch or certificate events after the last checkpoint
+/// ([`CHECKPOINTED_EVENTS`]) are findings. A log cut exactly after a checkpoint cannot be
+/// told from a complete one by the file alone; compare `records`/`head_hash` with
+/// `nrfca audit verify --ca-dir`.
 pub fn verify_file(log: &Path, ca_cert_pem: &Path) -> Result<VerifyReport, AuditError> {
     let cert = ca::load_cert_file(ca_cert_pem)?;
     let f = std::fs::File::open(log).map_err(io_err(log))?;
@@ -1004,6 +1182,7 @@ pub fn verify_file(log: &Path, ca_cert_pem: &Path) -> Result<VerifyReport, Audit
         Some(b'{') => verify_jsonl(reader, &mut v, log)?,
         Some(_) => verify_csv(reader, &mut v)?,
     }
+    v.finish();
     Ok(v.report())
 }
 
@@ -1072,7 +1251,17 @@ fn verify_jsonl<R: BufRead>(
             continue;
         }
         match serde_json::from_str::<Record>(text) {
-            Ok(r) => v.feed(&r),
+            Ok(r) => {
+                // The chain hashes the canonical form; the line must be exactly it, so that
+                // what a reader sees (e.g. the first of duplicate keys) is what was hashed.
+                if r.to_export_json() != text {
+                    v.not_canonical(
+                        v.expected_seq,
+                        "the line differs from the canonical JSON of its record",
+                    );
+                }
+                v.feed(&r)
+            }
             Err(e) => v.feed_unparsable(format!("not a record: {e}")),
         }
     }
@@ -1173,6 +1362,14 @@ fn verify_csv<R: io::Read>(reader: R, v: &mut Verifier) -> Result<(), AuditError
                 continue;
             }
         };
+        if field(0) != seq.to_string() {
+            v.not_canonical(
+                v.expected_seq,
+                "seq is not written as a plain decimal number",
+            );
+        } else if field(4) != canonical_json(&details) {
+            v.not_canonical(v.expected_seq, "details are not canonical JSON");
+        }
         v.feed(&Record {
             seq,
             time: field(1),
@@ -1189,8 +1386,8 @@ fn verify_csv<R: io::Read>(reader: R, v: &mut Verifier) -> Result<(), AuditError
 /// What to select in [`show`]. Empty filter = every record.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// Records about this device: details `device_id`, `uuid` or `device_uuid` equal to it, or
-    /// a `serial` of a certificate issued to that UUID or IMEI.
+    /// Records about this device: details `device_id`, `uuid`, `device_uuid` or `imei` equal
+    /// to it, or a `serial` of a certificate issued to that UUID or IMEI.
     pub device: Option<String>,
     /// Records of this batch (details `batch`).
     pub batch: Option<String>,
@@ -1214,7 +1411,7 @@ pub fn show(ca_dir: &Path, filter: &Filter) -> Result<Vec<Record>, AuditError> {
         params.push(d.clone());
         let n = params.len();
         sql.push_str(&format!(
-            " AND (json_extract(details, '$.device_id') = ?{n} OR json_extract(details, '$.uuid') = ?{n} OR json_extract(details, '$.device_uuid') = ?{n} \
+            " AND (json_extract(details, '$.device_id') = ?{n} OR json_extract(details, '$.uuid') = ?{n} OR json_extract(details, '$.device_uuid') = ?{n} OR json_extract(details, '$.imei') = ?{n} \
                OR json_extract(details, '$.serial') IN (SELECT serial FROM certificates WHERE uuid = ?{n} OR imei = ?{n}))"
         ));
     }
@@ -1521,7 +1718,7 @@ mod tests {
             let f = dir.path().join("log");
             std::fs::write(&f, content).unwrap();
             let r = verify_file(&f, &cert).unwrap();
-            assert!(content.is_empty() || r.first_bad.is_some(), "{content:?}");
+            assert!(r.first_bad.is_some(), "{content:?}");
         }
     }
 }

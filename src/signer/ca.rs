@@ -1121,9 +1121,21 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         not_after: rfc3339(cert.not_after),
         key_protection,
         unlock_with: unlock_with.to_string(),
-        issued: count(&conn, "SELECT count(*) FROM certificates")?,
-        rejected: count(&conn, "SELECT count(*) FROM rejects")?,
-        batches: count(&conn, "SELECT count(*) FROM batches")?,
+        // Counted from the chained audit records (what `audit verify` checks), not from the
+        // certificates/rejects/batches tables, which an edit could change unnoticed.
+        issued: count(
+            &conn,
+            "SELECT count(*) FROM audit WHERE event = 'certificate-issued'",
+        )?,
+        rejected: count(
+            &conn,
+            "SELECT CAST(coalesce(sum(json_extract(details, '$.rejected')), 0) AS INTEGER) \
+             FROM audit WHERE event = 'batch-committed'",
+        )?,
+        batches: count(
+            &conn,
+            "SELECT count(*) FROM audit WHERE event = 'batch-committed'",
+        )?,
         audit_records: count(&conn, "SELECT count(*) FROM audit")?,
         audit_head_hash: head.unwrap_or_else(|| audit::GENESIS_HASH.to_string()),
         warnings,

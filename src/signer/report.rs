@@ -1,6 +1,7 @@
 //! The printable batch report (`nrfca audit report`): what one committed batch did, read back
-//! from `ca.db` (batches, certificates, rejects, audit records) and checked against the audit
-//! chain, for the officer to file with the ceremony record. Read-only; never prints.
+//! from the hash-chained audit records in `ca.db` (never from the `batches` or `rejects`
+//! tables, which the chain does not cover) and checked against the audit chain, for the
+//! officer to file with the ceremony record. Read-only; never prints.
 
 use crate::bundle::FileDigest;
 use crate::signer::audit::{self, AuditError, Finding};
@@ -12,6 +13,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+
+use crate::util::term_escape;
 
 /// How many reject rows a report lists one by one (all of them are counted by code).
 pub const MAX_LISTED_REJECTS: usize = 50;
@@ -219,80 +222,104 @@ fn open(ca_dir: &Path) -> Result<Connection, ReportError> {
     db::open_existing(&ca_dir.join(ca::CA_DB)).map_err(ReportError::Open)
 }
 
-/// Every batch of the CA, oldest first.
-pub fn list_batches(ca_dir: &Path) -> Result<Vec<BatchSummary>, ReportError> {
-    let conn = open(ca_dir)?;
-    let mut stmt = conn.prepare(
-        "SELECT id, started_at, committed_at, operator, issued, returned, rejected \
-         FROM batches ORDER BY started_at, rowid",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(BatchSummary {
-            batch: r.get(0)?,
-            started_at: r.get(1)?,
-            committed_at: r.get(2)?,
-            operator: r.get(3)?,
-            issued: r.get::<_, i64>(4)?.max(0) as u64,
-            returned: r.get::<_, i64>(5)?.max(0) as u64,
-            rejected: r.get::<_, i64>(6)?.max(0) as u64,
+/// One audit record of a batch, as read for the report: seq, time, operator, event, details.
+struct BatchRecord {
+    seq: u64,
+    time: String,
+    operator: String,
+    event: String,
+    details: Value,
+}
+
+fn read_records(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<BatchRecord>, ReportError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok(BatchRecord {
+            seq: r.get::<_, i64>(0)?.max(0) as u64,
+            time: r.get(1)?,
+            operator: r.get(2)?,
+            event: r.get(3)?,
+            details: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+fn str_of(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Every batch of the CA, oldest first, from the chained `batch-started` and
+/// `batch-committed` records (not the unchained `batches` table).
+pub fn list_batches(ca_dir: &Path) -> Result<Vec<BatchSummary>, ReportError> {
+    let conn = open(ca_dir)?;
+    chained_batches(&conn)
+}
+
+fn chained_batches(conn: &Connection) -> Result<Vec<BatchSummary>, ReportError> {
+    let records = read_records(
+        conn,
+        "SELECT seq, time, operator, event, details FROM audit \
+         WHERE event IN ('batch-started', 'batch-committed') ORDER BY seq",
+        [],
+    )?;
+    let mut out: Vec<BatchSummary> = Vec::new();
+    for r in records {
+        let batch = str_of(&r.details, "batch");
+        if r.event == "batch-started" {
+            if !batch.is_empty() && !out.iter().any(|b| b.batch == batch) {
+                out.push(BatchSummary {
+                    batch,
+                    started_at: r.time,
+                    committed_at: None,
+                    operator: r.operator,
+                    issued: 0,
+                    returned: 0,
+                    rejected: 0,
+                });
+            }
+        } else if let Some(b) = out
+            .iter_mut()
+            .find(|b| b.batch == batch && b.committed_at.is_none())
+        {
+            b.committed_at = Some(r.time);
+            b.issued = u64_of(&r.details, "issued");
+            b.returned = u64_of(&r.details, "returned");
+            b.rejected = u64_of(&r.details, "rejected");
+        }
+    }
+    Ok(out)
+}
+
 /// The batch id `wanted` names: `None` = the latest batch; else an exact id or a unique
 /// prefix of at least [`MIN_PREFIX`] characters.
 fn resolve(conn: &Connection, wanted: Option<&str>) -> Result<String, ReportError> {
+    let ids: Vec<String> = chained_batches(conn)?
+        .into_iter()
+        .map(|b| b.batch)
+        .collect();
     let Some(w) = wanted.map(|w| w.trim().trim_end_matches('…').to_ascii_lowercase()) else {
-        return conn
-            .query_row(
-                "SELECT id FROM batches ORDER BY started_at DESC, rowid DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or(ReportError::NoBatches);
+        return ids.into_iter().last().ok_or(ReportError::NoBatches);
     };
-    let exact: Option<String> = conn
-        .query_row("SELECT id FROM batches WHERE id = ?1", [&w], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = exact {
-        return Ok(id);
+    if ids.contains(&w) {
+        return Ok(w);
     }
     if w.len() < MIN_PREFIX || !w.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ReportError::UnknownBatch(w));
     }
-    let mut stmt = conn.prepare("SELECT id FROM batches WHERE substr(id, 1, ?2) = ?1")?;
-    let ids: Vec<String> = stmt
-        .query_map(rusqlite::params![w, w.len() as i64], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    match ids.len() {
+    let matching: Vec<String> = ids.into_iter().filter(|id| id.starts_with(&w)).collect();
+    match matching.len() {
         0 => Err(ReportError::UnknownBatch(w)),
-        1 => Ok(ids.into_iter().next().unwrap_or_default()),
-        _ => Err(ReportError::Ambiguous(w, ids)),
+        1 => Ok(matching.into_iter().next().unwrap_or_default()),
+        _ => Err(ReportError::Ambiguous(w, matching)),
     }
-}
-
-/// The first audit record of `event` for `batch`: (seq, details).
-fn batch_record(
-    conn: &Connection,
-    batch: &str,
-    event: &str,
-) -> Result<Option<(u64, Value)>, ReportError> {
-    let row: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, details FROM audit WHERE event = ?2 \
-             AND json_extract(details, '$.batch') = ?1 ORDER BY seq LIMIT 1",
-            [batch, event],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(row.map(|(seq, d)| {
-        (
-            seq.max(0) as u64,
-            serde_json::from_str(&d).unwrap_or(Value::Null),
-        )
-    }))
 }
 
 fn u64_of(v: &Value, key: &str) -> u64 {
@@ -301,144 +328,126 @@ fn u64_of(v: &Value, key: &str) -> u64 {
 
 /// The report of batch `wanted` (`None` = the latest) of the CA in `ca_dir`, with the audit
 /// log verified now (`audit.verified`; a failed verification is reported, not an error).
+///
+/// Everything it states about the batch comes from the audit records that `audit verify`
+/// checks (SPEC §5): operator and times from `batch-started`/`batch-committed`, inputs and
+/// counts from `batch-committed`, reissues from `certificate-issued`, rejects from
+/// `request-rejected`, the bundle from `bundle-written`; never from the `batches` or
+/// `rejects` tables, which the chain does not cover. One read transaction, so the records
+/// read and the records verified are the same.
 pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, ReportError> {
     let cert = ca::load_cert(ca_dir).map_err(ReportError::Ca)?;
     let conn = open(ca_dir)?;
-    let batch = resolve(&conn, wanted)?;
+    let tx = conn.unchecked_transaction()?;
+    let conn: &Connection = &tx;
+    let batch = resolve(conn, wanted)?;
 
-    let (started_at, committed_at, operator, inputs_json, issued, returned, rejected): (
-        String,
-        Option<String>,
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-    ) = conn.query_row(
-        "SELECT started_at, committed_at, operator, inputs, issued, returned, rejected \
-         FROM batches WHERE id = ?1",
+    let records = read_records(
+        conn,
+        "SELECT seq, time, operator, event, details FROM audit \
+         WHERE json_extract(details, '$.batch') = ?1 ORDER BY seq",
         [&batch],
-        |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        },
     )?;
-    let inputs: Vec<FileDigest> = serde_json::from_str(&inputs_json).unwrap_or_default();
-
-    let started = batch_record(&conn, &batch, "batch-started")?;
-    let committed = batch_record(&conn, &batch, "batch-committed")?;
-    let written = batch_record(&conn, &batch, "bundle-written")?;
+    let first = |event: &str| records.iter().find(|r| r.event == event);
+    let started = first("batch-started");
+    let committed = first("batch-committed");
+    let written = first("bundle-written");
 
     let mut settings = BTreeMap::new();
-    if let Some((_, Value::Object(map))) = &started {
+    if let Some(Value::Object(map)) = started.map(|r| &r.details) {
         for (k, v) in map {
             if k != "batch" && k != "inputs" {
                 settings.insert(k.clone(), v.clone());
             }
         }
     }
+    let inputs: Vec<FileDigest> = committed
+        .and_then(|r| serde_json::from_value(r.details.get("inputs")?.clone()).ok())
+        .unwrap_or_default();
 
-    let reissued: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM certificates WHERE batch_id = ?1 AND reissue != 0",
-        [&batch],
-        |r| r.get(0),
-    )?;
-    let requests = committed
-        .as_ref()
-        .map(|(_, d)| u64_of(d, "requests"))
-        .unwrap_or((issued + returned + rejected).max(0) as u64);
-    let counts = Counts {
-        requests,
-        issued: issued.max(0) as u64,
-        reissued: reissued.max(0) as u64,
-        returned: returned.max(0) as u64,
-        rejected: rejected.max(0) as u64,
+    let count = |event: &str| records.iter().filter(|r| r.event == event).count() as u64;
+    let reissued = records
+        .iter()
+        .filter(|r| {
+            r.event == "certificate-issued"
+                && r.details.get("reissue").and_then(Value::as_bool) == Some(true)
+        })
+        .count() as u64;
+    let counts = match committed {
+        Some(c) => Counts {
+            requests: u64_of(&c.details, "requests"),
+            issued: u64_of(&c.details, "issued"),
+            reissued,
+            returned: u64_of(&c.details, "returned"),
+            rejected: u64_of(&c.details, "rejected"),
+        },
+        None => {
+            let (issued, returned, rejected) = (
+                count("certificate-issued"),
+                count("certificate-returned"),
+                count("request-rejected"),
+            );
+            Counts {
+                requests: issued + returned + rejected,
+                issued,
+                reissued,
+                returned,
+                rejected,
+            }
+        }
     };
 
     let mut rejects_by_code = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT code, COUNT(*) FROM rejects WHERE batch_id = ?1 GROUP BY code ORDER BY code",
-        )?;
-        let rows = stmt.query_map([&batch], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })?;
-        for row in rows {
-            let (code, n) = row?;
-            rejects_by_code.insert(code, n.max(0) as u64);
+    let mut rejects = Vec::new();
+    for r in records.iter().filter(|r| r.event == "request-rejected") {
+        *rejects_by_code
+            .entry(str_of(&r.details, "code"))
+            .or_insert(0u64) += 1;
+        if rejects.len() < MAX_LISTED_REJECTS {
+            rejects.push(RejectRow {
+                source: str_of(&r.details, "source"),
+                line: u64_of(&r.details, "line"),
+                device_uuid: r
+                    .details
+                    .get("device_uuid")
+                    .and_then(Value::as_str)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string),
+                code: str_of(&r.details, "code"),
+                detail: str_of(&r.details, "detail"),
+            });
         }
     }
-    let rejects: Vec<RejectRow> = {
-        let mut stmt = conn.prepare(
-            "SELECT source, line, device_uuid, code, detail FROM rejects WHERE batch_id = ?1 \
-             ORDER BY rowid LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(rusqlite::params![batch, MAX_LISTED_REJECTS as i64], |r| {
-            Ok(RejectRow {
-                source: r.get(0)?,
-                line: r.get::<_, i64>(1)?.max(0) as u64,
-                device_uuid: r.get(2)?,
-                code: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
 
-    let bundle = written.as_ref().map(|(_, d)| BundlePart {
-        path: d
-            .get("path")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        manifest_sha256: d
-            .get("manifest_sha256")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+    let bundle = written.map(|r| BundlePart {
+        path: str_of(&r.details, "path"),
+        manifest_sha256: str_of(&r.details, "manifest_sha256"),
     });
 
-    let (first_seq, last_seq): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT MIN(seq), MAX(seq) FROM audit WHERE json_extract(details, '$.batch') = ?1",
-        [&batch],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let first_seq = first_seq.unwrap_or(0).max(0) as u64;
-    let last_seq = last_seq.unwrap_or(0).max(0) as u64;
-    let unlocked: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, details FROM audit WHERE event = 'key-unlocked' AND seq < ?1 \
-             ORDER BY seq DESC LIMIT 1",
-            [first_seq as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let unlock_method = unlocked.as_ref().and_then(|(_, d)| {
-        serde_json::from_str::<Value>(d)
-            .ok()
-            .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_string))
-    });
-    let checkpoint: Option<(i64, String)> = match &committed {
-        Some((seq, _)) => conn
-            .query_row(
-                "SELECT seq, details FROM audit WHERE event = 'checkpoint' AND seq > ?1 \
-                 ORDER BY seq LIMIT 1",
-                [*seq as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?,
+    let first_seq = records.first().map_or(0, |r| r.seq);
+    let last_seq = records.last().map_or(0, |r| r.seq);
+    let unlocked = read_records(
+        conn,
+        "SELECT seq, time, operator, event, details FROM audit WHERE event = 'key-unlocked' \
+         AND seq < ?1 ORDER BY seq DESC LIMIT 1",
+        [first_seq as i64],
+    )?
+    .into_iter()
+    .next();
+    let unlock_method = unlocked
+        .as_ref()
+        .and_then(|r| r.details.get("method")?.as_str().map(str::to_string));
+    let checkpoint = match committed {
+        Some(c) => read_records(
+            conn,
+            "SELECT seq, time, operator, event, details FROM audit WHERE event = 'checkpoint' \
+             AND seq > ?1 ORDER BY seq LIMIT 1",
+            [c.seq as i64],
+        )?
+        .into_iter()
+        .next(),
         None => None,
     };
-    let cp_details = checkpoint
-        .as_ref()
-        .and_then(|(_, d)| serde_json::from_str::<Value>(d).ok());
 
     let (head_after_seq, head_after_hash): (i64, String) = conn
         .query_row(
@@ -450,14 +459,14 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
         .optional()?
         .unwrap_or((0, String::new()));
 
-    let verify = audit::verify_conn(&conn, &cert.public_key, &cert.fingerprint)
+    let verify = audit::verify_conn(conn, &cert.public_key, &cert.fingerprint)
         .map_err(ReportError::Audit)?;
 
     Ok(BatchReport {
+        operator: started.map(|r| r.operator.clone()).unwrap_or_default(),
+        started_at: started.map(|r| r.time.clone()).unwrap_or_default(),
+        committed_at: committed.map(|r| r.time.clone()),
         batch,
-        operator,
-        started_at,
-        committed_at,
         ca: CaPart {
             subject: cert.subject.clone(),
             fingerprint: cert.fingerprint.clone(),
@@ -475,15 +484,15 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
         audit: AuditPart {
             first_seq,
             last_seq,
-            unlocked_seq: unlocked.map(|(s, _)| s.max(0) as u64),
+            unlocked_seq: unlocked.as_ref().map(|r| r.seq),
             unlock_method,
-            checkpoint_seq: checkpoint.as_ref().map(|(s, _)| (*s).max(0) as u64),
-            signed_head_seq: cp_details
+            checkpoint_seq: checkpoint.as_ref().map(|r| r.seq),
+            signed_head_seq: checkpoint
                 .as_ref()
-                .and_then(|d| d.get("head_seq")?.as_u64()),
-            signed_head_hash: cp_details
+                .and_then(|r| r.details.get("head_seq")?.as_u64()),
+            signed_head_hash: checkpoint
                 .as_ref()
-                .and_then(|d| d.get("head_hash")?.as_str().map(str::to_string)),
+                .and_then(|r| r.details.get("head_hash")?.as_str().map(str::to_string)),
             head_after_seq: head_after_seq.max(0) as u64,
             head_after_hash,
             records: verify.records,
@@ -505,13 +514,15 @@ fn setting(r: &BatchReport, key: &str) -> String {
     }
 }
 
-/// One `  key   value` line of the report.
+/// One `  key   value` line of the report; the value is escaped for the terminal (it may
+/// come from a request or the database).
 fn kv(out: &mut String, k: &str, v: &str) {
-    out.push_str(&format!("  {k:<20} {v}\n"));
+    out.push_str(&format!("  {k:<20} {}\n", term_escape(v)));
 }
 
 /// The report as plain text for printing (80 columns, no colour), with lines for the
-/// officer's and a witness's signatures.
+/// officer's and a witness's signatures. Every string from a request or the database passes
+/// through [`term_escape`]: no control character but the line ends reaches the terminal.
 pub fn render_text(r: &BatchReport) -> String {
     let rule = "=".repeat(78);
     let mut out = format!("{rule}\nnrfca batch report\n{rule}\n");
@@ -549,7 +560,11 @@ pub fn render_text(r: &BatchReport) -> String {
         out.push_str("  (none recorded)\n");
     }
     for i in &r.inputs {
-        out.push_str(&format!("  {}  {}\n", i.sha256, i.name));
+        out.push_str(&format!(
+            "  {}  {}\n",
+            term_escape(&i.sha256),
+            term_escape(&i.name)
+        ));
     }
 
     out.push_str("\nCounts\n");
@@ -568,7 +583,7 @@ pub fn render_text(r: &BatchReport) -> String {
     );
     kv(&mut out, "rejected", &c.rejected.to_string());
     for (code, n) in &r.rejects_by_code {
-        out.push_str(&format!("    {code:<24} {n}\n"));
+        out.push_str(&format!("    {:<24} {n}\n", term_escape(code)));
     }
 
     if !r.rejects.is_empty() {
@@ -587,10 +602,10 @@ pub fn render_text(r: &BatchReport) -> String {
         for x in &r.rejects {
             out.push_str(&format!(
                 "  {}:{}  {}  {}\n",
-                x.source,
+                term_escape(&x.source),
                 x.line,
-                x.code,
-                x.device_uuid.as_deref().unwrap_or("-")
+                term_escape(&x.code),
+                term_escape(x.device_uuid.as_deref().unwrap_or("-"))
             ));
         }
     }

@@ -1189,6 +1189,9 @@ fn run(
 }
 
 /// Details of `certificate-issued` (canonical: keys in byte order).
+/// `imei`, `sec_tag` and `uuid` let `audit verify` check those `certificates` columns too
+/// (records written before they were added are not checked for them).
+#[allow(clippy::too_many_arguments)]
 fn issued_details(
     batch: &str,
     serial: &str,
@@ -1196,14 +1199,20 @@ fn issued_details(
     keygen_sha256: &str,
     cert_sha256: &str,
     reissue: bool,
+    uuid: &str,
+    imei: Option<&str>,
+    sec_tag: u32,
 ) -> String {
-    Details::with_capacity(320)
+    Details::with_capacity(400)
         .str("batch", batch)
         .str("cert_sha256", cert_sha256)
         .str("device_id", device_id)
+        .opt_str("imei", imei)
         .str("keygen_sha256", keygen_sha256)
         .bool("reissue", reissue)
+        .uint("sec_tag", u64::from(sec_tag))
         .str("serial", serial)
+        .str("uuid", uuid)
         .finish()
 }
 
@@ -1627,6 +1636,9 @@ impl Coordinator<'_> {
                         &keygen_hex,
                         &cert_hex,
                         reissue,
+                        &verified.uuid,
+                        imei.as_deref(),
+                        verified.sec_tag,
                     ),
                 )?;
             }
@@ -1647,9 +1659,16 @@ mod tests {
         let odd = "a \"quoted\", back\\slash, tab\t, nl\n, ctrl \u{1}, é, 😀";
         for (s, b) in [("b1", "plain"), (odd, odd), ("", "")] {
             assert_eq!(
-                issued_details(b, s, s, s, s, true),
+                issued_details(b, s, s, s, s, true, s, Some(s), 16842753),
                 canonical_json(&json!({"batch": b, "serial": s, "device_id": s,
-                    "keygen_sha256": s, "cert_sha256": s, "reissue": true}))
+                    "keygen_sha256": s, "cert_sha256": s, "reissue": true, "uuid": s,
+                    "imei": s, "sec_tag": 16842753}))
+            );
+            assert_eq!(
+                issued_details(b, s, s, s, s, false, s, None, 0),
+                canonical_json(&json!({"batch": b, "serial": s, "device_id": s,
+                    "keygen_sha256": s, "cert_sha256": s, "reissue": false, "uuid": s,
+                    "imei": null, "sec_tag": 0}))
             );
             let stored = Stored {
                 serial: s.into(),
