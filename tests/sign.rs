@@ -897,11 +897,7 @@ fn already_issued_keys_on_attested_uuid_across_cn_modes() {
 
     // With --reissue: issued, recorded as a reissue.
     let csv = cn_request("cn2.csv");
-    let o = ca.sign(
-        "b3",
-        &["--json", "--device-id", "cn", "--reissue"],
-        &[&csv],
-    );
+    let o = ca.sign("b3", &["--json", "--device-id", "cn", "--reissue"], &[&csv]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert_eq!(report(&o)["reissued"], 1, "{}", explain(&o));
     assert_eq!(ca.count(&uuid_certs), 2);
@@ -915,7 +911,10 @@ fn already_issued_keys_on_attested_uuid_across_cn_modes() {
     let o = ca.sign("b4", &["--json", "--device-id", "cn"], &[&csv]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     let r = report(&o);
-    assert_eq!((r["issued"].as_u64(), r["returned"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (r["issued"].as_u64(), r["returned"].as_u64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(ca.count(&uuid_certs), 2);
     ca.audit_verify();
 }
