@@ -153,13 +153,18 @@ pub struct ImportArgs {
     /// Bundle directory written by `nrfca sign`.
     #[arg(long, value_name = "DIR")]
     bundle: PathBuf,
-    /// The CA certificate this bench trusts (the signer's ca.pem, carried separately).
+    /// The CA certificate this bench trusts (the signer's ca.pem, carried separately; a file
+    /// inside --bundle is refused).
     #[arg(long, value_name = "CA.pem")]
     trust: PathBuf,
     /// Root CA PEM for the modem (type 0); repeatable, concatenated in order. Default: the
     /// project's keys/AmazonRootCA1.pem then keys/nrf-cloud-coap-ca.pem.
     #[arg(long = "root-ca", value_name = "PEM")]
     root_ca: Vec<PathBuf>,
+    /// Install even where the device's current certificate came from another CA (refused
+    /// otherwise: ca-changed, ca-unpinned); each forced change is journaled.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     serial: SerialArgs,
 }
@@ -388,6 +393,7 @@ fn run_import(a: ImportArgs) -> CliResult {
         operator: a.serial.operator.clone(),
         bench_name: a.serial.bench.clone(),
         settings,
+        force: a.force,
     };
     let verified = verify_bundle(&opts)?;
     say!(
