@@ -828,8 +828,6 @@ fn import_ca_change_is_refused_unless_force() {
     let imei0 = b.sim.snapshot(0).imei;
     let imei1 = b.sim.snapshot(1).imei;
     let st = State::open_existing(&b.state()).unwrap();
-    let rec = st.device(&imei0, TAG).unwrap().unwrap();
-    assert_eq!(rec.ca_sha256, Some(ca_fingerprint(&trust_x)), "CA X pinned");
     let cert_x = b
         .sim
         .snapshot(0)
@@ -870,7 +868,7 @@ fn import_ca_change_is_refused_unless_force() {
         DeviceState::Imported,
         "the verified import stands"
     );
-    assert_eq!(rec.ca_sha256, Some(ca_fingerprint(&trust_x)));
+    assert_eq!(rec.ca_sha256, Some(ca_fingerprint(&trust_x)), "CA X pinned");
     let rec1 = st.device(&imei1, TAG).unwrap().unwrap();
     assert_eq!(rec1.ca_sha256, Some(ca_fingerprint(&trust_y)));
 
@@ -950,7 +948,7 @@ fn import_cert_not_naming_the_device_is_refused() {
         &nrfca::signer::issue::Issuance {
             device_id: snap1.uuid.clone(),
             public_key: key0,
-            serial: serial.clone(),
+            serial,
             not_before: nb,
             not_after: nb + time::Duration::days(365),
         },
