@@ -698,3 +698,316 @@ fn device_missing_from_bundle_fails_alone() {
     let r = b.export(false);
     assert_eq!(r.devices[1].status, Status::AlreadyDone);
 }
+
+// ------------------------------------------------- issue 10 item 7: which CA, which device
+
+/// `ca init` of another CA in `b`'s directory (age recipient `<name>.agekey`).
+fn make_ca(b: &Bench, name: &str, subject: &str) -> PathBuf {
+    let dir = b.p(name);
+    common::ca_init_age(
+        &dir,
+        &b.p(&format!("{name}.agekey")),
+        subject,
+        &["--operator", "officer"],
+    );
+    dir
+}
+
+/// `nrfca sign` of `b`'s requests file with the CA in `b.p(ca)` into `b.p(out)`.
+fn sign_with(b: &Bench, ca: &str, out: &str) -> PathBuf {
+    let bundle = b.p(out);
+    let o = run(bin()
+        .args(["sign", "--ca-dir"])
+        .arg(b.p(ca))
+        .arg("--identity")
+        .arg(b.p(&format!("{ca}.agekey")))
+        .arg("--out")
+        .arg(&bundle)
+        .args(["--operator", "officer"])
+        .arg(b.out()));
+    assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
+    bundle
+}
+
+/// Library `bench import` of `bundle` on the modems `idx`, trusting `trust`.
+fn import_on(b: &Bench, idx: &[usize], bundle: &Path, trust: &Path, force: bool) -> ImportReport {
+    let ports = idx.iter().map(|&i| b.ports[i].clone()).collect();
+    let mut o = ImportOptions::new(ports, bundle.to_path_buf(), trust.to_path_buf());
+    o.state_dir = b.state();
+    o.operator = Some("tester".into());
+    o.settings = b.settings.clone();
+    o.force = force;
+    import(&o, &|_| {}).expect("import runs")
+}
+
+/// `nrfca bench import` (the binary) on every modem of `b`.
+fn cli_import(b: &Bench, bundle: &Path, trust: &Path, extra: &[&str]) -> std::process::Output {
+    let mut c = bin();
+    c.args(["bench", "import"]);
+    for p in &b.ports {
+        c.args(["--port", p]);
+    }
+    c.arg("--bundle")
+        .arg(bundle)
+        .arg("--trust")
+        .arg(trust)
+        .arg("--state")
+        .arg(b.state())
+        .args([
+            "--operator",
+            "tester",
+            "--timeout",
+            "1.5",
+            "--slow-timeout",
+            "2",
+            "--reconnect-wait",
+            "2",
+        ])
+        .args(extra);
+    run(&mut c)
+}
+
+/// SHA-256 (lowercase hex) of the DER of the certificate in `pem_file`: a CA's fingerprint.
+fn ca_fingerprint(pem_file: &Path) -> String {
+    let pem = std::fs::read_to_string(pem_file).unwrap();
+    nrfca::crypto::sha256_hex(&nrfca::util::first_cert_der(&pem).unwrap())
+}
+
+/// Issue 10 item 7a: `--trust` inside `--bundle` is refused (exit 2, nothing sent to a
+/// modem): a bundle cannot vouch for itself. Whoever writes the stick could otherwise sign
+/// certificates with their own CA and ship its ca.pem beside them. Also through a symlink and
+/// a hard link. On 845129f the import ran (exit 0).
+#[test]
+fn import_trust_inside_bundle_is_refused() {
+    let mut b = Bench::new(1, |_| {});
+    assert_all(&b.export(false).devices, Status::Done);
+    let bundle = b.sign();
+    let before = b.commands(0).len();
+    let link = b.p("linked-ca.pem");
+    std::os::unix::fs::symlink(bundle.join("ca.pem"), &link).unwrap();
+    let hard = b.p("hard-ca.pem");
+    std::fs::hard_link(bundle.join("ca.pem"), &hard).unwrap();
+    for trust in [
+        bundle.join("ca.pem"),
+        bundle.join(".").join("ca.pem"),
+        link.clone(),
+        hard.clone(),
+    ] {
+        let o = cli_import(&b, &bundle, &trust, &[]);
+        assert_eq!(o.status.code(), Some(2), "{trust:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("inside the bundle"),
+            "{trust:?}: {}",
+            stderr(&o)
+        );
+        let mut opts = ImportOptions::new(b.ports.clone(), bundle.clone(), trust.clone());
+        opts.state_dir = b.state();
+        assert!(nrfca::bench::verify_bundle(&opts).is_err(), "{trust:?}");
+    }
+    assert_eq!(b.commands(0).len(), before, "no byte reached the modem");
+    // The CA's own ca.pem, kept outside the bundle, is accepted.
+    let o = cli_import(&b, &bundle, &b.ca().join("ca.pem"), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_provisioned(&b, &bundle);
+}
+
+/// Issue 10 item 7b: a device provisioned from CA X is not re-provisioned from CA Y without
+/// `--force`: the CA is pinned per device in the bench state when its certificate is
+/// installed (`ca-changed`, per device: a device without a certificate still imports from Y
+/// in the same run). With `--force` the change goes through and is journaled. On 845129f the
+/// CA Y bundle silently replaced CA X's certificate.
+#[test]
+fn import_ca_change_is_refused_unless_force() {
+    let mut b = Bench::new(2, |_| {});
+    assert_all(&b.export(false).devices, Status::Done);
+    let bundle_x = b.sign();
+    let trust_x = b.ca().join("ca.pem");
+    // Only modem 0 gets CA X's certificate.
+    let r = import_on(&b, &[0], &bundle_x, &trust_x, false);
+    assert_all(&r.devices, Status::Done);
+    let imei0 = b.sim.snapshot(0).imei;
+    let imei1 = b.sim.snapshot(1).imei;
+    let st = State::open_existing(&b.state()).unwrap();
+    let cert_x = b
+        .sim
+        .snapshot(0)
+        .credential(TAG, 1)
+        .unwrap()
+        .content
+        .clone();
+
+    // CA Y signs the same requests (same keys, a CA of its own).
+    make_ca(&b, "ca-y", "CN=Other CA,O=Elsewhere");
+    let bundle_y = sign_with(&b, "ca-y", "bundle-y");
+    let trust_y = b.p("ca-y").join("ca.pem");
+    let before = b.commands(0).len();
+    let r = import_on(&b, &[0, 1], &bundle_y, &trust_y, false);
+    assert_eq!(r.devices[0].status, Status::Failed, "{:#?}", r.devices[0]);
+    assert_eq!(r.devices[0].code.as_deref(), Some("ca-changed"));
+    assert!(r.devices[0]
+        .next_step
+        .as_deref()
+        .unwrap()
+        .contains("--force"));
+    assert_eq!(r.devices[1].status, Status::Done, "{:#?}", r.devices[1]);
+    assert!(
+        !b.commands(0)[before..]
+            .iter()
+            .any(|c| common::changes_modem(c)),
+        "nothing written to the pinned device: {:?}",
+        &b.commands(0)[before..]
+    );
+    assert_eq!(
+        b.sim.snapshot(0).credential(TAG, 1).unwrap().content,
+        cert_x,
+        "CA X's certificate stays"
+    );
+    let rec = st.device(&imei0, TAG).unwrap().unwrap();
+    assert_eq!(
+        rec.state,
+        DeviceState::Imported,
+        "the verified import stands"
+    );
+    assert_eq!(rec.ca_sha256, Some(ca_fingerprint(&trust_x)), "CA X pinned");
+    let rec1 = st.device(&imei1, TAG).unwrap().unwrap();
+    assert_eq!(rec1.ca_sha256, Some(ca_fingerprint(&trust_y)));
+
+    // The binary: exit 1, the code named.
+    let o = cli_import(&b, &bundle_y, &trust_y, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ca-changed"), "{}", stderr(&o));
+
+    // --force: installed, pinned to Y, journaled.
+    let o = cli_import(&b, &bundle_y, &trust_y, &["--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_provisioned(&b, &bundle_y);
+    let rec = st.device(&imei0, TAG).unwrap().unwrap();
+    assert_eq!(rec.ca_sha256, Some(ca_fingerprint(&trust_y)));
+    let j = st.journal_entries(Some(&imei0)).unwrap();
+    assert!(
+        j.iter()
+            .any(|e| e.command == "forced" && e.outcome.contains("ca-changed")),
+        "{j:#?}"
+    );
+    // And back to X is again a change of CA.
+    let r = import_on(&b, &[0], &bundle_x, &trust_x, false);
+    assert_eq!(r.devices[0].code.as_deref(), Some("ca-changed"));
+}
+
+/// Issue 10 item 7c: a certificate validly signed by the trusted CA, for the key the device
+/// exported, but whose CN names another device, is refused for that device
+/// (`cert-wrong-device`, nothing written); the other device of the run imports. On 845129f
+/// it was installed (the threat model claimed the CN was checked; it was not).
+#[test]
+fn import_cert_not_naming_the_device_is_refused() {
+    use der::DecodePem;
+    use der::Encode;
+    let mut b = Bench::new(2, |_| {});
+    assert_all(&b.export(false).devices, Status::Done);
+    let genuine = b.sign();
+    let snap0 = b.sim.snapshot(0);
+    let snap1 = b.sim.snapshot(1);
+
+    // The CA key (we control the CA) and its profile.
+    let ca_pem = std::fs::read(b.ca().join("ca.pem")).unwrap();
+    let ct = std::fs::read(b.ca().join("ca.key.age")).unwrap();
+    let pkcs8 = nrfca::signer::secret::decrypt(
+        &ct,
+        &nrfca::signer::secret::Unlock::Identity(b.p("id.agekey")),
+    )
+    .unwrap();
+    let ca_key = nrfca::crypto::P256Key::from_pkcs8(&pkcs8).unwrap();
+    let ca_cert = x509_cert::Certificate::from_pem(&ca_pem).unwrap();
+    let tbs = &ca_cert.tbs_certificate;
+    let ski = tbs
+        .extensions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.extn_id.to_string() == "2.5.29.14")
+        .unwrap();
+    let ski = <der::asn1::OctetString as der::Decode>::from_der(ski.extn_value.as_bytes()).unwrap();
+    let ca_not_after = tbs.validity.not_after.to_unix_duration().as_secs() as i64;
+    let profile = nrfca::signer::issue::IssuerProfile {
+        subject_der: tbs.subject.to_der().unwrap(),
+        ski: ski.as_bytes().to_vec(),
+        not_after: time::OffsetDateTime::from_unix_timestamp(ca_not_after).unwrap(),
+    };
+
+    // Modem 0's row gets a certificate for modem 0's exported key, CN = modem 1's UUID.
+    let certs_csv = std::fs::read_to_string(genuine.join("certs.csv")).unwrap();
+    let rows = nrfca::bundle::parse_certs_csv(certs_csv.as_bytes()).unwrap();
+    let row0 = rows.iter().find(|r| r.imei == snap0.imei).unwrap();
+    let key0: [u8; 65] = cert_public_key(&row0.certificate_pem).try_into().unwrap();
+    let nb = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let serial = nrfca::signer::issue::Serial::random().unwrap();
+    let forged = nrfca::signer::issue::issue(
+        &profile,
+        &nrfca::signer::issue::Issuance {
+            device_id: snap1.uuid.clone(),
+            public_key: key0,
+            serial,
+            not_before: nb,
+            not_after: nb + time::Duration::days(365),
+        },
+        |t| ca_key.sign_der(t),
+    )
+    .unwrap();
+    let forged_sha = nrfca::crypto::sha256_hex(forged.pem.as_bytes());
+    let bad = b.p("forged");
+    common::copy_dir(&genuine, &bad);
+    let new_csv = certs_csv
+        .replacen(&row0.certificate_pem, &forged.pem, 1)
+        .replacen(&row0.sha256, &forged_sha, 1)
+        .replacen(
+            &format!(",{},", row0.serial),
+            &format!(",{},", serial.to_hex()),
+            1,
+        );
+    assert_ne!(new_csv, certs_csv);
+    std::fs::write(bad.join("certs.csv"), &new_csv).unwrap();
+    let manifest = std::fs::read_to_string(bad.join("manifest.json")).unwrap();
+    let manifest = manifest.replacen(
+        &nrfca::crypto::sha256_hex(certs_csv.as_bytes()),
+        &nrfca::crypto::sha256_hex(new_csv.as_bytes()),
+        1,
+    );
+    std::fs::write(bad.join("manifest.json"), &manifest).unwrap();
+    std::fs::write(
+        bad.join("manifest.sig"),
+        format!(
+            "{}\n",
+            nrfca::crypto::b64_encode(&ca_key.sign_der(manifest.as_bytes()).unwrap())
+        ),
+    )
+    .unwrap();
+    // A validly signed bundle: it passes bundle verification.
+    nrfca::bundle::verify(&bad, &ca_pem).expect("the forged bundle is validly signed");
+
+    let before = b.commands(0).len();
+    let r = b.import(&bad);
+    assert_eq!(r.devices[0].status, Status::Failed, "{:#?}", r.devices[0]);
+    assert_eq!(r.devices[0].code.as_deref(), Some("cert-wrong-device"));
+    assert!(
+        r.devices[0].detail.contains(&snap1.uuid),
+        "{}",
+        r.devices[0].detail
+    );
+    assert!(
+        !b.commands(0)[before..]
+            .iter()
+            .any(|c| common::changes_modem(c)),
+        "nothing written: {:?}",
+        &b.commands(0)[before..]
+    );
+    assert!(b.sim.snapshot(0).credential(TAG, 1).is_none());
+    assert_eq!(r.devices[1].status, Status::Done, "{:#?}", r.devices[1]);
+    // The genuine bundle still imports on both.
+    let r = b.import(&genuine);
+    assert_eq!(
+        statuses(&r.devices),
+        vec![Status::Done, Status::AlreadyDone]
+    );
+}

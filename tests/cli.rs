@@ -170,3 +170,96 @@ fn transcripts() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// Issue 10 item 12: a closed stdout or stderr (`nrfca ca init … 2>&1 | true`) is not a
+/// panic. Rust ignores SIGPIPE, so `eprintln!` on a pipe whose reader is gone panicked
+/// (exit 101) after the CA had been created. Each command here runs with pipes whose read
+/// ends are closed before it starts (so every write gets EPIPE, no race with the reader):
+/// it finishes its work and exits with its own code (0 done, 2 could not run), never 101.
+/// On 845129f: `ca init` and the failing command exit 101, `audit show --csv` exits 2.
+#[test]
+fn closed_stdout_and_stderr_end_cleanly_with_the_real_exit_code() {
+    use std::process::{Command, Stdio};
+
+    /// A pipe whose read end is already closed: every write to it fails with EPIPE.
+    fn closed_pipe() -> Stdio {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    }
+    /// Run `nrfca ARGS` with stdout and/or stderr closed pipes (the other one captured).
+    fn run_closed(args: &[&std::ffi::OsStr], stdout: bool, stderr: bool) -> (i32, String) {
+        let mut c = Command::new(common::BIN);
+        c.env_remove("NRFCA_PASSPHRASE")
+            .stdin(Stdio::null())
+            .args(args)
+            .stdout(if stdout {
+                closed_pipe()
+            } else {
+                Stdio::piped()
+            })
+            .stderr(if stderr {
+                closed_pipe()
+            } else {
+                Stdio::piped()
+            });
+        let o = c.output().unwrap();
+        let text = format!(
+            "status {:?}\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code().unwrap_or(-1), text)
+    }
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let identity = tmp.path().join("officer.agekey");
+    let recipient = common::age_identity(&identity);
+    let init: Vec<&std::ffi::OsStr> = vec![
+        os("ca"),
+        os("init"),
+        os("--ca-dir"),
+        ca.as_os_str(),
+        os("--subject"),
+        os("CN=Pipe Test CA,O=nrfca tests"),
+        os("--recipient"),
+        std::ffi::OsStr::new(&recipient),
+        os("--operator"),
+        os("tester"),
+    ];
+    // ca init with both streams closed: the CA is created, exit 0.
+    let (code, text) = run_closed(&init, true, true);
+    assert_eq!(code, 0, "{text}");
+    for f in ["ca.pem", "ca.key.age", "ca.db"] {
+        assert!(ca.join(f).is_file(), "{f} missing: {text}");
+    }
+    // The same again fails (the CA exists): exit 2 stays 2 with stderr closed.
+    let (code, text) = run_closed(&init, true, true);
+    assert_eq!(code, 2, "{text}");
+    let (code, text) = run_closed(&init, true, false);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("error:"), "{text}");
+
+    // audit show, as a table, JSON and CSV, with stdout closed (and stderr closed too).
+    for format in [None, Some("--json"), Some("--csv")] {
+        let mut args = vec![os("audit"), os("show"), os("--ca-dir"), ca.as_os_str()];
+        args.extend(format.map(os));
+        for stderr in [false, true] {
+            let (code, text) = run_closed(&args, true, stderr);
+            assert_eq!(
+                code, 0,
+                "audit show {format:?} stderr closed {stderr}: {text}"
+            );
+        }
+    }
+    // audit verify with both closed: still 0 (the log is intact).
+    let (code, text) = run_closed(
+        &[os("audit"), os("verify"), os("--ca-dir"), ca.as_os_str()],
+        true,
+        true,
+    );
+    assert_eq!(code, 0, "{text}");
+}

@@ -839,6 +839,86 @@ fn reissue_dry_run_existing_out_pem_files() {
     ca.audit_verify();
 }
 
+/// Issue 10 item 2: already-issued keys on the attested device (the COSE UUID), not on the
+/// certificate CN. A device signed in a uuid-mode batch (CN=<uuid>) and then submitted with
+/// a new key as CN=nrf-<IMEI> under `--device-id cn` is the same device: already-issued,
+/// unless --reissue (then issued and recorded as a reissue). On 845129f it was issued.
+#[test]
+fn already_issued_keys_on_attested_uuid_across_cn_modes() {
+    let ca = TestCa::new();
+    let m = ModemIdentity::random().unwrap();
+    let imei = "352656100000009";
+    // A ca.db that holds another device too, so the prefilter (KnownFilter) is in play.
+    let first = ca.path("uuid.txt");
+    let mut lines = good_requests(3);
+    lines.push(modem_keygen(&m));
+    write_lines(&first, &lines);
+    let o = ca.sign("b1", &["--json"], &[&first]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+
+    let cn_request = |file: &str| {
+        let kg = m
+            .keygen(
+                TAG,
+                &GenOptions {
+                    attributes: Some(format!("CN=nrf-{imei}")),
+                    ..GenOptions::default()
+                },
+            )
+            .unwrap()
+            .keygen;
+        let csv = ca.path(file);
+        std::fs::write(
+            &csv,
+            format!(
+                "{}\n{}\n",
+                nrfca::requests::HEADER,
+                csv_row(&m.uuid_string(), imei, "", &kg)
+            ),
+        )
+        .unwrap();
+        csv
+    };
+    let csv = cn_request("cn.csv");
+    let o = ca.sign("b2", &["--json", "--device-id", "cn"], &[&csv]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let r = report(&o);
+    assert_eq!(r["issued"], 0, "{}", explain(&o));
+    assert_eq!(r["rejects_by_code"]["already-issued"], 1, "{}", explain(&o));
+    let rejects = read_csv(&ca.path("b2").join("rejects.csv"));
+    assert_eq!(rejects[1][2], m.uuid_string());
+    assert_eq!(rejects[1][3], "already-issued");
+    assert!(rejects[1][4].contains("--reissue"), "{:?}", rejects[1]);
+    let uuid_certs = format!(
+        "SELECT count(*) FROM certificates WHERE uuid = '{}'",
+        m.uuid_string()
+    );
+    assert_eq!(ca.count(&uuid_certs), 1);
+
+    // With --reissue: issued, recorded as a reissue.
+    let csv = cn_request("cn2.csv");
+    let o = ca.sign("b3", &["--json", "--device-id", "cn", "--reissue"], &[&csv]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(report(&o)["reissued"], 1, "{}", explain(&o));
+    assert_eq!(ca.count(&uuid_certs), 2);
+    assert_eq!(
+        ca.count(&format!(
+            "SELECT count(*) FROM certificates WHERE device_id = 'nrf-{imei}' AND reissue = 1"
+        )),
+        1
+    );
+    // The identical KEYGEN string still gives back the stored certificate (no reissue).
+    let o = ca.sign("b4", &["--json", "--device-id", "cn"], &[&csv]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let r = report(&o);
+    assert_eq!(
+        (r["issued"].as_u64(), r["returned"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(ca.count(&uuid_certs), 2);
+    ca.audit_verify();
+}
+
 /// `sign` killed with SIGKILL mid-batch: ca.db holds all of the batch or none of it, the
 /// audit log verifies, no partial bundle at B, and the re-run completes without duplicates.
 /// The kill delays are fractions of a measured uninterrupted run, so they land before, during

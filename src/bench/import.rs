@@ -3,8 +3,11 @@
 //! SHA-256 the modem lists, and restore the functional mode found before export.
 //!
 //! Nothing touches a modem until the whole bundle verified (`manifest.sig` with `--trust`,
-//! every file's SHA-256). Per device the certificate must chain to the trusted CA and carry
-//! the public key recorded at export. The private key (type 2) is never touched.
+//! every file's SHA-256), and `--trust` must come from outside the bundle (a bundle cannot
+//! vouch for itself). Per device the certificate must chain to the trusted CA, carry the
+//! public key recorded at export and name the device (CN = its UUID or `nrf-<IMEI>`), and
+//! come from the CA pinned for that device by its last verified import (another CA only with
+//! `--force`, journaled). The private key (type 2) is never touched.
 
 use super::at;
 use super::modem::Modem;
@@ -52,6 +55,9 @@ pub struct ImportOptions {
     pub bench_name: Option<String>,
     /// Serial settings, timeouts, reconnect policy.
     pub settings: PortSettings,
+    /// Accept a certificate from another CA than the one pinned for the device (the CA of
+    /// the certificate installed before); each such change is journaled.
+    pub force: bool,
 }
 
 impl ImportOptions {
@@ -66,6 +72,7 @@ impl ImportOptions {
             operator: None,
             bench_name: None,
             settings: PortSettings::default(),
+            force: false,
         }
     }
 }
@@ -97,6 +104,8 @@ impl ImportReport {
 struct TrustedCa {
     subject_der: Vec<u8>,
     public_key: Vec<u8>,
+    /// SHA-256 of the CA certificate DER (lowercase hex): what a device is pinned to.
+    sha256: String,
 }
 
 fn read_file(path: &Path, what: &str) -> Result<String, BenchError> {
@@ -146,7 +155,57 @@ fn trusted_ca(pem: &str, path: &Path) -> Result<TrustedCa, BenchError> {
     Ok(TrustedCa {
         subject_der,
         public_key,
+        sha256: crate::crypto::sha256_hex(&der),
     })
+}
+
+/// `--trust` must not come from the bundle it is to check: whoever can write the bundle could
+/// then put their own CA beside their own certificates. Refused when the trust file, with
+/// symlinks resolved, lies inside the bundle directory, or is a hard link to a file in it.
+fn trust_outside_bundle(trust: &Path, bundle_dir: &Path) -> Result<(), BenchError> {
+    // A bundle or trust file that does not resolve is reported by the checks that read it.
+    let (Ok(t), Ok(b)) = (
+        std::fs::canonicalize(trust),
+        std::fs::canonicalize(bundle_dir),
+    ) else {
+        return Ok(());
+    };
+    let inside = || {
+        BenchError::Usage(format!(
+            "--trust {} is inside the bundle {}: a bundle cannot vouch for itself (whoever              wrote it could have put their own CA there). Pass the signer's ca.pem as the bench              received it separately (checked against the fingerprint the officer wrote down),              from outside the bundle directory",
+            trust.display(),
+            bundle_dir.display()
+        ))
+    };
+    if t.starts_with(&b) {
+        return Err(inside());
+    }
+    // The same file under another name (hard link): compare device and inode with the
+    // bundle's files (its top level and one level of sub-directories, e.g. certs/).
+    use std::os::unix::fs::MetadataExt;
+    let Ok(tm) = std::fs::metadata(&t) else {
+        return Ok(());
+    };
+    if tm.nlink() < 2 {
+        return Ok(());
+    }
+    let same = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.dev() == tm.dev() && m.ino() == tm.ino())
+    };
+    for e in std::fs::read_dir(&b).into_iter().flatten().flatten() {
+        let p = e.path();
+        if same(&p) {
+            return Err(inside());
+        }
+        if e.file_type().is_ok_and(|ft| ft.is_dir()) {
+            for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                if same(&e.path()) {
+                    return Err(inside());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Root CA bundle from files (each must hold at least one parseable certificate).
@@ -242,6 +301,7 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
         ));
     }
     let start = Instant::now();
+    trust_outside_bundle(&opts.trust, &opts.bundle)?;
     let trust_pem = read_file(&opts.trust, "trusted CA certificate (--trust)")?;
     let ca = trusted_ca(&trust_pem, &opts.trust)?;
     let verified =
@@ -487,6 +547,7 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
             "the bundle holds a certificate for an older or other key: export the device again if its key changed, sign, and import the new bundle",
         ));
     }
+    check_names_device(&tbs.subject, rec)?;
     let not_after = tbs.validity.not_after.to_unix_duration();
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -497,6 +558,99 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
             format!("the certificate expired ({})", row.not_after),
             next_resign,
         ));
+    }
+    Ok(())
+}
+
+/// The certificate's subject must be exactly one CN naming this device: the UUID recorded at
+/// export (any case) or `nrf-<IMEI>` with the device's IMEI (SPEC §4: nRF Cloud reads only
+/// the CN, so a certificate for another name would connect the device as someone else).
+fn check_names_device(subject: &x509_cert::name::Name, rec: &DeviceRecord) -> Result<(), Fail> {
+    const CN: &str = "2.5.4.3";
+    let next = "the bundle's certificate names another device: get a bundle signed for this device (its UUID, or nrf-<IMEI> with --device-id cn) and import it";
+    let mut cns = Vec::new();
+    for rdn in subject.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid.to_string() == CN {
+                // UTF8String or PrintableString: the content bytes are the text.
+                cns.push(String::from_utf8_lossy(atv.value.value()).into_owned());
+            }
+        }
+    }
+    let [cn] = cns.as_slice() else {
+        return Err(refused(
+            "cert-wrong-device",
+            format!(
+                "the certificate's subject has {} CN attributes, not one naming the device",
+                cns.len()
+            ),
+            next,
+        ));
+    };
+    let by_uuid = rec
+        .uuid
+        .as_deref()
+        .is_some_and(|u| !u.is_empty() && cn.eq_ignore_ascii_case(u));
+    let by_imei = cn.strip_prefix("nrf-") == Some(rec.imei.as_str());
+    if by_uuid || by_imei {
+        return Ok(());
+    }
+    Err(refused(
+        "cert-wrong-device",
+        format!(
+            "the certificate is for CN {}, not this device (UUID {}, IMEI {})",
+            crate::util::term_escape(cn),
+            rec.uuid.as_deref().unwrap_or("unknown"),
+            rec.imei
+        ),
+        next,
+    ))
+}
+
+/// The CA pin (SPEC §6, issue 10): a device whose installed certificate came from one CA is
+/// not re-provisioned from another without `--force`. Every record of the IMEI counts (all
+/// its sec_tags). A record imported before pins existed (no `ca_sha256`) but holding another
+/// certificate than this one has an unknown CA: refused the same way (`ca-unpinned`).
+/// With `force`, the change is accepted and noted in the journal.
+fn check_ca_pin(
+    ca: &TrustedCa,
+    records: &[DeviceRecord],
+    cert_sha: &str,
+    force: bool,
+    journal: &Journal,
+) -> Result<(), Fail> {
+    for r in records {
+        let (code, detail) = match &r.ca_sha256 {
+            Some(pinned) if !pinned.eq_ignore_ascii_case(&ca.sha256) => (
+                "ca-changed",
+                format!(
+                    "sec_tag {} holds a certificate from CA {pinned}; this bundle is from CA {}",
+                    r.sec_tag, ca.sha256
+                ),
+            ),
+            None if r
+                .cert_sha256
+                .as_deref()
+                .is_some_and(|c| !c.eq_ignore_ascii_case(cert_sha)) =>
+            (
+                "ca-unpinned",
+                format!(
+                    "sec_tag {} holds certificate {} installed before nrfca pinned CAs (its CA is unknown); this bundle is from CA {}",
+                    r.sec_tag,
+                    r.cert_serial.as_deref().unwrap_or("?"),
+                    ca.sha256
+                ),
+            ),
+            _ => continue,
+        };
+        if !force {
+            return Err(refused(
+                code,
+                detail,
+                "if the device is to move to this CA on purpose, re-run import with --force (the change is journaled); otherwise use the trusted CA of its current certificate",
+            ));
+        }
+        journal.note("forced", &format!("{code} accepted with --force: {detail}"));
     }
     Ok(())
 }
@@ -593,6 +747,7 @@ fn import_device(
     };
     let cert_sha = crate::crypto::sha256_hex(cert_pem.as_bytes());
     let root_sha = ctx.root_sha.clone();
+    check_ca_pin(&ctx.ca, &records, &cert_sha, ctx.opts.force, journal)?;
 
     step(ctx, port, imei_s, "check slot");
     let listing = m.cmng_list(tag)?;
@@ -631,6 +786,11 @@ fn import_device(
             rec.imported_at.as_deref().unwrap_or("?")
         );
         journal.note("decision", &detail);
+        if rec.ca_sha256.is_none() {
+            // Imported before CA pinning: the certificate in place is this CA's.
+            rec.ca_sha256 = Some(ctx.ca.sha256.clone());
+            journal.commit(&rec)?;
+        }
         return Ok(DeviceResult {
             port: port.to_string(),
             imei: Some(imei),
@@ -720,6 +880,7 @@ fn import_device(
     rec.cert_serial = Some(serial.clone());
     rec.cert_sha256 = Some(cert_sha);
     rec.root_sha256 = Some(root_sha);
+    rec.ca_sha256 = Some(ctx.ca.sha256.clone());
     rec.error_code = None;
     rec.last_error = if note.is_empty() {
         None

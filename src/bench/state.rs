@@ -13,7 +13,8 @@ use std::sync::Mutex;
 pub const DEFAULT_DIR: &str = "nrfca-bench";
 /// Database file name inside the state directory.
 pub const DB_FILE: &str = "bench.db";
-const SCHEMA_VERSION: i64 = 1;
+/// Version 1 had no `ca_sha256` column (no CA pinned per device); [`State::open`] adds it.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -43,6 +44,8 @@ CREATE TABLE IF NOT EXISTS devices (
     root_sha256   TEXT,
     bundle        TEXT,
     updated_at    TEXT NOT NULL,
+    ca_sha256     TEXT,             -- pinned CA: SHA-256 of the DER of the CA that issued the
+                                    -- installed certificate (lowercase hex)
     PRIMARY KEY (imei, sec_tag)
 );
 CREATE TABLE IF NOT EXISTS journal (
@@ -191,6 +194,11 @@ pub struct DeviceRecord {
     pub bundle: Option<String>,
     /// Last change.
     pub updated_at: String,
+    /// The pinned CA: SHA-256 (lowercase hex) of the DER of the CA certificate that issued the
+    /// certificate installed and verified on the device. Import refuses a certificate of
+    /// another CA unless `--force` (journaled). `None`: nothing installed yet, or installed
+    /// by an nrfca that did not pin (state schema 1).
+    pub ca_sha256: Option<String>,
 }
 
 impl DeviceRecord {
@@ -226,6 +234,7 @@ impl DeviceRecord {
             root_sha256: None,
             bundle: None,
             updated_at: now(),
+            ca_sha256: None,
         }
     }
 }
@@ -338,7 +347,7 @@ pub struct State {
 
 const COLUMNS: &str = "imei, sec_tag, uuid, public_key, keygen, keygen_sha256, key_sha256, model, \
     firmware, port, cfun_before, state, error_code, last_error, requests_file, exported_at, \
-    imported_at, cert_serial, cert_sha256, root_sha256, bundle, updated_at";
+    imported_at, cert_serial, cert_sha256, root_sha256, bundle, updated_at, ca_sha256";
 
 impl State {
     /// Open (creating if needed) the state in `dir`.
@@ -389,6 +398,7 @@ impl State {
                 .map_err(db)?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) if v == "1" => migrate_v1(&conn).map_err(db)?,
             Some(v) => {
                 return Err(StateError::Corrupt {
                     path,
@@ -480,6 +490,7 @@ impl State {
                         r.get::<_, Option<String>>(19)?,
                         r.get::<_, Option<String>>(20)?,
                         r.get::<_, String>(21)?,
+                        r.get::<_, Option<String>>(22)?,
                     ),
                 ))
             })?;
@@ -525,6 +536,7 @@ impl State {
                 root_sha256: b.8,
                 bundle: b.9,
                 updated_at: b.10,
+                ca_sha256: b.11,
             });
         }
         Ok(out)
@@ -631,12 +643,39 @@ impl State {
     }
 }
 
+/// State schema 1 → 2, in one transaction: the `ca_sha256` column (the CA pinned per
+/// device). Devices imported before it have none: their CA is unknown, and import treats a
+/// different certificate for them as a change of CA (`ca-unpinned`, `--force` to accept).
+fn migrate_v1(conn: &Connection) -> Result<(), rusqlite::Error> {
+    // IMMEDIATE: another nrfca opening the same state waits instead of failing to upgrade.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let version: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if version.as_deref() != Some("1") {
+        return Ok(());
+    }
+    let has_column: bool = tx
+        .prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = 'ca_sha256'")?
+        .exists([])?;
+    if !has_column {
+        tx.execute_batch("ALTER TABLE devices ADD COLUMN ca_sha256 TEXT;")?;
+    }
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+        params![SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()
+}
+
 fn put_rec(c: &Connection, rec: &DeviceRecord) -> Result<(), rusqlite::Error> {
     let now = now();
     c.execute(
         &format!(
             "INSERT OR REPLACE INTO devices ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
         ),
         params![
             rec.imei,
@@ -661,6 +700,7 @@ fn put_rec(c: &Connection, rec: &DeviceRecord) -> Result<(), rusqlite::Error> {
             rec.root_sha256,
             rec.bundle,
             now,
+            rec.ca_sha256,
         ],
     )
     .map(|_| ())
@@ -796,6 +836,48 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(s.devices(), Err(StateError::Corrupt { .. })));
+    }
+
+    /// A state written by nrfca before CA pinning (schema 1, no `ca_sha256`) opens, gains
+    /// the column (empty: the CA of what it installed is unknown) and keeps every row.
+    #[test]
+    fn schema_1_gains_the_ca_pin_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path).unwrap();
+            let v1 = SCHEMA.replace(
+                "    ca_sha256     TEXT,             -- pinned CA: SHA-256 of the DER of the CA that issued the\n                                    -- installed certificate (lowercase hex)\n",
+                "",
+            );
+            assert!(!v1.contains("ca_sha256"));
+            c.execute_batch(&v1).unwrap();
+            c.execute_batch(
+                "INSERT INTO meta(key, value) VALUES ('schema', '1');
+                 INSERT INTO devices(imei, sec_tag, state, cert_sha256, updated_at)
+                 VALUES ('352656109480783', 16842753, 'imported', 'ab', 't');",
+            )
+            .unwrap();
+        }
+        let s = State::open(dir.path()).unwrap();
+        let r = s.device("352656109480783", 16842753).unwrap().unwrap();
+        assert_eq!(r.state, DeviceState::Imported);
+        assert_eq!(r.cert_sha256.as_deref(), Some("ab"));
+        assert_eq!(r.ca_sha256, None);
+        let mut r2 = r.clone();
+        r2.ca_sha256 = Some("cd".into());
+        s.put(&r2).unwrap();
+        drop(s);
+        let s = State::open(dir.path()).unwrap();
+        let r = s.device("352656109480783", 16842753).unwrap().unwrap();
+        assert_eq!(r.ca_sha256.as_deref(), Some("cd"));
+        let v: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION.to_string());
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub fn run(cmd: AuditCmd) -> CliResult {
             if a.json {
                 print_json(&s)?;
             } else {
-                eprintln!(
+                say!(
                     "exported {} records to {} (head {}, sha256 {}); recorded as audit record {}",
                     s.records,
                     s.out.display(),
@@ -159,7 +159,7 @@ pub fn run(cmd: AuditCmd) -> CliResult {
                     s.sha256,
                     s.export_record_seq
                 );
-                eprintln!(
+                say!(
                     "check it anywhere with: nrfca audit verify --file {} --ca-cert ca.pem",
                     s.out.display()
                 );
@@ -182,15 +182,15 @@ fn verify(a: VerifyArgs) -> CliResult {
     if a.json {
         print_json(&report)?;
     } else {
-        eprintln!("records      {}", report.records);
-        eprintln!("head hash    {}", report.head_hash);
-        eprintln!("CA sha256    {}", report.ca_fingerprint);
-        eprintln!(
+        say!("records      {}", report.records);
+        say!("head hash    {}", report.head_hash);
+        say!("CA sha256    {}", report.ca_fingerprint);
+        say!(
             "signed to    record {} (last valid checkpoint)",
             report.last_checkpoint_seq
         );
         if report.unsigned_tail > 0 {
-            eprintln!(
+            say!(
                 "unsigned     {} record(s) after the last checkpoint (chained, not yet signed by the CA)",
                 report.unsigned_tail
             );
@@ -199,7 +199,7 @@ fn verify(a: VerifyArgs) -> CliResult {
     match &report.first_bad {
         None => {
             if !a.json {
-                eprintln!("audit log intact");
+                say!("audit log intact");
             }
             Ok(Outcome::Done)
         }
@@ -224,7 +224,7 @@ fn batch_report(a: ReportArgs) -> CliResult {
         if a.json {
             print_json(&list)?;
         } else if list.is_empty() {
-            eprintln!("no batches yet; run `nrfca sign` first");
+            say!("no batches yet; run `nrfca sign` first");
         } else {
             let mut out = format!(
                 "{:<32}  {:<24}  {:<16}  {:>8}  {:>8}  {:>8}\n",
@@ -242,7 +242,7 @@ fn batch_report(a: ReportArgs) -> CliResult {
                 ));
             }
             print_stdout(&out)?;
-            eprintln!(
+            say!(
                 "{} batch(es); print one with `nrfca audit report --ca-dir {} --batch ID`",
                 list.len(),
                 a.ca_dir.display()
@@ -260,7 +260,7 @@ fn batch_report(a: ReportArgs) -> CliResult {
         match &a.out {
             Some(path) => {
                 write_new(path, text.as_bytes())?;
-                eprintln!(
+                say!(
                     "wrote the report of batch {} to {}; print it, sign it, file it with the ceremony record",
                     r.batch,
                     path.display()
@@ -366,17 +366,22 @@ fn show(a: ShowArgs) -> CliResult {
     if a.json {
         print_json(&records)?;
     } else if a.csv {
+        // Built in memory (the records already are), then written like every other stdout
+        // output: a closed pipe is not an error.
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(std::io::stdout().lock());
+            .from_writer(Vec::new());
         w.write_record(audit::CSV_HEADER)?;
         for r in &records {
             w.write_record(r.to_csv_fields())?;
         }
-        w.flush()?;
+        let bytes = w
+            .into_inner()
+            .map_err(|e| format!("cannot build the CSV: {}", e.error()))?;
+        print_stdout(&String::from_utf8_lossy(&bytes))?;
     } else {
         print_stdout(&table(&records))?;
-        eprintln!("{} record(s)", records.len());
+        say!("{} record(s)", records.len());
     }
     Ok(Outcome::Done)
 }

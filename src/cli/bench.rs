@@ -153,13 +153,18 @@ pub struct ImportArgs {
     /// Bundle directory written by `nrfca sign`.
     #[arg(long, value_name = "DIR")]
     bundle: PathBuf,
-    /// The CA certificate this bench trusts (the signer's ca.pem, carried separately).
+    /// The CA certificate this bench trusts (the signer's ca.pem, carried separately; a file
+    /// inside --bundle is refused).
     #[arg(long, value_name = "CA.pem")]
     trust: PathBuf,
     /// Root CA PEM for the modem (type 0); repeatable, concatenated in order. Default: the
     /// project's keys/AmazonRootCA1.pem then keys/nrf-cloud-coap-ca.pem.
     #[arg(long = "root-ca", value_name = "PEM")]
     root_ca: Vec<PathBuf>,
+    /// Install even where the device's current certificate came from another CA (refused
+    /// otherwise: ca-changed, ca-unpinned); each forced change is journaled.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     serial: SerialArgs,
 }
@@ -195,8 +200,8 @@ fn ports(a: PortsArgs) -> CliResult {
         return Ok(Outcome::Done);
     }
     if list.is_empty() {
-        eprintln!("no serial ports found; plug in the kit (a DK's AT port is its first VCOM)");
-        eprintln!("{SIM_NOTE}");
+        say!("no serial ports found; plug in the kit (a DK's AT port is its first VCOM)");
+        say!("{SIM_NOTE}");
         return Ok(Outcome::Done);
     }
     let mut out = format!(
@@ -226,11 +231,11 @@ fn ports(a: PortsArgs) -> CliResult {
     }
     print_stdout(&out)?;
     if list.iter().any(|p| p.nordic) {
-        eprintln!("* Nordic/SEGGER device: on a DK the first port of a kit is the modem's AT port");
+        say!("* Nordic/SEGGER device: on a DK the first port of a kit is the modem's AT port");
     } else {
-        eprintln!("no Nordic/SEGGER kit found (none marked *); check the USB cable and power");
+        say!("no Nordic/SEGGER kit found (none marked *); check the USB cable and power");
     }
-    eprintln!("{SIM_NOTE}");
+    say!("{SIM_NOTE}");
     Ok(Outcome::Done)
 }
 
@@ -285,7 +290,7 @@ impl Render {
                 }
             }
         } else {
-            eprintln!("[{}] {line}", ev.port);
+            say!("[{}] {line}", ev.port);
         }
     }
 
@@ -315,7 +320,7 @@ fn finished_line(r: &DeviceResult) -> String {
 
 fn summary(what: &str, devices: &[DeviceResult], elapsed_ms: u128) -> Outcome {
     let count = |s: Status| devices.iter().filter(|d| d.status == s).count();
-    eprintln!(
+    say!(
         "{what}: {} done, {} already done, {} failed, {} unknown ({} device(s), {:.1} s)",
         count(Status::Done),
         count(Status::AlreadyDone),
@@ -328,9 +333,9 @@ fn summary(what: &str, devices: &[DeviceResult], elapsed_ms: u128) -> Outcome {
     if bad.is_empty() {
         return Outcome::Done;
     }
-    eprintln!("devices that need attention:");
+    say!("devices that need attention:");
     for d in bad {
-        eprintln!(
+        say!(
             "  {} {} [{}]: {}",
             d.port,
             d.imei.as_deref().unwrap_or("(IMEI unknown)"),
@@ -342,7 +347,7 @@ fn summary(what: &str, devices: &[DeviceResult], elapsed_ms: u128) -> Outcome {
             .as_ref()
             .filter(|n| !d.detail.contains(n.as_str()))
         {
-            eprintln!("      next: {n}");
+            say!("      next: {n}");
         }
     }
     Outcome::Partial
@@ -368,7 +373,7 @@ fn run_export(a: ExportArgs) -> CliResult {
     }
     let outcome = summary("export", &report.devices, report.elapsed_ms);
     if report.exported() > 0 || outcome == Outcome::Done {
-        eprintln!(
+        say!(
             "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
             report.out.display(),
             report.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| report.out.display().to_string())
@@ -388,9 +393,10 @@ fn run_import(a: ImportArgs) -> CliResult {
         operator: a.serial.operator.clone(),
         bench_name: a.serial.bench.clone(),
         settings,
+        force: a.force,
     };
     let verified = verify_bundle(&opts)?;
-    eprintln!(
+    say!(
         "bundle {} (batch {}, {} certificates) verified with {}",
         opts.bundle.display(),
         verified.batch,
@@ -405,7 +411,7 @@ fn run_import(a: ImportArgs) -> CliResult {
     }
     let outcome = summary("import", &report.devices, report.elapsed_ms);
     if outcome == Outcome::Done {
-        eprintln!(
+        say!(
             "next: upload {} to nRF Cloud (Devices > Add devices > bulk onboarding) so the devices can connect",
             report.bundle.join("onboard.csv").display()
         );
@@ -483,7 +489,7 @@ fn status(a: StatusArgs) -> CliResult {
         })?;
     } else {
         if devices.is_empty() {
-            eprintln!(
+            say!(
                 "no devices in {} yet; run `nrfca bench export --state {} ...` first",
                 a.state.display(),
                 a.state.display()
@@ -498,7 +504,7 @@ fn status(a: StatusArgs) -> CliResult {
                 }
             }
             let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-            eprintln!("{} device(s): {}", devices.len(), parts.join(", "));
+            say!("{} device(s): {}", devices.len(), parts.join(", "));
         }
         if let Some(j) = &journal {
             let mut out = String::new();

@@ -138,19 +138,19 @@ pub fn run(cmd: CaCmd) -> CliResult {
             if a.protect.json {
                 print_json(&info)?;
             } else {
-                eprintln!("CA created in {}", a.ca_dir.display());
-                eprint!("{}", render(&info));
-                eprintln!("Next:");
-                eprintln!(
+                say!("CA created in {}", a.ca_dir.display());
+                say_raw!("{}", render(&info));
+                say!("Next:");
+                say!(
                     "  1. back up {} on two offline media; keep its {} apart from it",
                     a.ca_dir.join(ca::CA_KEY).display(),
                     secret_name(&opts.protection)
                 );
-                eprintln!(
+                say!(
                     "  2. give {} to the bench (`nrfca bench import --trust ca.pem`); write down its sha256 above",
                     a.ca_dir.join(ca::CA_PEM).display()
                 );
-                eprintln!(
+                say!(
                     "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
                     a.ca_dir.display()
                 );
@@ -171,19 +171,19 @@ pub fn run(cmd: CaCmd) -> CliResult {
             if a.protect.json {
                 print_json(&info)?;
             } else {
-                eprintln!("CA imported into {}", a.ca_dir.display());
-                eprint!("{}", render(&info));
-                eprintln!("Next:");
-                eprintln!(
+                say!("CA imported into {}", a.ca_dir.display());
+                say_raw!("{}", render(&info));
+                say!("Next:");
+                say!(
                     "  1. destroy the plaintext key and every copy of it: shred -u {}",
                     a.key.display()
                 );
-                eprintln!(
+                say!(
                     "  2. back up {} on two offline media; keep its {} apart from it",
                     a.ca_dir.join(ca::CA_KEY).display(),
                     secret_name(&protection)
                 );
-                eprintln!(
+                say!(
                     "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
                     a.ca_dir.display()
                 );
@@ -202,7 +202,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
                     "subject": u.cert.subject,
                 }))?;
             } else {
-                eprintln!(
+                say!(
                     "the CA key unlocks and matches {} (sha256 {})",
                     a.ca_dir.join(ca::CA_PEM).display(),
                     u.cert.fingerprint

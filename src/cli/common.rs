@@ -26,10 +26,33 @@ pub fn finish(result: CliResult) -> ExitCode {
         Ok(Outcome::Done) => ExitCode::from(0),
         Ok(Outcome::Partial) => ExitCode::from(1),
         Err(e) => {
-            eprint!("{}", error_text(e.as_ref()));
+            say_raw!("{}", error_text(e.as_ref()));
             ExitCode::from(2)
         }
     }
+}
+
+/// Write a message to stderr (what [`say!`] and [`say_raw!`] expand to). Errors are
+/// ignored: a closed stderr (`2>&1 | true`, a terminal that went away) must neither panic
+/// nor change what the command does or its exit code.
+pub fn stderr_write(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.flush());
+}
+
+/// Whether `e` (anywhere in its chain) is a write to a closed pipe.
+pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// The text printed for an error that stopped a command: `error: <message>` and one

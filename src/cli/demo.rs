@@ -102,7 +102,7 @@ impl Ports {
         let finished = matches!(e.kind, PortEventKind::Finished(_));
         let Some(multi) = &self.multi else {
             if self.verbose || finished {
-                eprintln!("      {line}");
+                say!("      {line}");
             }
             return;
         };
@@ -164,19 +164,19 @@ pub fn run(args: DemoArgs) -> CliResult {
         } => {
             ports.idle();
             ports.settle();
-            eprintln!("\n[{n}] {role}: {title}\n    $ {command}");
+            say!("\n[{n}] {role}: {title}\n    $ {command}");
             ports.working();
         }
         DemoEvent::Note(s) => {
             ports.idle();
             ports.settle();
-            eprintln!("    {s}");
+            say!("    {s}");
             ports.working();
         }
         DemoEvent::Port(p) => ports.event(&p),
         DemoEvent::Sign(SignEvent::Committing) => {
             ports.idle();
-            eprintln!("    committing the batch (one transaction)…");
+            say!("    committing the batch (one transaction)…");
             ports.working();
         }
         DemoEvent::Sign(SignEvent::WritingBundle) => {
@@ -190,7 +190,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     ports.idle();
     let report = report?;
     let t = &report.timings;
-    eprintln!(
+    say!(
         "\ndone: {} modems provisioned in {:.1} s (export {:.1} s, sign {:.1} s, import {:.1} s)",
         report.imported,
         t.total_ms as f64 / 1000.0,
@@ -198,27 +198,27 @@ pub fn run(args: DemoArgs) -> CliResult {
         t.sign_ms as f64 / 1000.0,
         t.import_ms as f64 / 1000.0
     );
-    eprintln!("files:");
-    eprintln!("  CA            {}", report.ca_dir.display());
-    eprintln!("  requests      {}", report.requests.display());
-    eprintln!(
+    say!("files:");
+    say!("  CA            {}", report.ca_dir.display());
+    say!("  requests      {}", report.requests.display());
+    say!(
         "  bundle        {}  (upload onboard.csv to nRF Cloud)",
         report.bundle.display()
     );
-    eprintln!("  bench state   {}", report.bench_state.display());
-    eprintln!("  audit export  {}", report.audit_log.display());
-    eprintln!("look around (the CA passphrase is `demo`):");
-    eprintln!("  nrfca ca show --ca-dir {}", report.ca_dir.display());
-    eprintln!(
+    say!("  bench state   {}", report.bench_state.display());
+    say!("  audit export  {}", report.audit_log.display());
+    say!("look around (the CA passphrase is `demo`):");
+    say!("  nrfca ca show --ca-dir {}", report.ca_dir.display());
+    say!(
         "  nrfca bench status --state {}",
         report.bench_state.display()
     );
-    eprintln!("  nrfca audit show --ca-dir {}", report.ca_dir.display());
-    eprintln!(
+    say!("  nrfca audit show --ca-dir {}", report.ca_dir.display());
+    say!(
         "  nrfca audit report --ca-dir {}      # the batch report for the ceremony record",
         report.ca_dir.display()
     );
-    eprintln!("  nrfca inspect {}", report.requests.display());
+    say!("  nrfca inspect {}", report.requests.display());
     if args.json {
         print_json(&report)?;
     }

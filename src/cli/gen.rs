@@ -1,6 +1,6 @@
 //! `nrfca gen` (hidden): realistic KEYGEN requests for tests and benchmarks.
 
-use super::common::{CliResult, Outcome};
+use super::common::{is_broken_pipe, CliResult, Outcome};
 use clap::{Args, ValueEnum};
 use nrfca::keygen::generate::{write_requests, BatchFormat, BatchOptions, GenOptions};
 use std::io::{BufWriter, Write};
@@ -70,16 +70,22 @@ pub fn run(args: GenArgs) -> CliResult {
     let mut last = Instant::now();
     let mut progress = |n: u64| {
         if last.elapsed().as_millis() >= 1000 {
-            eprintln!("gen: {n}/{} requests", args.count);
+            say!("gen: {n}/{} requests", args.count);
             last = Instant::now();
         }
     };
     let n = if args.out.as_os_str() == "-" {
         let stdout = std::io::stdout();
         let mut w = BufWriter::new(stdout.lock());
-        let n = write_requests(&mut w, &opts, &mut progress)?;
-        w.flush()?;
-        n
+        // `gen - | head`: a closed pipe ends the output, it is not an error.
+        match write_requests(&mut w, &opts, &mut progress).and_then(|n| {
+            w.flush()?;
+            Ok(n)
+        }) {
+            Ok(n) => n,
+            Err(e) if is_broken_pipe(&e) => return Ok(Outcome::Done),
+            Err(e) => return Err(e.into()),
+        }
     } else {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -98,7 +104,7 @@ pub fn run(args: GenArgs) -> CliResult {
         n
     };
     let secs = start.elapsed().as_secs_f64();
-    eprintln!(
+    say!(
         "gen: wrote {n} requests to {} in {secs:.2} s ({:.0}/s)",
         args.out.display(),
         n as f64 / secs.max(1e-9)

@@ -31,9 +31,9 @@ pub fn run(a: ManArgs) -> CliResult {
         let mut written = Vec::new();
         write_pages(&root, "nrfca", dir, &mut written)?;
         for p in &written {
-            eprintln!("wrote {}", p.display());
+            say!("wrote {}", p.display());
         }
-        eprintln!(
+        say!(
             "{} manual pages in {}; read one with `man -l {}`",
             written.len(),
             dir.display(),

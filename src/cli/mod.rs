@@ -2,6 +2,32 @@
 //! library call and prints; exit codes follow SPEC §1 (0 done, 1 some rejected/failed, 2
 //! could not run). Output rule: the data a user asked for (tables, `--json`, `--csv`) goes to
 //! stdout; progress, narration, summaries and errors go to stderr.
+//!
+//! Nothing here uses `print!`/`eprint!`/`println!`/`eprintln!`: they panic when the stream is
+//! a closed pipe (`nrfca ca init … 2>&1 | true` exited 101 after creating the CA; Rust ignores
+//! SIGPIPE). Messages go through [`say!`]/[`say_raw!`] (stderr, a write error is ignored: the
+//! command still finishes its work and exits with its own code) and data through
+//! [`common::print_stdout`] (a closed pipe is not an error). Clippy enforces it.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+/// `eprintln!` that never panics: a line on stderr; a closed or failing stderr is ignored
+/// (what the command does, and its exit code, must not depend on whether anyone reads its
+/// messages).
+macro_rules! say {
+    () => {
+        $crate::cli::common::stderr_write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::common::stderr_write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` that never panics (see [`say!`]).
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        $crate::cli::common::stderr_write(format_args!($($arg)*))
+    };
+}
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

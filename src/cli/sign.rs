@@ -176,8 +176,8 @@ pub fn run(a: SignArgs) -> CliResult {
     if a.json {
         print_json(&report)?;
     }
-    eprint!("{}", render(&report));
-    eprint!("{}", next_steps(&report, &a.ca_dir));
+    say_raw!("{}", render(&report));
+    say_raw!("{}", next_steps(&report, &a.ca_dir));
     Ok(if report.all_ok() {
         Outcome::Done
     } else {

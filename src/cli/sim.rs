@@ -1,10 +1,9 @@
 //! `nrfca sim`: start simulated modems, print their ports, run until SIGINT/SIGTERM.
 
-use super::common::{CliResult, Outcome};
+use super::common::{print_stdout, CliResult, Outcome};
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 use nrfca::sim::{FaultSpec, Latency, Profile, SimConfig, Simulator};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Arguments of `nrfca sim`.
@@ -109,31 +108,31 @@ pub fn run(args: SimArgs) -> CliResult {
     };
     let sim = Simulator::start(cfg)?;
     {
-        let mut out = std::io::stdout().lock();
+        let mut out = String::new();
         for (i, port) in sim.ports().iter().enumerate() {
             if args.print_identity {
                 let s = sim.snapshot(i);
-                writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}",
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
                     port.display(),
                     s.imei,
                     s.uuid,
                     hex::encode(s.identity_public_key)
-                )?;
+                ));
             } else {
-                writeln!(out, "{}", port.display())?;
+                out.push_str(&format!("{}\n", port.display()));
             }
         }
-        out.flush()?;
+        // A closed stdout is not an error: the modems run until interrupted all the same.
+        print_stdout(&out)?;
     }
-    eprintln!(
+    say!(
         "nrfca sim: {} {} modem(s) running; Ctrl-C to stop",
         sim.count(),
         args.profile
     );
     let sig = signals.wait()?;
-    eprintln!("nrfca sim: {sig}, stopping");
+    say!("nrfca sim: {sig}, stopping");
     sim.shutdown()?;
     Ok(Outcome::Done)
 }

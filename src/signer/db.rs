@@ -9,8 +9,10 @@ use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
 
 /// Current schema version, stored in `meta`. Version 1 (nrfca before the speed work) kept
-/// the certificate as PEM text and a UNIQUE index on `keygen_sha256`; [`open`] migrates it.
-pub const SCHEMA_VERSION: i64 = 2;
+/// the certificate as PEM text and a UNIQUE index on `keygen_sha256`; version 2 indexed
+/// certificates by CN (`device_id`) where already-issued now looks them up by attested UUID
+/// (`uuid`); [`open`] migrates both.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The DDL of `ca.db`, version [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = r#"
@@ -43,10 +45,11 @@ CREATE TABLE IF NOT EXISTS certificates (
     batch_id      TEXT NOT NULL REFERENCES batches(id),
     reissue       INTEGER NOT NULL DEFAULT 0 -- 1 when issued under --reissue
 );
--- Lookups: already-issued by device, key-reuse by key, and the identical re-submitted KEYGEN
--- by key + keygen_sha256 (an identical KEYGEN string carries the identical key, so it needs no
--- index of its own: every index costs a random B-tree insert per certificate).
-CREATE INDEX IF NOT EXISTS certificates_device ON certificates(device_id);
+-- Lookups: already-issued by attested device (the UUID, whatever the CN), key-reuse by key,
+-- and the identical re-submitted KEYGEN by key + keygen_sha256 (an identical KEYGEN string
+-- carries the identical key, so it needs no index of its own: every index costs a random
+-- B-tree insert per certificate). Nothing looks certificates up by CN (`device_id`).
+CREATE INDEX IF NOT EXISTS certificates_uuid ON certificates(uuid);
 CREATE INDEX IF NOT EXISTS certificates_key ON certificates(public_key);
 CREATE TABLE IF NOT EXISTS rejects (
     batch_id      TEXT NOT NULL REFERENCES batches(id),
@@ -133,6 +136,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         }
         Some(v) if v > SCHEMA_VERSION => return Err(DbError::NewerSchema(v)),
         Some(1) => migrate_v1(&mut conn)?,
+        Some(2) => migrate_v2(&mut conn)?,
         Some(_) => {}
     }
     Ok(conn)
@@ -211,6 +215,25 @@ fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Schema 2 → 3, in one transaction: already-issued is keyed on the attested UUID, so the
+/// index on `device_id` (the CN) gives way to one on `uuid` (SCHEMA creates it, here or in
+/// [`open`] just before). The number of indexes, each a B-tree insert per certificate, stays
+/// three.
+fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if schema_version(&tx)? != Some(2) {
+        return Ok(());
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch("DROP INDEX IF EXISTS certificates_device;")?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Open an existing `ca.db` (as [`open`]), refusing to create a new one.
 pub fn open_existing(path: &Path) -> Result<Connection, DbError> {
     if !path.is_file() {
@@ -244,12 +267,12 @@ mod tests {
         assert!(matches!(open(&p), Err(DbError::NewerSchema(99))));
     }
 
-    /// The indexes of `certificates`: serial (primary key), device, key. Each one is a random
-    /// B-tree insert per issued certificate, the largest cost of `sign` after ECDSA
+    /// The indexes of `certificates`: serial (primary key), key, attested UUID. Each one is a
+    /// random B-tree insert per issued certificate, the largest cost of `sign` after ECDSA
     /// (docs/performance.md): a new one must earn its place there first.
     const CERTIFICATE_INDEXES: [&str; 3] = [
-        "certificates_device",
         "certificates_key",
+        "certificates_uuid",
         "sqlite_autoindex_certificates_1",
     ];
 
@@ -352,6 +375,44 @@ mod tests {
             .query_row("SELECT count(*) FROM certificates", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 300);
+    }
+
+    /// Schema 2 indexed certificates by CN; schema 3 by attested UUID (already-issued).
+    #[test]
+    fn schema_2_is_migrated_to_the_uuid_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.db");
+        let c = open(&p).unwrap();
+        c.execute_batch(
+            "DROP INDEX certificates_uuid;
+             CREATE INDEX certificates_device ON certificates(device_id);
+             UPDATE meta SET value = '2' WHERE key = 'schema_version';
+             INSERT INTO batches(id, started_at, operator, inputs) VALUES ('b', 't', 'o', '[]');
+             INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256,
+                 cert_sha256, der, not_before, not_after, batch_id)
+             VALUES ('01', 'nrf-352656100000009', '50503041-3539-47eb-807b-102dbb423b9a', 1,
+                 x'04', 'k', 'c', x'3000', 'a', 'b', 'b');",
+        )
+        .unwrap();
+        drop(c);
+        let c = open(&p).unwrap();
+        assert_eq!(schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(certificate_indexes(&c), CERTIFICATE_INDEXES);
+        let plan: String = c
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM certificates WHERE uuid = 'x' LIMIT 1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("certificates_uuid"), "{plan}");
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM certificates", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        drop(c);
+        let c = open(&p).unwrap();
+        assert_eq!(certificate_indexes(&c), CERTIFICATE_INDEXES);
     }
 
     #[test]

@@ -53,8 +53,10 @@ pub trait Lookup {
         keygen_sha256_hex: &str,
         public_key: &[u8; 65],
     ) -> Result<Option<Stored>, Self::Error>;
-    /// Whether any certificate was issued with this CN.
-    fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, Self::Error>;
+    /// Whether any certificate was issued to this attested device: `uuid` is the UUID of the
+    /// attestation (lowercase, hyphenated), whatever CN the certificate carries (`uuid` or
+    /// `nrf-<IMEI>` under `--device-id cn`), so a change of CN is not a new device.
+    fn device_has_certificate(&mut self, uuid: &str) -> Result<bool, Self::Error>;
     /// The CN of a certificate for this public key, if any.
     fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, Self::Error>;
     /// The CN of a certificate for this key including those issued earlier in the running
@@ -231,13 +233,21 @@ impl BatchPolicy {
             return Ok(Decision::Return(Box::new(stored)));
         }
         let mut reissue = false;
-        if db.device_has_certificate(&v.device_id)? {
+        // Keyed on the attested UUID, not the CN: the same modem asked for CN=<uuid> in one
+        // batch and CN=nrf-<IMEI> in the next is the same device.
+        if db.device_has_certificate(&v.uuid)? {
             if !self.reissue {
+                let cn = if v.device_id == v.uuid {
+                    String::new()
+                } else {
+                    format!(" (requested CN {})", v.device_id)
+                };
                 return Ok(Decision::Reject(Reject::new(
                     RejectCode::AlreadyIssued,
                     format!(
-                        "this CA already issued a certificate to {} for another key",
-                        v.device_id
+                        "this CA already issued a certificate to device {}{cn} for another key; \
+                         sign with --reissue to issue a new one",
+                        v.uuid
                     ),
                 )));
             }
@@ -315,11 +325,11 @@ impl Lookup for DbLookup<'_> {
         .optional()
     }
 
-    fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, rusqlite::Error> {
+    fn device_has_certificate(&mut self, uuid: &str) -> Result<bool, rusqlite::Error> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT 1 FROM certificates WHERE device_id = ?1 LIMIT 1")?;
-        st.exists([device_id])
+            .prepare_cached("SELECT 1 FROM certificates WHERE uuid = ?1 LIMIT 1")?;
+        st.exists([uuid])
     }
 
     fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, rusqlite::Error> {
@@ -360,12 +370,13 @@ fn sorted_fps(conn: &Connection, sql: &str) -> Result<Vec<u64>, rusqlite::Error>
     Ok(out)
 }
 
-/// Fingerprints of what `ca.db` held when the batch started (device ids, public keys,
-/// serials), read from the covering indexes in one scan each. A miss answers a lookup
+/// Fingerprints of what `ca.db` held when the batch started (attested device UUIDs, public
+/// keys, serials), read from the covering indexes in one scan each. A miss answers a lookup
 /// without touching SQLite; a hit (or a 1-in-2^64 collision) is confirmed with the real query.
 /// Entries added during the batch are covered by [`BatchPolicy`]'s own sets.
 #[derive(Debug, Default, Clone)]
 pub struct KnownFilter {
+    /// Attested UUIDs (`certificates.uuid`), the key of already-issued.
     devices: Vec<u64>,
     keys: Vec<u64>,
     serials: Vec<u64>,
@@ -375,7 +386,7 @@ impl KnownFilter {
     /// Scan `ca.db`'s certificate indexes.
     pub fn load(conn: &Connection) -> Result<KnownFilter, rusqlite::Error> {
         Ok(KnownFilter {
-            devices: sorted_fps(conn, "SELECT device_id FROM certificates")?,
+            devices: sorted_fps(conn, "SELECT uuid FROM certificates")?,
             keys: sorted_fps(conn, "SELECT public_key FROM certificates")?,
             serials: sorted_fps(conn, "SELECT serial FROM certificates")?,
         })
@@ -434,11 +445,11 @@ impl Lookup for FilteredLookup<'_, '_> {
         self.db.by_keygen(keygen_sha256_hex, public_key)
     }
 
-    fn device_has_certificate(&mut self, device_id: &str) -> Result<bool, rusqlite::Error> {
-        if self.skip(|f| &f.devices, device_id.as_bytes()) {
+    fn device_has_certificate(&mut self, uuid: &str) -> Result<bool, rusqlite::Error> {
+        if self.skip(|f| &f.devices, uuid.as_bytes()) {
             return Ok(false);
         }
-        self.db.device_has_certificate(device_id)
+        self.db.device_has_certificate(uuid)
     }
 
     fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, rusqlite::Error> {
@@ -474,8 +485,8 @@ mod tests {
                 .find(|(s, pk)| s.keygen_sha256 == k && pk == key)
                 .map(|(s, _)| s.clone()))
         }
-        fn device_has_certificate(&mut self, d: &str) -> Result<bool, ()> {
-            Ok(self.certs.iter().any(|(s, _)| s.device_id == d))
+        fn device_has_certificate(&mut self, u: &str) -> Result<bool, ()> {
+            Ok(self.certs.iter().any(|(s, _)| s.uuid == u))
         }
         fn key_owner(&mut self, k: &[u8; 65]) -> Result<Option<String>, ()> {
             Ok(self
@@ -567,6 +578,15 @@ mod tests {
             p.decide(&verified(U3, 5, 5), None, &mut db).unwrap(),
             Decision::Issue { reissue: true }
         );
+        // the same attested device under another CN (nrf-<IMEI>): still already-issued
+        let mut p = BatchPolicy::new(false);
+        let mut cn = verified(U3, 6, 6);
+        cn.device_id = "nrf-352656100000009".into();
+        cn.subject_cn = cn.device_id.clone();
+        assert_eq!(
+            code(p.decide(&cn, None, &mut db).unwrap()),
+            Some(RejectCode::AlreadyIssued)
+        );
         // key certified for another device in ca.db: key-reuse even with --reissue
         let mut p = BatchPolicy::new(true);
         assert_eq!(
@@ -638,6 +658,28 @@ mod tests {
         };
         assert!(l.device_has_certificate(U1).unwrap());
         assert!(!l.device_has_certificate(U2).unwrap());
+        // Keyed on the attested UUID, not the CN: a certificate with CN nrf-<IMEI> counts
+        // for its UUID, in the filter and in SQLite.
+        conn.execute(
+            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id) VALUES ('0104', 'nrf-352656100000009', ?1, 1, x'04', 'k', 'c', x'3000', 'a', 'b', 'b')",
+            [U3],
+        )
+        .unwrap();
+        let f = KnownFilter::load(&conn).unwrap();
+        for filter in [Some(&f), None] {
+            let mut l = FilteredLookup {
+                filter,
+                empty: false,
+                db: DbLookup::new(&conn),
+            };
+            assert!(l.device_has_certificate(U3).unwrap());
+            assert!(!l.device_has_certificate("nrf-352656100000009").unwrap());
+        }
+        let mut l = FilteredLookup {
+            filter: Some(&f),
+            empty: false,
+            db: DbLookup::new(&conn),
+        };
         assert_eq!(l.key_owner(&v.public_key).unwrap().as_deref(), Some(U1));
         assert_eq!(l.key_owner(&verified(U2, 9, 9).public_key).unwrap(), None);
         let stored = l
