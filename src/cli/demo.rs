@@ -181,7 +181,7 @@ pub fn run(args: DemoArgs) -> CliResult {
         }
         DemoEvent::Sign(SignEvent::WritingBundle) => {
             ports.idle();
-            eprintln!("    committed; writing the bundle from ca.db, manifest signed last…");
+            say!("    committed; writing the bundle from ca.db, manifest signed last…");
             ports.working();
         }
         DemoEvent::Sign(_) => {}
