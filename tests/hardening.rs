@@ -259,6 +259,13 @@ fn item9_rejects_past_the_cap_are_counted_not_recorded() {
     let rejects = std::fs::read_to_string(out.join("rejects.csv")).unwrap();
     assert_eq!(rejects.lines().count(), 1 + 1200);
     s.audit_verifies();
+    // The ceremony report counts every reject by code from batch-committed.
+    let o = run(bin()
+        .args(["audit", "report", "--json", "--ca-dir"])
+        .arg(&s.ca));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["rejects_by_code"]["duplicate-in-batch"], 1200, "{r}");
 }
 
 #[test]

@@ -419,6 +419,18 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
         }
     }
 
+    // A batch with more rejects than sign records one by one (sign::MAX_RECORDED_REJECTS)
+    // counts every reject by code in batch-committed: the chained totals win.
+    if let Some(by_code) = committed
+        .and_then(|c| c.details.get("rejected_by_code"))
+        .and_then(Value::as_object)
+    {
+        rejects_by_code = by_code
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect();
+    }
+
     let bundle = written.map(|r| BundlePart {
         path: str_of(&r.details, "path"),
         manifest_sha256: str_of(&r.details, "manifest_sha256"),
