@@ -7,6 +7,8 @@
 #   PEER=path/to/peer_inprocess.py      default: ../shared/bench/peer_inprocess.py
 #   PYTHON=python-with-cryptography     default: $NRFCA_VENV/bin/python, /work/venv/bin/python, python3
 #   MODEMS="1 8"                        simulated-modem provisioning timing (set MODEMS= to skip)
+#   OLD_BIN=path/to/older/nrfca         also time an older build on the same inputs, in the same
+#                                       run (its own CA), and print after/before
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,6 +56,18 @@ else
   UNLOCK_NOTE="passphrase (includes one scrypt unlock, about 1 s)"
 fi
 
+# An older build to compare with (before/after a change), with a CA of its own (a newer
+# nrfca may migrate ca.db to a schema the older one refuses).
+OLD_BIN=${OLD_BIN:-}
+if [ -n "$OLD_BIN" ]; then
+  if [ ${#UNLOCK[@]} -gt 0 ]; then
+    $OLD_BIN ca init --ca-dir "$W/ca-old" --subject "CN=nrfca bench CA,O=nrfca" --recipient "$RECIP" >>"$W/log" 2>&1
+  else
+    $OLD_BIN ca init --ca-dir "$W/ca-old" --subject "CN=nrfca bench CA,O=nrfca" >>"$W/log" 2>&1
+  fi
+  echo "before:  $($OLD_BIN --version) ($OLD_BIN)"
+fi
+
 # The peer's CA (plaintext key, as the peer expects).
 openssl ecparam -name prime256v1 -genkey -noout -out "$W/peer-ca.key" 2>/dev/null
 openssl req -x509 -new -key "$W/peer-ca.key" -subj "/CN=peer ca" -days 3650 -out "$W/peer-ca.pem" 2>/dev/null
@@ -63,12 +77,19 @@ for N in "${NS[@]}"; do
   $BIN gen --count "$N" --format lines --out "$W/req-$N.txt" >>"$W/log" 2>&1
   read -r T_OURS RSS_OURS < <(time_rss $BIN sign --ca-dir "$W/ca" "${UNLOCK[@]}" --out "$W/bundle-$N" "$W/req-$N.txt")
   read -r T_PEER RSS_PEER < <(time_rss "$PYTHON" "$PEER" "$W/req-$N.txt" "$W/peer-$N" "$W/peer-ca.pem" "$W/peer-ca.key")
+  if [ -n "$OLD_BIN" ]; then
+    read -r T_OLD RSS_OLD < <(time_rss $OLD_BIN sign --ca-dir "$W/ca-old" "${UNLOCK[@]}" --out "$W/bundle-old-$N" "$W/req-$N.txt")
+    rm -rf "$W/bundle-old-$N"
+    awk -v n="$N" -v to="$T_OURS" -v tb="$T_OLD" -v ro="$RSS_OLD" 'BEGIN {
+      printf "%-8s before: %.0f dev/s, %.1f MB; after/before %.2fx\n", n, n / tb, ro, tb / to }' >>"$W/ab"
+  fi
   awk -v n="$N" -v to="$T_OURS" -v tp="$T_PEER" -v lim="$LIMIT" -v ro="$RSS_OURS" -v rp="$RSS_PEER" 'BEGIN {
     o = n / to; p = n / tp;
     printf "%-8d %12.0f %12.0f %12.0f %8.2fx %8.2fx %10.1f %10.1f\n", n, o, p, lim, o / p, o / lim, ro, rp }'
   rm -rf "$W/peer-$N" "$W/bundle-$N"
 done
 echo "(nrfca unlock: $UNLOCK_NOTE; times are whole-process wall clock)"
+[ -z "$OLD_BIN" ] || { echo; echo "older build on the same inputs, run right after each row:"; cat "$W/ab"; }
 
 if [ -n "$MODEMS" ]; then
   echo
