@@ -65,7 +65,7 @@ fn all_check_options() -> [CheckOptions; 3] {
         CheckOptions {
             sec_tag: None,
             device_id: DeviceIdMode::Cn,
-            imei: Some("352656100000001".into()),
+            imei: Some("352656100000002".into()),
         },
         CheckOptions {
             sec_tag: Some(1),
@@ -178,7 +178,7 @@ proptest! {
         let m = ModemIdentity::random().unwrap();
         let opts = GenOptions {
             null_param,
-            attributes: imei_cn.then(|| "CN=nrf-352656100000001".to_string()),
+            attributes: imei_cn.then(|| "CN=nrf-352656100000002".to_string()),
             response_content: 0,
         };
         let g = m.keygen(sec_tag, &opts).unwrap();
@@ -195,7 +195,7 @@ proptest! {
         prop_assert_eq!(v.null_param, null_param);
         prop_assert_eq!(
             v.device_id,
-            if imei_cn { "nrf-352656100000001".to_string() } else { m.uuid_string() }
+            if imei_cn { "nrf-352656100000002".to_string() } else { m.uuid_string() }
         );
         let p = keygen::parse(&s).unwrap();
         prop_assert_eq!(p.payload.msg_type, cose::MSG_TYPE_CSR);
@@ -401,7 +401,7 @@ fn read_all(data: &[u8], sizes: Vec<usize>) -> Vec<Result<Entry, String>> {
 fn requests_seed() -> Vec<u8> {
     let row = RequestRow {
         device_uuid: "50503041-3539-47eb-807b-102dbb423b9a".into(),
-        imei: "352656100000001".into(),
+        imei: "352656100000002".into(),
         sec_tag: "16842753".into(),
         keygen: SEED.into(),
         modem_fw: "mfw_nrf9160_1.3.7".into(),

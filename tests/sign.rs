@@ -145,7 +145,7 @@ fn device_profile_passes_openssl_and_pkilint() {
     let nb = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     for (i, id) in [
         "50503041-3539-47eb-807b-102dbb423b9a",
-        "nrf-352656100000001",
+        "nrf-352656100000002",
     ]
     .iter()
     .enumerate()
@@ -533,7 +533,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     c.push('\n');
     c.push_str(&csv_row(
         &g.uuid_string(),
-        "352656100000001",
+        "352656100000002",
         "16842753",
         &modem_keygen(&g),
     ));
@@ -603,7 +603,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     let certs = read_csv(&ca.path("b2").join("certs.csv"));
     assert!(certs
         .iter()
-        .any(|r| r[0] == g.uuid_string() && r[1] == "352656100000001"));
+        .any(|r| r[0] == g.uuid_string() && r[1] == "352656100000002"));
     // the order of certs.csv is the input order
     let order: Vec<&str> = certs[1..].iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
@@ -805,7 +805,7 @@ fn reissue_dry_run_existing_out_pem_files() {
         .keygen(
             TAG,
             &GenOptions {
-                attributes: Some("CN=nrf-352656100000009".into()),
+                attributes: Some("CN=nrf-352656100000002".into()),
                 ..GenOptions::default()
             },
         )
@@ -817,7 +817,7 @@ fn reissue_dry_run_existing_out_pem_files() {
         format!(
             "{}\n{}\n",
             nrfca::requests::HEADER,
-            csv_row(&m.uuid_string(), "352656100000009", "", &kg)
+            csv_row(&m.uuid_string(), "352656100000002", "", &kg)
         ),
     )
     .unwrap();
@@ -831,10 +831,10 @@ fn reissue_dry_run_existing_out_pem_files() {
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(ca
         .path("b5")
-        .join("certs/nrf-352656100000009_crt.pem")
+        .join("certs/nrf-352656100000002_crt.pem")
         .is_file());
     let onboard = std::fs::read_to_string(ca.path("b5").join("onboard.csv")).unwrap();
-    assert!(onboard.starts_with("nrf-352656100000009,,,APP|MODEM,\"-----BEGIN CERTIFICATE-----\n"));
+    assert!(onboard.starts_with("nrf-352656100000002,,,APP|MODEM,\"-----BEGIN CERTIFICATE-----\n"));
     check_bundle_with_oracles(&ca, &ca.path("b5"), 1);
     ca.audit_verify();
 }

@@ -492,6 +492,7 @@ fn prepare(
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a file"),
             }));
         }
+        crate::requests::sniff(p).map_err(SignError::Requests)?; // not a requests file: exit 2, before unlocking
     }
     let cert = ca::load_cert(ca_dir)?;
     let now = OffsetDateTime::now_utc();
