@@ -105,10 +105,11 @@ pub struct RequestRow {
     /// When the row was written, RFC 3339 UTC.
     pub exported_at: String,
     /// Set by the reader when a column is not of its SPEC §3 shape ([`RequestRow::check_shapes`]):
-    /// why (the first such column, its value quoted with escapes). The reader empties every
-    /// such cell, so nothing unchecked travels further; the batch policy rejects the request
-    /// `metadata-mismatch`. Not a column: never written.
-    pub bad_shape: Option<String>,
+    /// the `metadata-mismatch` reject the row earns, whose detail names the first such column
+    /// and quotes its value with escapes. The reader empties every such cell, so nothing
+    /// unchecked travels further; the batch policy reports this reject once the KEYGEN checks
+    /// pass. Not a column: never written. (Boxed: rows travel by value through `sign`.)
+    pub bad_shape: Option<Box<Reject>>,
 }
 
 impl RequestRow {
@@ -187,7 +188,7 @@ impl RequestRow {
                     n - 1
                 ));
             }
-            self.bad_shape = Some(why);
+            self.bad_shape = Some(Box::new(Reject::new(RejectCode::MetadataMismatch, why)));
         }
         self
     }
@@ -1292,7 +1293,7 @@ mod tests {
         // An embedded newline is not printable ASCII: the cell is emptied and flagged.
         assert_eq!(row.bench, "");
         assert_eq!(
-            row.bad_shape.as_deref(),
+            row.bad_shape.as_ref().map(|r| r.detail.as_str()),
             Some("bench column \"multi\\nline\" is not printable ASCII of at most 64 characters")
         );
         assert_eq!(bad(&e[2]).line, 5);
@@ -1303,11 +1304,9 @@ mod tests {
         assert_eq!(r.line, 7);
         let row = r.row.as_ref().unwrap();
         assert_eq!(row.sec_tag, "");
-        assert!(row
-            .bad_shape
-            .as_deref()
-            .unwrap()
-            .starts_with("sec_tag column \"notanumber\""));
+        let flag = row.bad_shape.as_ref().unwrap();
+        assert_eq!(flag.code, RejectCode::MetadataMismatch);
+        assert!(flag.detail.starts_with("sec_tag column \"notanumber\""));
         // A malformed row names its device by the canonical UUID only.
         assert_eq!(bad(&e[4]).line, 8);
         assert_eq!(bad(&e[4]).device_uuid.as_deref(), Some(U1));
@@ -1360,7 +1359,7 @@ mod tests {
             (|r, v| r.model = v.into(), "caf\u{e9}"),
             (|r, v| r.bench = v.into(), "line\nbreak"),
             (|r, v| r.bench = v.into(), "\u{202e}gpj.exe"),
-            (|r, v| r.port = v.into(), &"x"[..]),
+            (|r, v| r.port = v.into(), "x"),
             (|r, v| r.exported_at = v.into(), "yesterday"),
             (|r, v| r.exported_at = v.into(), "=NOW()"),
         ];
@@ -1375,7 +1374,7 @@ mod tests {
             assert_eq!(bad.len(), 1, "{value:?}");
             let n = row.clone().neutralised();
             assert!(n.check_shapes().is_ok());
-            let why = n.bad_shape.unwrap();
+            let why = n.bad_shape.unwrap().detail;
             assert!(
                 !starts_like_formula(&why) && !why.chars().any(char::is_control),
                 "{why}"

@@ -592,7 +592,9 @@ fn assert_row_inert(row: &RequestRow) {
         assert!(!requests::starts_like_formula(cell), "{cell:?}");
         assert!(!cell.chars().any(char::is_control), "{cell:?}");
     }
-    if let Some(why) = &row.bad_shape {
+    if let Some(r) = &row.bad_shape {
+        assert_eq!(r.code, RejectCode::MetadataMismatch);
+        let why = &r.detail;
         assert!(
             !requests::starts_like_formula(why) && !why.chars().any(char::is_control),
             "{why:?}"

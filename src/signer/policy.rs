@@ -86,8 +86,8 @@ pub fn check_metadata(row: Option<&RequestRow>, v: &Verified) -> Result<(), Reje
     let Some(row) = row else {
         return Ok(());
     };
-    if let Some(why) = &row.bad_shape {
-        return Err(Reject::new(RejectCode::MetadataMismatch, why.clone()));
+    if let Some(r) = &row.bad_shape {
+        return Err(Reject::clone(r));
     }
     if let Err(bad) = row.check_shapes() {
         let why = bad.into_iter().next().map(|(_, d)| d).unwrap_or_default();
