@@ -963,6 +963,11 @@ pub fn inspect_requests(input: &[u8], opts: &CheckOptions) -> Report {
     r
 }
 
+/// Largest file (or standard input) `nrfca inspect` reads, in bytes: a file known to be
+/// larger is refused from its size before any byte is read (a 100 000-request CSV is about
+/// 75 MB).
+pub const MAX_INPUT: u64 = 256 * 1024 * 1024;
+
 /// Recognise `input` and inspect it: PEM (certificates or a CSR), DER (CSR or certificate),
 /// a single KEYGEN / ATTESTTOKEN string, or a requests file.
 pub fn inspect(input: &[u8], opts: &InspectOptions) -> Report {
@@ -1233,6 +1238,21 @@ pub fn render_text(r: &Report) -> String {
     match &r.code {
         None => out.push_str(&format!("verdict: OK, {}\n", r.detail)),
         Some(c) => out.push_str(&format!("verdict: REJECTED ({c}): {}\n", r.detail)),
+    }
+    escape_lines(&out)
+}
+
+/// `text` with every control character (and bidi override) inside its lines made visible
+/// ([`crate::util::term_escape`]); the LF line ends stay. Everything `render_text` prints
+/// passes here, so nothing from the input (a CN, a requests-file cell, a detail quoting
+/// them) can move the cursor, retitle the window or hide text on a terminal.
+fn escape_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&crate::util::term_escape(line));
     }
     out
 }

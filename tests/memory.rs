@@ -117,3 +117,37 @@ fn sign_peak_memory_is_flat_in_batch_size() {
         "peak RSS {large_kib} KiB is over the 150 MB bar"
     );
 }
+
+/// Issue 10 item 9 (part): `inspect` of a file over its limit is refused from the file's
+/// size, before reading it (a 2 GB file used to take 1.3 GB of memory before the refusal).
+/// A sparse file one byte over the limit costs no disk and no time to make.
+#[test]
+fn h10_item9_inspect_refuses_an_oversized_file_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("huge-requests.csv");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(nrfca::inspect::MAX_INPUT + 1).unwrap();
+    drop(f);
+    let err_path = tmp.path().join("stderr.txt");
+    let mut cmd = bin_plain();
+    cmd.arg("inspect")
+        .arg(&big)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let (code, peak_kib) = run_peak_rss(cmd);
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("huge-requests.csv is")
+            && err.contains(&format!(
+                "over the {}-byte limit",
+                nrfca::inspect::MAX_INPUT
+            )),
+        "{err}"
+    );
+    // A refusal by size: the process never grows by the file's size (old code: > 256 MB).
+    assert!(
+        peak_kib < 64 * 1024,
+        "peak RSS {peak_kib} KiB for a refusal"
+    );
+}

@@ -65,7 +65,7 @@ fn all_check_options() -> [CheckOptions; 3] {
         CheckOptions {
             sec_tag: None,
             device_id: DeviceIdMode::Cn,
-            imei: Some("352656100000001".into()),
+            imei: Some("352656100000002".into()),
         },
         CheckOptions {
             sec_tag: Some(1),
@@ -178,7 +178,7 @@ proptest! {
         let m = ModemIdentity::random().unwrap();
         let opts = GenOptions {
             null_param,
-            attributes: imei_cn.then(|| "CN=nrf-352656100000001".to_string()),
+            attributes: imei_cn.then(|| "CN=nrf-352656100000002".to_string()),
             response_content: 0,
         };
         let g = m.keygen(sec_tag, &opts).unwrap();
@@ -195,7 +195,7 @@ proptest! {
         prop_assert_eq!(v.null_param, null_param);
         prop_assert_eq!(
             v.device_id,
-            if imei_cn { "nrf-352656100000001".to_string() } else { m.uuid_string() }
+            if imei_cn { "nrf-352656100000002".to_string() } else { m.uuid_string() }
         );
         let p = keygen::parse(&s).unwrap();
         prop_assert_eq!(p.payload.msg_type, cose::MSG_TYPE_CSR);
@@ -401,7 +401,7 @@ fn read_all(data: &[u8], sizes: Vec<usize>) -> Vec<Result<Entry, String>> {
 fn requests_seed() -> Vec<u8> {
     let row = RequestRow {
         device_uuid: "50503041-3539-47eb-807b-102dbb423b9a".into(),
-        imei: "352656100000001".into(),
+        imei: "352656100000002".into(),
         sec_tag: "16842753".into(),
         keygen: SEED.into(),
         modem_fw: "mfw_nrf9160_1.3.7".into(),
@@ -409,6 +409,7 @@ fn requests_seed() -> Vec<u8> {
         bench: "bench, \"one\"".into(),
         port: "/dev/ttyACM0".into(),
         exported_at: "2025-01-01T00:00:00Z".into(),
+        bad_shape: None,
     };
     let mut f = format!("{}\n", requests::HEADER);
     f.push_str(&requests::format_row(&row));
@@ -436,6 +437,38 @@ proptest! {
         prop_assert_eq!(read_all(&d, vec![]), read_all(&d, sizes));
     }
 
+    /// `sign`'s pre-unlock check: never panics, the same verdict however the bytes arrive,
+    /// and an input it calls empty or header-only yields no request to the reader.
+    #[test]
+    fn requests_sniff_never_panics_and_agrees_with_the_reader(
+        data in proptest::collection::vec(any::<u8>(), 0..600),
+        header in any::<bool>(),
+        seed in any::<bool>(),
+        sizes in proptest::collection::vec(1usize..40, 1..5),
+    ) {
+        let mut d = if header { format!("{}\n", requests::HEADER).into_bytes() } else { vec![] };
+        d.extend(&data);
+        if seed {
+            d.extend(format!("\n{SEED}\n").as_bytes());
+        }
+        let whole = requests::sniff_reader(&d[..]).unwrap();
+        let chunked = requests::sniff_reader(Chunked { data: &d, sizes, i: 0 }).unwrap();
+        prop_assert_eq!(&whole, &chunked);
+        if matches!(whole, Err(requests::NotRequests::Empty | requests::NotRequests::HeaderOnly)) {
+            let any_request = read_all(&d, vec![])
+                .iter()
+                .any(|e| matches!(e, Ok(Entry::Request(_))));
+            prop_assert!(!any_request);
+        }
+        // A real KEYGEN line after text is found (unless binary or a known other file
+        // was recognised before it).
+        if seed && !header && !d.contains(&0) && std::str::from_utf8(&data).is_ok_and(|t| {
+            t.lines().all(|l| { let l = l.trim(); l.is_empty() || l.starts_with('#') })
+        }) {
+            prop_assert_eq!(whole, Ok(()));
+        }
+    }
+
     #[test]
     fn requests_mutated_csv_never_panics(ops in ops(), sizes in proptest::collection::vec(1usize..64, 1..4)) {
         let d = mutate(&requests_seed(), &ops);
@@ -448,6 +481,7 @@ proptest! {
             device_uuid: f[0].clone(), imei: f[1].clone(), sec_tag: "7".into(),
             keygen: format!("k{}", f[3]), modem_fw: f[4].clone(), model: f[5].clone(),
             bench: f[6].clone(), port: f[7].clone(), exported_at: f[8].clone(),
+            bad_shape: None,
         };
         let mut file = format!("{}\n{}", requests::HEADER, requests::format_row(&row));
         if crlf {
@@ -457,11 +491,114 @@ proptest! {
         match got.as_slice() {
             [Ok(Entry::Request(q))] => {
                 // With CRLF line ends, a CRLF inside a quoted field is read as LF: the
-                // fields (which hold no CR) come back exactly as written either way.
-                prop_assert_eq!(q.row.clone().unwrap(), row);
+                // fields (which hold no CR) come back exactly as written either way, except
+                // that cells not of their SPEC §3 shape are emptied and flagged.
+                let back = q.row.clone().unwrap();
+                prop_assert_eq!(&back, &row.clone().neutralised());
+                prop_assert_eq!(back.bad_shape.is_some(), row.check_shapes().is_err());
+                assert_row_inert(&back);
             }
             other => prop_assert!(false, "{:?}", other),
         }
+    }
+
+    /// Rows of the SPEC §3 shapes (what `bench export` and `nrfca gen` write) come back
+    /// exactly and unflagged; one poisoned cell (formula start, control character, too
+    /// long, bad Luhn digit) is flagged, emptied, and the others stay.
+    #[test]
+    fn requests_shapes_valid_rows_pass_and_poisoned_cells_are_emptied(
+        uuid in any::<[u8; 16]>(),
+        imei14 in "[0-9]{14}",
+        sec_tag in any::<u32>(),
+        text in proptest::collection::vec("[ -~]{0,64}", 4),
+        secs in 0i64..4_000_000_000,
+        poison_col in prop_oneof![Just(0usize), Just(1), Just(2), Just(4), Just(5), Just(6), Just(7), Just(8)],
+        poison in prop_oneof![
+            "[=+@\t\r-][ -~]{0,20}".boxed(),
+            "[a-z]{0,5}[\x00-\x1f\x7f\u{80}-\u{9f}\u{202e}][a-z]{0,5}".boxed(),
+            "[a-z]{65,80}".boxed(),
+        ],
+    ) {
+        let text: Vec<String> = text
+            .into_iter()
+            .map(|t| t.trim_start_matches(['=', '+', '-', '@']).to_string())
+            .collect();
+        let d = nrfca::util::luhn_digit(&imei14).unwrap();
+        let at = time::OffsetDateTime::from_unix_timestamp(secs)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let row = RequestRow {
+            device_uuid: nrfca::util::uuid_string(&uuid),
+            imei: format!("{imei14}{d}"),
+            sec_tag: sec_tag.to_string(),
+            keygen: SEED.into(),
+            modem_fw: text[0].clone(),
+            model: text[1].clone(),
+            bench: text[2].clone(),
+            port: text[3].clone(),
+            exported_at: at,
+            bad_shape: None,
+        };
+        prop_assert_eq!(row.check_shapes(), Ok(()));
+        let file = format!("{}\n{}", requests::HEADER, requests::format_row(&row));
+        match read_all(file.as_bytes(), vec![7]).as_slice() {
+            [Ok(Entry::Request(q))] => prop_assert_eq!(q.row.as_ref(), Some(&row)),
+            other => prop_assert!(false, "{:?}", other),
+        }
+        let mut bad = row.clone();
+        let cell = match poison_col {
+            0 => &mut bad.device_uuid, 1 => &mut bad.imei, 2 => &mut bad.sec_tag,
+            4 => &mut bad.modem_fw, 5 => &mut bad.model, 6 => &mut bad.bench,
+            7 => &mut bad.port, _ => &mut bad.exported_at,
+        };
+        *cell = poison.clone();
+        let file = format!("{}\n{}", requests::HEADER, requests::format_row(&bad));
+        match read_all(file.as_bytes(), vec![5]).as_slice() {
+            [Ok(Entry::Request(q))] => {
+                let back = q.row.clone().unwrap();
+                prop_assert!(back.bad_shape.is_some(), "{:?} passed in column {}", poison, poison_col);
+                let mut want = row.clone();
+                match poison_col {
+                    0 => want.device_uuid.clear(), 1 => want.imei.clear(), 2 => want.sec_tag.clear(),
+                    4 => want.modem_fw.clear(), 5 => want.model.clear(), 6 => want.bench.clear(),
+                    7 => want.port.clear(), _ => want.exported_at.clear(),
+                }
+                want.bad_shape = back.bad_shape.clone();
+                prop_assert_eq!(&back, &want);
+                assert_row_inert(&back);
+            }
+            // A bare CR inside a cell can end the record early: then it is not a request.
+            [Ok(Entry::Malformed(_)), ..] if poison.contains('\r') => {}
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+}
+
+/// A row the reader yields: every cell (but the KEYGEN, judged by its own checks) is of its
+/// shape, none is a formula or holds a control character, and the flag's text is inert too.
+fn assert_row_inert(row: &RequestRow) {
+    assert_eq!(row.check_shapes(), Ok(()), "{row:?}");
+    for cell in [
+        &row.device_uuid,
+        &row.imei,
+        &row.sec_tag,
+        &row.modem_fw,
+        &row.model,
+        &row.bench,
+        &row.port,
+        &row.exported_at,
+    ] {
+        assert!(!requests::starts_like_formula(cell), "{cell:?}");
+        assert!(!cell.chars().any(char::is_control), "{cell:?}");
+    }
+    if let Some(r) = &row.bad_shape {
+        assert_eq!(r.code, RejectCode::MetadataMismatch);
+        let why = &r.detail;
+        assert!(
+            !requests::starts_like_formula(why) && !why.chars().any(char::is_control),
+            "{why:?}"
+        );
     }
 }
 

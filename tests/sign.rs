@@ -145,7 +145,7 @@ fn device_profile_passes_openssl_and_pkilint() {
     let nb = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     for (i, id) in [
         "50503041-3539-47eb-807b-102dbb423b9a",
-        "nrf-352656100000001",
+        "nrf-352656100000002",
     ]
     .iter()
     .enumerate()
@@ -533,7 +533,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     c.push('\n');
     c.push_str(&csv_row(
         &g.uuid_string(),
-        "352656100000001",
+        "352656100000002",
         "16842753",
         &modem_keygen(&g),
     ));
@@ -603,7 +603,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     let certs = read_csv(&ca.path("b2").join("certs.csv"));
     assert!(certs
         .iter()
-        .any(|r| r[0] == g.uuid_string() && r[1] == "352656100000001"));
+        .any(|r| r[0] == g.uuid_string() && r[1] == "352656100000002"));
     // the order of certs.csv is the input order
     let order: Vec<&str> = certs[1..].iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
@@ -805,7 +805,7 @@ fn reissue_dry_run_existing_out_pem_files() {
         .keygen(
             TAG,
             &GenOptions {
-                attributes: Some("CN=nrf-352656100000009".into()),
+                attributes: Some("CN=nrf-352656100000002".into()),
                 ..GenOptions::default()
             },
         )
@@ -817,7 +817,7 @@ fn reissue_dry_run_existing_out_pem_files() {
         format!(
             "{}\n{}\n",
             nrfca::requests::HEADER,
-            csv_row(&m.uuid_string(), "352656100000009", "", &kg)
+            csv_row(&m.uuid_string(), "352656100000002", "", &kg)
         ),
     )
     .unwrap();
@@ -831,10 +831,10 @@ fn reissue_dry_run_existing_out_pem_files() {
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(ca
         .path("b5")
-        .join("certs/nrf-352656100000009_crt.pem")
+        .join("certs/nrf-352656100000002_crt.pem")
         .is_file());
     let onboard = std::fs::read_to_string(ca.path("b5").join("onboard.csv")).unwrap();
-    assert!(onboard.starts_with("nrf-352656100000009,,,APP|MODEM,\"-----BEGIN CERTIFICATE-----\n"));
+    assert!(onboard.starts_with("nrf-352656100000002,,,APP|MODEM,\"-----BEGIN CERTIFICATE-----\n"));
     check_bundle_with_oracles(&ca, &ca.path("b5"), 1);
     ca.audit_verify();
 }
@@ -1132,4 +1132,188 @@ fn library_sign_reports_progress_and_counts() {
     assert!(e.to_string().contains("notAfter"), "{e}");
     assert!(!ca.path("lib-long").exists());
     assert_eq!(ca.count("SELECT count(*) FROM audit"), audit_n);
+}
+
+// ---------------------------------------------------------------------------------------
+// issue 10 (Hardening II), items 5 and 11
+
+/// No cell of `text` (CSV) is a formula or holds a control character, except the PEM
+/// certificate cells the SPEC fixes (our own, LF line ends).
+fn assert_csv_cells_inert(what: &str, text: &str) {
+    for (_, row) in nrfca::bundle::parse_csv(text) {
+        for cell in row.unwrap() {
+            if cell.starts_with("-----BEGIN CERTIFICATE-----\n") {
+                continue;
+            }
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{what}: formula cell {cell:?}"
+            );
+            assert!(
+                !cell.chars().any(|c| c.is_control() && c != '\n'),
+                "{what}: control character in {cell:?}"
+            );
+        }
+    }
+}
+
+/// Issue 10 item 5: formula cells, embedded newlines and terminal escapes in requests.csv
+/// columns are rejected `metadata-mismatch` (SPEC §3 shapes), and nothing unchecked reaches
+/// certs.csv, rejects.csv, ca.db or the terminal (`inspect`).
+#[test]
+fn h10_item5_formula_and_escape_cells_are_rejected_and_never_written() {
+    use nrfca::requests::{format_row, RequestRow, HEADER};
+    let ca = TestCa::new();
+    let good = ModemIdentity::random().unwrap();
+    let row = |m: &ModemIdentity| RequestRow {
+        device_uuid: m.uuid_string(),
+        imei: "490154203237518".into(),
+        sec_tag: TAG.to_string(),
+        keygen: modem_keygen(m),
+        modem_fw: "mfw_nrf9160_1.3.7".into(),
+        model: "nRF9160-SICA".into(),
+        bench: "bench-1".into(),
+        port: "/dev/ttyACM0".into(),
+        exported_at: "2025-06-01T10:00:00Z".into(),
+        ..Default::default()
+    };
+    let mut text = format!("{HEADER}\n");
+    text.push_str(&format_row(&row(&good)));
+    type Poison = fn(&mut RequestRow);
+    let poisons: [Poison; 7] = [
+        |r| r.model = "=HYPERLINK(\"http://evil.example/\",\"click\")".into(),
+        |r| r.port = "@SUM(1+1)*cmd|' /C calc'!A0".into(),
+        |r| r.imei = "490154203237519".into(), // Luhn digit wrong
+        |r| r.bench = "bench\n=1+1".into(),    // embedded newline
+        |r| r.modem_fw = "mfw\x1b]0;owned\x07\r".into(),
+        |r| r.exported_at = "+NOW()".into(),
+        |r| r.sec_tag = "-16842753".into(),
+    ];
+    for p in poisons {
+        let mut r = row(&ModemIdentity::random().unwrap());
+        p(&mut r);
+        text.push_str(&format_row(&r));
+    }
+    // A row whose KEYGEN does not even parse, with a formula + escape sequence as its UUID:
+    // the reject records no device (old code wrote the cell into rejects.csv and ca.db).
+    let mut r = row(&ModemIdentity::random().unwrap());
+    r.device_uuid = "=HYPERLINK(\"http://x\")\x1b]0;owned\x07".into();
+    r.keygen = "abc$%.def".into();
+    text.push_str(&format_row(&r));
+    let csv = ca.path("poison.csv");
+    std::fs::write(&csv, &text).unwrap();
+
+    let o = ca.sign("b", &["--json"], &[&csv]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let rep = report(&o);
+    assert_eq!(rep["issued"], 1, "{rep}");
+    assert_eq!(rep["rejects_by_code"]["metadata-mismatch"], 7, "{rep}");
+    assert_eq!(rep["rejects_by_code"]["bad-base64"], 1, "{rep}");
+    for f in ["certs.csv", "rejects.csv", "onboard.csv"] {
+        let t = std::fs::read_to_string(ca.path("b").join(f)).unwrap();
+        assert_csv_cells_inert(f, &t);
+        // The bad values appear only quoted inside rejects.csv details, never as cells.
+        if f != "rejects.csv" {
+            assert!(!t.contains("HYPERLINK") && !t.contains("SUM("), "{f}: {t}");
+        }
+    }
+    let rejects = read_csv(&ca.path("b").join("rejects.csv"));
+    assert_eq!(rejects.len(), 1 + 8);
+    let last = rejects.last().unwrap();
+    assert_eq!((last[2].as_str(), last[3].as_str()), ("", "bad-base64"));
+    // ca.db: every recorded reject cell is a checked value or neutralised.
+    let conn = ca.db();
+    let mut st = conn
+        .prepare("SELECT source, device_uuid, detail FROM rejects")
+        .unwrap();
+    let cells: Vec<String> = st
+        .query_map([], |r| {
+            Ok([
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                r.get::<_, String>(2)?,
+            ])
+        })
+        .unwrap()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(cells.len(), 3 * 8);
+    for c in &cells {
+        assert!(!c.starts_with(['=', '+', '-', '@', '\t', '\r']), "{c:?}");
+        assert!(!c.chars().any(char::is_control), "{c:?}");
+    }
+    ca.audit_verify();
+
+    // The terminal: inspect shows the verdicts with every control character escaped.
+    let o = bin_plain().arg("inspect").arg(&csv).output().unwrap();
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("metadata-mismatch"), "{out}");
+    assert!(
+        !out.chars().any(|c| c.is_control() && c != '\n'),
+        "control character reached the terminal: {out:?}"
+    );
+}
+
+/// Issue 10 item 11: files that are not requests (ca.pem, ca.db, the executable, a bundle's
+/// CSVs, empty or header-only files) are refused with exit 2 before the key is unlocked: no
+/// batch, no audit record, no bundle.
+#[test]
+fn h10_item11_wrong_files_are_refused_before_unlocking() {
+    let ca = TestCa::new();
+    let input = ca.path("ok.txt");
+    write_lines(&input, &good_requests(2));
+    let o = ca.sign("b1", &[], &[&input]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let empty = ca.path("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let header = ca.path("header.csv");
+    std::fs::write(&header, format!("{}\n", nrfca::requests::HEADER)).unwrap();
+    let comments = ca.path("comments.txt");
+    std::fs::write(&comments, "# nothing here\n\n").unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (ca.dir.join("ca.pem"), "PEM"),
+        (ca.dir.join("ca.db"), "SQLite"),
+        (PathBuf::from(common::BIN), "executable"),
+        (ca.path("b1").join("onboard.csv"), "onboarding CSV"),
+        (ca.path("b1").join("certs.csv"), "certs.csv"),
+        (ca.path("b1").join("rejects.csv"), "rejects.csv"),
+        (ca.path("b1").join("manifest.json"), "JSON"),
+        (empty, "empty"),
+        (header, "header and no request"),
+        (comments, "empty"),
+    ];
+    let records = ca.count("SELECT count(*) FROM audit");
+    let batches = ca.count("SELECT count(*) FROM batches");
+    for (i, (file, looks)) in cases.iter().enumerate() {
+        for dry in [false, true] {
+            let out = format!("wrong-{i}-{dry}");
+            let args: &[&str] = if dry { &["--dry-run"] } else { &[] };
+            // Alone, and after a good file: one wrong input refuses the whole batch.
+            for inputs in [vec![file.as_path()], vec![input.as_path(), file.as_path()]] {
+                let o = ca.sign(&out, args, &inputs);
+                assert_eq!(code(&o), 2, "{}: {}", file.display(), explain(&o));
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(
+                    err.contains(&format!("{} is not a requests file", file.display()))
+                        && err.contains(looks),
+                    "{}: {err}",
+                    file.display()
+                );
+                assert!(!ca.path(&out).exists());
+            }
+        }
+    }
+    // Nothing was unlocked, started or committed.
+    assert_eq!(ca.count("SELECT count(*) FROM audit"), records);
+    assert_eq!(ca.count("SELECT count(*) FROM batches"), batches);
+    ca.audit_verify();
+
+    // The library refuses too (callers other than the CLI), before unlocking.
+    use nrfca::signer::sign::{self, SignOptions};
+    let opts = SignOptions::new(ca.path("lib"), vec![ca.dir.join("ca.pem")], "lib".into());
+    let unlock = nrfca::signer::secret::Unlock::Identity(ca.identity.clone());
+    let e = sign::sign(&ca.dir, &unlock, &opts, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("looks like PEM"), "{e}");
+    assert_eq!(ca.count("SELECT count(*) FROM audit"), records);
 }

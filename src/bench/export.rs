@@ -571,6 +571,7 @@ fn finish(
                 bench: ctx.actor.bench.clone(),
                 port: port.to_string(),
                 exported_at: now(),
+                bad_shape: None,
             };
             w.append(&row)
                 .map_err(|e| Fail::Internal(format!("requests file: {e}")))?;

@@ -2,13 +2,10 @@
 
 use super::common::{CliResult, Outcome};
 use clap::{Args, ValueEnum};
-use nrfca::inspect::{inspect, render_text, InspectOptions};
+use nrfca::inspect::{inspect, render_text, InspectOptions, MAX_INPUT};
 use nrfca::keygen::{CheckOptions, DeviceIdMode, DEFAULT_SEC_TAG};
 use std::io::{Read, Write};
 use std::path::Path;
-
-/// Largest file `inspect` reads.
-const MAX_INPUT: u64 = 512 * 1024 * 1024;
 
 /// `--device-id` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +51,8 @@ pub struct InspectArgs {
 }
 
 fn read_input(arg: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    // The argument is echoed in messages: control characters made visible.
+    let shown = nrfca::util::term_escape(arg);
     if arg == "-" {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -68,33 +67,42 @@ fn read_input(arg: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     }
     let p = Path::new(arg);
     if p.is_file() {
-        let f = std::fs::File::open(p).map_err(|e| format!("cannot read {arg}: {e}"))?;
-        let mut buf = Vec::new();
+        let f = std::fs::File::open(p).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        // Refuse by size before reading anything (a 2 GB file used to take 1.3 GB of memory
+        // before it was refused), and read into a buffer of the known size.
+        let len = f
+            .metadata()
+            .map_err(|e| format!("cannot read {shown}: {e}"))?
+            .len();
+        if len > MAX_INPUT {
+            return Err(too_big(&shown, len).into());
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
         f.take(MAX_INPUT + 1)
             .read_to_end(&mut buf)
-            .map_err(|e| format!("cannot read {arg}: {e}"))?;
+            .map_err(|e| format!("cannot read {shown}: {e}"))?;
         if buf.len() as u64 > MAX_INPUT {
-            return Err(format!("{arg} is over {MAX_INPUT} bytes; split it").into());
+            return Err(too_big(&shown, buf.len() as u64).into());
         }
         return Ok(buf);
     }
     if p.is_dir() {
         if p.join("manifest.json").is_file() {
             return Err(format!(
-                "{arg} is a bundle directory; inspect takes one file: a certificate \
-                 ({arg}/ca.pem, or {arg}/certs/<id>_crt.pem with --pem-files); `nrfca bench \
+                "{shown} is a bundle directory; inspect takes one file: a certificate \
+                 ({shown}/ca.pem, or {shown}/certs/<id>_crt.pem with --pem-files); `nrfca bench \
                  import` verifies the whole bundle before it touches a modem"
             )
             .into());
         }
         return Err(format!(
-            "{arg} is a directory; give one file (a requests file, a CSR or a certificate) or a \
+            "{shown} is a directory; give one file (a requests file, a CSR or a certificate) or a \
              KEYGEN string"
         )
         .into());
     }
     if p.exists() {
-        return Err(format!("{arg} is not a regular file").into());
+        return Err(format!("{shown} is not a regular file").into());
     }
     // A KEYGEN string never contains '/' (base64url); something with a slash or a file
     // extension is a path that does not exist.
@@ -106,10 +114,18 @@ fn read_input(arg: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
             .any(|e| lower.ends_with(e))
     {
         return Err(
-            format!("{arg}: no such file; give an existing file or a KEYGEN string").into(),
+            format!("{shown}: no such file; give an existing file or a KEYGEN string").into(),
         );
     }
     Ok(arg.as_bytes().to_vec())
+}
+
+/// The refusal of a file over [`MAX_INPUT`].
+fn too_big(shown: &str, len: u64) -> String {
+    format!(
+        "{shown} is {len} bytes, over the {MAX_INPUT}-byte limit of inspect; a requests file \
+         that large is not from one bench: split it into smaller files and inspect each"
+    )
 }
 
 /// Run `inspect`.

@@ -186,7 +186,7 @@ pub fn run(a: SignArgs) -> CliResult {
 }
 
 /// Refuse, before any secret is asked for, what `sign` would refuse anyway: an existing
-/// `--out`, a missing requests file, a missing CA.
+/// `--out`, a missing requests file or one that is not a requests file, a missing CA.
 fn precheck(a: &SignArgs) -> Result<(), Box<dyn std::error::Error>> {
     if !a.ca_dir.join(nrfca::signer::ca::CA_PEM).is_file() {
         return Err(format!(
@@ -221,6 +221,9 @@ fn precheck(a: &SignArgs) -> Result<(), Box<dyn std::error::Error>> {
             .into());
         }
         sign::check_input_path(p)?;
+        // A file that is not a requests file (ca.pem, ca.db, onboard.csv, empty, …) is
+        // refused before a passphrase is asked for; `sign` itself checks again.
+        nrfca::requests::sniff(p)?;
     }
     Ok(())
 }

@@ -329,7 +329,7 @@ fn gen_chunk(n: u64, opts: &BatchOptions, exported_at: &str) -> Result<Vec<u8>, 
                     "mfw_nrf9160_1.3.7",
                     "nRF9160-SICA",
                     "gen",
-                    "-",
+                    "",
                     exported_at,
                 ])
                 .map_err(|e| BatchError::Io(std::io::Error::other(e)))?;

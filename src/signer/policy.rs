@@ -80,12 +80,21 @@ pub enum Decision {
     Reject(Reject),
 }
 
-/// `metadata-mismatch`: a requests-file column (device_uuid, sec_tag) that disagrees with the
-/// attestation. Empty columns are not checked.
+/// `metadata-mismatch`: a requests-file column that is not of its SPEC §3 shape (flagged by
+/// the reader, [`RequestRow::bad_shape`], or found here by [`RequestRow::check_shapes`] for a
+/// row built elsewhere), or a column (device_uuid, sec_tag) that disagrees with the
+/// attestation. Empty columns are not compared.
 pub fn check_metadata(row: Option<&RequestRow>, v: &Verified) -> Result<(), Reject> {
     let Some(row) = row else {
         return Ok(());
     };
+    if let Some(r) = &row.bad_shape {
+        return Err(Reject::clone(r));
+    }
+    if let Err(bad) = row.check_shapes() {
+        let why = bad.into_iter().next().map(|(_, d)| d).unwrap_or_default();
+        return Err(Reject::new(RejectCode::MetadataMismatch, why));
+    }
     let col = row.device_uuid.trim();
     if !col.is_empty() {
         let same = match (
@@ -618,6 +627,25 @@ mod tests {
         row.sec_tag = String::new();
         assert!(check_metadata(Some(&row), &v).is_ok());
         assert!(check_metadata(None, &v).is_ok());
+        // Shapes (SPEC §3): a formula cell or a bad IMEI is metadata-mismatch, whether the
+        // reader flagged it or the row was built elsewhere.
+        let mut shaped = row.clone();
+        shaped.model = "=HYPERLINK(\"http://x\")".into();
+        let r = check_metadata(Some(&shaped), &v).unwrap_err();
+        assert_eq!(r.code, RejectCode::MetadataMismatch);
+        assert!(r.detail.starts_with("model column "), "{}", r.detail);
+        let flagged = shaped.neutralised();
+        assert_eq!(flagged.model, "");
+        assert_eq!(
+            check_metadata(Some(&flagged), &v).unwrap_err().detail,
+            r.detail
+        );
+        shaped = row.clone();
+        shaped.imei = "490154203237519".into();
+        assert_eq!(
+            check_metadata(Some(&shaped), &v).unwrap_err().code,
+            RejectCode::MetadataMismatch
+        );
         // metadata is checked before duplicate-in-batch
         let mut p = BatchPolicy::new(false);
         let mut db = Mem::default();

@@ -571,6 +571,8 @@ fn prepare(
     }
     for p in &opts.inputs {
         check_input_path(p)?;
+        // Not a requests file (PEM, SQLite, onboarding CSV, empty, …): exit 2, before unlocking.
+        crate::requests::sniff(p).map_err(SignError::Requests)?;
     }
     if !opts.dry_run {
         check_out_outside_ca(ca_dir, &opts.out)?;
