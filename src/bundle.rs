@@ -234,6 +234,20 @@ pub fn csv_record(fields: &[&str]) -> Vec<u8> {
     out
 }
 
+/// Defence in depth for a CSV cell that is not a certificate PEM (SPEC §3: "CSV cells are only
+/// values that passed the shapes"): every value reaching here is already checked or our own,
+/// but should one slip through, control characters are made visible ([`crate::util::term_escape`])
+/// and a leading spreadsheet formula character (`=`, `+`, `-`, `@`) gets a `'` in front, so no
+/// spreadsheet evaluates it. Checked values are borrowed unchanged.
+pub fn safe_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    let t = crate::util::term_escape(s);
+    if crate::requests::starts_like_formula(&t) {
+        std::borrow::Cow::Owned(format!("'{t}"))
+    } else {
+        t
+    }
+}
+
 fn csv_record_into(out: &mut Vec<u8>, fields: &[&str]) {
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
@@ -405,7 +419,13 @@ impl RejectsWriter {
         let line = line.to_string();
         csv_record_into(
             &mut self.scratch,
-            &[source, &line, device_uuid, code, detail],
+            &[
+                &safe_cell(source),
+                &line,
+                &safe_cell(device_uuid),
+                &safe_cell(code),
+                &safe_cell(detail),
+            ],
         );
         self.rejects.write(&self.scratch)?;
         self.rejected += 1;
@@ -444,9 +464,12 @@ impl RejectsWriter {
         };
         Ok(BundleWriter {
             dir,
-            tags: opts.tags.join("|"),
-            fw_types: fw,
-            opts,
+            tags: safe_cell(&opts.tags.join("|")).into_owned(),
+            fw_types: safe_cell(&fw).into_owned(),
+            opts: BundleOptions {
+                sub_type: safe_cell(&opts.sub_type).into_owned(),
+                ..opts
+            },
             done,
             certs,
             onboard,
@@ -532,13 +555,13 @@ impl BundleWriter {
         csv_record_into(
             &mut self.scratch,
             &[
-                &row.device_uuid,
-                &row.imei,
+                &safe_cell(&row.device_uuid),
+                &safe_cell(&row.imei),
                 &sec_tag,
-                &row.serial,
-                &row.not_before,
-                &row.not_after,
-                &row.sha256,
+                &safe_cell(&row.serial),
+                &safe_cell(&row.not_before),
+                &safe_cell(&row.not_after),
+                &safe_cell(&row.sha256),
                 &row.certificate_pem,
             ],
         );
@@ -548,7 +571,7 @@ impl BundleWriter {
         csv_record_into(
             &mut self.scratch,
             &[
-                device_id,
+                &safe_cell(device_id),
                 &self.opts.sub_type,
                 &self.tags,
                 &self.fw_types,
@@ -607,7 +630,13 @@ impl BundleWriter {
         let line = line.to_string();
         csv_record_into(
             &mut self.scratch,
-            &[source, &line, device_uuid, code, detail],
+            &[
+                &safe_cell(source),
+                &line,
+                &safe_cell(device_uuid),
+                &safe_cell(code),
+                &safe_cell(detail),
+            ],
         );
         self.rejects.write(&self.scratch)
     }

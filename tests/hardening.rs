@@ -320,3 +320,38 @@ fn item9_unlock_with_ca_db_locked_decrypts_nothing() {
     assert_eq!(unlocked(&holder), before + 1);
     s.audit_verifies();
 }
+
+#[test]
+fn item5_onboarding_options_are_shaped_and_bundle_cells_are_guarded() {
+    // --tags/--fw-types/--sub-type land in every onboard.csv row: a formula or a control
+    // character there is refused before anything is unlocked.
+    let s = setup(1);
+    for (flag, v) in [
+        ("--tags", "=HYPERLINK(\"http://x\")"),
+        ("--tags", "ok|@SUM(A1)"),
+        ("--fw-types", "APP|-cmd"),
+        ("--sub-type", "x\u{1b}]0;t\u{7}"),
+    ] {
+        let out = s.dir.path().join("bundle");
+        let o = run(s.sign(&out, &[&s.requests]).args([flag, v]));
+        assert_eq!(o.status.code(), Some(2), "{flag} {v:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("not a plain onboarding value"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains('\u{1b}'), "raw ESC on the terminal");
+        assert!(!out.exists());
+    }
+    assert_eq!(count(&s.db(), "SELECT count(*) FROM batches"), 0);
+    // The writer's own guard, for any value that would slip past the shapes.
+    use nrfca::bundle::safe_cell;
+    assert_eq!(safe_cell("=1+2"), "'=1+2");
+    assert_eq!(safe_cell("@SUM(A1)"), "'@SUM(A1)");
+    assert_eq!(safe_cell("a\r\nb"), "a\\r\\nb");
+    assert_eq!(safe_cell("\tx"), "\\tx");
+    assert!(matches!(
+        safe_cell("50503041-3539-47eb-807b-102dbb423b9a"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}

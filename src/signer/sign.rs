@@ -510,6 +510,29 @@ pub fn check_out_outside_ca(ca_dir: &Path, out: &Path) -> Result<(), SignError> 
     Ok(())
 }
 
+/// `--tags`, `--fw-types` and `--sub-type` go into every `onboard.csv` row: plain printable
+/// ASCII of at most 64 characters each, no spreadsheet formula start (SPEC §3's shapes).
+fn check_onboarding_options(opts: &SignOptions) -> Result<(), SignError> {
+    let named = opts
+        .tags
+        .iter()
+        .map(|v| ("--tags", v))
+        .chain(opts.fw_types.iter().map(|v| ("--fw-types", v)))
+        .chain(std::iter::once(("--sub-type", &opts.sub_type)));
+    for (flag, v) in named {
+        if v.len() > 64
+            || !v.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'|')
+            || crate::requests::starts_like_formula(v)
+        {
+            return Err(SignError::Usage(format!(
+                "{flag} value {:?} is not a plain onboarding value: use printable ASCII of at most 64 characters, no `|` inside one value, not starting with = + - @",
+                crate::util::term_escape(v)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuse an input that is not a regular file, saying what it is (a FIFO, a directory, …).
 pub fn check_input_path(p: &Path) -> Result<(), SignError> {
     if p.is_file() {
@@ -569,6 +592,7 @@ fn prepare(
             ca::MAX_DAYS
         )));
     }
+    check_onboarding_options(opts)?;
     for p in &opts.inputs {
         check_input_path(p)?;
         // Not a requests file (PEM, SQLite, onboarding CSV, empty, …): exit 2, before unlocking.
@@ -1443,10 +1467,12 @@ impl Coordinator<'_> {
                     .ok()
                     .map(|p| p.uuid())
                     .or_else(|| {
+                        // The column passed the reader's shape check (a UUID or empty);
+                        // written in the canonical form.
                         item.row
                             .as_ref()
-                            .map(|r| r.device_uuid.clone())
-                            .filter(|s| !s.is_empty())
+                            .and_then(|r| crate::util::parse_uuid(&r.device_uuid))
+                            .map(|u| crate::util::uuid_string(&u))
                     }),
                 source: item.source,
                 line: item.line,
