@@ -462,24 +462,33 @@ impl RejectsWriter {
         } else {
             opts.fw_types.join("|")
         };
+        let tags = safe_cell(&opts.tags.join("|")).into_owned();
+        let fw_types = safe_cell(&fw).into_owned();
+        let sub_type = safe_cell(&opts.sub_type).into_owned();
         Ok(BundleWriter {
-            dir,
-            tags: safe_cell(&opts.tags.join("|")).into_owned(),
-            fw_types: safe_cell(&fw).into_owned(),
-            opts: BundleOptions {
-                sub_type: safe_cell(&opts.sub_type).into_owned(),
-                ..opts
-            },
+            dir: dir.clone(),
+            pem_files: opts.pem_files,
             done,
-            certs,
-            onboard,
+            certs: CertsPart {
+                file: certs,
+                scratch: Vec::with_capacity(4096),
+            },
+            onboard: OnboardPart {
+                dir,
+                pem_files: opts.pem_files,
+                sub_type,
+                tags,
+                fw_types,
+                onboard,
+                first_chunk: Vec::new(),
+                chunk: None,
+                chunk_no: 0,
+                rows: 0,
+                scratch,
+                pem_paths: Vec::new(),
+                done: Vec::new(),
+            },
             rejects,
-            first_chunk: Vec::new(),
-            chunk: None,
-            chunk_no: 0,
-            rows: 0,
-            scratch,
-            pem_paths: Vec::new(),
         })
     }
 }
@@ -501,13 +510,28 @@ pub fn file_count(rows: u64, pem_files: bool) -> u64 {
 /// renames the directory into place afterwards.
 pub struct BundleWriter {
     dir: PathBuf,
-    opts: BundleOptions,
+    pem_files: bool,
+    done: Vec<FileDigest>,
+    certs: CertsPart,
+    onboard: OnboardPart,
+    rejects: HashedFile,
+}
+
+/// `certs.csv` of a [`BundleWriter`], writable on its own thread ([`BundleWriter::parts`]).
+pub struct CertsPart {
+    file: HashedFile,
+    scratch: Vec<u8>,
+}
+
+/// `onboard.csv`, its chunks and `certs/*.pem` of a [`BundleWriter`], writable on its own
+/// thread ([`BundleWriter::parts`]).
+pub struct OnboardPart {
+    dir: PathBuf,
+    pem_files: bool,
+    sub_type: String,
     tags: String,
     fw_types: String,
-    done: Vec<FileDigest>,
-    certs: HashedFile,
     onboard: HashedFile,
-    rejects: HashedFile,
     /// Rows of the first chunk, kept until we know there are more than 1000 rows.
     first_chunk: Vec<u8>,
     chunk: Option<HashedFile>,
@@ -515,41 +539,12 @@ pub struct BundleWriter {
     rows: u64,
     scratch: Vec<u8>,
     pem_paths: Vec<PathBuf>,
+    done: Vec<FileDigest>,
 }
 
-impl fmt::Debug for BundleWriter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "BundleWriter({}, {} rows)",
-            self.dir.display(),
-            self.rows
-        )
-    }
-}
-
-impl BundleWriter {
-    /// Create `dir` (must not exist) and start a whole bundle at once, writing `ca.pem`: for
-    /// writers that have no batch to commit (tests, tools). `sign` uses [`RejectsWriter`].
-    pub fn create(
-        dir: &Path,
-        ca_pem: &[u8],
-        opts: BundleOptions,
-    ) -> Result<BundleWriter, BundleError> {
-        RejectsWriter::create(dir)?.into_bundle(ca_pem, opts)
-    }
-
-    /// The directory being written.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Add one certificate: a `certs.csv` row, an onboarding row (deviceId = `device_id`,
-    /// the certificate CN) and, with `pem_files`, `certs/<device_id>_crt.pem`.
-    pub fn add_cert(&mut self, device_id: &str, row: &CertRow) -> Result<(), BundleError> {
-        if self.opts.pem_files && !is_safe_file_stem(device_id) {
-            return Err(BundleError::BadDeviceId(device_id.to_string()));
-        }
+impl CertsPart {
+    /// Add one `certs.csv` row.
+    pub fn add(&mut self, row: &CertRow) -> Result<(), BundleError> {
         let sec_tag = row.sec_tag.to_string();
         self.scratch.clear();
         csv_record_into(
@@ -565,17 +560,26 @@ impl BundleWriter {
                 &row.certificate_pem,
             ],
         );
-        self.certs.write(&self.scratch)?;
+        self.file.write(&self.scratch)
+    }
+}
 
+impl OnboardPart {
+    /// Add one onboarding row (deviceId = `device_id`, the certificate CN) and, with
+    /// `pem_files`, `certs/<device_id>_crt.pem`.
+    pub fn add(&mut self, device_id: &str, certificate_pem: &str) -> Result<(), BundleError> {
+        if self.pem_files && !is_safe_file_stem(device_id) {
+            return Err(BundleError::BadDeviceId(device_id.to_string()));
+        }
         self.scratch.clear();
         csv_record_into(
             &mut self.scratch,
             &[
                 &safe_cell(device_id),
-                &self.opts.sub_type,
+                &self.sub_type,
                 &self.tags,
                 &self.fw_types,
-                &row.certificate_pem,
+                certificate_pem,
             ],
         );
         self.onboard.write(&self.scratch)?;
@@ -603,18 +607,61 @@ impl BundleWriter {
                 c.write(&self.scratch)?;
             }
         }
-
-        if self.opts.pem_files {
+        if self.pem_files {
             let name = format!("certs/{device_id}_crt.pem");
             self.done.push(write_whole(
                 &self.dir,
                 &name,
-                row.certificate_pem.as_bytes(),
+                certificate_pem.as_bytes(),
                 false,
             )?);
             self.pem_paths.push(self.dir.join(&name));
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for BundleWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "BundleWriter({}, {} rows)",
+            self.dir.display(),
+            self.onboard.rows
+        )
+    }
+}
+
+impl BundleWriter {
+    /// Create `dir` (must not exist) and start a whole bundle at once, writing `ca.pem`: for
+    /// writers that have no batch to commit (tests, tools). `sign` uses [`RejectsWriter`].
+    pub fn create(
+        dir: &Path,
+        ca_pem: &[u8],
+        opts: BundleOptions,
+    ) -> Result<BundleWriter, BundleError> {
+        RejectsWriter::create(dir)?.into_bundle(ca_pem, opts)
+    }
+
+    /// The directory being written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Add one certificate: a `certs.csv` row, an onboarding row (deviceId = `device_id`,
+    /// the certificate CN) and, with `pem_files`, `certs/<device_id>_crt.pem`.
+    pub fn add_cert(&mut self, device_id: &str, row: &CertRow) -> Result<(), BundleError> {
+        if self.pem_files && !is_safe_file_stem(device_id) {
+            return Err(BundleError::BadDeviceId(device_id.to_string()));
+        }
+        self.certs.add(row)?;
+        self.onboard.add(device_id, &row.certificate_pem)
+    }
+
+    /// The two halves of the certificate files, to be fed from two threads (each row to both,
+    /// in the same order): `certs.csv`, and the onboarding files with the PEM files.
+    pub fn parts(&mut self) -> (&mut CertsPart, &mut OnboardPart) {
+        (&mut self.certs, &mut self.onboard)
     }
 
     /// Add one `rejects.csv` row (for [`BundleWriter::create`]'s writers).
@@ -626,10 +673,10 @@ impl BundleWriter {
         code: &str,
         detail: &str,
     ) -> Result<(), BundleError> {
-        self.scratch.clear();
+        let mut line_buf = Vec::with_capacity(256);
         let line = line.to_string();
         csv_record_into(
-            &mut self.scratch,
+            &mut line_buf,
             &[
                 &safe_cell(source),
                 &line,
@@ -638,45 +685,53 @@ impl BundleWriter {
                 &safe_cell(detail),
             ],
         );
-        self.rejects.write(&self.scratch)
+        self.rejects.write(&line_buf)
     }
 
     /// Certificate rows written so far.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.onboard.rows
     }
 
     /// Close every file (fsync'd), write `manifest.json` (with `files` filled in) and
     /// `manifest.sig` signed by `sign` (DER ECDSA-SHA256), fsync the directory.
     pub fn finish<E: fmt::Display>(
-        mut self,
+        self,
         mut manifest: Manifest,
         sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
     ) -> Result<Manifest, BundleError> {
-        self.done.push(self.certs.finish(true)?);
-        self.done.push(self.onboard.finish(true)?);
-        self.done.push(self.rejects.finish(true)?);
-        if let Some(c) = self.chunk.take() {
-            self.done.push(c.finish(true)?);
+        let BundleWriter {
+            dir,
+            mut done,
+            certs,
+            onboard,
+            rejects,
+            pem_files,
+        } = self;
+        done.push(certs.file.finish(true)?);
+        done.push(onboard.onboard.finish(true)?);
+        done.push(rejects.finish(true)?);
+        done.extend(onboard.done);
+        if let Some(c) = onboard.chunk {
+            done.push(c.finish(true)?);
         }
-        if self.opts.pem_files {
-            sync_many(&self.dir.join("certs"), &self.pem_paths)?;
+        if pem_files {
+            sync_many(&dir.join("certs"), &onboard.pem_paths)?;
         }
-        let mut files = self.done;
+        let mut files = done;
         files.sort_by(|a, b| a.name.cmp(&b.name));
         manifest.format = MANIFEST_FORMAT.to_string();
         manifest.files = files;
         let mut json = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| BundleError::MalformedManifest(e.to_string()))?;
         json.push(b'\n');
-        write_whole(&self.dir, "manifest.json", &json, true)?;
+        write_whole(&dir, "manifest.json", &json, true)?;
         let sig = sign(&json).map_err(|e| BundleError::Sign(e.to_string()))?;
         let mut b64 = crate::crypto::b64_encode(&sig);
         b64.push('\n');
-        write_whole(&self.dir, "manifest.sig", b64.as_bytes(), true)?;
-        fs::set_permissions(&self.dir, fs::Permissions::from_mode(DIR_MODE))
-            .map_err(io_err(&self.dir))?;
-        sync_dir(&self.dir)?;
+        write_whole(&dir, "manifest.sig", b64.as_bytes(), true)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(DIR_MODE)).map_err(io_err(&dir))?;
+        sync_dir(&dir)?;
         Ok(manifest)
     }
 }

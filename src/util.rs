@@ -173,7 +173,8 @@ pub fn term_escape(s: &str) -> Cow<'_, str> {
         c.is_control()
             || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
     }
-    if !s.chars().any(needs) {
+    // Fast path (hex, UUIDs, times, details): printable ASCII needs nothing.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(needs) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);

@@ -681,7 +681,7 @@ pub fn sign(
         progress,
         started,
     );
-    let (mut report, rejects, seqs) = match outcome {
+    let (mut report, rejects, seqs, first_rowid) = match outcome {
         Ok(r) => r,
         Err(e) => {
             staging.discard(&conn);
@@ -693,7 +693,16 @@ pub fn sign(
     progress(SignEvent::WritingBundle);
 
     // Committed: the bundle, from ca.db, manifest signed last.
-    let manifest = match write_bundle(&conn, &unlocked.key, &cert, opts, &report, rejects, seqs) {
+    let manifest = match write_bundle(
+        &conn,
+        &unlocked.key,
+        &cert,
+        opts,
+        &report,
+        rejects,
+        seqs,
+        first_rowid,
+    ) {
         Ok(m) => m,
         Err(e) => {
             staging.discard(&conn);
@@ -740,7 +749,7 @@ fn run_and_commit(
     rejects: RejectsWriter,
     progress: &mut dyn FnMut(SignEvent),
     started: Instant,
-) -> Result<(SignReport, RejectsWriter, (u64, u64)), SignError> {
+) -> Result<(SignReport, RejectsWriter, (u64, u64), i64), SignError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if opts.out.symlink_metadata().is_ok() {
         return Err(SignError::OutExists(opts.out.clone()));
@@ -767,13 +776,18 @@ fn run_and_commit(
         return Err(SignError::Interrupted(sig));
     }
     tx.commit()?;
-    Ok((ran.report, rejects, ran.seqs))
+    Ok((ran.report, rejects, ran.seqs, ran.first_rowid))
 }
 
 /// Write the certificate half of the bundle of the committed `batch` from `ca.db`: the
 /// batch's `certificate-issued` / `certificate-returned` audit records between `seqs`, in
-/// order (= input order), each joined to its certificate row; every PEM is re-derived from
+/// order (= input order), each resolved to its certificate row; every PEM is re-derived from
 /// the stored DER and checked against the recorded SHA-256. Then sign the manifest, last.
+///
+/// This thread reads `ca.db` and builds the rows; two more format, hash and write
+/// `certs.csv` and the onboarding files, so the three overlap (serial, the phase took 0.8 s
+/// at 100 000 requests on the 2-core bench machine).
+#[allow(clippy::too_many_arguments)]
 fn write_bundle(
     conn: &Connection,
     key: &CaKey,
@@ -782,6 +796,7 @@ fn write_bundle(
     report: &SignReport,
     rejects: RejectsWriter,
     (first, last): (u64, u64),
+    first_rowid: i64,
 ) -> Result<Manifest, BundleError> {
     let mut b = rejects.into_bundle(
         cert.pem.as_bytes(),
@@ -792,50 +807,57 @@ fn write_bundle(
             pem_files: opts.pem_files,
         },
     )?;
-    let db_err = |e: rusqlite::Error| {
-        BundleError::Sign(format!(
-            "reading the committed batch from ca.db failed: {e}"
-        ))
-    };
-    let mut st = conn
-        .prepare(
-            "SELECT c.device_id, c.uuid, c.imei, c.sec_tag, c.serial, c.not_before, c.not_after, \
-             c.cert_sha256, c.der \
-             FROM audit a JOIN certificates c ON c.serial = json_extract(a.details, '$.serial') \
-             WHERE a.seq > ?1 AND a.seq < ?2 \
-             AND a.event IN ('certificate-issued', 'certificate-returned') ORDER BY a.seq",
-        )
-        .map_err(db_err)?;
-    let mut rows = st.query([first as i64, last as i64]).map_err(db_err)?;
-    let mut n = 0u64;
-    while let Some(r) = rows.next().map_err(db_err)? {
-        let device_id: String = r.get(0).map_err(db_err)?;
-        let der: Vec<u8> = r.get(8).map_err(db_err)?;
-        let pem = crate::util::pem_encode("CERTIFICATE", &der);
-        let sha256: String = r.get(7).map_err(db_err)?;
-        if crate::crypto::sha256_hex(pem.as_bytes()) != sha256 {
-            return Err(BundleError::HashMismatch(format!(
-                "certificate of {device_id} in ca.db (its cert_sha256 does not match its DER)"
-            )));
+    const ROWS_PER_MSG: usize = 256;
+    type Chunk = std::sync::Arc<Vec<(String, CertRow)>>;
+    let (certs_part, onboard_part) = b.parts();
+    let n = std::thread::scope(|s| -> Result<u64, BundleError> {
+        let (certs_tx, certs_rx) = mpsc::sync_channel::<Chunk>(8);
+        let (onboard_tx, onboard_rx) = mpsc::sync_channel::<Chunk>(8);
+        let certs_writer = s.spawn(move || -> Result<(), BundleError> {
+            for chunk in certs_rx {
+                for (_, row) in chunk.iter() {
+                    certs_part.add(row)?;
+                }
+            }
+            Ok(())
+        });
+        let onboard_writer = s.spawn(move || -> Result<(), BundleError> {
+            for chunk in onboard_rx {
+                for (device_id, row) in chunk.iter() {
+                    onboard_part.add(device_id, &row.certificate_pem)?;
+                }
+            }
+            Ok(())
+        });
+        let send = |chunk: Vec<(String, CertRow)>| -> bool {
+            let chunk = std::sync::Arc::new(chunk);
+            // A send fails only when a writer stopped on an error, reported below.
+            certs_tx.send(std::sync::Arc::clone(&chunk)).is_ok() && onboard_tx.send(chunk).is_ok()
+        };
+        let mut chunk = Vec::with_capacity(ROWS_PER_MSG);
+        let mut n = 0u64;
+        let read = read_batch_certs(conn, (first, last), first_rowid, |device_id, row| {
+            chunk.push((device_id, row));
+            n += 1;
+            if chunk.len() == ROWS_PER_MSG {
+                return send(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(ROWS_PER_MSG),
+                ));
+            }
+            true
+        });
+        if !chunk.is_empty() {
+            send(chunk);
         }
-        b.add_cert(
-            &device_id,
-            &CertRow {
-                device_uuid: r.get(1).map_err(db_err)?,
-                imei: r
-                    .get::<_, Option<String>>(2)
-                    .map_err(db_err)?
-                    .unwrap_or_default(),
-                sec_tag: r.get(3).map_err(db_err)?,
-                serial: r.get(4).map_err(db_err)?,
-                not_before: r.get(5).map_err(db_err)?,
-                not_after: r.get(6).map_err(db_err)?,
-                sha256,
-                certificate_pem: pem,
-            },
-        )?;
-        n += 1;
-    }
+        drop((certs_tx, onboard_tx));
+        for w in [certs_writer, onboard_writer] {
+            w.join()
+                .map_err(|_| BundleError::Sign("a bundle writer thread panicked".into()))??;
+        }
+        read?;
+        Ok(n)
+    })?;
     let expected = report.issued + report.returned;
     if n != expected {
         return Err(BundleError::MalformedManifest(format!(
@@ -860,6 +882,102 @@ fn write_bundle(
         },
         |bytes| key.sign_der(bytes),
     )
+}
+
+/// Call `each(device_id, row)` for every certificate of the committed batch, in input order:
+/// walk the batch's audit records (seq between `seqs`); a `certificate-issued` record takes
+/// the next row of the certificates inserted by the batch (rowid from `first_rowid` on, the
+/// same order: the batch held the write lock), a `certificate-returned` record looks its
+/// serial up. Every issued row must carry the serial its record names. `each` returns false
+/// to stop early.
+fn read_batch_certs(
+    conn: &Connection,
+    (first, last): (u64, u64),
+    first_rowid: i64,
+    mut each: impl FnMut(String, CertRow) -> bool,
+) -> Result<(), BundleError> {
+    let db_err = |e: rusqlite::Error| {
+        BundleError::Sign(format!(
+            "reading the committed batch from ca.db failed: {e}"
+        ))
+    };
+    const COLS: &str =
+        "device_id, uuid, imei, sec_tag, serial, not_before, not_after, cert_sha256, der";
+    let mut events = conn
+        .prepare(
+            "SELECT event, json_extract(details, '$.serial') FROM audit \
+             WHERE seq > ?1 AND seq < ?2 \
+             AND event IN ('certificate-issued', 'certificate-returned') ORDER BY seq",
+        )
+        .map_err(db_err)?;
+    let mut issued = conn
+        .prepare(&format!(
+            "SELECT {COLS} FROM certificates WHERE rowid >= ?1 ORDER BY rowid"
+        ))
+        .map_err(db_err)?;
+    let mut by_serial = conn
+        .prepare(&format!(
+            "SELECT {COLS} FROM certificates WHERE serial = ?1"
+        ))
+        .map_err(db_err)?;
+    let mut events = events.query([first as i64, last as i64]).map_err(db_err)?;
+    let mut issued = issued.query([first_rowid]).map_err(db_err)?;
+    let to_row = |r: &rusqlite::Row<'_>| -> Result<(String, CertRow), BundleError> {
+        let device_id: String = r.get(0).map_err(db_err)?;
+        let der: Vec<u8> = r.get(8).map_err(db_err)?;
+        let pem = crate::util::pem_encode("CERTIFICATE", &der);
+        let sha256: String = r.get(7).map_err(db_err)?;
+        if crate::crypto::sha256_hex(pem.as_bytes()) != sha256 {
+            return Err(BundleError::HashMismatch(format!(
+                "certificate of {device_id} in ca.db (its cert_sha256 does not match its DER)"
+            )));
+        }
+        let row = CertRow {
+            device_uuid: r.get(1).map_err(db_err)?,
+            imei: r
+                .get::<_, Option<String>>(2)
+                .map_err(db_err)?
+                .unwrap_or_default(),
+            sec_tag: r.get(3).map_err(db_err)?,
+            serial: r.get(4).map_err(db_err)?,
+            not_before: r.get(5).map_err(db_err)?,
+            not_after: r.get(6).map_err(db_err)?,
+            sha256,
+            certificate_pem: pem,
+        };
+        Ok((device_id, row))
+    };
+    while let Some(e) = events.next().map_err(db_err)? {
+        let event: String = e.get(0).map_err(db_err)?;
+        let serial: Option<String> = e.get(1).map_err(db_err)?;
+        let serial = serial.unwrap_or_default();
+        let (device_id, row) = if event == "certificate-issued" {
+            let r = issued.next().map_err(db_err)?.ok_or_else(|| {
+                BundleError::MalformedManifest(format!(
+                    "ca.db has no certificate row for the issued serial {serial}"
+                ))
+            })?;
+            to_row(r)?
+        } else {
+            let mut q = by_serial.query([&serial]).map_err(db_err)?;
+            let r = q.next().map_err(db_err)?.ok_or_else(|| {
+                BundleError::MalformedManifest(format!(
+                    "ca.db has no certificate row for the returned serial {serial}"
+                ))
+            })?;
+            to_row(r)?
+        };
+        if row.serial != serial {
+            return Err(BundleError::MalformedManifest(format!(
+                "ca.db's certificate rows of the batch are not in the order of its audit records (serial {} where the record names {serial})",
+                row.serial
+            )));
+        }
+        if !each(device_id, row) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The follow-up transaction after the rename: `bundle-written`, the staging directory
@@ -906,6 +1024,8 @@ struct Ran {
     report: SignReport,
     rejects: Option<RejectsWriter>,
     seqs: (u64, u64),
+    /// The rowid the batch's first certificate row got (rows follow in input order).
+    first_rowid: i64,
 }
 
 /// The batch proper, inside the caller's transaction (`key` None = dry run).
@@ -1211,6 +1331,7 @@ fn run(
         report,
         rejects,
         seqs: (first_seq, last_seq),
+        first_rowid: db_rows.max(0) + 1,
     })
 }
 
