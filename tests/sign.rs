@@ -847,7 +847,7 @@ fn reissue_dry_run_existing_out_pem_files() {
 fn already_issued_keys_on_attested_uuid_across_cn_modes() {
     let ca = TestCa::new();
     let m = ModemIdentity::random().unwrap();
-    let imei = "352656100000009";
+    let imei = "352656100000002"; // valid Luhn digit (SPEC §3 shapes)
     // A ca.db that holds another device too, so the prefilter (KnownFilter) is in play.
     let first = ca.path("uuid.txt");
     let mut lines = good_requests(3);
