@@ -134,6 +134,20 @@ fn item6_out_inside_the_ca_directory_is_refused() {
             stderr(&o)
         );
     }
+    // An --out that carries the staging mark would be refused by bench import and taken for
+    // a leftover by a later sign: refused too.
+    let o = run(&mut s.sign(
+        &s.dir
+            .path()
+            .join(".b.nrfca-partial-0123456789abcdef0123456789abcdef"),
+        &[&s.requests],
+    ));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mark of sign's temporary"),
+        "{}",
+        stderr(&o)
+    );
     // Nothing was unlocked, written or committed; the CA still works.
     assert_eq!(std::fs::read_dir(&s.ca).unwrap().count(), before);
     assert_eq!(count(&s.db(), "SELECT count(*) FROM batches"), 0);

@@ -848,7 +848,7 @@ fn already_issued_keys_on_attested_uuid_across_cn_modes() {
     let ca = TestCa::new();
     let m = ModemIdentity::random().unwrap();
     let imei = "352656100000002"; // valid Luhn digit (SPEC §3 shapes)
-    // A ca.db that holds another device too, so the prefilter (KnownFilter) is in play.
+                                  // A ca.db that holds another device too, so the prefilter (KnownFilter) is in play.
     let first = ca.path("uuid.txt");
     let mut lines = good_requests(3);
     lines.push(modem_keygen(&m));

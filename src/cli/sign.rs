@@ -163,9 +163,9 @@ pub fn run(a: SignArgs) -> CliResult {
     let report = match &unlock {
         None => sign::dry_run(&a.ca_dir, &opts, &mut on_event),
         Some(u) => {
-            // From here on (the passphrase is read), Ctrl-C, SIGTERM and SIGHUP roll the
-            // batch back instead of killing the process mid-way.
-            nrfca::interrupt::install()?;
+            // Once the key is unlocked, Ctrl-C, SIGTERM and SIGHUP roll the batch back instead
+            // of killing the process mid-way.
+            opts.catch_signals = true;
             sign::sign(&a.ca_dir, u, &opts, &mut on_event)
         }
     };

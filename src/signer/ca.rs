@@ -1176,7 +1176,12 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
     let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| CaError::Busy(e.to_string()))?;
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                CaError::Busy(e.to_string())
+            }
+            _ => CaError::Sqlite(e),
+        })?;
     let method = unlock.method();
     let identity_file = match unlock {
         Unlock::Identity(p) => Some(p.display().to_string()),

@@ -169,6 +169,9 @@ pub struct SignOptions {
     pub operator: String,
     /// Worker threads (default: available cores).
     pub threads: Option<usize>,
+    /// Catch SIGINT, SIGTERM and SIGHUP once the key is unlocked, rolling the batch back
+    /// before its commit (the CLI sets it; see [`crate::interrupt`]).
+    pub catch_signals: bool,
 }
 
 impl SignOptions {
@@ -188,6 +191,7 @@ impl SignOptions {
             sub_type: String::new(),
             operator,
             threads: None,
+            catch_signals: false,
         }
     }
 }
@@ -280,7 +284,9 @@ impl SignReport {
     }
 }
 
-/// Why a batch could not run (exit 2). Nothing of the batch is in `ca.db`.
+/// Why a batch could not run (exit 2). Nothing of the batch is in `ca.db`, except for
+/// [`SignError::Rename`] and [`SignError::BundleAfterCommit`]: the batch committed, its bundle
+/// did not land where it should (re-running the same `sign` gives the same certificates).
 #[derive(Debug)]
 pub enum SignError {
     /// Bad options.
@@ -336,9 +342,9 @@ impl fmt::Display for SignError {
             SignError::Requests(e) => write!(f, "{e}"),
             SignError::Bundle(e) => write!(f, "{e}"),
             SignError::Issue(e) => write!(f, "{e}; nothing was issued"),
-            SignError::Rename { temp, out, source } => write!(f, "the batch is committed but the bundle could not be moved from {} to {}: {source}; move it by hand, or remove it and run the same sign again to get the same certificates", temp.display(), out.display()),
+            SignError::Rename { temp, out, source } => write!(f, "the batch is committed and its bundle complete, but it could not be moved to {}: {source}; it is kept in {} (no later sign removes it): move it to a name of your choice, or remove it and run the same sign again to get the same certificates", out.display(), temp.display()),
             SignError::Internal(m) => write!(f, "internal error: {m}; nothing was committed, run sign again"),
-            SignError::Interrupted(sig) => write!(f, "interrupted by {}: the batch was rolled back, nothing was issued or recorded and no bundle was written; run the same sign again to do it", crate::interrupt::name(*sig)),
+            SignError::Interrupted(sig) => write!(f, "interrupted by {} before the batch committed: it was rolled back, no certificate was issued and no bundle was written (the key unlock is in the audit log); run the same sign again to do it", crate::interrupt::name(*sig)),
             SignError::EmptyBatch => write!(f, "the inputs hold no request (only blank, comment or header lines); nothing was committed; give the requests file that bench export wrote"),
             SignError::OutInsideCa { out, ca_dir } => write!(f, "--out {} is inside the CA directory {}; write bundles somewhere else (e.g. the USB stick), never next to ca.db", out.display(), ca_dir.display()),
             SignError::BundleAfterCommit(e) => write!(f, "the batch is committed, but its bundle could not be written: {e}; fix that and run the same sign again with a new --out: it gives back the same certificates"),
@@ -600,6 +606,13 @@ fn prepare(
     }
     if !opts.dry_run {
         check_out_outside_ca(ca_dir, &opts.out)?;
+        if opts.out.to_string_lossy().contains(bundle::PARTIAL_MARK) {
+            return Err(SignError::Usage(format!(
+                "--out {} contains {:?}, the mark of sign's temporary directories; choose another name",
+                opts.out.display(),
+                bundle::PARTIAL_MARK
+            )));
+        }
     }
     let cert = ca::load_cert(ca_dir)?;
     let now = OffsetDateTime::now_utc();
@@ -651,7 +664,17 @@ pub fn sign(
     }
 
     let unlocked = ca::unlock(ca_dir, unlock, &opts.operator)?;
+    // Signals are caught from here on: during the unlock their default action is safe (its
+    // transaction is not committed, nothing is signed) and keeps a stuck prompt or identity
+    // read interruptible.
+    if opts.catch_signals {
+        crate::interrupt::install()
+            .map_err(|e| SignError::Internal(format!("cannot catch signals: {e}")))?;
+    }
     crash_point("unlocked", 0);
+    if let Some(sig) = crate::interrupt::requested() {
+        return Err(SignError::Interrupted(sig));
+    }
     if unlocked.cert.fingerprint != cert.fingerprint {
         return Err(SignError::Usage(
             "ca.pem changed while signing; run sign again".into(),
@@ -662,14 +685,11 @@ pub fn sign(
     conn.pragma_update(None, "cache_size", -32768)?;
     // The staging directory: created, locked and registered before the batch starts, so
     // whatever happens next, a later run finds and removes it.
-    let rejects = RejectsWriter::create(&temp)?;
-    let (staging, removed) = match Staging::register(&mut conn, &temp, &batch, &parent, &prefix) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&temp);
-            return Err(e.into());
-        }
-    };
+    let (staging, rejects, removed) = Staging::create(&mut conn, &temp, &batch, &parent, &prefix)
+        .map_err(|e| match e {
+        staging::StagingError::Bundle(b) => SignError::Bundle(b),
+        other => SignError::Internal(other.to_string()),
+    })?;
     let outcome = run_and_commit(
         &mut conn,
         &unlocked.key,
@@ -711,8 +731,11 @@ pub fn sign(
     };
     crash_point("bundle-finished", 0);
     if let Err(source) = std::fs::rename(staging.path(), &opts.out) {
+        // Keep the complete bundle out of the cleaners' way: a name without the partial
+        // marker, and no registration.
+        let kept = staging.keep(&conn, &opts.out, &batch);
         return Err(SignError::Rename {
-            temp,
+            temp: kept.unwrap_or(temp),
             out: opts.out.clone(),
             source,
         });
@@ -990,9 +1013,15 @@ fn record_bundle(
     manifest: &Manifest,
     staging: &Staging,
 ) -> Result<AuditHead, SignError> {
-    let manifest_sha256 = std::fs::read(opts.out.join("manifest.json"))
+    let manifest_path = opts.out.join("manifest.json");
+    let manifest_sha256 = std::fs::read(&manifest_path)
         .map(|b| crate::crypto::sha256_hex(&b))
-        .unwrap_or_default();
+        .map_err(|source| {
+            SignError::Bundle(BundleError::Io {
+                path: manifest_path.clone(),
+                source,
+            })
+        })?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut audit = AuditWriter::new(&tx, &opts.operator)?;
     audit.append(
@@ -1109,6 +1138,10 @@ fn run(
         [],
         |r| r.get(0),
     )?;
+    let first_rowid = db_rows
+        .max(0)
+        .checked_add(1)
+        .ok_or_else(|| SignError::Internal("ca.db's certificate rowids are exhausted".into()))?;
     let filter = if KnownFilter::worth_it(db_rows.max(0) as u64, expected as u64) {
         Some(KnownFilter::load(conn)?)
     } else {
@@ -1135,6 +1168,8 @@ fn run(
         by_code: BTreeMap::new(),
         dry_run: opts.dry_run,
         decided: 0,
+        first_rowid,
+        pem_names: opts.pem_files.then(HashSet::new),
     };
 
     let inputs = std::thread::scope(
@@ -1331,7 +1366,7 @@ fn run(
         report,
         rejects,
         seqs: (first_seq, last_seq),
-        first_rowid: db_rows.max(0) + 1,
+        first_rowid,
     })
 }
 
@@ -1441,6 +1476,12 @@ struct Coordinator<'a> {
     dry_run: bool,
     /// Requests decided so far (for the `checked` crash point).
     decided: u64,
+    /// The rowid the batch's first certificate row must get (the bundle is read back in
+    /// rowid order after the commit; checked per insert, before the commit).
+    first_rowid: i64,
+    /// `--pem-files`: the device ids seen, so a name the bundle cannot hold (unsafe, or twice)
+    /// fails the batch before the commit, not its bundle after it.
+    pem_names: Option<HashSet<String>>,
 }
 
 impl Coordinator<'_> {
@@ -1668,6 +1709,19 @@ impl Coordinator<'_> {
         }
     }
 
+    /// With `--pem-files`, `certs/<device_id>_crt.pem` must be a safe, new name.
+    fn check_pem_name(&mut self, device_id: &str) -> Result<(), SignError> {
+        let Some(names) = self.pem_names.as_mut() else {
+            return Ok(());
+        };
+        if !bundle::is_safe_file_stem(device_id) || !names.insert(device_id.to_string()) {
+            return Err(SignError::Bundle(BundleError::BadDeviceId(
+                device_id.to_string(),
+            )));
+        }
+        Ok(())
+    }
+
     /// Record one decided request: ca.db rows, audit record, bundle rows.
     fn write(&mut self, outcome: Outcome, cert: Option<IssuedCert>) -> Result<(), SignError> {
         self.counts.requests += 1;
@@ -1726,6 +1780,7 @@ impl Coordinator<'_> {
             Outcome::Return { stored } => {
                 // The bundle row is written after the commit, from this audit record.
                 self.counts.returned += 1;
+                self.check_pem_name(&stored.device_id)?;
                 if let Some(a) = self.audit.as_deref_mut() {
                     a.append_canonical(
                         self.conn,
@@ -1748,6 +1803,7 @@ impl Coordinator<'_> {
                     // Dry run: counted, nothing written.
                     return Ok(());
                 };
+                self.check_pem_name(&verified.device_id)?;
                 let (Some(a), Some(_)) = (self.audit.as_deref_mut(), self.key) else {
                     return Ok(());
                 };
@@ -1775,6 +1831,16 @@ impl Coordinator<'_> {
                     self.batch,
                     reissue as i64
                 ])?;
+                // The bundle is read back after the commit in rowid order: the rows of the
+                // batch must follow one another from first_rowid, or the batch rolls back now.
+                let want = self.first_rowid + self.counts.issued as i64 - 1;
+                if self.conn.last_insert_rowid() != want {
+                    return Err(SignError::Internal(format!(
+                        "certificate row {} got rowid {}, not {want}; ca.db's certificates table is not as nrfca made it (run audit verify)",
+                        serial_hex,
+                        self.conn.last_insert_rowid()
+                    )));
+                }
                 a.append_canonical(
                     self.conn,
                     "certificate-issued",
