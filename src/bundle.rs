@@ -452,7 +452,7 @@ impl RejectsWriter {
                 .create(&c)
                 .map_err(io_err(&c))?;
         }
-        let done = vec![write_whole(&dir, "ca.pem", ca_pem, true)?];
+        let done = vec![write_whole(&dir, "ca.pem", ca_pem, false)?];
         let mut certs = HashedFile::create(&dir, "certs.csv")?;
         certs.write(CERTS_HEADER.as_bytes())?;
         certs.write(b"\n")?;
@@ -485,7 +485,6 @@ impl RejectsWriter {
                 chunk_no: 0,
                 rows: 0,
                 scratch,
-                pem_paths: Vec::new(),
                 done: Vec::new(),
             },
             rejects,
@@ -538,7 +537,6 @@ pub struct OnboardPart {
     chunk_no: u32,
     rows: u64,
     scratch: Vec<u8>,
-    pem_paths: Vec<PathBuf>,
     done: Vec<FileDigest>,
 }
 
@@ -592,12 +590,12 @@ impl OnboardPart {
                 // More than one chunk: flush the first one from memory.
                 let first = std::mem::take(&mut self.first_chunk);
                 self.done
-                    .push(write_whole(&self.dir, "onboard-0001.csv", &first, true)?);
+                    .push(write_whole(&self.dir, "onboard-0001.csv", &first, false)?);
                 self.chunk_no = 1;
             }
             if in_chunk == 0 {
                 if let Some(c) = self.chunk.take() {
-                    self.done.push(c.finish(true)?);
+                    self.done.push(c.finish(false)?);
                 }
                 self.chunk_no += 1;
                 let name = format!("onboard-{:04}.csv", self.chunk_no);
@@ -615,7 +613,6 @@ impl OnboardPart {
                 certificate_pem.as_bytes(),
                 false,
             )?);
-            self.pem_paths.push(self.dir.join(&name));
         }
         Ok(())
     }
@@ -708,15 +705,19 @@ impl BundleWriter {
             rejects,
             pem_files,
         } = self;
-        done.push(certs.file.finish(true)?);
-        done.push(onboard.onboard.finish(true)?);
-        done.push(rejects.finish(true)?);
+        done.push(certs.file.finish(false)?);
+        done.push(onboard.onboard.finish(false)?);
+        done.push(rejects.finish(false)?);
         done.extend(onboard.done);
         if let Some(c) = onboard.chunk {
-            done.push(c.finish(true)?);
+            done.push(c.finish(false)?);
         }
+        // Every file durable before the manifest that lists them is signed: one syncfs(2) for
+        // the lot (a 100 000-row bundle has ~104 files; an fsync each cost ~0.2 s).
+        let paths: Vec<PathBuf> = done.iter().map(|f| dir.join(&f.name)).collect();
+        sync_many(&dir, &paths)?;
         if pem_files {
-            sync_many(&dir.join("certs"), &onboard.pem_paths)?;
+            sync_dir(&dir.join("certs"))?;
         }
         let mut files = done;
         files.sort_by(|a, b| a.name.cmp(&b.name));
