@@ -248,6 +248,28 @@ pub fn safe_cell(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// One `rejects.csv` row, every cell through [`safe_cell`].
+fn reject_record_into(
+    out: &mut Vec<u8>,
+    source: &str,
+    line: u64,
+    device_uuid: &str,
+    code: &str,
+    detail: &str,
+) {
+    let line = line.to_string();
+    csv_record_into(
+        out,
+        &[
+            &safe_cell(source),
+            &line,
+            &safe_cell(device_uuid),
+            &safe_cell(code),
+            &safe_cell(detail),
+        ],
+    );
+}
+
 fn csv_record_into(out: &mut Vec<u8>, fields: &[&str]) {
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
@@ -416,17 +438,7 @@ impl RejectsWriter {
         detail: &str,
     ) -> Result<(), BundleError> {
         self.scratch.clear();
-        let line = line.to_string();
-        csv_record_into(
-            &mut self.scratch,
-            &[
-                &safe_cell(source),
-                &line,
-                &safe_cell(device_uuid),
-                &safe_cell(code),
-                &safe_cell(detail),
-            ],
-        );
+        reject_record_into(&mut self.scratch, source, line, device_uuid, code, detail);
         self.rejects.write(&self.scratch)?;
         self.rejected += 1;
         Ok(())
@@ -670,19 +682,9 @@ impl BundleWriter {
         code: &str,
         detail: &str,
     ) -> Result<(), BundleError> {
-        let mut line_buf = Vec::with_capacity(256);
-        let line = line.to_string();
-        csv_record_into(
-            &mut line_buf,
-            &[
-                &safe_cell(source),
-                &line,
-                &safe_cell(device_uuid),
-                &safe_cell(code),
-                &safe_cell(detail),
-            ],
-        );
-        self.rejects.write(&line_buf)
+        let mut row = Vec::with_capacity(256);
+        reject_record_into(&mut row, source, line, device_uuid, code, detail);
+        self.rejects.write(&row)
     }
 
     /// Certificate rows written so far.
