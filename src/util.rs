@@ -191,6 +191,36 @@ pub fn term_escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The operator name recorded in the CA audit log and the bench journal (one rule for
+/// both): `flag` (`--operator`), else `$USER`, else `$LOGNAME`, else the login name of the
+/// process's real user id from `/etc/passwd` (a root shell under `sudo -i` or tmux often has
+/// no `$USER`), else `unknown`. Blank values count as not given.
+pub fn operator_name(flag: Option<&str>) -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|s| !s.trim().is_empty());
+    flag.filter(|s| !s.trim().is_empty())
+        .map(str::to_string)
+        .or_else(|| env("USER"))
+        .or_else(|| env("LOGNAME"))
+        .or_else(login_name)
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The user name of the real user id, from the password database (`/etc/passwd`).
+fn login_name() -> Option<String> {
+    // Read /etc/passwd instead of calling getpwuid, so no unsafe code is needed. Not the
+    // owner of /proc/self: once a command that unlocks the key made the process
+    // non-dumpable, /proc/self belongs to root.
+    let uid = nix::unistd::getuid().as_raw();
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        let id: u32 = f.next()?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1011,3 +1011,73 @@ fn import_cert_not_naming_the_device_is_refused() {
         vec![Status::Done, Status::AlreadyDone]
     );
 }
+
+/// Issue 16: with `$USER` (and `$LOGNAME`) unset the CA audit log and the bench journal name
+/// the same operator (one rule, `nrfca::util::operator_name`); before, the audit log had the
+/// login name and the journal `unknown`. And `sign`'s next step names the bundle by the path
+/// given to `--out`, not its base name (which only works from the bundle's parent directory).
+#[test]
+fn issue16_one_operator_rule_and_sign_hint_with_the_bundle_path() {
+    let b = Bench::new(1, |_| {});
+    let no_user = |c: &mut Command| {
+        c.env_remove("USER").env_remove("LOGNAME");
+    };
+    let mut export = bin();
+    no_user(&mut export);
+    let o = run(export.args([
+        "bench",
+        "export",
+        "--port",
+        &b.ports[0],
+        "--out",
+        b.out().to_str().unwrap(),
+        "--state",
+        b.state().to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let st = State::open_existing(&b.state()).unwrap();
+    let journal: Vec<String> = st
+        .journal_entries(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.operator)
+        .collect();
+    assert!(!journal.is_empty());
+
+    let id = b.p("id.agekey");
+    let r = common::age_identity(&id);
+    let mut init = bin();
+    no_user(&mut init);
+    let o = run(init.args(["ca", "init", "--ca-dir"]).arg(b.ca()).args([
+        "--subject",
+        "CN=Operator Test CA",
+        "--recipient",
+        &r,
+    ]));
+    assert!(o.status.success(), "ca init: {}", stderr(&o));
+    let o = run(bin()
+        .args(["audit", "show", "--json", "--ca-dir"])
+        .arg(b.ca()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let records: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let audit_op = records[0]["operator"].as_str().unwrap().to_string();
+    assert!(
+        journal.iter().all(|j| *j == audit_op),
+        "journal {journal:?} vs audit {audit_op}"
+    );
+
+    // The sign hint: a bundle in a sub-directory is named by its path.
+    std::fs::create_dir(b.p("batches")).unwrap();
+    let bundle = b.p("batches").join("b1");
+    let o = run(bin()
+        .args(["sign", "--ca-dir"])
+        .arg(b.ca())
+        .arg("--identity")
+        .arg(&id)
+        .arg("--out")
+        .arg(&bundle)
+        .arg(b.out()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!("--bundle {} --trust ca.pem", bundle.display());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+}

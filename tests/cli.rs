@@ -47,6 +47,14 @@ fn seed(cmd: &Path) -> (Vec<PathBuf>, nrfca::sim::Simulator) {
         }
     }
 
+    // Passphrase: the right passphrase with a trailing space (whitespace counts), and the
+    // right one as written, both mode 0600.
+    write_secret(
+        &cmd.join("passphrase.in/trailing-space.txt"),
+        b"correct-horse \n",
+    );
+    write_secret(&cmd.join("passphrase.in/pw.txt"), b"correct-horse\n");
+
     // Officer: a plain-text requests file with one request that is not a KEYGEN string.
     std::fs::write(
         cmd.join("officer.in/pasted.txt"),

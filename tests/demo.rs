@@ -40,6 +40,8 @@ fn demo_runs_the_whole_flow_and_reports_it() {
             "narration lacks {needle:?}:\n{stderr}"
         );
     }
+    // With --dir the user chose the place: no word about a temporary directory.
+    assert!(!stderr.contains("temporary directory"), "{stderr}");
     // The files it says it wrote are there, and the exported audit log verifies alone.
     for f in [
         "ca/ca.pem",
@@ -82,4 +84,25 @@ fn demo_refuses_a_non_empty_directory() {
         "keep me"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+}
+
+/// Issue 16: every run without `--dir` makes a new temporary directory and keeps it; the
+/// end of the output says which one and that it is kept (before, it said nothing).
+#[test]
+fn demo_without_dir_says_its_temporary_directory_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bin_plain()
+        .env("TMPDIR", tmp.path())
+        .args(["demo", "--devices", "1", "--latency", "test", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = report["dir"].as_str().unwrap();
+    assert!(dir.starts_with(tmp.path().to_str().unwrap()), "{dir}");
+    assert!(std::path::Path::new(dir).join("ca/ca.pem").exists());
+    let want =
+        format!("{dir} is a new temporary directory and is kept: remove it with `rm -r {dir}`");
+    assert!(stderr.contains(&want), "{stderr}");
 }

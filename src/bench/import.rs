@@ -162,6 +162,26 @@ fn trusted_ca(pem: &str, path: &Path) -> Result<TrustedCa, BenchError> {
 /// `--trust` must not come from the bundle it is to check: whoever can write the bundle could
 /// then put their own CA beside their own certificates. Refused when the trust file, with
 /// symlinks resolved, lies inside the bundle directory, or is a hard link to a file in it.
+/// `--bundle` must be a directory holding a `manifest.json`: say so before the bundle's own
+/// checks report a missing file, which reads as a damaged bundle.
+fn check_bundle_dir(dir: &Path) -> Result<(), BenchError> {
+    let usage = |why: &str| {
+        Err(BenchError::Usage(format!(
+            "--bundle {}: {why}; give the bundle directory `nrfca sign --out` wrote, copied \
+             whole from the signer",
+            dir.display()
+        )))
+    };
+    match std::fs::metadata(dir) {
+        Err(_) => usage("no such directory"),
+        Ok(m) if !m.is_dir() => usage("not a directory"),
+        Ok(_) if !dir.join("manifest.json").exists() && !dir.join("manifest.sig").exists() => {
+            usage("not a bundle (it has no manifest.json)")
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 fn trust_outside_bundle(trust: &Path, bundle_dir: &Path) -> Result<(), BenchError> {
     // A bundle or trust file that does not resolve is reported by the checks that read it.
     let (Ok(t), Ok(b)) = (
@@ -301,6 +321,15 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
         ));
     }
     let start = Instant::now();
+    check_bundle_dir(&opts.bundle)?;
+    if !opts.trust.exists() {
+        return Err(BenchError::Usage(format!(
+            "--trust {}: no such file; give the signer's ca.pem as this bench received it, \
+             carried separately from the bundle (compare its sha256 with the one the officer \
+             wrote down at `nrfca ca init`)",
+            opts.trust.display()
+        )));
+    }
     trust_outside_bundle(&opts.trust, &opts.bundle)?;
     let trust_pem = read_file(&opts.trust, "trusted CA certificate (--trust)")?;
     let ca = trusted_ca(&trust_pem, &opts.trust)?;

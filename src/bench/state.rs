@@ -744,13 +744,10 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// `operator` if given, else `$USER`, else `unknown`; `bench` if given, else the host name.
+    /// `operator` by the audit log's rule ([`crate::util::operator_name`]: the flag, `$USER`,
+    /// `$LOGNAME`, the login name of the user id, `unknown`); `bench` if given, else the host name.
     pub fn resolve(operator: Option<&str>, bench: Option<&str>) -> Actor {
-        let operator = operator
-            .map(str::to_string)
-            .filter(|s| !s.trim().is_empty())
-            .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "unknown".into());
+        let operator = crate::util::operator_name(operator);
         let bench = bench
             .map(str::to_string)
             .filter(|s| !s.trim().is_empty())

@@ -1,6 +1,8 @@
 //! `nrfca audit verify | show | export`.
 
-use super::common::{operator, print_json, print_stdout, with_spinner, CliResult, Outcome};
+use super::common::{
+    check_out_parent, operator, print_json, print_stdout, with_spinner, CliResult, Outcome,
+};
 use clap::{Args, Subcommand, ValueEnum};
 use nrfca::signer::audit::{self, ExportFormat, Filter, Record, VerifyReport};
 use nrfca::signer::report;
@@ -144,6 +146,7 @@ pub fn run(cmd: AuditCmd) -> CliResult {
                 FormatArg::Jsonl => ExportFormat::Jsonl,
                 FormatArg::Csv => ExportFormat::Csv,
             };
+            check_out_parent(&a.out)?;
             let op = operator(a.operator);
             let s = with_spinner("exporting the audit log", || {
                 audit::export(&a.ca_dir, &a.out, format, &op)
@@ -250,6 +253,9 @@ fn batch_report(a: ReportArgs) -> CliResult {
         }
         return Ok(Outcome::Done);
     }
+    if let Some(out) = a.out.as_deref().filter(|_| !a.json) {
+        check_out_parent(out)?;
+    }
     let r = with_spinner("reading the batch and verifying the audit log", || {
         report::batch_report(&a.ca_dir, a.batch.as_deref())
     })?;
@@ -287,10 +293,17 @@ fn write_new(path: &std::path::Path, bytes: &[u8]) -> Result<(), Box<dyn std::er
         .create_new(true)
         .open(path)
         .map_err(|e| {
-            format!(
-                "cannot create {}: {e} (reports are never overwritten; choose another --out)",
-                path.display()
-            )
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                format!(
+                    "{} already exists; reports are never overwritten: choose another --out",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "cannot create {}: {e}; choose another --out",
+                    path.display()
+                )
+            }
         })?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
@@ -343,6 +356,16 @@ fn full_batch_id(ca_dir: &std::path::Path, b: &str) -> Result<String, Box<dyn st
 }
 
 fn show(a: ShowArgs) -> CliResult {
+    if let Some(e) = a.event.as_deref() {
+        if !audit::EVENTS.contains(&e) {
+            return Err(format!(
+                "--event {}: no such event; give one of: {}",
+                term_escape(e),
+                audit::EVENTS.join(", ")
+            )
+            .into());
+        }
+    }
     let batch = match &a.batch {
         Some(b) => Some(full_batch_id(&a.ca_dir, b)?),
         None => None,

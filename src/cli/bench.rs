@@ -372,7 +372,22 @@ fn run_export(a: ExportArgs) -> CliResult {
         print_json(&report)?;
     }
     let outcome = summary("export", &report.devices, report.elapsed_ms);
-    if report.exported() > 0 || outcome == Outcome::Done {
+    let rows = request_rows(&report.out);
+    if rows == 0 {
+        // A header-only file: nothing to carry.
+        if outcome == Outcome::Done {
+            say!(
+                "{} holds no request: every device was exported before, into the requests file named on its line above; carry that file to the signer if it is not signed yet (nothing to carry in {})",
+                report.out.display(),
+                report.out.display()
+            );
+        } else {
+            say!(
+                "{} holds no request: no device was exported; fix what is listed above and run the same command again (do not carry the file to the signer yet)",
+                report.out.display()
+            );
+        }
+    } else if report.exported() > 0 || outcome == Outcome::Done {
         say!(
             "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
             report.out.display(),
@@ -380,6 +395,17 @@ fn run_export(a: ExportArgs) -> CliResult {
         );
     }
     Ok(outcome)
+}
+
+/// How many requests the requests file holds (0 for a file with only its header, or one
+/// that cannot be read).
+fn request_rows(path: &std::path::Path) -> usize {
+    let mut reader = nrfca::requests::RequestReader::open(&[path.to_path_buf()]);
+    let mut n = 0;
+    while let Some(Ok(_)) = reader.next_entry() {
+        n += 1;
+    }
+    n
 }
 
 fn run_import(a: ImportArgs) -> CliResult {
@@ -466,7 +492,19 @@ fn status(a: StatusArgs) -> CliResult {
     let devices = state.devices()?;
     let journal = match &a.journal {
         Some(i) if i.is_empty() => Some(state.journal_entries(None)?),
-        Some(i) => Some(state.journal_entries(Some(i))?),
+        Some(i) => {
+            let entries = state.journal_entries(Some(i))?;
+            if entries.is_empty() && !devices.iter().any(|d| &d.imei == i) {
+                return Err(format!(
+                    "--journal {}: this IMEI is unknown to the bench in {} (no device, no journal entry); check the IMEI (`nrfca bench status --state {}` lists the devices) or the --state directory",
+                    nrfca::util::term_escape(i),
+                    a.state.display(),
+                    a.state.display()
+                )
+                .into());
+            }
+            Some(entries)
+        }
         None => None,
     };
     if a.json {

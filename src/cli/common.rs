@@ -26,7 +26,11 @@ pub fn finish(result: CliResult) -> ExitCode {
         Ok(Outcome::Done) => ExitCode::from(0),
         Ok(Outcome::Partial) => ExitCode::from(1),
         Err(e) => {
-            say_raw!("{}", error_text(e.as_ref()));
+            say_raw!(
+                "{}{}",
+                error_text(e.as_ref()),
+                wrong_secret_note(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
@@ -131,6 +135,49 @@ impl UnlockArgs {
     }
 }
 
+/// Where the passphrase of this run came from, and whether it starts or ends with
+/// whitespace (never the passphrase itself): for the note under a wrong-passphrase error.
+static PASSPHRASE_SOURCE: std::sync::Mutex<Option<(String, bool)>> = std::sync::Mutex::new(None);
+
+fn note_source(source: String, passphrase: &SecretString) {
+    let p = passphrase.expose_secret();
+    let padded = p.trim() != p;
+    if let Ok(mut s) = PASSPHRASE_SOURCE.lock() {
+        *s = Some((source, padded));
+    }
+}
+
+/// The lines added under a wrong-passphrase error: which source the passphrase came from,
+/// and, when it starts or ends with whitespace, that whitespace counts. Empty otherwise.
+fn wrong_secret_note(e: &(dyn std::error::Error + 'static)) -> String {
+    if !error_text(e).contains("wrong passphrase or identity") {
+        return String::new();
+    }
+    let Some((source, padded)) = PASSPHRASE_SOURCE.lock().ok().and_then(|s| s.clone()) else {
+        return String::new();
+    };
+    let mut out = format!("  the passphrase came from {source}\n");
+    if padded {
+        out.push_str(
+            "  it starts or ends with whitespace, which is part of the passphrase (nrfca never \
+             trims it): remove the spaces or tabs if they are not part of it, and retry\n",
+        );
+    }
+    out
+}
+
+/// A `--passphrase-file` / `--identity` path that does not exist: name the option, the path
+/// and what to do.
+fn check_secret_path(option: &str, path: &Path, what: &str) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "{option} {}: no such file; give the path of {what}",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// No way to get a passphrase without a terminal.
 const NO_PASSPHRASE: &str =
     "no passphrase: use --passphrase-file, NRFCA_PASSPHRASE or run on a terminal";
@@ -145,6 +192,12 @@ pub fn resolve_unlock(
     // No core dumps and no same-user ptrace from before the first secret byte is read.
     secret::harden_process()?;
     if let Some(id) = identity {
+        check_secret_path(
+            "--identity",
+            id,
+            "the age identity file (AGE-SECRET-KEY-1... lines) of one of the recipients \
+             `nrfca ca show` lists",
+        )?;
         return Ok(Unlock::Identity(id.to_path_buf()));
     }
     if let Some(p) = non_prompt_passphrase(passphrase_file)? {
@@ -154,6 +207,7 @@ pub fn resolve_unlock(
         return Err(NO_PASSPHRASE.into());
     }
     let p = prompt("CA passphrase: ")?;
+    note_source("the prompt".to_string(), &p);
     Ok(Unlock::Passphrase(p))
 }
 
@@ -181,14 +235,30 @@ fn non_prompt_passphrase(
     passphrase_file: Option<&Path>,
 ) -> Result<Option<SecretString>, Box<dyn std::error::Error>> {
     if let Some(f) = passphrase_file {
-        return Ok(Some(secret::read_passphrase_file(f)?));
+        check_secret_path(
+            "--passphrase-file",
+            f,
+            "a file whose first line is the CA passphrase (mode 600), or leave the option out \
+             to use NRFCA_PASSPHRASE or the prompt",
+        )?;
+        let p = secret::read_passphrase_file(f)?;
+        note_source(
+            format!(
+                "--passphrase-file {} (its first line, as written)",
+                f.display()
+            ),
+            &p,
+        );
+        return Ok(Some(p));
     }
     match std::env::var(PASSPHRASE_ENV) {
         Ok(v) if !v.is_empty() => {
             // Not inherited by anything this process starts (e.g. `sync`). The copy in the
             // initial environment block stays until exit; prefer --passphrase-file.
             std::env::remove_var(PASSPHRASE_ENV);
-            Ok(Some(SecretString::from(v)))
+            let p = SecretString::from(v);
+            note_source(PASSPHRASE_ENV.to_string(), &p);
+            Ok(Some(p))
         }
         _ => Ok(None),
     }
@@ -204,31 +274,10 @@ fn prompt(text: &str) -> Result<SecretString, Box<dyn std::error::Error>> {
 }
 
 /// The operator recorded in the audit log: `--operator`, else `$USER`, else `$LOGNAME`, else
-/// the login name of the process's user id (a root shell under `sudo -i` or tmux often has no
-/// `$USER`), else `unknown`.
+/// the login name of the process's user id, else `unknown` — the same rule as the bench
+/// journal's ([`nrfca::util::operator_name`]).
 pub fn operator(flag: Option<String>) -> String {
-    let env = |k: &str| std::env::var(k).ok().filter(|s| !s.trim().is_empty());
-    flag.filter(|s| !s.trim().is_empty())
-        .or_else(|| env("USER"))
-        .or_else(|| env("LOGNAME"))
-        .or_else(login_name)
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// The user name of the real user id, from the password database (`/etc/passwd`).
-fn login_name() -> Option<String> {
-    // Read /etc/passwd instead of calling getpwuid, so no unsafe code is needed. Not the
-    // owner of /proc/self: once a command that unlocks the key made the process
-    // non-dumpable, /proc/self belongs to root.
-    let uid = nix::unistd::getuid().as_raw();
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let _pw = f.next()?;
-        let id: u32 = f.next()?.parse().ok()?;
-        (id == uid && !name.is_empty()).then(|| name.to_string())
-    })
+    nrfca::util::operator_name(flag.as_deref())
 }
 
 /// Print a value as pretty JSON on stdout (machine output).
@@ -284,4 +333,28 @@ pub fn with_spinner<T>(message: &str, f: impl FnOnce() -> T) -> T {
         s.finish_and_clear();
     }
     out
+}
+
+/// Refuse an output file (`--out`) whose directory does not exist, naming it: the create
+/// would fail with a bare "No such file or directory".
+pub fn check_out_parent(path: &Path) -> Result<(), String> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => return Ok(()),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "--out {}: {} is not a directory; give a file in an existing directory",
+            path.display(),
+            parent.display()
+        )),
+        Err(_) => Err(format!(
+            "--out {}: the directory {} does not exist; create it first (`mkdir -p {}`) or give \
+             a file in an existing directory",
+            path.display(),
+            parent.display(),
+            parent.display()
+        )),
+    }
 }

@@ -148,6 +148,7 @@ impl Ports {
 
 /// Run `demo`.
 pub fn run(args: DemoArgs) -> CliResult {
+    let temporary = args.dir.is_none();
     let opts = DemoOptions {
         devices: usize::from(args.devices),
         dir: args.dir,
@@ -219,6 +220,15 @@ pub fn run(args: DemoArgs) -> CliResult {
         report.ca_dir.display()
     );
     say!("  nrfca inspect {}", report.requests.display());
+    if temporary {
+        // Every run without --dir makes a new directory; say where, so they do not pile up
+        // unnoticed.
+        say!(
+            "{} is a new temporary directory and is kept: remove it with `rm -r {}` when done (or give --dir DIR to choose where the files go)",
+            report.dir.display(),
+            report.dir.display()
+        );
+    }
     if args.json {
         print_json(&report)?;
     }

@@ -242,11 +242,10 @@ fn next_steps(r: &SignReport, ca_dir: &Path) -> String {
     };
     let short = r.batch.get(..12).unwrap_or(&r.batch);
     format!(
-        "next:\n  1. carry {b} to the bench: nrfca bench import --port ... --bundle {name} --trust ca.pem\n  \
+        "next:\n  1. carry {b} to the bench: nrfca bench import --port ... --bundle {b} --trust ca.pem\n  \
          2. upload {onboard} to nRF Cloud (bulk onboarding), from a machine with network access\n  \
          3. file the batch report: nrfca audit report --ca-dir {ca} --batch {short} --out batch-{short}.txt\n",
         b = b.display(),
-        name = b.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| b.display().to_string()),
         onboard = onboard_files(b, r.issued + r.returned),
         ca = ca_dir.display(),
     )
