@@ -1018,3 +1018,37 @@ fn device_credentials_installer_unchanged_against_the_simulator() {
     assert!(pos("AT%KEYGEN=") < pos(&format!("AT%CMNG=0,{TAG},0,")));
     assert!(pos(&format!("AT%CMNG=0,{TAG},1,")) < pos(&format!("AT%CMNG=1,{TAG},2")));
 }
+
+#[test]
+fn issue16_a_port_held_by_another_program_is_busy_with_its_holder() {
+    // A port another program holds (exclusive open, as nrfca and most terminals do) is
+    // `port-busy`, naming the holder where Linux tells; it used to be `port-not-found … does
+    // not exist`.
+    use nrfca::bench::transport::{self, OpenErrorKind, SerialSettings};
+    let s = sim(1, |_| {});
+    let port = s.ports()[0].display().to_string();
+    let holder = transport::open(&port, &SerialSettings::default()).expect("first open");
+    let e = transport::open(&port, &SerialSettings::default()).expect_err("second open");
+    assert_eq!(e.kind, OpenErrorKind::Busy, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("in use by another program"), "{text}");
+    assert!(
+        text.contains("held by") && text.contains("this process"),
+        "{text}"
+    );
+    assert!(!text.contains("does not exist"), "{text}");
+    // From the CLI, a device line with the stable code.
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::run(
+        common::bin()
+            .args(["bench", "export", "--port", &port, "--out"])
+            .arg(dir.path().join("requests.csv"))
+            .arg("--state")
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
+    let err = common::stderr(&o);
+    assert!(err.contains("port-busy"), "{err}");
+    assert!(err.contains("held by"), "{err}");
+    drop(holder);
+}

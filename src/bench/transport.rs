@@ -118,7 +118,16 @@ impl fmt::Debug for SerialTransport {
 
 fn classify(e: &serialport::Error) -> OpenErrorKind {
     match e.kind() {
-        serialport::ErrorKind::NoDevice => OpenErrorKind::NotFound,
+        // serialport reports EBUSY from TIOCEXCL and a held flock as NoDevice; `open` has
+        // checked the path exists, so those are a port in use.
+        serialport::ErrorKind::NoDevice => {
+            let d = e.to_string().to_ascii_lowercase();
+            if d.contains("busy") || d.contains("lock") {
+                OpenErrorKind::Busy
+            } else {
+                OpenErrorKind::NotFound
+            }
+        }
         serialport::ErrorKind::Io(io::ErrorKind::NotFound) => OpenErrorKind::NotFound,
         serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => OpenErrorKind::Permission,
         _ => {
@@ -135,6 +144,41 @@ fn classify(e: &serialport::Error) -> OpenErrorKind {
             }
         }
     }
+}
+
+/// The processes that hold `path` open, as `name (pid N)`, where Linux tells (`/proc/*/fd`;
+/// without privileges only our own user's processes are visible); this process says so.
+pub fn holders(path: &Path) -> Vec<String> {
+    let Ok(target) = std::fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == target));
+        if holds {
+            let name = std::fs::read_to_string(p.path().join("comm"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_else(|_| "?".into());
+            if pid == me {
+                found.push(format!("{name} (pid {pid}, this process)"));
+            } else {
+                found.push(format!("{name} (pid {pid})"));
+            }
+        }
+    }
+    found
 }
 
 /// Open `path` at 115200 8N1 with exclusive access, RTS/CTS per `settings`.
@@ -166,6 +210,16 @@ pub fn open(path: &str, settings: &SerialSettings) -> Result<SerialTransport, Op
                 serialport::FlowControl::None
             })
             .timeout(Duration::from_millis(200))
+    };
+    let err = |e: serialport::Error| {
+        let mut o = err(e);
+        if o.kind == OpenErrorKind::Busy {
+            let held = holders(Path::new(path));
+            if !held.is_empty() {
+                o.detail = format!("{}; held by {}", o.detail, held.join(", "));
+            }
+        }
+        o
     };
     let port = match serialport::TTYPort::open(&builder(settings.flow_control)) {
         Ok(p) => p,
