@@ -1052,3 +1052,44 @@ fn issue16_a_port_held_by_another_program_is_busy_with_its_holder() {
     assert!(err.contains("held by"), "{err}");
     drop(holder);
 }
+
+#[test]
+fn issue16_a_second_sim_on_the_same_link_dir_is_refused() {
+    // It used to take over the first simulator's modem0… links and delete them on exit.
+    let dir = tempfile::tempdir().unwrap();
+    let links = dir.path().join("links");
+    let first = sim(2, |c| c.link_dir = Some(links.clone()));
+    let before: Vec<_> = (0..2)
+        .map(|i| std::fs::read_link(links.join(format!("modem{i}"))).unwrap())
+        .collect();
+    let e = Simulator::start(SimConfig {
+        count: 1,
+        latency: Latency::None,
+        link_dir: Some(links.clone()),
+        ..SimConfig::default()
+    })
+    .expect_err("a second simulator on the same --link-dir");
+    let text = e.to_string();
+    assert!(
+        text.contains("in use by another running nrfca sim"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+    // The first one's links are untouched, and it still answers.
+    let after: Vec<_> = (0..2)
+        .map(|i| std::fs::read_link(links.join(format!("modem{i}"))).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    let mut c = Client::open(&links.join("modem0"));
+    c.send("AT");
+    assert_eq!(c.reply(Duration::from_secs(5)).fin.as_deref(), Some("OK"));
+    drop(c);
+    // Once it stops, the directory is free again.
+    first.shutdown().unwrap();
+    let again = sim(1, |c| c.link_dir = Some(links.clone()));
+    assert!(links.join("modem0").exists());
+    again.shutdown().unwrap();
+}

@@ -146,6 +146,8 @@ pub struct Simulator {
     stopped: bool,
     /// Modems in the state file beyond `count`: written back unchanged.
     extra_state: Vec<state::Loaded>,
+    /// The `--link-dir` lock, held while the simulator runs (one simulator per link dir).
+    _link_lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -185,12 +187,16 @@ impl Simulator {
                 }
             }
         }
-        if let Some(dir) = &cfg.link_dir {
-            std::fs::create_dir_all(dir).map_err(|e| SimError::LinkDir {
-                path: dir.clone(),
-                msg: e.to_string(),
-            })?;
-        }
+        let link_lock = match &cfg.link_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| SimError::LinkDir {
+                    path: dir.clone(),
+                    msg: e.to_string(),
+                })?;
+                Some(lock_link_dir(dir)?)
+            }
+            None => None,
+        };
         let mut loaded = match &cfg.state_file {
             Some(p) => state::load(p)?.unwrap_or_default(),
             None => Vec::new(),
@@ -254,6 +260,7 @@ impl Simulator {
             profile: cfg.profile,
             stopped: false,
             extra_state: extra,
+            _link_lock: link_lock,
         };
         for (sh, (pty, rng)) in sim.shared.clone().into_iter().zip(ptys) {
             let stop = stop.clone();
@@ -410,6 +417,48 @@ fn port_of(sh: &Shared) -> PathBuf {
     match &sh.link {
         Some(l) => l.clone(),
         None => lock(&sh.pty_path).clone(),
+    }
+}
+
+/// Name of the lock file a running simulator holds in its `--link-dir`.
+pub const LINK_LOCK: &str = ".nrfca-sim.lock";
+
+/// Take the link directory for this simulator: an exclusive `flock` on `dir/.nrfca-sim.lock`
+/// (holding our pid), so a second simulator on the same directory is refused instead of
+/// taking over the first one's links and deleting them when it stops.
+fn lock_link_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, SimError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LINK_LOCK);
+    let err = |msg: String| SimError::LinkDir {
+        path: dir.to_path_buf(),
+        msg,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut l) => {
+            let _ = l.set_len(0);
+            let _ = l.rewind();
+            let _ = writeln!(l, "{}", std::process::id());
+            Ok(l)
+        }
+        Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let who = match pid.trim() {
+                "" => String::new(),
+                p => format!(" (pid {p})"),
+            };
+            Err(err(format!(
+                "is in use by another running nrfca sim{who}; stop it, or give this one another --link-dir"
+            )))
+        }
+        Err((_, e)) => Err(err(format!("cannot lock {}: {e}", path.display()))),
     }
 }
 
