@@ -1093,3 +1093,64 @@ fn issue16_a_second_sim_on_the_same_link_dir_is_refused() {
     assert!(links.join("modem0").exists());
     again.shutdown().unwrap();
 }
+
+#[test]
+fn issue16_readme_sim_recipe_with_state_survives_a_restart() {
+    // The README's recipe, as written: `nrfca sim --count 3 --link-dir D --state sim.json`,
+    // export, Ctrl-C, the same command again: the same modems come back, so a second export
+    // finds every device already exported (same key) and writes no new row.
+    let dir = tempfile::tempdir().unwrap();
+    let links = dir.path().join("modems");
+    let state = dir.path().join("sim.json");
+    let requests = dir.path().join("requests.csv");
+    let bench_state = dir.path().join("bench");
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nrfca"))
+            .args(["sim", "--count", "3", "--latency", "none", "--link-dir"])
+            .arg(&links)
+            .arg("--state")
+            .arg(&state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ports = read_lines(&mut child, 3);
+        assert_eq!(ports.len(), 3, "{ports:?}");
+        (child, ports)
+    };
+    let export = |ports: &[String]| {
+        let mut c = common::bin();
+        c.args(["bench", "export", "--out"])
+            .arg(&requests)
+            .arg("--state")
+            .arg(&bench_state);
+        for p in ports {
+            c.args(["--port", p]);
+        }
+        common::run(&mut c)
+    };
+    let stop = |mut child: std::process::Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    };
+    let (child, ports) = start();
+    let o = export(&ports);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let rows = std::fs::read_to_string(&requests).unwrap().lines().count();
+    assert_eq!(rows, 1 + 3);
+    stop(child);
+    let (child, ports) = start();
+    let o = export(&ports);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&requests).unwrap().lines().count(),
+        rows,
+        "the restarted modems were exported again: {}",
+        common::stderr(&o)
+    );
+    stop(child);
+}

@@ -705,7 +705,7 @@ fn import_device(
                 "IMEI {imei} was never exported on this bench (state {})",
                 ctx.state.path().display()
             ),
-            "import on the bench that exported it, or pass its --state directory",
+            "import on the bench that exported it, or pass its --state directory; with simulated modems, the likely cause is an `nrfca sim` restarted without its `--state FILE` (a new simulator has new IMEIs and keys): restart it with the same --state, or export again",
         ));
     }
     let candidates: Vec<(DeviceRecord, &CertRow)> = records
