@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh [N ...]            default: 10000 100000
 #   PEER=path/to/peer_inprocess.py      default: ../shared/bench/peer_inprocess.py
-#   PYTHON=python-with-cryptography     default: $NRFCA_VENV/bin/python, /work/venv/bin/python, python3
+#   PYTHON=python-with-cryptography     default: $NRFCA_VENV/bin/python, target/ci-venv/bin/python, python3
 #   MODEMS="1 8"                        simulated-modem provisioning timing (set MODEMS= to skip)
 #   OLD_BIN=path/to/older/nrfca         also time an older build on the same inputs, in the same
 #                                       run (its own CA), and print after/before
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 NS=("$@"); [ ${#NS[@]} -gt 0 ] || NS=(10000 100000)
 PEER=${PEER:-$ROOT/../shared/bench/peer_inprocess.py}
-VENV=${NRFCA_VENV:-/work/venv}
+VENV=${NRFCA_VENV:-$ROOT/target/ci-venv}
 PYTHON=${PYTHON:-$( [ -x "$VENV/bin/python" ] && echo "$VENV/bin/python" || echo python3 )}
 MODEMS=${MODEMS-"1 8"}
 W=$(mktemp -d /tmp/nrfca-bench.XXXXXX)
