@@ -162,12 +162,36 @@ pub fn resolve_unlock(
 pub fn resolve_new_passphrase(
     passphrase_file: Option<&Path>,
 ) -> Result<SecretString, Box<dyn std::error::Error>> {
+    resolve_new_passphrase_from(passphrase_file, PASSPHRASE_ENV, NO_PASSPHRASE)
+}
+
+/// Environment variable holding the new passphrase of `ca protect` (after
+/// `--new-passphrase-file`, before the prompt); `NRFCA_PASSPHRASE` is the current one there.
+pub const NEW_PASSPHRASE_ENV: &str = "NRFCA_NEW_PASSPHRASE";
+
+/// The new passphrase of `ca protect`: `--new-passphrase-file`, else `NRFCA_NEW_PASSPHRASE`,
+/// else asked twice on a terminal.
+pub fn resolve_protect_passphrase(
+    passphrase_file: Option<&Path>,
+) -> Result<SecretString, Box<dyn std::error::Error>> {
+    resolve_new_passphrase_from(
+        passphrase_file,
+        NEW_PASSPHRASE_ENV,
+        "no new passphrase: use --new-passphrase-file, NRFCA_NEW_PASSPHRASE or run on a terminal (or give --new-recipient)",
+    )
+}
+
+fn resolve_new_passphrase_from(
+    passphrase_file: Option<&Path>,
+    env: &str,
+    none: &str,
+) -> Result<SecretString, Box<dyn std::error::Error>> {
     secret::harden_process()?;
-    if let Some(p) = non_prompt_passphrase(passphrase_file)? {
+    if let Some(p) = non_prompt_passphrase_from(passphrase_file, env)? {
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(NO_PASSPHRASE.into());
+        return Err(none.into());
     }
     let first = prompt("New CA passphrase: ")?;
     let second = prompt("Repeat the passphrase: ")?;
@@ -180,14 +204,21 @@ pub fn resolve_new_passphrase(
 fn non_prompt_passphrase(
     passphrase_file: Option<&Path>,
 ) -> Result<Option<SecretString>, Box<dyn std::error::Error>> {
+    non_prompt_passphrase_from(passphrase_file, PASSPHRASE_ENV)
+}
+
+fn non_prompt_passphrase_from(
+    passphrase_file: Option<&Path>,
+    env: &str,
+) -> Result<Option<SecretString>, Box<dyn std::error::Error>> {
     if let Some(f) = passphrase_file {
         return Ok(Some(secret::read_passphrase_file(f)?));
     }
-    match std::env::var(PASSPHRASE_ENV) {
+    match std::env::var(env) {
         Ok(v) if !v.is_empty() => {
             // Not inherited by anything this process starts (e.g. `sync`). The copy in the
             // initial environment block stays until exit; prefer --passphrase-file.
-            std::env::remove_var(PASSPHRASE_ENV);
+            std::env::remove_var(env);
             Ok(Some(SecretString::from(v)))
         }
         _ => Ok(None),

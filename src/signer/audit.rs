@@ -48,6 +48,7 @@ pub const EVENTS: &[&str] = &[
     "ca-imported",
     "key-unlocked",
     "unlock-failed",
+    "key-protection-changed",
     "batch-started",
     "certificate-issued",
     "certificate-returned",
