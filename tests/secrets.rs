@@ -430,6 +430,25 @@ fn no_passphrase_or_key_byte_in_any_file_or_output() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
 
+    // ca protect to a new passphrase (both from the environment): neither passphrase nor the
+    // key shows anywhere, and the new one opens the key.
+    const NEW_PASS: &str = "an entirely new passphrase for ca protect";
+    needles.0.extend(Needles::passphrase(NEW_PASS).0);
+    let o = run_checked(
+        cmd(&["ca", "protect", "--ca-dir", "ca", "--json"])
+            .env("NRFCA_PASSPHRASE", PASS)
+            .env("NRFCA_NEW_PASSPHRASE", NEW_PASS),
+        &needles,
+        "ca protect",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_checked(
+        cmd(&["ca", "verify-key", "--ca-dir", "ca"]).env("NRFCA_PASSPHRASE", NEW_PASS),
+        &needles,
+        "verify-key (after protect)",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // ca import of a plaintext key: the encrypted copy and the log never hold it.
     let (imp_cert, imp_key, imp_pkcs8) = plaintext_ca(&work);
     let mut needles2 = Needles::passphrase(PASS);

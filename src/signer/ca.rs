@@ -3,7 +3,10 @@
 //! [`CaKey`], checked against `ca.pem`, recorded in the audit log).
 //!
 //! The CA directory holds exactly `ca.pem`, `ca.key.age` (age-encrypted PKCS#8, mode 0600) and
-//! `ca.db`. None of them is ever overwritten; the plaintext key never touches disk.
+//! `ca.db` (plus `ca.key.age.retired-*` files that `ca protect` leaves until the officer
+//! removes them). None of them is ever overwritten, except `ca.key.age` by
+//! [`crate::signer::protect::protect`], atomically, after the new file is proven; the
+//! plaintext key never touches disk.
 
 use crate::crypto::{self, CryptoError, P256Key};
 use crate::signer::audit::{self, AuditError, AuditWriter};
