@@ -379,3 +379,107 @@ fn show_flags_a_retired_file_without_a_record() {
         "{w}"
     );
 }
+
+#[test]
+fn a_failed_record_puts_the_old_file_back() {
+    // A trigger in the real ca.db makes the key-protection-changed insert fail after the swap.
+    let root = tempfile::tempdir().unwrap();
+    let (ca_dir, id1) = recipient_ca(root.path());
+    let original = std::fs::read(ca_dir.join("ca.key.age")).unwrap();
+    let id2 = root.path().join("id2.agekey");
+    let r2 = age_identity(&id2);
+    let db = ca_dir.join("ca.db");
+    let trigger = "CREATE TRIGGER fail_protect BEFORE INSERT ON audit \
+                   WHEN NEW.event = 'key-protection-changed' \
+                   BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END;";
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(trigger)
+        .unwrap();
+    let unlocked_before = audit_events(&ca_dir)
+        .iter()
+        .filter(|e| e["event"] == "key-unlocked")
+        .count();
+
+    let o = run(bin().args([
+        "ca",
+        "protect",
+        "--ca-dir",
+        s(&ca_dir),
+        "--identity",
+        s(&id1),
+        "--new-recipient",
+        &r2,
+        "--new-identity",
+        s(&id2),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the old ca.key.age was put back"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(ca_dir.join("ca.key.age")).unwrap(), original);
+    assert!(retired(&ca_dir).is_empty());
+    assert_no_temp(&ca_dir);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TRIGGER fail_protect;")
+        .unwrap();
+    // The unlock of the failed run is recorded; the change is not.
+    let ev = audit_events(&ca_dir);
+    assert_eq!(
+        ev.iter().filter(|e| e["event"] == "key-unlocked").count(),
+        unlocked_before + 1
+    );
+    assert!(!ev.iter().any(|e| e["event"] == "key-protection-changed"));
+    audit_verify_ok(&ca_dir);
+    let o = verify_key(&ca_dir, &["--identity", s(&id1)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_change_record_without_its_checkpoint_is_found() {
+    // key-protection-changed is always checkpointed in its transaction: a log cut right after
+    // it (the checkpoint removed) is a finding.
+    let root = tempfile::tempdir().unwrap();
+    let (ca_dir, id1) = recipient_ca(root.path());
+    let id2 = root.path().join("id2.agekey");
+    let r2 = age_identity(&id2);
+    let o = run(bin().args([
+        "ca",
+        "protect",
+        "--ca-dir",
+        s(&ca_dir),
+        "--identity",
+        s(&id1),
+        "--new-recipient",
+        &r2,
+        "--new-identity",
+        s(&id2),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    audit_verify_ok(&ca_dir);
+    // An export cut after the change record (its checkpoint line removed).
+    let log = root.path().join("audit.jsonl");
+    let o = run(bin().args(["audit", "export", "--ca-dir", s(&ca_dir), "--out", s(&log)]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().unwrap();
+    assert!(last.contains("\"checkpoint\""), "{last}");
+    assert!(lines.last().unwrap().contains("key-protection-changed"));
+    let cut = root.path().join("cut.jsonl");
+    std::fs::write(&cut, lines.join("\n") + "\n").unwrap();
+    let o = run(bin().args([
+        "audit",
+        "verify",
+        "--file",
+        s(&cut),
+        "--ca-cert",
+        s(&ca_dir.join("ca.pem")),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("key-protection-changed"), "{err}");
+}

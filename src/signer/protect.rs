@@ -16,7 +16,8 @@
 //!
 //! Order of the swap and the commit: the file is swapped *before* the record commits, so the
 //! log never claims a change that did not happen. If the record cannot be written the swap is
-//! undone (`rename` of the retired link back over `ca.key.age`). A crash between the swap and
+//! undone (`rename` of the retired link back over `ca.key.age`) and only the run's
+//! `key-unlocked` is committed (a savepoint is rolled back). A crash between the swap and
 //! the commit leaves the new `ca.key.age`, the retired file, and no record of the run (neither
 //! its unlock nor the change); [`crate::signer::ca::show`] then says that the retired file is
 //! not named by any `key-protection-changed` record.
@@ -192,7 +193,6 @@ pub fn protect(
     let cert = ca::load_cert(ca_dir)?;
     ca::check_ca_files(ca_dir)?;
     check_new(new, new_identities)?;
-    let key_path = ca_dir.join(CA_KEY);
     let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;
     let opened = match ca::unlock_in_tx(&tx, ca_dir, &cert, unlock, operator) {
@@ -204,6 +204,29 @@ pub fn protect(
             return Err(failed.error);
         }
     };
+    // From here on a failure rolls back to this savepoint and still commits the run's
+    // `key-unlocked` (no decryption goes unrecorded).
+    tx.execute_batch("SAVEPOINT protect")?;
+    let result = change(ca_dir, &tx, &cert, &opened, new, new_identities, operator);
+    if result.is_err() {
+        let _ = tx
+            .execute_batch("ROLLBACK TO protect; RELEASE protect")
+            .and_then(|()| tx.commit());
+    }
+    result
+}
+
+/// The part of [`protect`] after the unlock, inside its transaction; commits on success.
+fn change(
+    ca_dir: &Path,
+    tx: &rusqlite::Transaction<'_>,
+    cert: &ca::CaCert,
+    opened: &ca::Opened,
+    new: &Protection,
+    new_identities: &[PathBuf],
+    operator: &str,
+) -> Result<ProtectReport, CaError> {
+    let key_path = ca_dir.join(CA_KEY);
     let old_ciphertext = secret::read_key_file(&key_path)?;
     let old_method = match secret::file_protection(&old_ciphertext)? {
         FileProtection::Passphrase => "passphrase",
@@ -270,24 +293,22 @@ pub fn protect(
         "new_key_sha256": new_sha,
     });
     let record = (|| -> Result<(), CaError> {
-        let mut w = AuditWriter::new(&tx, operator)?;
-        w.append(&tx, "key-protection-changed", &details)?;
+        let mut w = AuditWriter::new(tx, operator)?;
+        w.append(tx, "key-protection-changed", &details)?;
         tx.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('key_protection', ?1)",
             [new.describe()],
         )?;
-        w.checkpoint(&tx, &opened.key)?;
+        w.checkpoint(tx, &opened.key)?;
+        tx.execute_batch("RELEASE protect; COMMIT")?;
         Ok(())
     })();
     if let Err(e) = record {
         return Err(undo(e));
     }
-    if let Err(e) = tx.commit() {
-        return Err(undo(CaError::Sqlite(e)));
-    }
     Ok(ProtectReport {
         ca_dir: ca_dir.to_path_buf(),
-        fingerprint: cert.fingerprint,
+        fingerprint: cert.fingerprint.clone(),
         old_method: old_method.to_string(),
         old_protection,
         new_method: method_of(new).to_string(),
