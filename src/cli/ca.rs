@@ -275,7 +275,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
                 );
                 say!("recorded in the audit log as key-protection-changed");
                 say!(
-                    "the old key file ({}) is kept as {}",
+                    "the old key file (protected by {}) is kept as {}",
                     r.old_protection,
                     a.ca_dir.join(&r.retired_file).display()
                 );

@@ -1146,8 +1146,8 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
             |r| r.get(0),
         )?;
         let mut w = format!(
-            "a retired key file is still present: {}; it opens with the old passphrase/identity: remove it (shred -u) once you no longer need the old passphrase/identity",
-            ca_dir.join(name).display()
+            "a retired key file is still present: {path}; it opens with the old secret: remove it (shred -u {path}) once you no longer need the old passphrase/identity",
+            path = ca_dir.join(name).display()
         );
         if recorded == 0 {
             w.push_str(" (no key-protection-changed record names it: an interrupted `nrfca ca protect`? check `nrfca ca verify-key` with the new and the old secret)");
