@@ -244,6 +244,13 @@ pub fn run(cmd: CaCmd) -> CliResult {
             Ok(Outcome::Done)
         }
         CaCmd::Protect(a) => {
+            // Refuse bad recipients or identities before asking for any passphrase.
+            if !a.new_recipient.is_empty() {
+                protect::check_new(
+                    &Protection::Recipients(a.new_recipient.clone()),
+                    &a.new_identity,
+                )?;
+            }
             let unlock = a.unlock.unlock_for(&a.ca_dir)?;
             let new = if a.new_recipient.is_empty() {
                 Protection::Passphrase(resolve_protect_passphrase(

@@ -69,8 +69,9 @@ fn method_of(p: &Protection) -> &'static str {
 
 /// Check the new protection before anything is unlocked: recipients parse, and for
 /// recipients every `new_identities` file holds an identity of one of them (at least one
-/// such file is required: without it the new file could not be proven to open).
-fn check_new(new: &Protection, new_identities: &[PathBuf]) -> Result<(), CaError> {
+/// such file is required: without it the new file could not be proven to open). [`protect`]
+/// calls it first; a CLI may call it before asking for the current passphrase.
+pub fn check_new(new: &Protection, new_identities: &[PathBuf]) -> Result<(), CaError> {
     match new {
         Protection::Passphrase(p) => {
             if p.expose_secret().is_empty() {
