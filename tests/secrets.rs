@@ -191,6 +191,24 @@ fn commands_that_touch_the_key_run_without_core_dumps() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(core0, "unlock ran with core dumps allowed");
     assert!(not_ours, "unlock stayed dumpable");
+
+    // ca protect (decrypt, encrypt to the new passphrase, decrypt again: a few seconds).
+    let mut cmd = bin();
+    cmd.env("NRFCA_PASSPHRASE", PASS)
+        .env(
+            "NRFCA_NEW_PASSPHRASE",
+            "a new passphrase for the hardening test",
+        )
+        .args(["ca", "protect", "--ca-dir"])
+        .arg(&ca)
+        .args(["--operator", "officer"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let uid = observable(&mut cmd, root.path());
+    let (o, core0, not_ours) = watch(cmd.spawn().unwrap(), uid);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(core0, "ca protect ran with core dumps allowed");
+    assert!(not_ours, "ca protect stayed dumpable");
 }
 
 // ---------------------------------------------------------------- key file protection
