@@ -273,10 +273,10 @@ fn change(
             .and_then(|()| std::fs::File::open(ca_dir).and_then(|d| d.sync_all()));
         match restored {
             Ok(()) => CaError::Protect(format!(
-                "recording the change in the audit log failed ({why}); the old ca.key.age was put back, nothing changed: fix the cause and run `nrfca ca protect` again"
+                "completing the change failed after the new file was in place ({why}); the old ca.key.age was put back and nothing was recorded but this run's unlock: fix the cause and run `nrfca ca protect` again"
             )),
             Err(e) => CaError::Protect(format!(
-                "recording the change in the audit log failed ({why}), and putting the old key file back failed too ({e}): ca.key.age is the NEW file (it opens with the new secret); the old one is {retired}. Run `nrfca ca verify-key` with the new secret, then `nrfca audit verify`"
+                "completing the change failed after the new file was in place ({why}), and putting the old key file back failed too ({e}): ca.key.age is the NEW file (it opens with the new secret); the old one is {retired}. Run `nrfca ca verify-key` with the new secret, then `nrfca audit verify`"
             )),
         }
     };
