@@ -11,6 +11,7 @@ pub mod ca;
 pub mod db;
 pub mod issue;
 pub mod policy;
+pub mod protect;
 pub mod report;
 pub mod secret;
 pub mod sign;

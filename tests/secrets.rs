@@ -191,6 +191,24 @@ fn commands_that_touch_the_key_run_without_core_dumps() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(core0, "unlock ran with core dumps allowed");
     assert!(not_ours, "unlock stayed dumpable");
+
+    // ca protect (decrypt, encrypt to the new passphrase, decrypt again: a few seconds).
+    let mut cmd = bin();
+    cmd.env("NRFCA_PASSPHRASE", PASS)
+        .env(
+            "NRFCA_NEW_PASSPHRASE",
+            "a new passphrase for the hardening test",
+        )
+        .args(["ca", "protect", "--ca-dir"])
+        .arg(&ca)
+        .args(["--operator", "officer"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let uid = observable(&mut cmd, root.path());
+    let (o, core0, not_ours) = watch(cmd.spawn().unwrap(), uid);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(core0, "ca protect ran with core dumps allowed");
+    assert!(not_ours, "ca protect stayed dumpable");
 }
 
 // ---------------------------------------------------------------- key file protection
@@ -429,6 +447,25 @@ fn no_passphrase_or_key_byte_in_any_file_or_output() {
         let o = run_checked(&mut cmd(args), &needles, &args.join(" "));
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
+
+    // ca protect to a new passphrase (both from the environment): neither passphrase nor the
+    // key shows anywhere, and the new one opens the key.
+    const NEW_PASS: &str = "an entirely new passphrase for ca protect";
+    needles.0.extend(Needles::passphrase(NEW_PASS).0);
+    let o = run_checked(
+        cmd(&["ca", "protect", "--ca-dir", "ca", "--json"])
+            .env("NRFCA_PASSPHRASE", PASS)
+            .env("NRFCA_NEW_PASSPHRASE", NEW_PASS),
+        &needles,
+        "ca protect",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_checked(
+        cmd(&["ca", "verify-key", "--ca-dir", "ca"]).env("NRFCA_PASSPHRASE", NEW_PASS),
+        &needles,
+        "verify-key (after protect)",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
 
     // ca import of a plaintext key: the encrypted copy and the log never hold it.
     let (imp_cert, imp_key, imp_pkcs8) = plaintext_ca(&work);

@@ -1,11 +1,12 @@
-//! `nrfca ca init | import | show`.
+//! `nrfca ca init | import | show | verify-key | protect`.
 
 use super::common::{
-    operator, print_json, print_stdout, resolve_new_passphrase, with_spinner, CliResult, Outcome,
-    UnlockArgs,
+    operator, print_json, print_stdout, resolve_new_passphrase, resolve_protect_passphrase,
+    with_spinner, CliResult, Outcome, UnlockArgs,
 };
 use clap::{Args, Subcommand};
 use nrfca::signer::ca::{self, CaInfo, InitOptions};
+use nrfca::signer::protect;
 use nrfca::signer::secret::Protection;
 use std::path::PathBuf;
 
@@ -33,6 +34,38 @@ pub enum CaCmd {
         after_help = "Example:\n  nrfca ca verify-key --ca-dir /media/ca\n  nrfca ca verify-key --ca-dir /media/ca --identity ~/officer.agekey"
     )]
     VerifyKey(VerifyKeyArgs),
+    /// Change how the CA key is protected (new passphrase or new age recipients): proves the
+    /// new ca.key.age opens to the same key, replaces it atomically, keeps the old one as
+    /// ca.key.age.retired-<time>; audited.
+    #[command(
+        after_help = "The current key is unlocked as for `sign` (--passphrase-file, NRFCA_PASSPHRASE, prompt, or --identity).\nThe new passphrase comes from --new-passphrase-file, else NRFCA_NEW_PASSPHRASE, else is asked twice on the terminal.\nFor recipients, --new-identity (the identity file of at least one new recipient) proves the new file opens.\nAfterwards remove the retired file (shred -u) once the old secret is no longer needed; `ca show` warns until then.\n\nExample:\n  nrfca ca protect --ca-dir /media/ca --passphrase-file old.pw --new-passphrase-file new.pw\n  nrfca ca protect --ca-dir /media/ca --new-recipient age1...new1 --new-recipient age1...new2 --new-identity new1.agekey"
+    )]
+    Protect(ProtectKeyArgs),
+}
+
+/// Arguments of `ca protect`.
+#[derive(Debug, Args)]
+pub struct ProtectKeyArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// File whose first line is the new passphrase (else $NRFCA_NEW_PASSPHRASE, else asked
+    /// twice on the terminal).
+    #[arg(long, value_name = "FILE", conflicts_with = "new_recipient")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Encrypt the key to this age X25519 public key (age1...) instead of a passphrase;
+    /// repeat for several holders.
+    #[arg(long, value_name = "AGE_PUBKEY")]
+    pub new_recipient: Vec<String>,
+    /// Identity file of one of the new recipients (repeatable); the new file must open with
+    /// each before the old one is replaced. Required with --new-recipient.
+    #[arg(long, value_name = "FILE", requires = "new_recipient")]
+    pub new_identity: Vec<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `ca verify-key`.
@@ -206,6 +239,62 @@ pub fn run(cmd: CaCmd) -> CliResult {
                     "the CA key unlocks and matches {} (sha256 {})",
                     a.ca_dir.join(ca::CA_PEM).display(),
                     u.cert.fingerprint
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        CaCmd::Protect(a) => {
+            // Refuse bad recipients or identities before asking for any passphrase.
+            if !a.new_recipient.is_empty() {
+                protect::check_new(
+                    &Protection::Recipients(a.new_recipient.clone()),
+                    &a.new_identity,
+                )?;
+            }
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+            let new = if a.new_recipient.is_empty() {
+                Protection::Passphrase(resolve_protect_passphrase(
+                    a.new_passphrase_file.as_deref(),
+                )?)
+            } else {
+                Protection::Recipients(a.new_recipient.clone())
+            };
+            let r = with_spinner(
+                "unlocking, re-encrypting and checking the CA key (scrypt takes a few seconds)",
+                || {
+                    protect::protect(
+                        &a.ca_dir,
+                        &unlock,
+                        &new,
+                        &a.new_identity,
+                        &a.unlock.operator(),
+                    )
+                },
+            )?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say!(
+                    "{} is now protected by {} (it opens to the key of ca.pem, sha256 {})",
+                    a.ca_dir.join(ca::CA_KEY).display(),
+                    r.new_protection,
+                    r.fingerprint
+                );
+                say!("recorded in the audit log as key-protection-changed");
+                say!(
+                    "the old key file (protected by {}) is kept as {}",
+                    r.old_protection,
+                    a.ca_dir.join(&r.retired_file).display()
+                );
+                say!("Next:");
+                say!(
+                    "  1. back up the new {} on two offline media (old backups still open with the old {})",
+                    a.ca_dir.join(ca::CA_KEY).display(),
+                    if r.old_method == "passphrase" { "passphrase" } else { "identities" }
+                );
+                say!(
+                    "  2. once you no longer need the old secret: shred -u {}",
+                    a.ca_dir.join(&r.retired_file).display()
                 );
             }
             Ok(Outcome::Done)

@@ -216,12 +216,36 @@ pub fn resolve_unlock(
 pub fn resolve_new_passphrase(
     passphrase_file: Option<&Path>,
 ) -> Result<SecretString, Box<dyn std::error::Error>> {
+    resolve_new_passphrase_from(passphrase_file, PASSPHRASE_ENV, NO_PASSPHRASE)
+}
+
+/// Environment variable holding the new passphrase of `ca protect` (after
+/// `--new-passphrase-file`, before the prompt); `NRFCA_PASSPHRASE` is the current one there.
+pub const NEW_PASSPHRASE_ENV: &str = "NRFCA_NEW_PASSPHRASE";
+
+/// The new passphrase of `ca protect`: `--new-passphrase-file`, else `NRFCA_NEW_PASSPHRASE`,
+/// else asked twice on a terminal.
+pub fn resolve_protect_passphrase(
+    passphrase_file: Option<&Path>,
+) -> Result<SecretString, Box<dyn std::error::Error>> {
+    resolve_new_passphrase_from(
+        passphrase_file,
+        NEW_PASSPHRASE_ENV,
+        "no new passphrase: use --new-passphrase-file, NRFCA_NEW_PASSPHRASE or run on a terminal (or give --new-recipient)",
+    )
+}
+
+fn resolve_new_passphrase_from(
+    passphrase_file: Option<&Path>,
+    env: &str,
+    none: &str,
+) -> Result<SecretString, Box<dyn std::error::Error>> {
     secret::harden_process()?;
-    if let Some(p) = non_prompt_passphrase(passphrase_file)? {
+    if let Some(p) = non_prompt_passphrase_from(passphrase_file, env)? {
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(NO_PASSPHRASE.into());
+        return Err(none.into());
     }
     let first = prompt("New CA passphrase: ")?;
     let second = prompt("Repeat the passphrase: ")?;
@@ -234,30 +258,52 @@ pub fn resolve_new_passphrase(
 fn non_prompt_passphrase(
     passphrase_file: Option<&Path>,
 ) -> Result<Option<SecretString>, Box<dyn std::error::Error>> {
+    non_prompt_passphrase_from(passphrase_file, PASSPHRASE_ENV)
+}
+
+fn non_prompt_passphrase_from(
+    passphrase_file: Option<&Path>,
+    env: &str,
+) -> Result<Option<SecretString>, Box<dyn std::error::Error>> {
+    // The unlock passphrase (NRFCA_PASSPHRASE) is noted for a wrong-passphrase message; a
+    // new one (`ca protect`, NRFCA_NEW_PASSPHRASE) is not, and names its own option.
+    let unlocking = env == PASSPHRASE_ENV;
     if let Some(f) = passphrase_file {
-        check_secret_path(
-            "--passphrase-file",
-            f,
-            "a file whose first line is the CA passphrase (mode 600), or leave the option out \
-             to use NRFCA_PASSPHRASE or the prompt",
-        )?;
+        let (option, what) = if unlocking {
+            (
+                "--passphrase-file",
+                "a file whose first line is the CA passphrase (mode 600), or leave the option out \
+                 to use NRFCA_PASSPHRASE or the prompt",
+            )
+        } else {
+            (
+                "--new-passphrase-file",
+                "a file whose first line is the new CA passphrase (mode 600), or leave the option \
+                 out to use NRFCA_NEW_PASSPHRASE or the prompt",
+            )
+        };
+        check_secret_path(option, f, what)?;
         let p = secret::read_passphrase_file(f)?;
-        note_source(
-            format!(
-                "--passphrase-file {} (its first line, as written)",
-                f.display()
-            ),
-            &p,
-        );
+        if unlocking {
+            note_source(
+                format!(
+                    "--passphrase-file {} (its first line, as written)",
+                    f.display()
+                ),
+                &p,
+            );
+        }
         return Ok(Some(p));
     }
-    match std::env::var(PASSPHRASE_ENV) {
+    match std::env::var(env) {
         Ok(v) if !v.is_empty() => {
             // Not inherited by anything this process starts (e.g. `sync`). The copy in the
             // initial environment block stays until exit; prefer --passphrase-file.
-            std::env::remove_var(PASSPHRASE_ENV);
+            std::env::remove_var(env);
             let p = SecretString::from(v);
-            note_source(PASSPHRASE_ENV.to_string(), &p);
+            if unlocking {
+                note_source(env.to_string(), &p);
+            }
             Ok(Some(p))
         }
         _ => Ok(None),

@@ -48,6 +48,7 @@ pub const EVENTS: &[&str] = &[
     "ca-imported",
     "key-unlocked",
     "unlock-failed",
+    "key-protection-changed",
     "batch-started",
     "certificate-issued",
     "certificate-returned",
@@ -638,9 +639,11 @@ struct Verifier {
     unsigned_batch_event: Option<(u64, String)>,
 }
 
-/// Events that `sign` always follows with a CA-signed checkpoint in the same transaction:
-/// one of them after the last checkpoint means the tail was cut and a new one made up.
+/// Events that `sign` (and `ca protect`, for `key-protection-changed`) always follows with a
+/// CA-signed checkpoint in the same transaction: one of them after the last checkpoint means
+/// the tail was cut and a new one made up.
 pub const CHECKPOINTED_EVENTS: &[&str] = &[
+    "key-protection-changed",
     "batch-started",
     "certificate-issued",
     "certificate-returned",

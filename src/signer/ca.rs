@@ -3,7 +3,10 @@
 //! [`CaKey`], checked against `ca.pem`, recorded in the audit log).
 //!
 //! The CA directory holds exactly `ca.pem`, `ca.key.age` (age-encrypted PKCS#8, mode 0600) and
-//! `ca.db`. None of them is ever overwritten; the plaintext key never touches disk.
+//! `ca.db` (plus `ca.key.age.retired-*` files that `ca protect` leaves until the officer
+//! removes them). None of them is ever overwritten, except `ca.key.age` by
+//! [`crate::signer::protect::protect`], atomically, after the new file is proven; the
+//! plaintext key never touches disk.
 
 use crate::crypto::{self, CryptoError, P256Key};
 use crate::signer::audit::{self, AuditError, AuditWriter};
@@ -77,6 +80,9 @@ pub enum CaError {
     Build(String),
     /// `ca.db` is locked by another command: nothing was decrypted.
     Busy(String),
+    /// `ca protect` refused or could not complete; the message says what happened to
+    /// `ca.key.age` and what to do next.
+    Protect(String),
 }
 
 impl fmt::Display for CaError {
@@ -113,6 +119,7 @@ impl fmt::Display for CaError {
             CaError::Audit(e) => write!(f, "{e}"),
             CaError::Crypto(e) => write!(f, "{e}"),
             CaError::Build(why) => write!(f, "building the CA certificate failed: {why}"),
+            CaError::Protect(why) => write!(f, "{why}"),
             CaError::Busy(e) => write!(f, "ca.db is in use by another nrfca command ({e}); the key was not unlocked: wait for that command to finish (or find it with `fuser ca.db`) and run this again"),
         }
     }
@@ -252,8 +259,12 @@ pub struct CaInfo {
     pub audit_records: u64,
     /// Hash of the last audit record.
     pub audit_head_hash: String,
-    /// Warnings recorded when the CA was imported (empty for `ca init`).
+    /// Warnings: those recorded when the CA was imported, and one per retired key file still
+    /// in the CA directory.
     pub warnings: Vec<String>,
+    /// Retired key files (`ca.key.age.retired-*`, left by `ca protect`) still in the CA
+    /// directory.
+    pub retired_key_files: Vec<String>,
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -780,7 +791,7 @@ fn ensure_dir(ca_dir: &Path) -> Result<(), CaError> {
     Ok(())
 }
 
-fn tmp_name(ca_dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn tmp_name(ca_dir: &Path, name: &str) -> PathBuf {
     let r: [u8; 6] = crypto::random_bytes();
     ca_dir.join(format!(".{name}.tmp-{}", hex::encode(r)))
 }
@@ -798,7 +809,7 @@ fn publish(tmp: &Path, final_path: &Path) -> Result<(), CaError> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), CaError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), CaError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
@@ -1074,12 +1085,13 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
     if !key_path.exists() {
         return Err(CaError::Missing(key_path));
     }
-    let unlock_with =
-        match secret::read_limited(&key_path).and_then(|ct| secret::file_protection(&ct)) {
-            Ok(FileProtection::Passphrase) => "passphrase",
-            Ok(FileProtection::Recipients) => "identity",
-            Err(_) => "unreadable key file",
-        };
+    let file_protection =
+        secret::read_limited(&key_path).and_then(|ct| secret::file_protection(&ct));
+    let unlock_with = match file_protection {
+        Ok(FileProtection::Passphrase) => "passphrase",
+        Ok(FileProtection::Recipients) => "identity",
+        Err(_) => "unreadable key file",
+    };
     let conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let key_protection: String = conn
         .query_row(
@@ -1089,6 +1101,18 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         )
         .optional()?
         .unwrap_or_else(|| "unknown".to_string());
+    // The current file decides: the recorded description only stands when it names the
+    // same kind of protection as the key file's header (it lists the recipients, which the
+    // header does not).
+    let key_protection = match file_protection {
+        Ok(FileProtection::Passphrase) if !key_protection.starts_with("passphrase") => {
+            "passphrase (age scrypt)".to_string()
+        }
+        Ok(FileProtection::Recipients) if !key_protection.starts_with("age X25519") => {
+            "age X25519 recipients (not recorded)".to_string()
+        }
+        _ => key_protection,
+    };
     let head: Option<String> = conn
         .query_row(
             "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -1112,6 +1136,24 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
             })
         })
         .unwrap_or_default();
+    let mut warnings: Vec<String> = warnings;
+    let retired_key_files = crate::signer::protect::retired_files(ca_dir);
+    for name in &retired_key_files {
+        let recorded: i64 = conn.query_row(
+            "SELECT count(*) FROM audit WHERE event = 'key-protection-changed' \
+             AND json_extract(details, '$.retired_file') = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        let mut w = format!(
+            "a retired key file is still present: {path}; it opens with the old secret: remove it (shred -u {path}) once you no longer need the old passphrase/identity",
+            path = ca_dir.join(name).display()
+        );
+        if recorded == 0 {
+            w.push_str(" (no key-protection-changed record names it: an interrupted `nrfca ca protect`? check `nrfca ca verify-key` with the new and the old secret)");
+        }
+        warnings.push(w);
+    }
     Ok(CaInfo {
         ca_dir: ca_dir.to_path_buf(),
         subject: cert.subject.clone(),
@@ -1139,10 +1181,11 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         audit_records: count(&conn, "SELECT count(*) FROM audit")?,
         audit_head_hash: head.unwrap_or_else(|| audit::GENESIS_HASH.to_string()),
         warnings,
+        retired_key_files,
     })
 }
 
-fn record_unlock(
+pub(crate) fn record_unlock(
     tx: &rusqlite::Transaction<'_>,
     operator: &str,
     event: &str,
@@ -1157,6 +1200,20 @@ fn record_unlock(
     Ok(())
 }
 
+/// Begin an IMMEDIATE transaction on ca.db (takes the write lock now); a locked database is
+/// [`CaError::Busy`].
+pub(crate) fn begin_immediate(
+    conn: &mut rusqlite::Connection,
+) -> Result<rusqlite::Transaction<'_>, CaError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                CaError::Busy(e.to_string())
+            }
+            _ => CaError::Sqlite(e),
+        })
+}
+
 /// Decrypt `ca_dir/ca.key.age` with `unlock`, check it matches `ca.pem`, and record
 /// `key-unlocked` (followed by a checkpoint signed with the unlocked key) or `unlock-failed`
 /// (reason only, never secret material). A wrong passphrase or identity is
@@ -1166,6 +1223,28 @@ fn record_unlock(
 pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<UnlockedCa, CaError> {
     secret::harden_process()?;
     let cert = load_cert(ca_dir)?;
+    check_ca_files(ca_dir)?;
+    let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
+    let tx = begin_immediate(&mut conn)?;
+    match unlock_in_tx(&tx, ca_dir, &cert, unlock, operator) {
+        Ok(opened) => {
+            tx.commit()?;
+            Ok(UnlockedCa {
+                cert,
+                key: opened.key,
+            })
+        }
+        Err(failed) => {
+            if failed.recorded {
+                let _ = tx.commit();
+            }
+            Err(failed.error)
+        }
+    }
+}
+
+/// `ca.key.age` and `ca.db` exist.
+pub(crate) fn check_ca_files(ca_dir: &Path) -> Result<(), CaError> {
     let key_path = ca_dir.join(CA_KEY);
     if !key_path.exists() {
         return Err(CaError::Missing(key_path));
@@ -1173,21 +1252,38 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
     if !ca_dir.join(CA_DB).is_file() {
         return Err(CaError::Missing(ca_dir.join(CA_DB)));
     }
-    let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                CaError::Busy(e.to_string())
-            }
-            _ => CaError::Sqlite(e),
-        })?;
+    Ok(())
+}
+
+/// The key as [`unlock_in_tx`] opened it: the key and the decrypted PKCS#8 (wiped on drop).
+pub(crate) struct Opened {
+    pub(crate) key: CaKey,
+    pub(crate) pkcs8: Zeroizing<Vec<u8>>,
+}
+
+/// A failed [`unlock_in_tx`]: the error, and whether `unlock-failed` was appended to the
+/// transaction (then the caller commits it).
+pub(crate) struct UnlockFailed {
+    pub(crate) error: CaError,
+    pub(crate) recorded: bool,
+}
+
+/// The body of [`unlock`], inside the caller's IMMEDIATE transaction: decrypt, check against
+/// `cert`, and append `key-unlocked` + checkpoint or `unlock-failed`. Commits nothing.
+pub(crate) fn unlock_in_tx(
+    tx: &rusqlite::Transaction<'_>,
+    ca_dir: &Path,
+    cert: &CaCert,
+    unlock: &Unlock,
+    operator: &str,
+) -> Result<Opened, UnlockFailed> {
+    let key_path = ca_dir.join(CA_KEY);
     let method = unlock.method();
     let identity_file = match unlock {
         Unlock::Identity(p) => Some(p.display().to_string()),
         Unlock::Passphrase(_) => None,
     };
-    let attempt = (|| -> Result<CaKey, CaError> {
+    let attempt = (|| -> Result<Opened, CaError> {
         // Inside the attempt so that a key file readable by others is an audited failure.
         let ciphertext = secret::read_key_file(&key_path)?;
         let pkcs8 = secret::decrypt(&ciphertext, unlock)?;
@@ -1201,12 +1297,12 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
                 "ca.key.age does not hold the key of ca.pem; the CA directory was mixed up: restore both from the same backup".into(),
             ));
         }
-        Ok(key)
+        Ok(Opened { key, pkcs8 })
     })();
     match attempt {
-        Ok(key) => {
+        Ok(opened) => {
             record_unlock(
-                &tx,
+                tx,
                 operator,
                 "key-unlocked",
                 json!({
@@ -1214,10 +1310,13 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
                     "identity_file": identity_file,
                     "fingerprint": cert.fingerprint,
                 }),
-                Some(&key),
-            )?;
-            tx.commit()?;
-            Ok(UnlockedCa { cert, key })
+                Some(&opened.key),
+            )
+            .map_err(|error| UnlockFailed {
+                error,
+                recorded: false,
+            })?;
+            Ok(opened)
         }
         Err(e) => {
             let reason = match &e {
@@ -1238,7 +1337,7 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
             };
             // Best effort: a failure to record must not hide the unlock error.
             let recorded = record_unlock(
-                &tx,
+                tx,
                 operator,
                 "unlock-failed",
                 json!({
@@ -1249,10 +1348,10 @@ pub fn unlock(ca_dir: &Path, unlock: &Unlock, operator: &str) -> Result<Unlocked
                 }),
                 None,
             );
-            if recorded.is_ok() {
-                let _ = tx.commit();
-            }
-            Err(e)
+            Err(UnlockFailed {
+                error: e,
+                recorded: recorded.is_ok(),
+            })
         }
     }
 }

@@ -1,0 +1,334 @@
+//! `ca protect`: change how the CA key is protected at rest (new passphrase or new age
+//! recipients) without ever leaving the CA directory without a `ca.key.age`.
+//!
+//! Steps, all under `ca.db`'s write lock (one IMMEDIATE transaction):
+//! 1. unlock the current key exactly like [`ca::unlock`] (`key-unlocked` + checkpoint, or
+//!    `unlock-failed`, which is committed and nothing else happens);
+//! 2. encrypt the same PKCS#8 bytes to the new protection into a new 0600 temporary file in
+//!    the CA directory (fsync'd);
+//! 3. prove the temporary file opens with the *new* secret (the new passphrase, or every
+//!    `--new-identity` file, each of which must belong to one of the new recipients) to the
+//!    very same PKCS#8, whose public key is that of `ca.pem`;
+//! 4. hard-link the current `ca.key.age` to `ca.key.age.retired-<UTC time>`, then `rename` the
+//!    temporary file over `ca.key.age` (atomic: at every instant `ca.key.age` is the old or
+//!    the new file), fsync the directory;
+//! 5. append `key-protection-changed` and a checkpoint, update the recorded protection, commit.
+//!
+//! Order of the swap and the commit: the file is swapped *before* the record commits, so the
+//! log never claims a change that did not happen. If the record cannot be written the swap is
+//! undone (`rename` of the retired link back over `ca.key.age`) and only the run's
+//! `key-unlocked` is committed (a savepoint is rolled back). A crash between the swap and
+//! the commit leaves the new `ca.key.age`, the retired file, and no record of the run (neither
+//! its unlock nor the change); [`crate::signer::ca::show`] then says that the retired file is
+//! not named by any `key-protection-changed` record.
+//!
+//! Nothing here prints; secrets stay in zeroizing types.
+
+use crate::crypto;
+use crate::signer::audit::AuditWriter;
+use crate::signer::ca::{self, CaError, CA_DB, CA_KEY};
+use crate::signer::db;
+use crate::signer::secret::{self, CaKey, FileProtection, Protection, Unlock};
+use age::secrecy::ExposeSecret;
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+use serde_json::json;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Prefix of retired key files in the CA directory: `ca.key.age.retired-<UTC time>`.
+pub const RETIRED_PREFIX: &str = "ca.key.age.retired-";
+
+/// What [`protect`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProtectReport {
+    /// The CA directory.
+    pub ca_dir: PathBuf,
+    /// SHA-256 of the CA certificate, lowercase hex.
+    pub fingerprint: String,
+    /// The old protection (`passphrase` or `recipients`).
+    pub old_method: String,
+    /// The old protection as recorded (e.g. `passphrase (age scrypt)`).
+    pub old_protection: String,
+    /// The new protection (`passphrase` or `recipients`).
+    pub new_method: String,
+    /// The new protection, e.g. `age X25519 recipients: age1..., age1...`.
+    pub new_protection: String,
+    /// The retired copy of the old key file (a file name in the CA directory).
+    pub retired_file: String,
+    /// SHA-256 of the new `ca.key.age`, lowercase hex.
+    pub new_key_sha256: String,
+}
+
+fn method_of(p: &Protection) -> &'static str {
+    match p {
+        Protection::Passphrase(_) => "passphrase",
+        Protection::Recipients(_) => "recipients",
+    }
+}
+
+/// Check the new protection before anything is unlocked: recipients parse, and for
+/// recipients every `new_identities` file holds an identity of one of them (at least one
+/// such file is required: without it the new file could not be proven to open). [`protect`]
+/// calls it first; a CLI may call it before asking for the current passphrase.
+pub fn check_new(new: &Protection, new_identities: &[PathBuf]) -> Result<(), CaError> {
+    match new {
+        Protection::Passphrase(p) => {
+            if p.expose_secret().is_empty() {
+                return Err(secret::SecretError::EmptyPassphrase.into());
+            }
+            if !new_identities.is_empty() {
+                return Err(CaError::Protect(
+                    "--new-identity goes with --new-recipient, not a new passphrase; drop it"
+                        .into(),
+                ));
+            }
+        }
+        Protection::Recipients(list) => {
+            let parsed = secret::parse_recipients(list)?;
+            if new_identities.is_empty() {
+                return Err(CaError::Protect(
+                    "give --new-identity FILE: the identity file of one of the new recipients, so that the new ca.key.age can be proven to open before the old one is replaced".into(),
+                ));
+            }
+            let wanted: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+            for path in new_identities {
+                let ids = secret::load_identities(path)?;
+                if !ids
+                    .iter()
+                    .any(|i| wanted.contains(&i.to_public().to_string()))
+                {
+                    return Err(CaError::Protect(format!(
+                        "{} holds no identity of the new recipients ({}); nothing was changed: give the identity file of one of the --new-recipient keys",
+                        path.display(),
+                        wanted.join(", ")
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prove that `new_file` opens with the new secret to exactly `pkcs8`, the key of `ca.pem`.
+fn prove(
+    new_file: &Path,
+    new: &Protection,
+    new_identities: &[PathBuf],
+    pkcs8: &[u8],
+    public_key: &[u8; 65],
+) -> Result<(), CaError> {
+    let ciphertext = secret::read_key_file(new_file)?;
+    let unlocks: Vec<Unlock> = match new {
+        Protection::Passphrase(p) => vec![Unlock::Passphrase(p.clone())],
+        Protection::Recipients(_) => new_identities
+            .iter()
+            .map(|p| Unlock::Identity(p.clone()))
+            .collect(),
+    };
+    for u in &unlocks {
+        let opened = secret::decrypt(&ciphertext, u).map_err(|e| {
+            CaError::Protect(format!(
+                "the new key file does not open with the new {}: {e}; nothing was changed",
+                match u {
+                    Unlock::Passphrase(_) => "passphrase".to_string(),
+                    Unlock::Identity(p) => format!("identity {}", p.display()),
+                }
+            ))
+        })?;
+        let key = CaKey::from_pkcs8(&opened)?;
+        if opened.as_slice() != pkcs8 || key.public_key() != *public_key {
+            return Err(CaError::Protect(
+                "the new key file opens to a different key than ca.pem's; nothing was changed"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Link the current `ca.key.age` to a new `ca.key.age.retired-<UTC time>[-N]`.
+fn link_retired(ca_dir: &Path) -> Result<String, CaError> {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .map_err(|e| CaError::Protect(format!("cannot format the time: {e}")))?;
+    let key_path = ca_dir.join(CA_KEY);
+    for n in 0..100u32 {
+        let name = if n == 0 {
+            format!("{RETIRED_PREFIX}{stamp}")
+        } else {
+            format!("{RETIRED_PREFIX}{stamp}-{n}")
+        };
+        match std::fs::hard_link(&key_path, ca_dir.join(&name)) {
+            Ok(()) => return Ok(name),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(CaError::Io {
+                    path: ca_dir.join(name),
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(CaError::Protect(format!(
+        "too many {RETIRED_PREFIX}{stamp}* files in {}; remove the old ones and retry",
+        ca_dir.display()
+    )))
+}
+
+/// Replace the protection of the CA key in `ca_dir` (see the module documentation).
+/// `unlock` opens the current key; `new` is the new protection; for recipients,
+/// `new_identities` are identity files of some of the new recipients, used to prove that the
+/// new file opens. On any error before the swap, `ca.key.age` is untouched and no temporary
+/// file is left.
+pub fn protect(
+    ca_dir: &Path,
+    unlock: &Unlock,
+    new: &Protection,
+    new_identities: &[PathBuf],
+    operator: &str,
+) -> Result<ProtectReport, CaError> {
+    secret::harden_process()?;
+    let cert = ca::load_cert(ca_dir)?;
+    ca::check_ca_files(ca_dir)?;
+    check_new(new, new_identities)?;
+    let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
+    let tx = ca::begin_immediate(&mut conn)?;
+    let opened = match ca::unlock_in_tx(&tx, ca_dir, &cert, unlock, operator) {
+        Ok(o) => o,
+        Err(failed) => {
+            if failed.recorded {
+                let _ = tx.commit();
+            }
+            return Err(failed.error);
+        }
+    };
+    // From here on a failure rolls back to this savepoint and still commits the run's
+    // `key-unlocked` (no decryption goes unrecorded).
+    tx.execute_batch("SAVEPOINT protect")?;
+    let result = change(ca_dir, &tx, &cert, &opened, new, new_identities, operator);
+    if result.is_err() {
+        let _ = tx
+            .execute_batch("ROLLBACK TO protect; RELEASE protect")
+            .and_then(|()| tx.commit());
+    }
+    result
+}
+
+/// The part of [`protect`] after the unlock, inside its transaction; commits on success.
+fn change(
+    ca_dir: &Path,
+    tx: &rusqlite::Transaction<'_>,
+    cert: &ca::CaCert,
+    opened: &ca::Opened,
+    new: &Protection,
+    new_identities: &[PathBuf],
+    operator: &str,
+) -> Result<ProtectReport, CaError> {
+    let key_path = ca_dir.join(CA_KEY);
+    let old_ciphertext = secret::read_key_file(&key_path)?;
+    let old_method = match secret::file_protection(&old_ciphertext)? {
+        FileProtection::Passphrase => "passphrase",
+        FileProtection::Recipients => "recipients",
+    };
+    let old_protection: String = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'key_protection'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| old_method.to_string());
+
+    // New file, proven, before anything is replaced.
+    let ciphertext = secret::encrypt(&opened.pkcs8, new)?;
+    let tmp = ca::tmp_name(ca_dir, CA_KEY);
+    secret::write_secret_file(&tmp, &ciphertext)?;
+    if let Err(e) = prove(&tmp, new, new_identities, &opened.pkcs8, &cert.public_key) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let new_sha = crypto::sha256_hex(&ciphertext);
+
+    // The swap: ca.key.age is the old or the new file at every instant.
+    let retired = match link_retired(ca_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, &key_path) {
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(ca_dir.join(&retired));
+        return Err(CaError::Io {
+            path: key_path,
+            source: e,
+        });
+    }
+    let undo = |why: CaError| -> CaError {
+        let restored = std::fs::rename(ca_dir.join(&retired), &key_path)
+            .and_then(|()| std::fs::File::open(ca_dir).and_then(|d| d.sync_all()));
+        match restored {
+            Ok(()) => CaError::Protect(format!(
+                "completing the change failed after the new file was in place ({why}); the old ca.key.age was put back and nothing was recorded but this run's unlock: fix the cause and run `nrfca ca protect` again"
+            )),
+            Err(e) => CaError::Protect(format!(
+                "completing the change failed after the new file was in place ({why}), and putting the old key file back failed too ({e}): ca.key.age is the NEW file (it opens with the new secret); the old one is {retired}. Run `nrfca ca verify-key` with the new secret, then `nrfca audit verify`"
+            )),
+        }
+    };
+    if let Err(e) = ca::sync_dir(ca_dir) {
+        return Err(undo(e));
+    }
+
+    let details = json!({
+        "fingerprint": cert.fingerprint,
+        "old_method": old_method,
+        "old_protection": old_protection,
+        "new_method": method_of(new),
+        "new_protection": new.describe(),
+        "retired_file": retired,
+        "new_key_sha256": new_sha,
+    });
+    let record = (|| -> Result<(), CaError> {
+        let mut w = AuditWriter::new(tx, operator)?;
+        w.append(tx, "key-protection-changed", &details)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('key_protection', ?1)",
+            [new.describe()],
+        )?;
+        w.checkpoint(tx, &opened.key)?;
+        tx.execute_batch("RELEASE protect; COMMIT")?;
+        Ok(())
+    })();
+    if let Err(e) = record {
+        return Err(undo(e));
+    }
+    Ok(ProtectReport {
+        ca_dir: ca_dir.to_path_buf(),
+        fingerprint: cert.fingerprint.clone(),
+        old_method: old_method.to_string(),
+        old_protection,
+        new_method: method_of(new).to_string(),
+        new_protection: new.describe(),
+        retired_file: retired,
+        new_key_sha256: new_sha,
+    })
+}
+
+/// Retired key files (`ca.key.age.retired-*`) present in `ca_dir`, sorted by name.
+pub fn retired_files(ca_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(ca_dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.starts_with(RETIRED_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
