@@ -1154,3 +1154,50 @@ fn issue16_readme_sim_recipe_with_state_survives_a_restart() {
     );
     stop(child);
 }
+
+#[test]
+fn issue16_ctrl_c_during_export_says_what_was_interrupted_and_a_rerun_finishes() {
+    // It used to die silently with frozen spinner lines. Now: a message naming what was
+    // interrupted and that the same command finishes it; exit 2; and it does finish it.
+    let s = sim(2, |c| c.latency = Latency::Realistic);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("requests.csv");
+    let export = || {
+        let mut c = common::bin();
+        c.args(["bench", "export", "--out"])
+            .arg(&out)
+            .arg("--state")
+            .arg(dir.path().join("state"));
+        for p in s.ports() {
+            c.arg("--port").arg(p);
+        }
+        c
+    };
+    let child = export()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Realistic KEYGENs take 1-3 s: 0.8 s in, both devices are mid-way.
+    std::thread::sleep(Duration::from_millis(800));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT during bench export"),
+        "{err}"
+    );
+    assert!(err.contains("Run the same command again"), "{err}");
+    // The modems finish the command they were in (a KEYGEN takes up to 3 s) before a new
+    // session starts, as a technician's re-run would.
+    std::thread::sleep(Duration::from_millis(3500));
+    let o = common::run(&mut export());
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let rows = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert_eq!(rows, 1 + 2, "{}", common::stderr(&o));
+}

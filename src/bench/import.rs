@@ -167,8 +167,8 @@ fn trusted_ca(pem: &str, path: &Path) -> Result<TrustedCa, BenchError> {
 fn check_bundle_dir(dir: &Path) -> Result<(), BenchError> {
     let usage = |why: &str| {
         Err(BenchError::Usage(format!(
-            "--bundle {}: {why}; give the bundle directory `nrfca sign --out` wrote, copied \
-             whole from the signer",
+            "--bundle {}: {why}; refused before touching any modem: give the bundle directory \
+             `nrfca sign --out` wrote, copied whole from the signer",
             dir.display()
         )))
     };
@@ -192,7 +192,10 @@ fn trust_outside_bundle(trust: &Path, bundle_dir: &Path) -> Result<(), BenchErro
     };
     let inside = || {
         BenchError::Usage(format!(
-            "--trust {} is inside the bundle {}: a bundle cannot vouch for itself (whoever              wrote it could have put their own CA there). Pass the signer's ca.pem as the bench              received it separately (checked against the fingerprint the officer wrote down),              from outside the bundle directory",
+            "--trust {} is inside the bundle {}: a bundle cannot vouch for itself (whoever \
+             wrote it could have put their own CA there). Pass the signer's ca.pem as the bench \
+             received it separately (checked against the fingerprint the officer wrote down), \
+             from outside the bundle directory",
             trust.display(),
             bundle_dir.display()
         ))

@@ -10,7 +10,8 @@ use nrfca::bench::{
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Bench subcommands.
@@ -248,6 +249,11 @@ const SIM_NOTE: &str =
 struct Render {
     multi: Option<indicatif::MultiProgress>,
     bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+    /// Devices finished so far (for the interrupt message).
+    finished: AtomicUsize,
+    ports: usize,
+    /// Set when the run ends normally: the interrupt watcher stops.
+    over: AtomicBool,
 }
 
 impl Render {
@@ -269,7 +275,69 @@ impl Render {
         Render {
             multi,
             bars: Mutex::new(bars),
+            finished: AtomicUsize::new(0),
+            ports: ports.len(),
+            over: AtomicBool::new(false),
         }
+    }
+
+    /// Catch Ctrl-C, SIGTERM and SIGHUP for this run: instead of dying silently with frozen
+    /// spinner lines, say what was interrupted and that a re-run finishes it, then exit 2.
+    /// Stopping at any instant is as safe as being killed (every write to a modem is
+    /// journaled first, every requests row fsync'd, a KEYGEN without its answer recorded as
+    /// "key may exist"); this only makes the stop readable.
+    fn watch_interrupts(
+        self: &Arc<Self>,
+        what: &'static str,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        nrfca::interrupt::install()?;
+        let me = Arc::clone(self);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if me.over.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(sig) = nrfca::interrupt::requested() else {
+                continue;
+            };
+            // Replace the live spinner lines by plain ones: where each port was. Clear first
+            // and stop drawing, so no tick redraws a frame between the bars' ends.
+            if let Ok(bars) = me.bars.lock() {
+                for b in bars.values() {
+                    b.disable_steady_tick();
+                }
+            }
+            if let Some(m) = &me.multi {
+                let _ = m.clear();
+                m.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let mut lines = Vec::new();
+            if let Ok(bars) = me.bars.lock() {
+                let mut ports: Vec<&String> = bars.keys().collect();
+                ports.sort();
+                for p in ports {
+                    let b = &bars[p];
+                    let state = if b.is_finished() {
+                        ""
+                    } else {
+                        " (interrupted)"
+                    };
+                    lines.push(format!("  {p:<24} {}{state}", b.message()));
+                    b.finish_and_clear();
+                }
+            }
+            for l in lines {
+                say!("{l}");
+            }
+            let done = me.finished.load(Ordering::SeqCst);
+            say!(
+                "\ninterrupted by {} during bench {what}: {done} of {} device(s) had finished; the others stopped where they were, and the bench state and journal record how far each got. Run the same command again to finish them (`nrfca bench status` shows each device).",
+                nrfca::interrupt::name(sig),
+                me.ports
+            );
+            std::process::exit(2);
+        });
+        Ok(())
     }
 
     fn event(&self, ev: PortEvent) {
@@ -278,7 +346,10 @@ impl Render {
                 Some(i) => format!("{i}: {step}"),
                 None => step.clone(),
             },
-            PortEventKind::Finished(r) => finished_line(r),
+            PortEventKind::Finished(r) => {
+                self.finished.fetch_add(1, Ordering::SeqCst);
+                finished_line(r)
+            }
         };
         if self.multi.is_some() {
             if let Ok(bars) = self.bars.lock() {
@@ -295,6 +366,7 @@ impl Render {
     }
 
     fn done(&self) {
+        self.over.store(true, Ordering::SeqCst);
         if let Ok(bars) = self.bars.lock() {
             for b in bars.values() {
                 if !b.is_finished() {
@@ -365,7 +437,8 @@ fn run_export(a: ExportArgs) -> CliResult {
         bench_name: a.serial.bench.clone(),
         settings,
     };
-    let render = Render::new(&opts.ports);
+    let render = Arc::new(Render::new(&opts.ports));
+    render.watch_interrupts("export")?;
     let report = export(&opts, &|e| render.event(e))?;
     render.done();
     if a.serial.json {
@@ -429,7 +502,8 @@ fn run_import(a: ImportArgs) -> CliResult {
         verified.certificates(),
         a.trust.display()
     );
-    let render = Render::new(&opts.ports);
+    let render = Arc::new(Render::new(&opts.ports));
+    render.watch_interrupts("import")?;
     let report = import_verified(&opts, verified, &|e| render.event(e))?;
     render.done();
     if a.serial.json {
