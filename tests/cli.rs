@@ -271,3 +271,35 @@ fn closed_stdout_and_stderr_end_cleanly_with_the_real_exit_code() {
     );
     assert_eq!(code, 0, "{text}");
 }
+
+#[test]
+fn issue16_man_page_examples_are_not_justified() {
+    // clap_mangen emitted the examples as filled text, so `man` justified them and spread the
+    // `# comments`; they are now wrapped in .nf/.fi and render as written.
+    let o = common::run(common::bin().args(["man", "demo"]));
+    assert_eq!(o.status.code(), Some(0));
+    let roff = String::from_utf8_lossy(&o.stdout).into_owned();
+    let at = roff.find("Example:\n.nf\n").expect("examples unfilled");
+    assert!(roff[at..].contains("\n.fi\n"), "{roff}");
+    if let Ok(mut nroff) = std::process::Command::new("nroff")
+        .arg("-man")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        use std::io::Write;
+        nroff
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(roff.as_bytes())
+            .unwrap();
+        let out = nroff.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("nrfca demo                       # 4 modems"),
+            "{text}"
+        );
+    }
+}

@@ -56,12 +56,43 @@ pub fn run(a: ManArgs) -> CliResult {
         cmd = sub;
     }
     let name = words.join("-");
+    print_stdout(&render(cmd, &name)?)?;
+    Ok(Outcome::Done)
+}
+
+/// The roff of `cmd`'s page, its examples unfilled (see [`unfill_examples`]).
+fn render(cmd: clap::Command, name: &str) -> Result<String, Box<dyn std::error::Error>> {
     let mut buf = Vec::new();
-    page(cmd, &name)
+    page(cmd, name)
         .render(&mut buf)
         .map_err(|e| format!("cannot render the manual page: {e}"))?;
-    print_stdout(&String::from_utf8_lossy(&buf))?;
-    Ok(Outcome::Done)
+    Ok(unfill_examples(&String::from_utf8_lossy(&buf)))
+}
+
+/// clap_mangen puts `after_help` into the page as filled text, so man justifies the example
+/// lines and spreads their `# comments` across the line. Each block that starts with a line
+/// `Example:`/`Examples:` is wrapped in `.nf`/`.fi` (no fill) up to the next blank line or
+/// section, so it shows as written.
+pub fn unfill_examples(roff: &str) -> String {
+    let mut out = String::with_capacity(roff.len() + 32);
+    let mut in_example = false;
+    for line in roff.lines() {
+        if in_example && (line.trim().is_empty() || line.starts_with(".SH")) {
+            out.push_str(".fi\n");
+            in_example = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+        let t = line.trim();
+        if !in_example && (t == "Example:" || t == "Examples:") {
+            out.push_str(".nf\n");
+            in_example = true;
+        }
+    }
+    if in_example {
+        out.push_str(".fi\n");
+    }
+    out
 }
 
 /// The page of `cmd`, named `name` (`nrfca-ca-init`).
@@ -78,8 +109,8 @@ fn write_pages(
     dir: &Path,
     written: &mut Vec<PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let path = page(cmd.clone(), name)
-        .generate_to(dir)
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, render(cmd.clone(), name)?)
         .map_err(|e| format!("cannot write a manual page into {}: {e}", dir.display()))?;
     written.push(path);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
