@@ -86,7 +86,10 @@ fn seed_is_accepted_with_defaults() {
         p.payload.digest
     });
     // The seed file itself, when the shared folder is around.
-    let seed_file = PathBuf::from("/work/shared/seed/000_e5e357121bc7f2f2.txt");
+    let seed_file = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/seed/000_e5e357121bc7f2f2.txt"
+    ));
     if let Ok(text) = std::fs::read_to_string(&seed_file) {
         let line = text
             .lines()

@@ -317,7 +317,11 @@ fn modem_csr(key: &P256Key, cn: &str) -> Vec<u8> {
 
 /// The seed's real modem KEYGEN string (`%KEYGEN: "..."` line).
 fn seed_keygen() -> Option<String> {
-    let text = std::fs::read_to_string("/work/shared/seed/000_e5e357121bc7f2f2.txt").ok()?;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/seed/000_e5e357121bc7f2f2.txt"
+    ))
+    .ok()?;
     text.lines()
         .find(|l| l.trim_start().starts_with("%KEYGEN: \""))
         .map(|l| l.trim().to_string())

@@ -49,19 +49,15 @@ pub fn require_tools() -> bool {
     std::env::var("NRFCA_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
 }
 
-/// The venv of the external oracles: `$NRFCA_VENV`; else the one `.ci/run` makes in this
-/// repository (`target/ci-venv`); else `/work/venv` (older development machines).
+/// The venv of the external oracles: `$NRFCA_VENV`, else the one `.ci/run` makes in this
+/// repository (`target/ci-venv`).
 pub fn venv() -> PathBuf {
-    if let Ok(v) = std::env::var("NRFCA_VENV") {
-        return PathBuf::from(v);
+    match std::env::var("NRFCA_VENV") {
+        Ok(v) => PathBuf::from(v),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("ci-venv"),
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("ci-venv");
-    if repo.exists() || !Path::new("/work/venv").exists() {
-        return repo;
-    }
-    PathBuf::from("/work/venv")
 }
 
 /// An external tool is missing (`what` says which and where): fails the test under
