@@ -673,20 +673,6 @@ impl BundleWriter {
         (&mut self.certs, &mut self.onboard)
     }
 
-    /// Add one `rejects.csv` row (for [`BundleWriter::create`]'s writers).
-    pub fn add_reject(
-        &mut self,
-        source: &str,
-        line: u64,
-        device_uuid: &str,
-        code: &str,
-        detail: &str,
-    ) -> Result<(), BundleError> {
-        let mut row = Vec::with_capacity(256);
-        reject_record_into(&mut row, source, line, device_uuid, code, detail);
-        self.rejects.write(&row)
-    }
-
     /// Certificate rows written so far.
     pub fn rows(&self) -> u64 {
         self.onboard.rows
@@ -698,7 +684,7 @@ impl BundleWriter {
         self,
         mut manifest: Manifest,
         sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
-    ) -> Result<Manifest, BundleError> {
+    ) -> Result<Finished, BundleError> {
         let BundleWriter {
             dir,
             mut done,
@@ -728,15 +714,27 @@ impl BundleWriter {
         let mut json = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| BundleError::MalformedManifest(e.to_string()))?;
         json.push(b'\n');
-        write_whole(&dir, "manifest.json", &json, true)?;
+        let manifest_sha256 = write_whole(&dir, "manifest.json", &json, true)?.sha256;
         let sig = sign(&json).map_err(|e| BundleError::Sign(e.to_string()))?;
         let mut b64 = crate::crypto::b64_encode(&sig);
         b64.push('\n');
         write_whole(&dir, "manifest.sig", b64.as_bytes(), true)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(DIR_MODE)).map_err(io_err(&dir))?;
         sync_dir(&dir)?;
-        Ok(manifest)
+        Ok(Finished {
+            manifest,
+            manifest_sha256,
+        })
     }
+}
+
+/// A finished bundle: its manifest, and the SHA-256 of the `manifest.json` bytes written.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The manifest as signed.
+    pub manifest: Manifest,
+    /// SHA-256 (lowercase hex) of `manifest.json` as written.
+    pub manifest_sha256: String,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1183,7 +1181,11 @@ mod tests {
             pem_files,
             ..Default::default()
         };
-        let mut w = BundleWriter::create(dir, ca_pem.as_bytes(), opts).unwrap();
+        // As sign does: rejects first, then the certificate files.
+        let mut r = RejectsWriter::create(dir).unwrap();
+        r.add_reject("r.csv", 7, "", "bad-base64", "detail, with \"quotes\"")
+            .unwrap();
+        let mut w = r.into_bundle(ca_pem.as_bytes(), opts).unwrap();
         for i in 0..n {
             let pem = ca_pem.to_string();
             w.add_cert(
@@ -1201,8 +1203,6 @@ mod tests {
             )
             .unwrap();
         }
-        w.add_reject("r.csv", 7, "", "bad-base64", "detail, with \"quotes\"")
-            .unwrap();
         let ca_der = pem_cert_der(ca_pem.as_bytes()).unwrap();
         let m = Manifest {
             format: String::new(),
@@ -1218,7 +1218,7 @@ mod tests {
                 rejected: 1,
             },
         };
-        w.finish(m, |b| key.sign_der(b)).unwrap()
+        w.finish(m, |b| key.sign_der(b)).unwrap().manifest
     }
 
     #[test]

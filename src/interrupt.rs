@@ -41,9 +41,3 @@ pub fn name(sig: i32) -> &'static str {
         _ => "a signal",
     }
 }
-
-/// Raise the flag as if `sig` had arrived (the crash-test hook uses it to interrupt at an
-/// exact instant).
-pub fn request(sig: i32) {
-    flag().store(sig as usize, Ordering::SeqCst);
-}

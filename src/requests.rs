@@ -48,6 +48,15 @@ pub fn starts_like_formula(s: &str) -> bool {
     s.starts_with(['=', '+', '-', '@', '\t', '\r'])
 }
 
+/// Whether `v` is a plain text cell of SPEC §3: printable ASCII of at most 64 characters that
+/// does not start like a spreadsheet formula (the shape of `modem_fw`, `model`, `bench`,
+/// `port`, and of `sign`'s onboarding options).
+pub fn is_plain_text_cell(v: &str) -> bool {
+    v.len() <= MAX_TEXT_COLUMN
+        && v.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !starts_like_formula(v)
+}
+
 /// A value for a detail message: at most 64 characters (Rust `{:?}` escaping is applied by
 /// the caller).
 fn quote_trunc(s: &str) -> String {
@@ -78,8 +87,7 @@ fn column_shape_error(i: usize, v: &str) -> Option<&'static str> {
             || time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
                 .is_err())
         .then_some("is not an RFC 3339 time (like 2025-06-01T12:00:00Z)"),
-        _ => (v.len() > MAX_TEXT_COLUMN || !v.bytes().all(|b| (0x20..=0x7e).contains(&b)))
-            .then_some("is not printable ASCII of at most 64 characters"),
+        _ => (!is_plain_text_cell(v)).then_some("is not printable ASCII of at most 64 characters"),
     }
 }
 

@@ -41,6 +41,18 @@ fn assert_no_temp(dir: &Path) {
     }
 }
 
+/// `nrfca ca protect --ca-dir CA_DIR ARGS...`, not run yet.
+fn protect_cmd(ca_dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = bin();
+    c.args(["ca", "protect", "--ca-dir", s(ca_dir)]).args(args);
+    c
+}
+
+/// `nrfca ca protect --ca-dir CA_DIR ARGS...`, run.
+fn protect(ca_dir: &Path, args: &[&str]) -> Output {
+    run(&mut protect_cmd(ca_dir, args))
+}
+
 fn verify_key(ca_dir: &Path, args: &[&str]) -> Output {
     run(bin()
         .args(["ca", "verify-key", "--ca-dir", s(ca_dir)])
@@ -99,18 +111,17 @@ fn passphrase_to_passphrase_to_recipients() {
     let original = std::fs::read(ca_dir.join("ca.key.age")).unwrap();
 
     // A wrong current passphrase changes nothing, and the failure is audited.
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--passphrase-file",
-        s(&bad_pw),
-        "--new-passphrase-file",
-        s(&new_pw),
-        "--operator",
-        "mallory",
-    ]));
+    let o = protect(
+        &ca_dir,
+        &[
+            "--passphrase-file",
+            s(&bad_pw),
+            "--new-passphrase-file",
+            s(&new_pw),
+            "--operator",
+            "mallory",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("wrong passphrase or identity"),
@@ -126,19 +137,18 @@ fn passphrase_to_passphrase_to_recipients() {
     assert!(!ev.iter().any(|e| e["event"] == "key-protection-changed"));
 
     // Passphrase -> new passphrase.
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--passphrase-file",
-        s(&old_pw),
-        "--new-passphrase-file",
-        s(&new_pw),
-        "--operator",
-        "bob",
-        "--json",
-    ]));
+    let o = protect(
+        &ca_dir,
+        &[
+            "--passphrase-file",
+            s(&old_pw),
+            "--new-passphrase-file",
+            s(&new_pw),
+            "--operator",
+            "bob",
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rep["old_method"], "passphrase");
@@ -199,18 +209,18 @@ fn passphrase_to_passphrase_to_recipients() {
     let r2 = age_identity(&id2);
     let id3 = root.path().join("id3.agekey");
     let r3 = age_identity(&id3);
-    let o = run(bin().env("NRFCA_PASSPHRASE", "new passphrase two").args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--new-recipient",
-        &r2,
-        "--new-recipient",
-        &r3,
-        "--new-identity",
-        s(&id2),
-    ]));
+    let o = run(protect_cmd(
+        &ca_dir,
+        &[
+            "--new-recipient",
+            &r2,
+            "--new-recipient",
+            &r3,
+            "--new-identity",
+            s(&id2),
+        ],
+    )
+    .env("NRFCA_PASSPHRASE", "new passphrase two"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("shred -u"), "{}", stderr(&o));
     assert_eq!(retired(&ca_dir).len(), 2);
@@ -266,18 +276,17 @@ fn refusals_change_nothing() {
     };
 
     // A --new-identity that is not one of the new recipients: refused before anything.
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--identity",
-        s(&id1),
-        "--new-recipient",
-        &r2,
-        "--new-identity",
-        s(&other),
-    ]));
+    let o = protect(
+        &ca_dir,
+        &[
+            "--identity",
+            s(&id1),
+            "--new-recipient",
+            &r2,
+            "--new-identity",
+            s(&other),
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("holds no identity of the new recipients"),
@@ -288,33 +297,23 @@ fn refusals_change_nothing() {
     assert_eq!(audit_events(&ca_dir).len(), records_before);
 
     // New recipients without any --new-identity: refused (the new file could not be proven).
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--identity",
-        s(&id1),
-        "--new-recipient",
-        &r2,
-    ]));
+    let o = protect(&ca_dir, &["--identity", s(&id1), "--new-recipient", &r2]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--new-identity"), "{}", stderr(&o));
     unchanged("no --new-identity");
 
     // A current identity that does not open the key: unlock-failed, nothing else.
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--identity",
-        s(&other),
-        "--new-recipient",
-        &r2,
-        "--new-identity",
-        s(&id2),
-    ]));
+    let o = protect(
+        &ca_dir,
+        &[
+            "--identity",
+            s(&other),
+            "--new-recipient",
+            &r2,
+            "--new-identity",
+            s(&id2),
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     unchanged("wrong current identity");
     let ev = audit_events(&ca_dir);
@@ -322,14 +321,7 @@ fn refusals_change_nothing() {
     assert!(!ev.iter().any(|e| e["event"] == "key-protection-changed"));
 
     // No new passphrase source and no terminal: exit 2 with what to give.
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--identity",
-        s(&id1),
-    ]));
+    let o = protect(&ca_dir, &["--identity", s(&id1)]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("--new-passphrase-file"),
@@ -340,18 +332,17 @@ fn refusals_change_nothing() {
     audit_verify_ok(&ca_dir);
 
     // And the real thing still works afterwards: recipients -> recipients.
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--identity",
-        s(&id1),
-        "--new-recipient",
-        &r2,
-        "--new-identity",
-        s(&id2),
-    ]));
+    let o = protect(
+        &ca_dir,
+        &[
+            "--identity",
+            s(&id1),
+            "--new-recipient",
+            &r2,
+            "--new-identity",
+            s(&id2),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(retired(&ca_dir).len(), 1);
     let o = verify_key(&ca_dir, &["--identity", s(&id1)]);
@@ -401,18 +392,17 @@ fn a_failed_record_puts_the_old_file_back() {
         .filter(|e| e["event"] == "key-unlocked")
         .count();
 
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--identity",
-        s(&id1),
-        "--new-recipient",
-        &r2,
-        "--new-identity",
-        s(&id2),
-    ]));
+    let o = protect(
+        &ca_dir,
+        &[
+            "--identity",
+            s(&id1),
+            "--new-recipient",
+            &r2,
+            "--new-identity",
+            s(&id2),
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("the old ca.key.age was put back"),
@@ -446,18 +436,17 @@ fn a_change_record_without_its_checkpoint_is_found() {
     let (ca_dir, id1) = recipient_ca(root.path());
     let id2 = root.path().join("id2.agekey");
     let r2 = age_identity(&id2);
-    let o = run(bin().args([
-        "ca",
-        "protect",
-        "--ca-dir",
-        s(&ca_dir),
-        "--identity",
-        s(&id1),
-        "--new-recipient",
-        &r2,
-        "--new-identity",
-        s(&id2),
-    ]));
+    let o = protect(
+        &ca_dir,
+        &[
+            "--identity",
+            s(&id1),
+            "--new-recipient",
+            &r2,
+            "--new-identity",
+            s(&id2),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     audit_verify_ok(&ca_dir);
     // An export cut after the change record (its checkpoint line removed).

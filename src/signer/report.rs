@@ -397,12 +397,23 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
         }
     };
 
-    let mut rejects_by_code = BTreeMap::new();
+    // batch-committed counts every reject by code (past sign::MAX_RECORDED_REJECTS not every
+    // reject has a record of its own); a batch without that count (older nrfca, or not
+    // committed) is counted from its request-rejected records.
+    let committed_by_code: Option<BTreeMap<String, u64>> = committed
+        .and_then(|c| c.details.get("rejected_by_code"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        });
+    let mut counted = BTreeMap::new();
     let mut rejects = Vec::new();
     for r in records.iter().filter(|r| r.event == "request-rejected") {
-        *rejects_by_code
-            .entry(str_of(&r.details, "code"))
-            .or_insert(0u64) += 1;
+        if committed_by_code.is_none() {
+            *counted.entry(str_of(&r.details, "code")).or_insert(0u64) += 1;
+        }
         if rejects.len() < MAX_LISTED_REJECTS {
             rejects.push(RejectRow {
                 source: str_of(&r.details, "source"),
@@ -419,17 +430,7 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
         }
     }
 
-    // A batch with more rejects than sign records one by one (sign::MAX_RECORDED_REJECTS)
-    // counts every reject by code in batch-committed: the chained totals win.
-    if let Some(by_code) = committed
-        .and_then(|c| c.details.get("rejected_by_code"))
-        .and_then(Value::as_object)
-    {
-        rejects_by_code = by_code
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-            .collect();
-    }
+    let rejects_by_code = committed_by_code.unwrap_or(counted);
 
     let bundle = written.map(|r| BundlePart {
         path: str_of(&r.details, "path"),

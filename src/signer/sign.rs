@@ -526,10 +526,7 @@ fn check_onboarding_options(opts: &SignOptions) -> Result<(), SignError> {
         .chain(opts.fw_types.iter().map(|v| ("--fw-types", v)))
         .chain(std::iter::once(("--sub-type", &opts.sub_type)));
     for (flag, v) in named {
-        if v.len() > 64
-            || !v.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'|')
-            || crate::requests::starts_like_formula(v)
-        {
+        if !crate::requests::is_plain_text_cell(v) || v.contains('|') {
             return Err(SignError::Usage(format!(
                 "{flag} value {:?} is not a plain onboarding value: use printable ASCII of at most 64 characters, no `|` inside one value, not starting with = + - @",
                 crate::util::term_escape(v)
@@ -713,7 +710,7 @@ pub fn sign(
     progress(SignEvent::WritingBundle);
 
     // Committed: the bundle, from ca.db, manifest signed last.
-    let manifest = match write_bundle(
+    let finished = match write_bundle(
         &conn,
         &unlocked.key,
         &cert,
@@ -746,7 +743,7 @@ pub fn sign(
         report.warnings.push(format!("{e}"));
     }
     crash_point("after-rename", 0);
-    match record_bundle(&mut conn, &unlocked.key, opts, &batch, &manifest, &staging) {
+    match record_bundle(&mut conn, &unlocked.key, opts, &batch, &finished, &staging) {
         Ok(head) => report.audit_head = Some(head),
         Err(e) => report.warnings.push(format!(
             "the batch is committed and the bundle complete, but recording bundle-written in the audit log failed: {e}"
@@ -820,7 +817,7 @@ fn write_bundle(
     rejects: RejectsWriter,
     (first, last): (u64, u64),
     first_rowid: i64,
-) -> Result<Manifest, BundleError> {
+) -> Result<bundle::Finished, BundleError> {
     let mut b = rejects.into_bundle(
         cert.pem.as_bytes(),
         BundleOptions {
@@ -1010,18 +1007,9 @@ fn record_bundle(
     key: &CaKey,
     opts: &SignOptions,
     batch: &str,
-    manifest: &Manifest,
+    finished: &bundle::Finished,
     staging: &Staging,
 ) -> Result<AuditHead, SignError> {
-    let manifest_path = opts.out.join("manifest.json");
-    let manifest_sha256 = std::fs::read(&manifest_path)
-        .map(|b| crate::crypto::sha256_hex(&b))
-        .map_err(|source| {
-            SignError::Bundle(BundleError::Io {
-                path: manifest_path.clone(),
-                source,
-            })
-        })?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut audit = AuditWriter::new(&tx, &opts.operator)?;
     audit.append(
@@ -1030,8 +1018,8 @@ fn record_bundle(
         &json!({
             "batch": batch,
             "path": opts.out.display().to_string(),
-            "manifest_sha256": manifest_sha256,
-            "files": manifest.files.len(),
+            "manifest_sha256": finished.manifest_sha256,
+            "files": finished.manifest.files.len(),
         }),
     )?;
     staging.unregister_in(&tx)?;

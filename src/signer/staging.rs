@@ -16,7 +16,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::bundle::{BundleError, RejectsWriter, PARTIAL_MARK};
 
@@ -233,8 +233,10 @@ pub fn registered(conn: &Connection) -> Result<Vec<PathBuf>, rusqlite::Error> {
     rows.map(|r| r.map(PathBuf::from)).collect()
 }
 
-/// Whether `key` is registered (for tests).
-pub fn is_registered(conn: &Connection, batch: &str) -> Result<bool, rusqlite::Error> {
+/// Whether `batch` is registered (for tests).
+#[cfg(test)]
+fn is_registered(conn: &Connection, batch: &str) -> Result<bool, rusqlite::Error> {
+    use rusqlite::OptionalExtension;
     conn.query_row(
         "SELECT 1 FROM meta WHERE key = ?1",
         [format!("{META_PREFIX}{batch}")],
