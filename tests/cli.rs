@@ -303,3 +303,37 @@ fn issue16_man_page_examples_are_not_justified() {
         );
     }
 }
+
+#[test]
+fn completions_cover_every_command() {
+    // meta.trycmd pins only the script's frame; here every visible command and a flag of
+    // each must be completable, in each shell clap_complete supports.
+    let commands = [
+        ("nrfca__subcmd__ca", "init"),
+        ("nrfca__subcmd__sign", "--ca-dir"),
+        ("nrfca__subcmd__audit", "verify"),
+        ("nrfca__subcmd__inspect", "--json"),
+        ("nrfca__subcmd__bench", "export"),
+        ("nrfca__subcmd__sim", "--count"),
+        ("nrfca__subcmd__demo", "--devices"),
+    ];
+    let o = common::run(common::bin().args(["completions", "bash"]));
+    assert_eq!(o.status.code(), Some(0));
+    let bash = String::from_utf8_lossy(&o.stdout).into_owned();
+    for (func, word) in commands {
+        let at = bash
+            .find(&format!("{func})"))
+            .unwrap_or_else(|| panic!("bash completion has no case for {func}"));
+        let case = &bash[at..];
+        let end = case.find(";;").unwrap_or(case.len());
+        assert!(case[..end].contains(word), "{func} does not offer {word}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let o = common::run(common::bin().args(["completions", shell]));
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&o.stdout);
+        for word in ["ca-dir", "verify", "export", "devices"] {
+            assert!(text.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+}

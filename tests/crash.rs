@@ -9,11 +9,11 @@
 //! Every case starts from a copy of the same CA, which already holds an earlier batch, and
 //! signs one batch of new requests + requests of the earlier batch (certificates given back)
 //! + duplicated rows (rejects). The process is stopped:
-//! - by SIGKILL, SIGINT, SIGTERM and SIGHUP at 7 timed delays across a measured clean run;
 //! - at exact points through the `NRFCA_CRASH_AT` hook (`std::process::abort`): unlocked,
 //!   started, checked:n, written:n, before-commit, after-commit, bundle-finished,
 //!   after-rename, bundle-audited; and with `NRFCA_CRASH_SIGNAL=INT|TERM|HUP|KILL` the same
-//!   points send that signal to the process instead;
+//!   points send that signal to the process instead (no test stops it at a timed delay: a
+//!   delay lands somewhere different on every machine, a named point always in one place);
 //! - by a full disk (`ulimit -f`: killed by SIGXFSZ, or with SIGXFSZ ignored, failing writes
 //!   with EFBIG) at several sizes;
 //! - by an unwritable output directory, an unwritable `ca.db`, unreadable inputs.
@@ -31,7 +31,6 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Instant;
 
 mod common;
 use common::{copy_dir, stderr, BIN};
@@ -417,56 +416,6 @@ fn wait_with_stderr(mut child: std::process::Child) -> (std::process::ExitStatus
 }
 
 // ------------------------------------------------------------------------------- tests
-
-/// Send `sig` to the child.
-fn send(child: &std::process::Child, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
-}
-
-#[test]
-fn signals_at_timed_delays() {
-    use nix::sys::signal::Signal;
-    let f = fixture(60, 500, 40, 5);
-    // A clean run gives the duration to spread the signals over.
-    let c = f.case("clean");
-    let t = Instant::now();
-    let o = f.sign_cmd(&c, &c.out).output().unwrap();
-    let clean = t.elapsed();
-    assert_eq!(o.status.code(), Some(f.clean_code), "{}", stderr(&o));
-    assert!(f.check_after_crash(&c));
-    eprintln!("clean run: {clean:?}");
-
-    let mut table = Vec::new();
-    for sig in [
-        Signal::SIGKILL,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-    ] {
-        for pct in [3u32, 25, 50, 75, 90, 100, 110] {
-            let c = f.case(&format!("{sig} at {pct}%"));
-            let child = f.sign_cmd(&c, &c.out).spawn().unwrap();
-            std::thread::sleep(clean * pct / 100);
-            send(&child, sig);
-            let (status, err) = wait_with_stderr(child);
-            let committed = f.check_after_crash(&c);
-            if sig != Signal::SIGKILL && status.code() == Some(2) {
-                // Caught before the commit: rolled back, said so, staging directory removed.
-                assert!(!committed, "{}: exit 2 but committed", c.name);
-                assert!(err.contains("interrupted by"), "{}: {err}", c.name);
-                assert!(partials(&c.work).is_empty(), "{}: staging left", c.name);
-            }
-            table.push(format!(
-                "{:<22} exit {:<24} committed={committed} bundle={}",
-                c.name,
-                format!("{status}"),
-                c.out.exists()
-            ));
-            f.rerun_and_converge(&c);
-        }
-    }
-    eprintln!("signal matrix:\n  {}", table.join("\n  "));
-}
 
 /// The named points of the hook, for a batch of `total` requests.
 fn named_points(total: usize) -> Vec<String> {

@@ -279,26 +279,27 @@ fn key_file_mode_hostile_work_factor_and_audited_failures() {
         let forged = with_work_factor(&good, hostile);
         assert_eq!(secret::scrypt_log_n(&forged), Some(hostile));
         secret::write_secret_file(&key, &forged).unwrap();
-        let t = Instant::now();
+        // Refused by the header check before any scrypt work: the message names the work
+        // factor the file asks for and the limit (age itself would compute 2^23, or fail
+        // allocating 2^30, with another message).
         let o = bin()
             .env("NRFCA_PASSPHRASE", PASS)
             .args(["ca", "verify-key", "--ca-dir"])
             .arg(&ca)
             .output()
             .unwrap();
-        let took = t.elapsed();
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("work factor"), "{}", stderr(&o));
-        assert!(took < Duration::from_secs(5), "took {took:?}");
         // And at library level, without the CLI.
-        let t = Instant::now();
         let e = secret::decrypt(
             &forged,
             &Unlock::Passphrase(SecretString::from(PASS.to_string())),
         )
         .unwrap_err();
-        assert!(t.elapsed() < Duration::from_secs(2));
-        assert!(e.to_string().contains("work factor"), "{e}");
+        assert!(
+            e.to_string().contains(&format!("2^{hostile}")),
+            "the refusal names the file's work factor: {e}"
+        );
     }
     let events = audit_events(&ca);
     let last = events.last().unwrap();

@@ -925,14 +925,17 @@ fn already_issued_keys_on_attested_uuid_across_cn_modes() {
 
 /// `sign` killed with SIGKILL mid-batch: ca.db holds all of the batch or none of it, the
 /// audit log verifies, no partial bundle at B, and the re-run completes without duplicates.
-/// The kill delays are fractions of a measured uninterrupted run, so they land before, during
-/// and after the commit whatever the machine's speed.
+/// The kills land at named points of the batch (`NRFCA_CRASH_AT` with
+/// `NRFCA_CRASH_SIGNAL=KILL`), so each lands in the same place on every machine: while
+/// checking, while writing, just before and just after the commit, just after the rename.
 #[test]
 fn sigkill_mid_batch_loses_nothing() {
     let ca = TestCa::new();
     let n = 2000usize;
-    let spawn = |out: &Path, input: &Path| {
+    let spawn = |out: &Path, input: &Path, point: &str| {
         bin_plain()
+            .env("NRFCA_CRASH_AT", point)
+            .env("NRFCA_CRASH_SIGNAL", "KILL")
             .arg("sign")
             .arg("--ca-dir")
             .arg(&ca.dir)
@@ -946,87 +949,40 @@ fn sigkill_mid_batch_loses_nothing() {
             .spawn()
             .unwrap()
     };
-    // An uninterrupted run to measure.
-    let input = ca.path("r-base.txt");
-    write_lines(&input, &good_requests(n));
-    let t0 = std::time::Instant::now();
-    let st = spawn(&ca.path("base"), &input).wait().unwrap();
-    let full = t0.elapsed();
-    assert!(st.success());
-    let mut base = n as i64;
-    let mut outcomes: Vec<(f64, bool, i64, bool)> = Vec::new();
-    enum When {
-        After(f64),
-        Committed,
-        Renamed,
-    }
+    let mut base = 0i64;
+    // (point, committed when killed there)
     let points = [
-        When::After(0.1),
-        When::After(0.5),
-        When::After(0.9),
-        When::Committed,
-        When::Renamed,
+        (format!("checked:{}", n / 2), false),
+        (format!("written:{}", n / 10), false),
+        (format!("written:{}", n - 1), false),
+        ("before-commit".to_string(), false),
+        ("after-commit".to_string(), true),
+        ("after-rename".to_string(), true),
     ];
-    for (i, when) in points.iter().enumerate() {
+    for (i, (point, committed)) in points.iter().enumerate() {
         let input = ca.path(&format!("r{i}.txt"));
         write_lines(&input, &good_requests(n));
         let out = ca.path(&format!("b{i}"));
-        let mut child = spawn(&out, &input);
-        let frac = match when {
-            When::After(f) => {
-                std::thread::sleep(full.mul_f64(*f));
-                *f
-            }
-            // Poll what a crash could interrupt: the commit just done, the rename just done.
-            When::Committed | When::Renamed => {
-                let db = ca.db();
-                let deadline = std::time::Instant::now() + full * 20;
-                loop {
-                    let done = match when {
-                        When::Committed => db
-                            .query_row("SELECT count(*) FROM certificates", [], |r| {
-                                r.get::<_, i64>(0)
-                            })
-                            .map(|c| c == base + n as i64)
-                            .unwrap_or(false),
-                        _ => out.exists(),
-                    };
-                    if done
-                        || std::time::Instant::now() > deadline
-                        || child.try_wait().unwrap().is_some()
-                    {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_micros(500));
-                }
-                if matches!(when, When::Committed) {
-                    -1.0
-                } else {
-                    -2.0
-                }
-            }
-        };
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let certs = ca.count("SELECT count(*) FROM certificates");
-        assert!(
-            certs == base || certs == base + n as i64,
-            "after kill at {frac}: {certs} certificates, base {base}"
-        );
-        if frac < 0.0 {
-            assert_eq!(
-                certs,
-                base + n as i64,
-                "the batch had committed before the kill"
-            );
+        let status = spawn(&out, &input, point).wait().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "killed at {point}: {status}");
         }
+        let certs = ca.count("SELECT count(*) FROM certificates");
+        let added = if *committed { n as i64 } else { 0 };
+        assert_eq!(certs, base + added, "after a kill at {point}");
+        // A bundle at B only once it was renamed into place, and then complete.
+        assert_eq!(
+            out.exists(),
+            point == "after-rename",
+            "bundle after {point}"
+        );
         if out.exists() {
             let ca_pem = std::fs::read(ca.dir.join("ca.pem")).unwrap();
             let v = nrfca::bundle::verify(&out, &ca_pem).expect("a bundle at B is complete");
             assert_eq!(v.certs.len(), n);
         }
         ca.audit_verify();
-        outcomes.push((frac, status.success(), certs - base, out.exists()));
         // The re-run finishes the job: every device exactly once.
         // Run the same sign again (same --out unless the killed run completed its bundle).
         let again = if out.exists() {
@@ -1038,8 +994,16 @@ fn sigkill_mid_batch_loses_nothing() {
         assert_eq!(code(&o), 0, "{}", explain(&o));
         let r = report(&o);
         assert_eq!(
-            r["issued"].as_u64().unwrap() + r["returned"].as_u64().unwrap(),
-            n as u64
+            (
+                r["issued"].as_u64().unwrap(),
+                r["returned"].as_u64().unwrap()
+            ),
+            if *committed {
+                (0, n as u64)
+            } else {
+                (n as u64, 0)
+            },
+            "re-run after a kill at {point}"
         );
         base += n as i64;
         assert_eq!(ca.count("SELECT count(*) FROM certificates"), base);
@@ -1065,11 +1029,6 @@ fn sigkill_mid_batch_loses_nothing() {
         assert!(stale.is_empty(), "{stale:?}");
         ca.audit_verify();
     }
-    eprintln!("kill outcomes (fraction of a full run / -1 after commit / -2 after rename, exited ok, certificates added, bundle at B): {outcomes:?}");
-    assert!(
-        outcomes.iter().any(|o| o.2 == 0),
-        "no kill landed before the commit: {outcomes:?}"
-    );
 }
 
 /// The library API: `sign()` with a progress callback, then `dry_run()`.
