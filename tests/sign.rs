@@ -315,16 +315,9 @@ fn modem_csr(key: &P256Key, cn: &str) -> Vec<u8> {
     generate::build_csr(key, &[SubjectAttr::cn(cn)], true).unwrap()
 }
 
-/// The seed's real modem KEYGEN string (`%KEYGEN: "..."` line).
-fn seed_keygen() -> Option<String> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/seed/000_e5e357121bc7f2f2.txt"
-    ))
-    .ok()?;
-    text.lines()
-        .find(|l| l.trim_start().starts_with("%KEYGEN: \""))
-        .map(|l| l.trim().to_string())
+/// The seed's real modem KEYGEN reply line (`%KEYGEN: "..."`), from `tests/data/`.
+fn seed_keygen() -> String {
+    common::SEED_REPLY.trim().to_string()
 }
 
 fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
@@ -521,9 +514,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
         wrap(&f, &f_csr, &f_csr, 9, TAG),
         Some("key-reuse"),
     );
-    if let Some(seed) = seed_keygen() {
-        push(&mut lines, seed, None);
-    }
+    push(&mut lines, seed_keygen(), None);
     push(&mut lines, "".into(), None);
     push(&mut lines, good[1].clone(), None);
     let txt = ca.path("batch2.txt");
@@ -587,7 +578,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
             "code {c} not triggered"
         );
     }
-    let n_good = 2 + 2 + usize::from(seed_keygen().is_some()) + 1; // good[0], good[1], d, e, seed, g
+    let n_good = 2 + 2 + 1 + 1; // good[0], good[1], d, e, seed, g
     assert_eq!(r["issued"], n_good as u64, "{r}");
     assert_eq!(r["rejected"], want.len() as u64);
     assert_eq!(r["rejects_by_code"]["key-reuse"], 2);
@@ -597,12 +588,12 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     );
     assert_eq!(ca.count("SELECT count(*) FROM rejects"), want.len() as i64);
     // the seed (a real nRF9160 string with the NULL-parameter CSR) was issued
-    if seed_keygen().is_some() {
-        assert_eq!(
-            ca.count("SELECT count(*) FROM certificates WHERE uuid = '50503041-3539-47eb-807b-102dbb423b9a'"),
-            1
-        );
-    }
+    assert_eq!(
+        ca.count(
+            "SELECT count(*) FROM certificates WHERE uuid = '50503041-3539-47eb-807b-102dbb423b9a'"
+        ),
+        1
+    );
     // IMEI from the CSV row is carried into certs.csv
     let certs = read_csv(&ca.path("b2").join("certs.csv"));
     assert!(certs

@@ -12,7 +12,33 @@ use std::process::{Command, Output, Stdio};
 pub const TAG: u32 = 16842753;
 
 /// The `%KEYGEN` reply in the seed tutorial (a real nRF9160 on mfw 1.3.x).
-pub const SEED: &str = "MIIBCzCBrwIBADAvMS0wKwYDVQQDDCQ1MDUwMzA0MS0zNTM5LTQ3ZWItODA3Yi0xMDJkYmI0MjNiOWEwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARhKkti_3EVfSEy7oDyaqqj2cTmlfmhuMdcMOH9xkIX3okdPIFrAZ0sI5xt6WdY56IyQSj8Ce5SxGzMKUuP5ueDoB4wHAYJKoZIhvcNAQkOMQ8wDTALBgNVHQ8EBAMCA-gwDAYIKoZIzj0EAwIFAANJADBGAiEA3AZcIwq61M7PRjdA04z863FmW7mvbgb3lB7YU0bi16QCIQCMbqds9nxdq0XL61QxyuKUgZjPc6Za2-1OUPCVXz9rng.0oRDoQEmoQRBIVhP2dn3hQlQUFAwQTU5R-uAexAtu0I7mkUaAQEAAVgg5g6Cvkt1g0bATSADOVi0euYSuu-7bbBOGYZxgsDyI8tQfQoWN1WvLWECCTaLfZZH1FhAKXmhC0HEeHTZy7qAmgLFx0eRCrFHoHs7UmJ9nsgCgAwWTOEuMH0C6vaQ0OsUT-pDcEWP8tstbFsuvySeOEzHog";
+pub const SEED: &str = seed_from_reply(include_str!("../data/seed-keygen-reply.txt"));
+
+/// The reply line of the seed as the modem printed it (`tests/data/seed-keygen-reply.txt`).
+#[allow(dead_code)]
+pub const SEED_REPLY: &str = include_str!("../data/seed-keygen-reply.txt");
+
+/// `%KEYGEN: "<s>"\n` → `<s>`, at compile time (a malformed fixture fails the build).
+const fn seed_from_reply(reply: &str) -> &str {
+    let b = reply.as_bytes();
+    let prefix = b"%KEYGEN: \"";
+    let mut i = 0;
+    while i < prefix.len() {
+        assert!(b[i] == prefix[i], "fixture is not a %KEYGEN reply");
+        i += 1;
+    }
+    let mut end = b.len();
+    while end > 0 && (b[end - 1] == b'\n' || b[end - 1] == b'\r') {
+        end -= 1;
+    }
+    assert!(b[end - 1] == b'"', "fixture does not end with a quote");
+    let (_, rest) = b.split_at(prefix.len());
+    let (inner, _) = rest.split_at(end - 1 - prefix.len());
+    match std::str::from_utf8(inner) {
+        Ok(s) => s,
+        Err(_) => panic!("fixture is not UTF-8"),
+    }
+}
 
 // ------------------------------------------------------------------------ the binary
 
