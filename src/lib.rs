@@ -15,6 +15,7 @@
 //! and small crypto helpers ([`crypto`]). Signer code never imports bench or serial code, parsers
 //! never do I/O and the library never prints.
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 #![warn(missing_docs)]
 
 pub mod bundle;

@@ -1,4 +1,6 @@
 //! The `nrfca` command line: argument parsing and printing only; the library does the work.
+#![forbid(unsafe_code)]
+#![deny(clippy::dbg_macro)]
 mod cli;
 
 /// mimalloc: `sign` allocates in one thread (the reader) and frees in others (workers, the
