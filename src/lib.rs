@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod checkpoint;
 pub mod crypto;
 pub mod inspect;
 pub mod interrupt;
