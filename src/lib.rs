@@ -24,6 +24,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
 pub mod merkle;
+pub mod provenance;
 pub mod reject;
 pub mod requests;
 pub mod signer;
