@@ -364,3 +364,79 @@ fn requests_statement_checks_with_openssl_after_the_documented_extraction() {
         "requests-altered"
     );
 }
+
+mod parsers_never_panic {
+    use super::*;
+    use nrfca::provenance::{SignedStatement, Statement};
+    use proptest::prelude::*;
+
+    /// A valid checkpoint, proof file and statement, as bytes.
+    fn samples() -> Vec<Vec<u8>> {
+        let t = log_tree(37, 3);
+        let fp = "cd".repeat(32);
+        let new = Checkpoint::new(&fp, 37, t.root()).unwrap();
+        let quoted: Vec<Checkpoint> = [0u64, 5, 16, 37]
+            .iter()
+            .map(|&m| Checkpoint::new(&fp, m, t.root_at(m).unwrap()).unwrap())
+            .collect();
+        let proofs = ProofFile::build(&t, &new, &quoted).unwrap();
+        let (key, _) = P256Key::generate().unwrap();
+        let kfp = nrfca::provenance::key_fingerprint(&key.public_key()).unwrap();
+        let st = Statement::new("b", &kfp, b"req", vec![new.clone()]).unwrap();
+        vec![
+            new.to_text().into_bytes(),
+            proofs.to_text().into_bytes(),
+            st.sign(|m| key.sign_der(m)).unwrap().into_bytes(),
+        ]
+    }
+
+    fn parse_all(b: &[u8]) {
+        let _ = Checkpoint::parse(b);
+        let _ = nrfca::checkpoint::parse_sig_file(b);
+        if let Ok(p) = ProofFile::parse(b) {
+            // Whatever parses formats back to the same bytes (one text per value).
+            assert_eq!(p.to_text().as_bytes(), b);
+            let _ = p.verify_all(&p.to);
+        }
+        if let Ok(s) = SignedStatement::parse(b) {
+            assert_eq!(s.statement.to_text().as_bytes(), &s.signed[..]);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn arbitrary_bytes(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+            parse_all(&b);
+        }
+
+        #[test]
+        fn mutated_valid_files(which in 0usize..3, edits in proptest::collection::vec(
+            (any::<usize>(), any::<u8>(), 0u8..3), 1..4)) {
+            let mut b = samples().swap_remove(which);
+            for (pos, byte, kind) in edits {
+                let i = pos % (b.len() + 1);
+                match kind {
+                    0 if i < b.len() => b[i] = byte,
+                    1 => b.insert(i, byte),
+                    _ if i < b.len() => { b.remove(i); }
+                    _ => {}
+                }
+            }
+            parse_all(&b);
+        }
+    }
+
+    #[test]
+    fn checkpoint_text_round_trips() {
+        for b in samples() {
+            parse_all(&b);
+        }
+        let first = &samples()[0];
+        assert_eq!(
+            Checkpoint::parse(first).unwrap().to_text().as_bytes(),
+            &first[..]
+        );
+    }
+}
