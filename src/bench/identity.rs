@@ -138,11 +138,11 @@ fn private_key_pem(pkcs8: &[u8]) -> Zeroizing<String> {
     pem
 }
 
-/// Write `data` to `dir/name` with `mode` through a temporary file, fsync, rename.
-fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = fs::remove_file(&tmp);
+/// Write `data` with `mode` to a new temporary file in `dir` (a name no other process uses)
+/// and fsync it; the caller renames or links it into place.
+fn write_tmp(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<PathBuf, IdentityError> {
+    let nonce = hex::encode(crypto::random_bytes::<8>());
+    let tmp = dir.join(format!(".{name}.{}.{nonce}.tmp", std::process::id()));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -151,9 +151,7 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), Id
         .map_err(io_err(&tmp))?;
     f.write_all(data).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    Ok(())
+    Ok(tmp)
 }
 
 impl BenchIdentity {
@@ -175,12 +173,35 @@ impl BenchIdentity {
         })?;
         let public_pem = provenance::public_key_pem(&key.public_key())?;
         let fingerprint = provenance::key_fingerprint(&key.public_key())?;
-        // Public parts first: a crash leaves no key without its public half, and the key
-        // file's presence is what marks the bench as initialised.
-        write_atomic(state_dir, PUBLIC_FILE, public_pem.as_bytes(), 0o644)?;
-        write_atomic(state_dir, NAME_FILE, format!("{name}\n").as_bytes(), 0o644)?;
         let pem = private_key_pem(&pkcs8);
-        write_atomic(state_dir, KEY_FILE, pem.as_bytes(), 0o600)?;
+        let tmps = [
+            write_tmp(state_dir, PUBLIC_FILE, public_pem.as_bytes(), 0o644)?,
+            write_tmp(state_dir, NAME_FILE, format!("{name}\n").as_bytes(), 0o644)?,
+            write_tmp(state_dir, KEY_FILE, pem.as_bytes(), 0o600)?,
+        ];
+        let [pub_tmp, name_tmp, key_tmp] = &tmps;
+        // The key is linked into place, never renamed: linking fails rather than replace a
+        // key another `bench init` put there meanwhile, and then nothing of ours lands.
+        let linked = fs::hard_link(key_tmp, &key_path);
+        let _ = fs::remove_file(key_tmp);
+        if let Err(e) = linked {
+            let _ = fs::remove_file(pub_tmp);
+            let _ = fs::remove_file(name_tmp);
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                return Err(IdentityError::Exists {
+                    path: key_path,
+                    fingerprint: None,
+                });
+            }
+            return Err(io_err(&key_path)(e));
+        }
+        for (tmp, file) in [(pub_tmp, PUBLIC_FILE), (name_tmp, NAME_FILE)] {
+            let path = state_dir.join(file);
+            fs::rename(tmp, &path).map_err(io_err(&path))?;
+        }
+        if let Ok(d) = fs::File::open(state_dir) {
+            let _ = d.sync_all();
+        }
         Ok(BenchIdentity {
             name: name.to_string(),
             key,
@@ -293,6 +314,12 @@ mod tests {
             "bench-not-initialised"
         );
         let id = BenchIdentity::create(&s, "bench 1").unwrap();
+        let mut files: Vec<String> = fs::read_dir(&s)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, [KEY_FILE, NAME_FILE, PUBLIC_FILE]);
         let mode = fs::metadata(s.join(KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(fs::read_to_string(s.join(KEY_FILE))
