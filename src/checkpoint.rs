@@ -360,6 +360,57 @@ pub fn check_prefix(
     Ok(())
 }
 
+/// `audit verify --checkpoint`: stream a log's leaves (the chain hashes, in order) once,
+/// with O(log n) memory, and check that the log extends every checkpoint in `checkpoints`
+/// (all of `origin`): the root of its first `size` leaves is the checkpoint's root. Returns
+/// the log's own size and root.
+pub fn verify_log_extends<L: AsRef<[u8]>>(
+    origin: &str,
+    leaves: impl IntoIterator<Item = L>,
+    checkpoints: &[Checkpoint],
+) -> Result<(u64, Hash), CheckpointError> {
+    for c in checkpoints {
+        if c.origin != origin {
+            return Err(CheckpointError::WrongOrigin {
+                found: c.origin.clone(),
+                expected: origin.to_string(),
+            });
+        }
+    }
+    let mut pending: Vec<&Checkpoint> = checkpoints.iter().collect();
+    pending.sort_by_key(|c| c.size);
+    let mut pending = pending.into_iter().peekable();
+    let mut f = merkle::Frontier::new();
+    let check = |c: &Checkpoint, f: &merkle::Frontier| {
+        if f.root() == c.root {
+            Ok(())
+        } else {
+            Err(CheckpointError::NotAnExtension {
+                old_size: c.size,
+                new_size: f.size(),
+                why: "the log's first records differ from the checkpoint's".into(),
+            })
+        }
+    };
+    while let Some(c) = pending.next_if(|c| c.size == 0) {
+        check(c, &f)?;
+    }
+    for leaf in leaves {
+        f.push(leaf.as_ref());
+        while let Some(c) = pending.next_if(|c| c.size == f.size()) {
+            check(c, &f)?;
+        }
+    }
+    if let Some(c) = pending.next() {
+        return Err(CheckpointError::NotAnExtension {
+            old_size: c.size,
+            new_size: f.size(),
+            why: "the log is shorter than the checkpoint".into(),
+        });
+    }
+    Ok((f.size(), f.root()))
+}
+
 // ------------------------------------------------------------------------- proof file
 
 /// One consistency proof in `checkpoint.proofs`: from the checkpoint (`old_size`,
@@ -731,6 +782,40 @@ mod tests {
         let other = Checkpoint::new(&"a".repeat(64), 3, t.root_at(3).unwrap()).unwrap();
         assert_eq!(
             check_prefix(&t, &origin_for(FP), &other)
+                .unwrap_err()
+                .code(),
+            "checkpoint-wrong-ca"
+        );
+    }
+
+    #[test]
+    fn streaming_log_check() {
+        let leaves: Vec<[u8; 32]> = (0..50u64)
+            .map(|i| crate::crypto::sha256(&i.to_be_bytes()))
+            .collect();
+        let t = tree(50);
+        let o = origin_for(FP);
+        let cps = [cp(&t, 50), cp(&t, 0), cp(&t, 7), cp(&t, 7), cp(&t, 32)];
+        assert_eq!(
+            verify_log_extends(&o, &leaves, &cps).unwrap(),
+            (50, t.root())
+        );
+        // Tail cut: 40 records left, the checkpoint of 50 is not covered.
+        assert_eq!(
+            verify_log_extends(&o, &leaves[..40], &cps)
+                .unwrap_err()
+                .code(),
+            "log-not-extended"
+        );
+        // One record changed inside the prefix of a checkpoint.
+        let mut edited = leaves.clone();
+        edited[3][0] ^= 1;
+        assert!(verify_log_extends(&o, &edited, &[cp(&t, 7)]).is_err());
+        // ... or after it: the old checkpoint still holds.
+        assert!(verify_log_extends(&o, &edited, &[cp(&t, 2)]).is_ok());
+        let other = Checkpoint::new(&"e".repeat(64), 1, t.root_at(1).unwrap()).unwrap();
+        assert_eq!(
+            verify_log_extends(&o, &leaves, &[other])
                 .unwrap_err()
                 .code(),
             "checkpoint-wrong-ca"
