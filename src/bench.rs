@@ -7,6 +7,7 @@
 
 pub mod at;
 pub mod export;
+pub mod identity;
 pub mod import;
 pub mod modem;
 pub mod state;

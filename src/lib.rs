@@ -19,10 +19,13 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod checkpoint;
 pub mod crypto;
 pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
+pub mod merkle;
+pub mod provenance;
 pub mod reject;
 pub mod requests;
 pub mod signer;
