@@ -1056,6 +1056,43 @@ mod tests {
     }
 
     #[test]
+    fn token_errors_map_to_gone_or_module_error() {
+        use cryptoki::context::Function;
+        for rv in [
+            RvError::DeviceRemoved,
+            RvError::TokenNotPresent,
+            RvError::SessionHandleInvalid,
+            RvError::SessionClosed,
+            RvError::DeviceError,
+        ] {
+            let e = module_err("ca", "signing")(CkError::Pkcs11(rv, Function::Sign));
+            assert_eq!(e.code(), "pkcs11-token-gone", "{rv:?}");
+            assert!(e.to_string().contains("reconnect it"), "{e}");
+        }
+        let e =
+            module_err("ca", "signing")(CkError::Pkcs11(RvError::FunctionFailed, Function::Sign));
+        assert_eq!(e.code(), "pkcs11-module-error");
+        assert!(
+            e.to_string().contains("signing failed on token \"ca\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn pin_tries_hint_says_what_the_token_reports() {
+        let e = |tries| {
+            Pkcs11Error::WrongPin {
+                token: "t".into(),
+                tries,
+            }
+            .to_string()
+        };
+        assert!(!e(PinTries::Unknown).contains("left"));
+        assert!(e(PinTries::Low).contains("few tries left"));
+        assert!(e(PinTries::FinalTry).contains("ONE try left"));
+    }
+
+    #[test]
     fn missing_module_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let e = module(&dir.path().join("nope.so")).unwrap_err();
