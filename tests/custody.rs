@@ -15,12 +15,13 @@ use std::sync::OnceLock;
 
 const SO_PIN: &str = "87654321";
 /// Tokens made once per test process, each used by one test, with its user PIN.
-const TOKENS: [(&str, &str); 5] = [
+const TOKENS: [(&str, &str); 6] = [
     ("gen", "1111"),
     ("import", "2222"),
     ("wrongpin", "3333"),
     ("workers", "4444"),
     ("lookup", "5555"),
+    ("gone", "6666"),
 ];
 
 struct Hsm {
@@ -363,4 +364,22 @@ fn each_worker_signs_on_its_own_session() {
             });
         }
     });
+}
+
+#[test]
+fn token_deleted_mid_batch_fails_the_signature_not_the_process() {
+    let Some(h) = hsm() else { return };
+    let key = Pkcs11Key::generate(&h.module, &sel("gone"), &pin("6666"), "nrfca CA").unwrap();
+    let w = key.worker().unwrap();
+    assert!(w.sign_der(b"before").is_ok());
+    // Another process deletes the token (as near to pulling it out as SoftHSM2 gets).
+    let o = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &h.conf)
+        .args(["--delete-token", "--token", "gone"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = w.sign_der(b"after").unwrap_err();
+    assert_eq!(e.code(), "pkcs11-token-gone", "{e}");
+    assert!(e.to_string().contains("reconnect the token"), "{e}");
 }

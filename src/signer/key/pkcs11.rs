@@ -93,8 +93,8 @@ pub enum Pkcs11Error {
         /// CKA_ID, hex.
         id: String,
     },
-    /// The token went away (removed, session closed, device error).
-    #[error("the PKCS#11 token \"{token}\" went away during {op} ({why}); reconnect it and rerun: nothing was issued from the interrupted batch")]
+    /// The token or its key went away (removed, session closed, device error, key deleted).
+    #[error("the PKCS#11 token \"{token}\" or its key went away during {op} ({why}); reconnect the token and rerun: nothing was issued from the interrupted batch")]
     TokenGone {
         /// Token label.
         token: String,
@@ -425,7 +425,9 @@ fn module_err<'a>(token: &'a str, op: &'static str) -> impl FnOnce(CkError) -> P
             | RvError::TokenNotPresent
             | RvError::SessionHandleInvalid
             | RvError::SessionClosed
-            | RvError::DeviceError),
+            | RvError::DeviceError
+            | RvError::KeyHandleInvalid
+            | RvError::ObjectHandleInvalid),
             _,
         ) => Pkcs11Error::TokenGone {
             token: token.to_string(),
@@ -1064,10 +1066,12 @@ mod tests {
             RvError::SessionHandleInvalid,
             RvError::SessionClosed,
             RvError::DeviceError,
+            RvError::KeyHandleInvalid,
+            RvError::ObjectHandleInvalid,
         ] {
             let e = module_err("ca", "signing")(CkError::Pkcs11(rv, Function::Sign));
             assert_eq!(e.code(), "pkcs11-token-gone", "{rv:?}");
-            assert!(e.to_string().contains("reconnect it"), "{e}");
+            assert!(e.to_string().contains("reconnect the token"), "{e}");
         }
         let e =
             module_err("ca", "signing")(CkError::Pkcs11(RvError::FunctionFailed, Function::Sign));
