@@ -772,7 +772,7 @@ impl Pkcs11Key {
         let sk = p256::SecretKey::from_pkcs8_der(pkcs8).map_err(|e| {
             Pkcs11Error::BadKey(format!("the key to import is not a P-256 PKCS#8 ({e})"))
         })?;
-        let scalar = Zeroizing::new(sk.to_bytes().to_vec());
+        let scalar = Zeroizing::new(sk.to_bytes());
         let point = sk.public_key().to_sec1_bytes();
         let mut ec_point = vec![0x04, 0x41];
         ec_point.extend_from_slice(&point);

@@ -384,15 +384,21 @@ fn share_plaintext(
     index: u8,
     data: &[u8],
 ) -> Zeroizing<String> {
-    Zeroizing::new(format!(
-        "{SHARE_MAGIC}\nca-sha256: {}\nset: {}\ncustodian: {custodian}\nthreshold: {}\nshares: {}\nindex: {index}\nrecipient: {}\nshare: {}\n",
+    let share = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(data));
+    let head = format!(
+        "{SHARE_MAGIC}\nca-sha256: {}\nset: {}\ncustodian: {custodian}\nthreshold: {}\nshares: {}\nindex: {index}\nrecipient: {}\nshare: ",
         m.ca_sha256,
         m.set,
         m.threshold,
         m.custodians.len(),
         m.recipient,
-        base64::engine::general_purpose::STANDARD.encode(data)
-    ))
+    );
+    // Sized up front so the buffer holding the share never reallocates (no unwiped copies).
+    let mut out = Zeroizing::new(String::with_capacity(head.len() + share.len() + 1));
+    out.push_str(&head);
+    out.push_str(&share);
+    out.push('\n');
+    out
 }
 
 /// What opens one share file.
