@@ -46,6 +46,14 @@ fn softhsm_module() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
+/// Tests share the module in this process: the one that deletes a token under a live key
+/// takes this for writing, the others for reading, so no test sees a token half gone.
+static TOKEN_DIR: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    TOKEN_DIR.read().unwrap_or_else(|p| p.into_inner())
+}
+
 fn hsm() -> Option<&'static Hsm> {
     static HSM: OnceLock<Option<Hsm>> = OnceLock::new();
     let h = HSM.get_or_init(|| {
@@ -194,6 +202,7 @@ fn flags(access: &str) -> Vec<String> {
 
 #[test]
 fn generated_key_signs_in_the_token_and_never_leaves_it() {
+    let _shared = shared();
     let Some(h) = hsm() else { return };
     let key = Pkcs11Key::generate(&h.module, &sel("gen"), &pin("1111"), "nrfca CA").unwrap();
     let public = key.public_key();
@@ -256,6 +265,7 @@ fn generated_key_signs_in_the_token_and_never_leaves_it() {
 
 #[test]
 fn imported_key_is_the_same_key_and_not_extractable() {
+    let _shared = shared();
     let Some(h) = hsm() else { return };
     let (orig, pkcs8) = nrfca::crypto::P256Key::generate().unwrap();
     let key = Pkcs11Key::import(
@@ -293,6 +303,7 @@ fn imported_key_is_the_same_key_and_not_extractable() {
 
 #[test]
 fn wrong_pin_is_refused_and_says_what_the_token_reports() {
+    let _shared = shared();
     let Some(h) = hsm() else { return };
     let e = Pkcs11Key::generate(&h.module, &sel("wrongpin"), &pin("0000"), "x").unwrap_err();
     assert_eq!(e.code(), "pkcs11-wrong-pin", "{e}");
@@ -320,6 +331,7 @@ fn wrong_pin_is_refused_and_says_what_the_token_reports() {
 
 #[test]
 fn missing_token_and_missing_key_are_named() {
+    let _shared = shared();
     let Some(h) = hsm() else { return };
     let e = Pkcs11Key::generate(&h.module, &sel("no-such-token"), &pin("5555"), "x").unwrap_err();
     assert_eq!(e.code(), "pkcs11-token-not-found");
@@ -346,6 +358,7 @@ fn missing_token_and_missing_key_are_named() {
 
 #[test]
 fn each_worker_signs_on_its_own_session() {
+    let _shared = shared();
     let Some(h) = hsm() else { return };
     let key = Pkcs11Key::generate(&h.module, &sel("workers"), &pin("4444"), "nrfca CA").unwrap();
     let public = key.public_key();
@@ -368,6 +381,7 @@ fn each_worker_signs_on_its_own_session() {
 
 #[test]
 fn token_deleted_mid_batch_fails_the_signature_not_the_process() {
+    let _excl = TOKEN_DIR.write().unwrap_or_else(|p| p.into_inner());
     let Some(h) = hsm() else { return };
     let key = Pkcs11Key::generate(&h.module, &sel("gone"), &pin("6666"), "nrfca CA").unwrap();
     let w = key.worker().unwrap();
@@ -382,4 +396,73 @@ fn token_deleted_mid_batch_fails_the_signature_not_the_process() {
     let e = w.sign_der(b"after").unwrap_err();
     assert_eq!(e.code(), "pkcs11-token-gone", "{e}");
     assert!(e.to_string().contains("reconnect the token"), "{e}");
+}
+
+#[test]
+fn quorum_share_files_on_disk_and_readable_by_stock_age() {
+    use nrfca::signer::key::quorum::{self, Custodian, ShareKey, ShareLock};
+    use nrfca::signer::secret;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, pkcs8) = nrfca::crypto::P256Key::generate().unwrap();
+    let carol_id = dir.path().join("carol.id");
+    let carol = common::age_identity(&carol_id);
+    let pw = |s: &str| age::secrecy::SecretString::from(s.to_string());
+    let custodians = vec![
+        Custodian {
+            name: "alice".into(),
+            lock: ShareLock::Passphrase(pw("alice pass")),
+        },
+        Custodian {
+            name: "bob".into(),
+            lock: ShareLock::Passphrase(pw("bob pass")),
+        },
+        Custodian {
+            name: "carol".into(),
+            lock: ShareLock::Recipient(carol),
+        },
+    ];
+    let setup = quorum::create(&pkcs8, "ab".repeat(32).as_str(), 2, &custodians, 10).unwrap();
+    let shares = dir.path().join("shares");
+    std::fs::create_dir(&shares).unwrap();
+    for f in &setup.shares {
+        secret::write_secret_file(&shares.join(&f.file_name), &f.bytes).unwrap();
+    }
+    let read = |name: &str| secret::read_key_file(&shares.join(name)).unwrap();
+    let alice = quorum::open_share(
+        "alice.share.age",
+        &read("alice.share.age"),
+        &ShareKey::Passphrase(pw("alice pass")),
+    )
+    .unwrap();
+    let ids = secret::load_identities(&carol_id).unwrap();
+    let carol_share = quorum::open_share(
+        "carol.share.age",
+        &read("carol.share.age"),
+        &ShareKey::Identities(&ids),
+    )
+    .unwrap();
+    let manifest = quorum::QuorumManifest::from_json(setup.manifest.to_json().as_bytes()).unwrap();
+    let key = quorum::unlock(&manifest, &setup.key_file, &[alice, carol_share]).unwrap();
+    assert_eq!(key.public_key(), ca.public_key());
+    let Custody::Quorum { participants, .. } = key.custody() else {
+        panic!("not quorum")
+    };
+    assert_eq!(participants, ["alice", "carol"]);
+
+    // A custodian can check their share with the stock age tool.
+    match Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&carol_id)
+        .arg(shares.join("carol.share.age"))
+        .output()
+    {
+        Ok(o) => {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let text = String::from_utf8(o.stdout).unwrap();
+            assert!(text.starts_with("nrfca share v1\n"), "{text}");
+            assert!(text.contains("\ncustodian: carol\n"), "{text}");
+        }
+        Err(_) => tool_missing("age (Debian package age) not on PATH"),
+    }
 }

@@ -451,13 +451,14 @@ pub fn find_token(
 ) -> Result<(Slot, TokenDesc), Pkcs11Error> {
     let mname = module_path.display().to_string();
     let slots = ctx
-        .get_slots_with_initialized_token()
+        .get_slots_with_token()
         .map_err(module_err(&mname, "listing slots"))?;
     let mut found = Vec::new();
     for slot in slots {
+        // A slot whose token cannot be read (being removed, broken) does not hide the others.
         let info = match ctx.get_token_info(slot) {
-            Ok(i) => i,
-            Err(_) => continue,
+            Ok(i) if i.token_initialized() => i,
+            _ => continue,
         };
         found.push((
             slot,
