@@ -595,7 +595,10 @@ pub fn combine(
         if s.threshold != manifest.threshold
             || usize::from(s.count) != manifest.custodians.len()
             || s.recipient != manifest.recipient
-            || manifest.custodians.get(usize::from(s.index) - 1) != Some(&s.custodian)
+            || usize::from(s.index)
+                .checked_sub(1)
+                .and_then(|i| manifest.custodians.get(i))
+                != Some(&s.custodian)
         {
             return Err(QuorumError::BadShare {
                 share: s.custodian.clone(),
@@ -969,6 +972,20 @@ mod tests {
         }
         let e = combine(&setup.manifest, &two).unwrap_err();
         assert_eq!(e.code(), "quorum-shares-do-not-combine");
+        // A share whose index was tampered with after opening: refused, no panic.
+        let mut two = open_all(&setup);
+        two[0].index = 0;
+        assert_eq!(
+            combine(&setup.manifest, &two).unwrap_err().code(),
+            "quorum-bad-share"
+        );
+        // A share claiming another custodian's slot in the set.
+        let mut two = open_all(&setup);
+        two[0].custodian = "mallory".into();
+        assert_eq!(
+            combine(&setup.manifest, &two).unwrap_err().code(),
+            "quorum-bad-share"
+        );
     }
 
     #[test]
