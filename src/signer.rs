@@ -10,6 +10,7 @@ pub mod audit;
 pub mod ca;
 pub mod db;
 pub mod issue;
+pub mod key;
 pub mod policy;
 pub mod protect;
 pub mod report;

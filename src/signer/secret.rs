@@ -21,8 +21,16 @@ use zeroize::Zeroizing;
 /// cannot hang the signer.
 pub const MAX_SCRYPT_LOG_N: u8 = 22;
 
-/// Smallest scrypt work factor used when encrypting (age calibrates to ~1 s; never below this).
-pub const MIN_SCRYPT_LOG_N: u8 = 18;
+/// Smallest scrypt work factor (log2 N) accepted when encrypting with an explicit
+/// `--scrypt-log-n`. 2^10 is only for tests and throw-away demos; real keys use
+/// [`DEFAULT_SCRYPT_LOG_N`] or more.
+pub const MIN_SCRYPT_LOG_N: u8 = 10;
+
+/// The scrypt work factor (log2 N) new passphrase-protected files get unless told otherwise:
+/// 2^18 needs about 256 MiB and well under a second to open, where age's own calibration
+/// (2^20 on current machines) needs about 1 GiB, too much for a small air-gapped laptop
+/// (SPEC §13). Accepted explicit values: [`MIN_SCRYPT_LOG_N`]`..=`[`MAX_SCRYPT_LOG_N`].
+pub const DEFAULT_SCRYPT_LOG_N: u8 = 18;
 
 /// Largest secret file (age-encrypted key, identity file, passphrase file) we read.
 pub const MAX_SECRET_FILE: u64 = 64 * 1024;
@@ -119,6 +127,8 @@ pub enum SecretError {
     Crypto(CryptoError),
     /// Core dumps could not be switched off before handling a secret.
     Harden(String),
+    /// An scrypt work factor outside the accepted range was asked for.
+    BadWorkFactor(u8),
 }
 
 impl fmt::Display for SecretError {
@@ -163,6 +173,10 @@ impl fmt::Display for SecretError {
             }
             SecretError::Encrypt(why) => write!(f, "encrypting the CA key failed: {why}"),
             SecretError::Crypto(e) => write!(f, "{e}"),
+            SecretError::BadWorkFactor(n) => write!(
+                f,
+                "scrypt work factor 2^{n} is outside {MIN_SCRYPT_LOG_N}..={MAX_SCRYPT_LOG_N}; give --scrypt-log-n in that range (default {DEFAULT_SCRYPT_LOG_N})"
+            ),
             SecretError::Harden(why) => write!(
                 f,
                 "cannot switch off core dumps before unlocking the CA key ({why}); run nrfca where prctl(PR_SET_DUMPABLE) and setrlimit(RLIMIT_CORE) are allowed"
@@ -382,22 +396,28 @@ pub fn parse_recipients(recipients: &[String]) -> Result<Vec<age::x25519::Recipi
 }
 
 /// Encrypt `plaintext` (the CA's PKCS#8) with age, ASCII-armored. Passphrases use scrypt at
-/// age's calibrated work factor (about one second here), never below 2^[`MIN_SCRYPT_LOG_N`].
+/// 2^[`DEFAULT_SCRYPT_LOG_N`]; see [`encrypt_with_log_n`] for an explicit work factor.
 pub fn encrypt(plaintext: &[u8], protection: &Protection) -> Result<Vec<u8>, SecretError> {
+    encrypt_with_log_n(plaintext, protection, DEFAULT_SCRYPT_LOG_N)
+}
+
+/// Encrypt `plaintext` with age, ASCII-armored; a passphrase uses scrypt with work factor
+/// 2^`log_n`, recorded in the file's header (read back with [`scrypt_log_n`]). `log_n` must be
+/// in [`MIN_SCRYPT_LOG_N`]`..=`[`MAX_SCRYPT_LOG_N`] (the decryption limit, so every file we
+/// write can be opened again); it is ignored for recipients.
+pub fn encrypt_with_log_n(
+    plaintext: &[u8],
+    protection: &Protection,
+    log_n: u8,
+) -> Result<Vec<u8>, SecretError> {
     match protection {
         Protection::Passphrase(p) => {
+            check_scrypt_log_n(log_n)?;
             if p.expose_secret().is_empty() {
                 return Err(SecretError::EmptyPassphrase);
             }
-            // age calibrates the work factor to about 1 s on this machine; on a slow or odd
-            // machine that could be cheap to brute force, so enforce a floor.
-            let r = age::scrypt::Recipient::new(p.clone());
-            let out = encrypt_to(plaintext, &[&r as &dyn age::Recipient])?;
-            if scrypt_log_n(&out).is_some_and(|n| n >= MIN_SCRYPT_LOG_N) {
-                return Ok(out);
-            }
             let mut r = age::scrypt::Recipient::new(p.clone());
-            r.set_work_factor(MIN_SCRYPT_LOG_N);
+            r.set_work_factor(log_n);
             encrypt_to(plaintext, &[&r as &dyn age::Recipient])
         }
         Protection::Recipients(list) => {
@@ -406,6 +426,15 @@ pub fn encrypt(plaintext: &[u8], protection: &Protection) -> Result<Vec<u8>, Sec
                 parsed.iter().map(|r| r as &dyn age::Recipient).collect();
             encrypt_to(plaintext, &refs)
         }
+    }
+}
+
+/// Refuse a scrypt work factor outside [`MIN_SCRYPT_LOG_N`]`..=`[`MAX_SCRYPT_LOG_N`].
+pub fn check_scrypt_log_n(log_n: u8) -> Result<(), SecretError> {
+    if (MIN_SCRYPT_LOG_N..=MAX_SCRYPT_LOG_N).contains(&log_n) {
+        Ok(())
+    } else {
+        Err(SecretError::BadWorkFactor(log_n))
     }
 }
 
@@ -497,6 +526,29 @@ pub fn decrypt(ciphertext: &[u8], unlock: &Unlock) -> Result<Zeroizing<Vec<u8>>,
                 .map_err(map_decrypt_err(false))?
         }
     };
+    read_payload(reader)
+}
+
+/// Decrypt an age file encrypted to X25519 recipients with identities already in memory
+/// (e.g. the quorum identity rebuilt from custodians' shares). A non-matching identity is
+/// [`SecretError::WrongSecret`]; a passphrase-protected file is refused the same way.
+pub fn decrypt_with_identities(
+    ciphertext: &[u8],
+    identities: &[age::x25519::Identity],
+) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    let d = decryptor(ciphertext)?;
+    if d.is_scrypt() {
+        return Err(SecretError::WrongSecret(
+            "this file is protected by a passphrase, not an age identity".into(),
+        ));
+    }
+    let reader = d
+        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
+        .map_err(map_decrypt_err(false))?;
+    read_payload(reader)
+}
+
+fn read_payload(reader: impl Read) -> Result<Zeroizing<Vec<u8>>, SecretError> {
     let mut out = Zeroizing::new(Vec::new());
     let mut reader = reader.take(MAX_SECRET_FILE + 1);
     reader
@@ -613,6 +665,33 @@ mod tests {
             ),
             Err(SecretError::WrongSecret(_))
         ));
+    }
+
+    #[test]
+    fn new_passphrase_file_records_the_default_work_factor() {
+        let pass = Protection::Passphrase(SecretString::from("pw".to_string()));
+        let ct = encrypt(b"pkcs8", &pass).unwrap();
+        assert_eq!(scrypt_log_n(&ct), Some(DEFAULT_SCRYPT_LOG_N));
+        assert_eq!(DEFAULT_SCRYPT_LOG_N, 18);
+        let pt = decrypt(
+            &ct,
+            &Unlock::Passphrase(SecretString::from("pw".to_string())),
+        )
+        .unwrap();
+        assert_eq!(&pt[..], b"pkcs8");
+    }
+
+    #[test]
+    fn explicit_work_factor_is_recorded_and_bounded() {
+        let pass = Protection::Passphrase(SecretString::from("pw".to_string()));
+        let ct = encrypt_with_log_n(b"pkcs8", &pass, 12).unwrap();
+        assert_eq!(scrypt_log_n(&ct), Some(12));
+        for bad in [MIN_SCRYPT_LOG_N - 1, MAX_SCRYPT_LOG_N + 1, 0, 40] {
+            assert!(matches!(
+                encrypt_with_log_n(b"x", &pass, bad),
+                Err(SecretError::BadWorkFactor(n)) if n == bad
+            ));
+        }
     }
 
     #[test]
