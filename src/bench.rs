@@ -6,6 +6,7 @@
 //! runner, results, progress events, [`BenchError`]).
 
 pub mod at;
+pub mod code;
 pub mod export;
 pub mod import;
 pub mod modem;
@@ -13,6 +14,7 @@ pub mod state;
 pub mod transport;
 pub mod worker;
 
+pub use code::BenchCode;
 pub use export::{export, ExportOptions, ExportReport};
 pub use import::{
     import, import_verified, verify_bundle, ImportOptions, ImportReport, VerifiedImport,

@@ -9,6 +9,7 @@
 //! restores the mode found before export.
 
 use super::at;
+use super::code::BenchCode;
 use super::modem::{keygen_from_lines, Modem, ModemError};
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
@@ -142,7 +143,7 @@ pub(crate) fn export_with(
                     uuid: None,
                     sec_tag: opts.sec_tag,
                     status: Status::Unknown,
-                    code: Some("internal-error".into()),
+                    code: Some(BenchCode::InternalError.to_string()),
                     detail: "the worker for this port stopped unexpectedly".into(),
                     next_step: Some("re-run export on this port; report the problem".into()),
                 })
@@ -236,53 +237,29 @@ enum Plan {
     Keygen { delete: Vec<u8>, why: String },
 }
 
-fn export_device(
-    ctx: &Ctx<'_>,
-    port: &str,
-    m: &mut Modem<Box<dyn Transport>>,
-    journal: &Journal,
-    track: &mut Track,
-) -> Result<DeviceResult, Fail> {
-    let tag = ctx.opts.sec_tag;
-    step(ctx, port, None, "identify");
-    let cfun_now = m.cfun()?;
-    let imei = m.imei()?;
-    journal.set_imei(&imei);
-    track.imei = Some(imei.clone());
-    let imei_s = Some(imei.as_str());
-    let firmware = m.firmware()?;
-    let model = m.model()?;
-    let existing = ctx.state.device(&imei, tag)?;
-    track.restore_to = existing
-        .as_ref()
-        .and_then(|r| r.cfun_before)
-        .or(Some(cfun_now));
-    track.uuid = existing.as_ref().and_then(|r| r.uuid.clone());
-    if let Err(reason) = at::keygen_supported(&firmware, &model) {
-        return Err(Fail::Refused {
-            code: "old-firmware".into(),
-            detail: reason,
-            next: "update the modem firmware (nRF9160: mfw 1.3.0 or later; nRF91x1: 2.0.0 or later), then re-run".into(),
-        });
-    }
-
-    step(ctx, port, imei_s, "check slot");
-    let listing = m.cmng_list(tag)?;
+/// Decide what to do with a device from its bench record and its slot listing (pure: no
+/// modem, no state). A refusal comes back as the [`Fail`] to report.
+fn plan(
+    tag: u32,
+    force: bool,
+    existing: Option<&DeviceRecord>,
+    listing: &[at::CmngEntry],
+) -> Result<Plan, Fail> {
     let key = listing.iter().find(|e| e.kind == 2).cloned();
     let cert = listing.iter().find(|e| e.kind == 1).cloned();
     let occupied = key.is_some() || cert.is_some();
     let when = |r: &DeviceRecord| r.exported_at.clone().unwrap_or_else(|| "?".into());
 
-    let plan = if ctx.opts.force && occupied {
+    let plan = if force && occupied {
         Plan::Keygen {
             delete: vec![0, 1, 2],
             why: "--force: replacing what the slot holds".into(),
         }
     } else {
-        match &existing {
+        match existing {
             None if occupied => {
                 return Err(Fail::Refused {
-                    code: "slot-occupied".into(),
+                    code: BenchCode::SlotOccupied,
                     detail: format!(
                         "sec_tag {tag} already holds a client {} this bench did not export",
                         if key.is_some() { "key" } else { "certificate" }
@@ -310,7 +287,7 @@ fn export_device(
                 }
                 Some(_) => {
                     return Err(Fail::Refused {
-                        code: "key-changed".into(),
+                        code: BenchCode::KeyChanged,
                         detail: format!(
                             "sec_tag {tag} holds a different key than the one exported on {}",
                             when(r)
@@ -320,7 +297,7 @@ fn export_device(
                 }
                 None if cert.is_some() => {
                     return Err(Fail::Refused {
-                        code: "slot-occupied".into(),
+                        code: BenchCode::SlotOccupied,
                         detail: format!("sec_tag {tag} holds a certificate but not the key exported on {}", when(r)),
                         next: "re-run with --force to clear the slot and generate a new key".into(),
                     })
@@ -344,7 +321,7 @@ fn export_device(
                 },
                 (Some(_), None) | (None, _) if occupied => {
                     return Err(Fail::Refused {
-                        code: "slot-occupied".into(),
+                        code: BenchCode::SlotOccupied,
                         detail: format!("sec_tag {tag} holds a certificate after an interrupted export"),
                         next: "re-run with --force to clear the slot and generate a new key".into(),
                     })
@@ -358,7 +335,7 @@ fn export_device(
                 // export-failed
                 if occupied {
                     return Err(Fail::Refused {
-                        code: r.error_code.clone().unwrap_or_else(|| "slot-occupied".into()),
+                        code: r.error_code.clone().map_or(BenchCode::SlotOccupied, BenchCode::Recorded),
                         detail: format!(
                             "sec_tag {tag} holds a key or certificate and the last export failed: {}",
                             r.last_error.as_deref().unwrap_or("no detail")
@@ -373,6 +350,42 @@ fn export_device(
             }
         }
     };
+    Ok(plan)
+}
+
+fn export_device(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    track: &mut Track,
+) -> Result<DeviceResult, Fail> {
+    let tag = ctx.opts.sec_tag;
+    step(ctx, port, None, "identify");
+    let cfun_now = m.cfun()?;
+    let imei = m.imei()?;
+    journal.set_imei(&imei);
+    track.imei = Some(imei.clone());
+    let imei_s = Some(imei.as_str());
+    let firmware = m.firmware()?;
+    let model = m.model()?;
+    let existing = ctx.state.device(&imei, tag)?;
+    track.restore_to = existing
+        .as_ref()
+        .and_then(|r| r.cfun_before)
+        .or(Some(cfun_now));
+    track.uuid = existing.as_ref().and_then(|r| r.uuid.clone());
+    if let Err(reason) = at::keygen_supported(&firmware, &model) {
+        return Err(Fail::Refused {
+            code: BenchCode::OldFirmware,
+            detail: reason,
+            next: "update the modem firmware (nRF9160: mfw 1.3.0 or later; nRF91x1: 2.0.0 or later), then re-run".into(),
+        });
+    }
+
+    step(ctx, port, imei_s, "check slot");
+    let listing = m.cmng_list(tag)?;
+    let plan = plan(tag, ctx.opts.force, existing.as_ref(), &listing)?;
 
     let mut rec = existing.clone().unwrap_or_else(|| {
         let mut r = DeviceRecord::new(&imei, tag, DeviceState::ExportUnknown);
@@ -463,7 +476,7 @@ fn export_device(
                     } else {
                         e.next_step()
                     };
-                    rec.note_error(port, &code, &e.to_string());
+                    rec.note_error(port, &code.to_string(), &e.to_string());
                     journal.commit(&rec)?;
                     return Err(Fail::Refused {
                         code,
@@ -507,7 +520,7 @@ fn finish(
             rec.state = DeviceState::ExportFailed;
             rec.note_error(
                 port,
-                &format!("keygen-{}", rej.code),
+                &BenchCode::Keygen(rej.code).to_string(),
                 &format!(
                     "the modem's KEYGEN reply fails the signer's check ({rej}); the key stays in the slot"
                 ),
@@ -515,7 +528,7 @@ fn finish(
             journal.note("check", &format!("rejected: {}", rej.code));
             journal.commit(&rec)?;
             return Err(Fail::Refused {
-                code: format!("keygen-{}", rej.code),
+                code: BenchCode::Keygen(rej.code),
                 detail: format!("the KEYGEN reply would be rejected by `nrfca sign`: {rej}"),
                 next: format!(
                     "{}; then re-run with --force to replace the key",
@@ -544,7 +557,7 @@ fn finish(
             );
             journal.commit(&rec)?;
             return Err(Fail::Refused {
-                code: "no-key-stored".into(),
+                code: BenchCode::NoKeyStored,
                 detail: format!("KEYGEN answered but sec_tag {tag} lists no key"),
                 next: "re-run export: a new key is generated".into(),
             });
@@ -604,4 +617,169 @@ fn finish(
         detail: format!("request written to {out_name}"),
         next_step: Some("sign the requests file, then `nrfca bench import`".into()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: u8, sha: &str) -> at::CmngEntry {
+        at::CmngEntry {
+            sec_tag: 7,
+            kind,
+            sha256: sha.into(),
+        }
+    }
+
+    fn record(state: DeviceState, key: Option<&str>, keygen: Option<&str>) -> DeviceRecord {
+        let mut r = DeviceRecord::new("355025930000000", 7, state);
+        r.key_sha256 = key.map(str::to_string);
+        r.keygen = keygen.map(str::to_string);
+        r.error_code = (state == DeviceState::ExportFailed).then(|| "cme-523".to_string());
+        r
+    }
+
+    /// What `plan` decides, as a short string the table can name.
+    fn outcome(r: Result<Plan, Fail>) -> String {
+        match r {
+            Ok(Plan::Skip(_)) => "skip".into(),
+            Ok(Plan::Adopt(k)) => format!("adopt {k}"),
+            Ok(Plan::Keygen { delete, .. }) => format!("keygen delete {delete:?}"),
+            Err(f) => format!("refuse {}", f.parts().0),
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        use DeviceState::*;
+        let key_a = || entry(2, "AA");
+        let key_b = || entry(2, "BB");
+        let cert = || entry(1, "CC");
+        let cases: Vec<(&str, bool, Option<DeviceRecord>, Vec<at::CmngEntry>, &str)> = vec![
+            ("new, empty slot", false, None, vec![], "keygen delete []"),
+            (
+                "new, foreign key",
+                false,
+                None,
+                vec![key_a()],
+                "refuse slot-occupied",
+            ),
+            (
+                "new, foreign cert",
+                false,
+                None,
+                vec![cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "new, foreign key, --force",
+                true,
+                None,
+                vec![key_a(), cert()],
+                "keygen delete [0, 1, 2]",
+            ),
+            (
+                "--force on an empty slot",
+                true,
+                None,
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "exported, same key",
+                false,
+                Some(record(Exported, Some("aa"), None)),
+                vec![key_a()],
+                "skip",
+            ),
+            (
+                "imported, same key",
+                false,
+                Some(record(Imported, Some("AA"), None)),
+                vec![key_a(), cert()],
+                "skip",
+            ),
+            (
+                "exported, other key",
+                false,
+                Some(record(Exported, Some("AA"), None)),
+                vec![key_b()],
+                "refuse key-changed",
+            ),
+            (
+                "exported, key gone, cert left",
+                false,
+                Some(record(Exported, Some("AA"), None)),
+                vec![cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "exported, slot empty",
+                false,
+                Some(record(Exported, Some("AA"), None)),
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "unknown, key and reply kept",
+                false,
+                Some(record(ExportUnknown, None, Some("K.C"))),
+                vec![key_a()],
+                "adopt K.C",
+            ),
+            (
+                "unknown, key, reply lost",
+                false,
+                Some(record(ExportUnknown, None, None)),
+                vec![key_a()],
+                "keygen delete [2]",
+            ),
+            (
+                "unknown, key and cert, reply lost",
+                false,
+                Some(record(ExportUnknown, None, None)),
+                vec![key_a(), cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "unknown, cert only",
+                false,
+                Some(record(ExportUnknown, None, Some("K.C"))),
+                vec![cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "unknown, nothing",
+                false,
+                Some(record(ExportUnknown, None, None)),
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "failed, empty",
+                false,
+                Some(record(ExportFailed, None, None)),
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "failed, occupied: the recorded code",
+                false,
+                Some(record(ExportFailed, None, None)),
+                vec![key_a()],
+                "refuse cme-523",
+            ),
+            (
+                "failed, occupied, --force",
+                true,
+                Some(record(ExportFailed, None, None)),
+                vec![key_a()],
+                "keygen delete [0, 1, 2]",
+            ),
+        ];
+        for (name, force, existing, listing, want) in cases {
+            let got = outcome(plan(7, force, existing.as_ref(), &listing));
+            assert_eq!(got, want, "case: {name}");
+        }
+    }
 }

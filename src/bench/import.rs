@@ -10,6 +10,7 @@
 //! `--force`, journaled). The private key (type 2) is never touched.
 
 use super::at;
+use super::code::BenchCode;
 use super::modem::Modem;
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
@@ -400,7 +401,7 @@ pub(crate) fn import_with(
                     uuid: None,
                     sec_tag: 0,
                     status: Status::Unknown,
-                    code: Some("internal-error".into()),
+                    code: Some(BenchCode::InternalError.to_string()),
                     detail: "the worker for this port stopped unexpectedly".into(),
                     next_step: Some("re-run import on this port; report the problem".into()),
                 })
@@ -529,20 +530,21 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
         "sign this device's request again with the trusted CA and import the new bundle";
     let der = first_cert_der(&row.certificate_pem).ok_or_else(|| {
         refused(
-            "cert-malformed",
+            BenchCode::CertMalformed,
             "the bundle row holds no certificate PEM",
             next_resign,
         )
     })?;
-    let cert = parse_cert_der(&der).map_err(|d| refused("cert-malformed", d, next_resign))?;
+    let cert =
+        parse_cert_der(&der).map_err(|d| refused(BenchCode::CertMalformed, d, next_resign))?;
     let tbs = &cert.tbs_certificate;
     let issuer = tbs
         .issuer
         .to_der()
-        .map_err(|e| refused("cert-malformed", e.to_string(), next_resign))?;
+        .map_err(|e| refused(BenchCode::CertMalformed, e.to_string(), next_resign))?;
     if issuer != ca.subject_der {
         return Err(refused(
-            "cert-untrusted",
+            BenchCode::CertUntrusted,
             "the certificate's issuer is not the trusted CA",
             next_resign,
         ));
@@ -550,18 +552,18 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
     const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
     if cert.signature_algorithm.oid.to_string() != ECDSA_SHA256 {
         return Err(refused(
-            "cert-untrusted",
+            BenchCode::CertUntrusted,
             "the certificate is not signed with ecdsa-with-SHA256",
             next_resign,
         ));
     }
     let tbs_der = tbs
         .to_der()
-        .map_err(|e| refused("cert-malformed", e.to_string(), next_resign))?;
+        .map_err(|e| refused(BenchCode::CertMalformed, e.to_string(), next_resign))?;
     let sig = cert.signature.as_bytes().unwrap_or(&[]);
     if !crate::crypto::verify_p256_sha256(&ca.public_key, &tbs_der, sig) {
         return Err(refused(
-            "cert-untrusted",
+            BenchCode::CertUntrusted,
             "the certificate's signature does not verify with the trusted CA key",
             next_resign,
         ));
@@ -574,7 +576,7 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
         .unwrap_or_default();
     if Some(key.as_str()) != rec.public_key.as_deref() {
         return Err(refused(
-            "cert-key-mismatch",
+            BenchCode::CertKeyMismatch,
             "the certificate's public key is not the key this device exported",
             "the bundle holds a certificate for an older or other key: export the device again if its key changed, sign, and import the new bundle",
         ));
@@ -586,7 +588,7 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
         .unwrap_or_default();
     if not_after <= now_unix {
         return Err(refused(
-            "cert-expired",
+            BenchCode::CertExpired,
             format!("the certificate expired ({})", row.not_after),
             next_resign,
         ));
@@ -611,7 +613,7 @@ fn check_names_device(subject: &x509_cert::name::Name, rec: &DeviceRecord) -> Re
     }
     let [cn] = cns.as_slice() else {
         return Err(refused(
-            "cert-wrong-device",
+            BenchCode::CertWrongDevice,
             format!(
                 "the certificate's subject has {} CN attributes, not one naming the device",
                 cns.len()
@@ -628,7 +630,7 @@ fn check_names_device(subject: &x509_cert::name::Name, rec: &DeviceRecord) -> Re
         return Ok(());
     }
     Err(refused(
-        "cert-wrong-device",
+        BenchCode::CertWrongDevice,
         format!(
             "the certificate is for CN {}, not this device (UUID {}, IMEI {})",
             crate::util::term_escape(cn),
@@ -654,7 +656,7 @@ fn check_ca_pin(
     for r in records {
         let (code, detail) = match &r.ca_sha256 {
             Some(pinned) if !pinned.eq_ignore_ascii_case(&ca.sha256) => (
-                "ca-changed",
+                BenchCode::CaChanged,
                 format!(
                     "sec_tag {} holds a certificate from CA {pinned}; this bundle is from CA {}",
                     r.sec_tag, ca.sha256
@@ -665,7 +667,7 @@ fn check_ca_pin(
                 .as_deref()
                 .is_some_and(|c| !c.eq_ignore_ascii_case(cert_sha)) =>
             (
-                "ca-unpinned",
+                BenchCode::CaUnpinned,
                 format!(
                     "sec_tag {} holds certificate {} installed before nrfca pinned CAs (its CA is unknown); this bundle is from CA {}",
                     r.sec_tag,
@@ -703,7 +705,7 @@ fn import_device(
     let records = ctx.state.devices_by_imei(&imei)?;
     if records.is_empty() {
         return Err(refused(
-            "not-exported-here",
+            BenchCode::NotExportedHere,
             format!(
                 "IMEI {imei} was never exported on this bench (state {})",
                 ctx.state.path().display()
@@ -725,20 +727,20 @@ fn import_device(
             let uuid = track.uuid.clone().unwrap_or_default();
             if let Some(r) = records.iter().find(|r| !r.state.has_exported_key()) {
                 return Err(refused(
-                    "not-exported",
+                    BenchCode::NotExported,
                     format!("the device's export is not complete (state {})", r.state),
                     r.state.next_step(),
                 ));
             }
             if let Some((_, code, detail)) = ctx.rejects.iter().find(|(u, _, _)| *u == uuid) {
                 return Err(refused(
-                    "request-rejected",
+                    BenchCode::RequestRejected,
                     format!("the signer rejected this device's request: {code}: {detail}"),
                     "see rejects.csv in the bundle; fix the cause, export again if needed, and sign again",
                 ));
             }
             return Err(refused(
-                "no-certificate",
+                BenchCode::NoCertificate,
                 "the bundle has no certificate for this device",
                 "check that its request was in the signed requests file, or use the bundle that has it",
             ));
@@ -759,7 +761,7 @@ fn import_device(
                 .is_some_and(|r| !r.eq_ignore_ascii_case(&u)) =>
         {
             return Err(refused(
-                "identity-mismatch",
+                BenchCode::IdentityMismatch,
                 format!(
                     "the modem reports UUID {u}, but IMEI {imei} was exported as {}",
                     rec.uuid.as_deref().unwrap_or("?")
@@ -787,7 +789,7 @@ fn import_device(
     let key = match key {
         None => {
             return Err(refused(
-                "key-missing",
+                BenchCode::KeyMissing,
                 format!("sec_tag {tag} no longer holds the key exported on {}", rec.exported_at.as_deref().unwrap_or("?")),
                 "the certificate is useless without its key: run `nrfca bench export --force` on this device, sign, and import again",
             ))
@@ -797,7 +799,7 @@ fn import_device(
     if let Some(recorded) = &rec.key_sha256 {
         if !recorded.eq_ignore_ascii_case(&key.sha256) {
             return Err(refused(
-                "key-changed",
+                BenchCode::KeyChanged,
                 format!("sec_tag {tag} holds a different key than the one exported"),
                 "run `nrfca bench export --force` on this device, sign, and import again",
             ));
@@ -890,7 +892,7 @@ fn import_device(
     }
     if !problems.is_empty() {
         return Err(refused(
-            "verify-failed",
+            BenchCode::VerifyFailed,
             format!("after writing, the modem's listing does not match: {}", problems.join("; ")),
             "re-run import; if it persists the modem stores credentials differently (check its firmware)",
         ));

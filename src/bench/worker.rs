@@ -1,6 +1,7 @@
 //! What export and import share: per-port results and progress events, the bench error type,
 //! and the per-port runner (open, sync, journal every command, reconnect after an unplug).
 
+use super::code::BenchCode;
 use super::modem::{CommandRecord, Modem, ModemError, Timeouts};
 use super::state::{Actor, State, StateError};
 use super::transport::{self, SerialSettings, Transport};
@@ -265,7 +266,7 @@ pub(crate) enum Fail {
     Modem(ModemError),
     /// The bench refused to go on with this device.
     Refused {
-        code: String,
+        code: BenchCode,
         detail: String,
         next: String,
     },
@@ -290,14 +291,14 @@ impl Fail {
     pub(crate) fn parts(self) -> (String, String, String, bool) {
         match self {
             Fail::Modem(e) => (
-                error_code(&e),
+                error_code(&e).to_string(),
                 e.to_string(),
                 e.next_step(),
                 e.outcome_unknown(),
             ),
-            Fail::Refused { code, detail, next } => (code, detail, next, false),
+            Fail::Refused { code, detail, next } => (code.to_string(), detail, next, false),
             Fail::Internal(d) => (
-                "internal-error".to_string(),
+                BenchCode::InternalError.to_string(),
                 d,
                 "check the bench state directory and re-run".to_string(),
                 false,
@@ -307,9 +308,9 @@ impl Fail {
 }
 
 /// A refusal with a code, a detail and what to do next.
-pub(crate) fn refused(code: &str, detail: impl Into<String>, next: impl Into<String>) -> Fail {
+pub(crate) fn refused(code: BenchCode, detail: impl Into<String>, next: impl Into<String>) -> Fail {
     Fail::Refused {
-        code: code.into(),
+        code,
         detail: detail.into(),
         next: next.into(),
     }
@@ -473,23 +474,23 @@ pub(crate) fn unique_ports(ports: &[String]) -> Vec<String> {
 }
 
 /// A short code for a modem error (for status and JSON).
-pub(crate) fn error_code(e: &ModemError) -> String {
+pub(crate) fn error_code(e: &ModemError) -> BenchCode {
     match e {
         ModemError::Open(o) => match o.kind {
-            transport::OpenErrorKind::NotFound => "port-not-found".into(),
-            transport::OpenErrorKind::Permission => "port-permission".into(),
-            transport::OpenErrorKind::Busy => "port-busy".into(),
-            transport::OpenErrorKind::Other => "port-open-failed".into(),
+            transport::OpenErrorKind::NotFound => BenchCode::PortNotFound,
+            transport::OpenErrorKind::Permission => BenchCode::PortPermission,
+            transport::OpenErrorKind::Busy => BenchCode::PortBusy,
+            transport::OpenErrorKind::Other => BenchCode::PortOpenFailed,
         },
-        ModemError::NotResponding { .. } => "not-responding".into(),
-        ModemError::Timeout { .. } => "timeout".into(),
-        ModemError::Disconnected { .. } => "disconnected".into(),
-        ModemError::Reset { .. } => "device-reset".into(),
-        ModemError::Error { .. } => "at-error".into(),
-        ModemError::Cme { code, .. } => format!("cme-{}", code.0),
-        ModemError::Cms { code, .. } => format!("cms-{code}"),
-        ModemError::Unexpected { .. } => "unexpected-reply".into(),
-        ModemError::Encode { .. } => "bad-content".into(),
+        ModemError::NotResponding { .. } => BenchCode::NotResponding,
+        ModemError::Timeout { .. } => BenchCode::Timeout,
+        ModemError::Disconnected { .. } => BenchCode::Disconnected,
+        ModemError::Reset { .. } => BenchCode::DeviceReset,
+        ModemError::Error { .. } => BenchCode::AtError,
+        ModemError::Cme { code, .. } => BenchCode::Cme(code.0),
+        ModemError::Cms { code, .. } => BenchCode::Cms(*code),
+        ModemError::Unexpected { .. } => BenchCode::UnexpectedReply,
+        ModemError::Encode { .. } => BenchCode::BadContent,
     }
 }
 
