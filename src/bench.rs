@@ -15,7 +15,7 @@ pub mod transport;
 pub mod worker;
 
 pub use code::BenchCode;
-pub use export::{export, ExportOptions, ExportReport};
+pub use export::{export, DeviceId, ExportOptions, ExportReport};
 pub use import::{
     import, import_verified, verify_bundle, ImportOptions, ImportReport, VerifiedImport,
 };

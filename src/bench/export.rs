@@ -42,6 +42,37 @@ pub struct ExportOptions {
     pub bench_name: Option<String>,
     /// Serial settings, timeouts, reconnect policy.
     pub settings: PortSettings,
+    /// What the CSR's CN names: the device UUID (default) or `nrf-<IMEI>`.
+    pub device_id: DeviceId,
+}
+
+/// What the certificate request names the device by (`--device-id`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceId {
+    /// `CN=<device UUID>`: plain `AT%KEYGEN=<tag>,2,0` (nRF Cloud's default).
+    #[default]
+    Uuid,
+    /// `CN=nrf-<IMEI>`: `AT%KEYGEN=<tag>,2,0,"CN=nrf-<IMEI>"`, for fleets whose firmware
+    /// connects as `nrf-<IMEI>`; sign the requests with `nrfca sign --device-id cn`.
+    Imei,
+}
+
+impl DeviceId {
+    /// The subject attributes to ask KEYGEN for (none for the UUID).
+    pub fn keygen_attributes(self, imei: &str) -> Option<String> {
+        match self {
+            DeviceId::Uuid => None,
+            DeviceId::Imei => Some(format!("CN=nrf-{imei}")),
+        }
+    }
+
+    /// How the KEYGEN reply is checked (as `sign` will check it).
+    pub fn check_mode(self) -> DeviceIdMode {
+        match self {
+            DeviceId::Uuid => DeviceIdMode::Uuid,
+            DeviceId::Imei => DeviceIdMode::Cn,
+        }
+    }
 }
 
 impl ExportOptions {
@@ -56,6 +87,7 @@ impl ExportOptions {
             operator: None,
             bench_name: None,
             settings: PortSettings::default(),
+            device_id: DeviceId::Uuid,
         }
     }
 }
@@ -443,7 +475,8 @@ fn export_device(
                 }
             }
             step(ctx, port, imei_s, "KEYGEN");
-            match m.keygen(tag) {
+            let attributes = ctx.opts.device_id.keygen_attributes(&imei);
+            match m.keygen(tag, attributes.as_deref()) {
                 Ok(s) => s,
                 Err(ModemError::Timeout {
                     partial,
@@ -470,8 +503,16 @@ fn export_device(
                 Err(e) => {
                     // A definite refusal: no key was made.
                     rec.state = DeviceState::ExportFailed;
-                    let code = error_code(&e);
-                    let next = if e.cme() == Some(at::CmeCode::ALREADY_EXISTS) {
+                    let attributes_refused =
+                        attributes.is_some() && matches!(e, ModemError::Error { .. });
+                    let code = if attributes_refused {
+                        BenchCode::KeygenAttributesRefused
+                    } else {
+                        error_code(&e)
+                    };
+                    let next = if attributes_refused {
+                        "this firmware does not take subject attributes in %KEYGEN: update the modem firmware, or export this device with --device-id uuid (and sign without --device-id cn)".to_string()
+                    } else if e.cme() == Some(at::CmeCode::ALREADY_EXISTS) {
                         "the modem says the slot already holds a key: re-run (the slot is listed again) or use --force".to_string()
                     } else {
                         e.next_step()
@@ -511,7 +552,7 @@ fn finish(
         keygen_text,
         &CheckOptions {
             sec_tag: Some(tag),
-            device_id: DeviceIdMode::Uuid,
+            device_id: ctx.opts.device_id.check_mode(),
             imei: Some(imei.clone()),
         },
     ) {

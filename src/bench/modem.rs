@@ -666,9 +666,21 @@ impl<T: Transport> Modem<T> {
         }
     }
 
-    /// `AT%KEYGEN=<tag>,2,0` → the text between the quotes of `%KEYGEN: "…"`.
-    pub fn keygen(&mut self, sec_tag: u32) -> Result<String, ModemError> {
-        let cmd = format!("AT%KEYGEN={sec_tag},2,0");
+    /// `AT%KEYGEN=<tag>,2,0` (with subject attributes: `AT%KEYGEN=<tag>,2,0,"<attributes>"`)
+    /// → the text between the quotes of `%KEYGEN: "…"`.
+    pub fn keygen(&mut self, sec_tag: u32, attributes: Option<&str>) -> Result<String, ModemError> {
+        let cmd = match attributes {
+            None => format!("AT%KEYGEN={sec_tag},2,0"),
+            Some(a) => {
+                if a.contains('"') {
+                    return Err(ModemError::Encode {
+                        command: format!("AT%KEYGEN={sec_tag},2,0,…"),
+                        error: at::EncodeError::Quote,
+                    });
+                }
+                format!("AT%KEYGEN={sec_tag},2,0,\"{a}\"")
+            }
+        };
         let lines = self.command(&cmd, self.timeouts.keygen)?;
         keygen_from_lines(&lines).ok_or_else(|| ModemError::Unexpected {
             command: cmd,
@@ -953,8 +965,8 @@ pub(crate) mod tests {
         assert_eq!(l[0].sha256, sha);
         assert!(!m.cmng_delete(16842753, 1).unwrap());
         assert!(m.cmng_delete(16842753, 2).unwrap());
-        assert_eq!(m.keygen(16842753).unwrap(), "abc.def");
-        let e = m.keygen(16842753).unwrap_err();
+        assert_eq!(m.keygen(16842753, None).unwrap(), "abc.def");
+        let e = m.keygen(16842753, None).unwrap_err();
         assert_eq!(e.cme(), Some(CmeCode::LTE_ACTIVE));
         assert!(e.to_string().contains("AT%KEYGEN=16842753,2,0"));
         assert!(e.to_string().contains("CFUN=4"));
@@ -979,7 +991,7 @@ pub(crate) mod tests {
             ],
             4,
         );
-        let e = m.keygen(7).unwrap_err();
+        let e = m.keygen(7, None).unwrap_err();
         assert!(e.outcome_unknown(), "{e}");
         match &e {
             ModemError::Timeout { partial, .. } => {
@@ -1078,7 +1090,7 @@ pub(crate) mod tests {
                     3 => m.model().map(|_| ()),
                     4 => m.device_uuid().map(|_| ()),
                     5 => m.cmng_list(16842753).map(|_| ()),
-                    _ => m.keygen(16842753).map(|_| ()),
+                    _ => m.keygen(16842753, None).map(|_| ()),
                 };
             }
         }

@@ -144,8 +144,22 @@ pub struct ExportArgs {
     /// Any certificate issued for the old key becomes useless.
     #[arg(long)]
     force: bool,
+    /// What the certificate names the device by: `uuid` (CN = the device UUID, nRF Cloud's
+    /// default) or `imei` (CN = nrf-<IMEI>, for firmware that connects as nrf-<IMEI>; sign
+    /// those requests with `nrfca sign --device-id cn`).
+    #[arg(long, value_enum, value_name = "ID", default_value_t = DeviceIdArg::Uuid)]
+    device_id: DeviceIdArg,
     #[command(flatten)]
     serial: SerialArgs,
+}
+
+/// `--device-id` of `bench export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceIdArg {
+    /// CN = the device UUID.
+    Uuid,
+    /// CN = nrf-<IMEI>.
+    Imei,
 }
 
 /// Arguments of `bench import`.
@@ -436,6 +450,10 @@ fn run_export(a: ExportArgs) -> CliResult {
         operator: a.serial.operator.clone(),
         bench_name: a.serial.bench.clone(),
         settings,
+        device_id: match a.device_id {
+            DeviceIdArg::Uuid => nrfca::bench::DeviceId::Uuid,
+            DeviceIdArg::Imei => nrfca::bench::DeviceId::Imei,
+        },
     };
     let render = Arc::new(Render::new(&opts.ports));
     render.watch_interrupts("export")?;
@@ -462,8 +480,9 @@ fn run_export(a: ExportArgs) -> CliResult {
         }
     } else if report.exported() > 0 || outcome == Outcome::Done {
         say!(
-            "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
+            "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE{} {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
             report.out.display(),
+            if a.device_id == DeviceIdArg::Imei { " --device-id cn" } else { "" },
             report.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| report.out.display().to_string())
         );
     }

@@ -681,6 +681,9 @@ impl Modem {
         let Ok(tag32) = u32::try_from(tag) else {
             return Final::Error;
         };
+        if attributes.is_some() && self.faults.fire(Fault::KeygenNoAttributes, &r.name, true) {
+            return Final::Error;
+        }
         if self.cfun == 1 {
             return self.cme(518);
         }

@@ -1,0 +1,225 @@
+//! Bench reach (SPEC §14) through the binary on simulated modems: an `nrf-<IMEI>` fleet end to
+//! end (`bench export --device-id imei`, `sign --device-id cn`, `bench import`), a device that
+//! refuses KEYGEN attributes failing alone with its code and finished by a re-run, and the
+//! root CA bundle on its own sec_tag (`bench import --ca-sec-tag`).
+#![cfg(feature = "bench")]
+
+use nrfca::keygen::{check, CheckOptions, DeviceIdMode};
+use nrfca::sim::{Fault, FaultSpec, Latency, SimConfig, Simulator};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod common;
+use common::{bin, run, sha_upper, stderr, TAG};
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    sim: Simulator,
+    ports: Vec<String>,
+}
+
+impl Fleet {
+    fn new(count: usize, specs: Vec<FaultSpec>) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Simulator::start(SimConfig {
+            count,
+            latency: Latency::Test,
+            link_dir: Some(dir.path().join("modems")),
+            fault_specs: specs,
+            boot_cfun: 1,
+            ..SimConfig::default()
+        })
+        .expect("simulator starts");
+        let ports = common::port_names(&sim);
+        Fleet { dir, sim, ports }
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn bench(&self, sub: &str, extra: &[&str]) -> Output {
+        let mut c = bin();
+        c.args(["bench", sub]);
+        for p in &self.ports {
+            c.args(["--port", p]);
+        }
+        c.arg("--state").arg(self.p("S")).args([
+            "--operator",
+            "tech",
+            "--timeout",
+            "1.5",
+            "--slow-timeout",
+            "3",
+            "--reconnect-wait",
+            "1",
+            "--json",
+        ]);
+        c.args(extra);
+        run(&mut c)
+    }
+
+    fn export(&self, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let out = self.p("requests.csv");
+        let mut args = vec!["--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = self.bench("export", &args);
+        let json = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("export --json: {e}; stderr: {}", stderr(&o)));
+        (o.status.code(), json)
+    }
+
+    fn sign(&self, extra: &[&str]) -> (Output, PathBuf) {
+        if !self.p("ca/ca.pem").exists() {
+            common::ca_init_age(
+                &self.p("ca"),
+                &self.p("id.agekey"),
+                "CN=Reach Test CA,O=Test",
+                &["--operator", "officer"],
+            );
+        }
+        let bundle = self.p("bundle");
+        let _ = std::fs::remove_dir_all(&bundle);
+        let o = run(bin()
+            .args(["sign", "--ca-dir"])
+            .arg(self.p("ca"))
+            .arg("--identity")
+            .arg(self.p("id.agekey"))
+            .arg("--out")
+            .arg(&bundle)
+            .args(["--operator", "officer"])
+            .args(extra)
+            .arg(self.p("requests.csv")));
+        (o, bundle)
+    }
+
+    fn import(&self, bundle: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let trust = self.p("ca/ca.pem");
+        let mut args = vec![
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--trust",
+            trust.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = self.bench("import", &args);
+        let json = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("import --json: {e}; stderr: {}", stderr(&o)));
+        (o.status.code(), json)
+    }
+}
+
+/// (imei, keygen) of every request row.
+fn rows(path: &Path) -> Vec<(String, String)> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[1].to_string(), rec[3].to_string())
+        })
+        .collect()
+}
+
+fn statuses(report: &serde_json::Value) -> Vec<String> {
+    report["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The subject CN of a PEM certificate.
+fn cert_cn(pem: &str) -> String {
+    use der::Decode;
+    let der = nrfca::util::first_cert_der(pem).expect("a certificate");
+    let cert = x509_cert::Certificate::from_der(&der).unwrap();
+    cert.tbs_certificate.subject.to_string()
+}
+
+#[test]
+fn imei_fleet_end_to_end_and_a_device_refusing_attributes_fails_alone() {
+    let f = Fleet::new(4, vec![FaultSpec::on(3, Fault::KeygenNoAttributes)]);
+
+    // Export: three devices done, the fourth refuses the attributes and fails alone.
+    let (code, report) = f.export(&["--device-id", "imei"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(
+        statuses(&report),
+        ["done", "done", "done", "failed"],
+        "{report:#}"
+    );
+    let bad = &report["devices"][3];
+    assert_eq!(bad["code"], "keygen-attributes-refused");
+    assert!(
+        bad["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("--device-id uuid"),
+        "{bad:#}"
+    );
+    assert_eq!(
+        f.sim.snapshot(3).credential(TAG, 2).map(|_| ()),
+        None,
+        "no key was made on the refusing device"
+    );
+
+    // Re-run once the firmware takes attributes: only the unfinished device is exported.
+    f.sim.set_faults(3, vec![]);
+    let (code, report) = f.export(&["--device-id", "imei"]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        statuses(&report),
+        ["already-done", "already-done", "already-done", "done"]
+    );
+
+    // Every request names its device nrf-<IMEI>: it passes the CN check with its IMEI and
+    // fails the default UUID check; the modem was asked for exactly those attributes.
+    let requests = rows(&f.p("requests.csv"));
+    assert_eq!(requests.len(), 4);
+    for i in 0..4 {
+        let snap = f.sim.snapshot(i);
+        let (_, keygen) = requests
+            .iter()
+            .find(|(imei, _)| *imei == snap.imei)
+            .expect("a row per device");
+        let cn = CheckOptions {
+            sec_tag: Some(TAG),
+            device_id: DeviceIdMode::Cn,
+            imei: Some(snap.imei.clone()),
+        };
+        check(keygen, &cn).expect("CN=nrf-<IMEI> passes the CN check");
+        assert!(check(keygen, &CheckOptions::default()).is_err());
+        let want = format!("AT%KEYGEN={TAG},2,0,\"CN=nrf-{}\"", snap.imei);
+        assert!(
+            snap.commands.iter().any(|c| *c == want),
+            "{:?}",
+            snap.commands
+        );
+    }
+
+    // Sign with --device-id cn, import: every device holds a certificate naming nrf-<IMEI>.
+    let (o, bundle) = f.sign(&["--device-id", "cn"]);
+    assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
+    let (code, report) = f.import(&bundle, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(statuses(&report), ["done"; 4]);
+    for i in 0..4 {
+        let snap = f.sim.snapshot(i);
+        let cert = snap.credential(TAG, 1).expect("certificate stored");
+        let pem = cert.content.clone().expect("content");
+        assert_eq!(cert_cn(&pem), format!("CN=nrf-{}", snap.imei));
+        assert_eq!(cert.sha256_upper, sha_upper(pem.as_bytes()));
+        let key = snap.credential(TAG, 2).expect("key kept");
+        assert_eq!(
+            key.public_key.map(|k| k.to_vec()),
+            Some(common::cert_public_key(&pem)),
+            "the certificate is for the key in the slot"
+        );
+    }
+
+    // A re-run of import changes nothing.
+    let (code, report) = f.import(&bundle, &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(statuses(&report), ["already-done"; 4]);
+}
