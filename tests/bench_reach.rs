@@ -223,3 +223,67 @@ fn imei_fleet_end_to_end_and_a_device_refusing_attributes_fails_alone() {
     assert_eq!(code, Some(0));
     assert_eq!(statuses(&report), ["already-done"; 4]);
 }
+
+#[test]
+fn root_cas_on_their_own_sec_tag() {
+    const CA_TAG: u32 = 42;
+    let f = Fleet::new(2, vec![]);
+    let (code, report) = f.export(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let (o, bundle) = f.sign(&[]);
+    assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
+
+    let (code, report) = f.import(&bundle, &["--ca-sec-tag", &CA_TAG.to_string()]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(statuses(&report), ["done"; 2]);
+    let root = nrfca::bench::import::default_root_bundle();
+    for i in 0..2 {
+        let snap = f.sim.snapshot(i);
+        let ca = snap
+            .credential(CA_TAG, 0)
+            .expect("root CAs on the CA sec_tag");
+        assert_eq!(ca.content.as_deref(), Some(root.as_str()));
+        assert_eq!(ca.sha256_upper, sha_upper(root.as_bytes()));
+        assert!(
+            snap.credential(TAG, 0).is_none(),
+            "no root CAs beside the certificate"
+        );
+        assert!(snap.credential(TAG, 1).is_some() && snap.credential(TAG, 2).is_some());
+        assert!(
+            !snap
+                .commands
+                .iter()
+                .any(|c| c.starts_with(&format!("AT%CMNG=0,{TAG},0"))),
+            "type 0 never written to the device tag"
+        );
+    }
+
+    // Re-run: everything in place (the CA tag is listed), nothing written.
+    let before: Vec<usize> = (0..2).map(|i| f.sim.snapshot(i).commands.len()).collect();
+    let (code, report) = f.import(&bundle, &["--ca-sec-tag", &CA_TAG.to_string()]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(statuses(&report), ["already-done"; 2]);
+    for (i, n) in before.iter().enumerate() {
+        let snap = f.sim.snapshot(i);
+        let new = &snap.commands[*n..];
+        assert!(!new.iter().any(|c| common::changes_modem(c)), "{new:?}");
+    }
+
+    // Out of range: refused before any port is opened.
+    let (code, _) = {
+        let trust = f.p("ca/ca.pem");
+        let o = f.bench(
+            "import",
+            &[
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--trust",
+                trust.to_str().unwrap(),
+                "--ca-sec-tag",
+                "2147483648",
+            ],
+        );
+        (o.status.code(), stderr(&o))
+    };
+    assert_eq!(code, Some(2));
+}

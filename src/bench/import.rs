@@ -59,6 +59,9 @@ pub struct ImportOptions {
     /// Accept a certificate from another CA than the one pinned for the device (the CA of
     /// the certificate installed before); each such change is journaled.
     pub force: bool,
+    /// Write the root CA bundle (type 0) to this sec_tag instead of the certificate's
+    /// (`--ca-sec-tag`, as newer nRF Connect SDK CoAP configurations expect).
+    pub ca_sec_tag: Option<u32>,
 }
 
 impl ImportOptions {
@@ -74,6 +77,7 @@ impl ImportOptions {
             bench_name: None,
             settings: PortSettings::default(),
             force: false,
+            ca_sec_tag: None,
         }
     }
 }
@@ -323,6 +327,11 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
         return Err(BenchError::Usage(
             "no ports given: pass --port for every device (see `nrfca bench ports`)".into(),
         ));
+    }
+    if let Some(t) = opts.ca_sec_tag.filter(|&t| t > 2_147_483_647) {
+        return Err(BenchError::Usage(format!(
+            "--ca-sec-tag {t} is reserved for the modem: use 0..2147483647"
+        )));
     }
     let start = Instant::now();
     check_bundle_dir(&opts.bundle)?;
@@ -785,6 +794,13 @@ fn import_device(
 
     step(ctx, port, imei_s, "check slot");
     let listing = m.cmng_list(tag)?;
+    // The root CAs go to their own sec_tag with --ca-sec-tag, else beside the certificate.
+    let ca_tag = ctx.opts.ca_sec_tag.unwrap_or(tag);
+    let ca_listing = if ca_tag == tag {
+        None
+    } else {
+        Some(m.cmng_list(ca_tag)?)
+    };
     let key = listing.iter().find(|e| e.kind == 2).cloned();
     let key = match key {
         None => {
@@ -810,7 +826,12 @@ fn import_device(
             .iter()
             .any(|e| e.kind == kind && e.sha256.eq_ignore_ascii_case(sha))
     };
-    let root_ok = has(0, &root_sha);
+    let root_ok = match &ca_listing {
+        None => has(0, &root_sha),
+        Some(l) => l
+            .iter()
+            .any(|e| e.kind == 0 && e.sha256.eq_ignore_ascii_case(&root_sha)),
+    };
     let cert_ok = has(1, &cert_sha);
     let serial = row.serial.clone();
 
@@ -850,7 +871,7 @@ fn import_device(
     }
     if !root_ok {
         step(ctx, port, imei_s, "write root CAs");
-        m.cmng_write(tag, 0, &ctx.root)?;
+        m.cmng_write(ca_tag, 0, &ctx.root)?;
     } else {
         journal.note("skip", "root CA bundle already in place (SHA-256 matches)");
     }
@@ -863,14 +884,16 @@ fn import_device(
 
     step(ctx, port, imei_s, "verify");
     let after = m.cmng_list(tag)?;
-    let listed = |kind: u8| {
-        after
-            .iter()
-            .find(|e| e.kind == kind)
-            .map(|e| e.sha256.clone())
+    let ca_after = if ca_tag == tag {
+        None
+    } else {
+        Some(m.cmng_list(ca_tag)?)
     };
+    let listed_in =
+        |l: &[at::CmngEntry], kind: u8| l.iter().find(|e| e.kind == kind).map(|e| e.sha256.clone());
+    let listed = |kind: u8| listed_in(&after, kind);
     let mut problems = Vec::new();
-    match listed(0) {
+    match listed_in(ca_after.as_deref().unwrap_or(&after), 0) {
         Some(s) if s.eq_ignore_ascii_case(&root_sha) => {}
         Some(s) => problems.push(format!(
             "type 0 lists {s}, expected {}",
@@ -930,9 +953,13 @@ fn import_device(
         sec_tag: tag,
         status: Status::Done,
         code: None,
-        detail: format!(
-            "certificate {serial} and root CAs installed and verified by SHA-256{note}"
-        ),
+        detail: if ca_tag == tag {
+            format!("certificate {serial} and root CAs installed and verified by SHA-256{note}")
+        } else {
+            format!(
+                "certificate {serial} and root CAs (sec_tag {ca_tag}) installed and verified by SHA-256{note}"
+            )
+        },
         next_step: None,
     })
 }

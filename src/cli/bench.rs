@@ -180,6 +180,10 @@ pub struct ImportArgs {
     /// otherwise: ca-changed, ca-unpinned); each forced change is journaled.
     #[arg(long)]
     force: bool,
+    /// Write the root CA bundle (type 0) to this sec_tag instead of the certificate's (newer
+    /// nRF Connect SDK CoAP configurations read the CAs from their own sec_tag).
+    #[arg(long, value_name = "T")]
+    ca_sec_tag: Option<u32>,
     #[command(flatten)]
     serial: SerialArgs,
 }
@@ -512,6 +516,7 @@ fn run_import(a: ImportArgs) -> CliResult {
         bench_name: a.serial.bench.clone(),
         settings,
         force: a.force,
+        ca_sec_tag: a.ca_sec_tag,
     };
     let verified = verify_bundle(&opts)?;
     say!(
