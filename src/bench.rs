@@ -14,9 +14,11 @@ pub mod state;
 pub mod transport;
 pub mod worker;
 
+pub use at::Dialect;
 pub use code::BenchCode;
 pub use export::{export, DeviceId, ExportOptions, ExportReport};
 pub use import::{
     import, import_verified, verify_bundle, ImportOptions, ImportReport, VerifiedImport,
 };
+pub use modem::DialectChoice;
 pub use worker::{BenchError, DeviceResult, PortEvent, PortEventKind, PortSettings, Status};

@@ -280,7 +280,6 @@ struct Ctx<'a> {
     rejects: Vec<(String, String, String)>,
     ca: TrustedCa,
     root: String,
-    root_sha: String,
     progress: Progress<'a>,
 }
 
@@ -388,7 +387,6 @@ pub(crate) fn import_with(
         rejects: v.rejects,
         ca: v.ca,
         root: v.root,
-        root_sha: root_sha.clone(),
         progress,
     };
     let ports = unique_ports(&opts.ports);
@@ -788,8 +786,10 @@ fn import_device(
     } else {
         row.certificate_pem.clone()
     };
-    let cert_sha = crate::crypto::sha256_hex(cert_pem.as_bytes());
-    let root_sha = ctx.root_sha.clone();
+    // What the modem will list: the SHA-256 of the bytes it stores, which over the shell
+    // dialect have CR LF line ends.
+    let cert_sha = m.stored_sha256(&cert_pem).to_ascii_lowercase();
+    let root_sha = m.stored_sha256(&ctx.root).to_ascii_lowercase();
     check_ca_pin(&ctx.ca, &records, &cert_sha, ctx.opts.force, journal)?;
 
     step(ctx, port, imei_s, "check slot");

@@ -2,7 +2,7 @@
 //! and the per-port runner (open, sync, journal every command, reconnect after an unplug).
 
 use super::code::BenchCode;
-use super::modem::{CommandRecord, Modem, ModemError, Timeouts};
+use super::modem::{CommandRecord, DialectChoice, Modem, ModemError, Timeouts};
 use super::state::{Actor, State, StateError};
 use super::transport::{self, SerialSettings, Transport};
 use std::fmt;
@@ -143,6 +143,8 @@ pub struct PortSettings {
     pub reconnect_wait: Duration,
     /// How many times the whole device flow is retried after contact was lost.
     pub retries: u32,
+    /// How AT commands travel: plain AT, the nRF Connect SDK shell, or found at connect.
+    pub dialect: DialectChoice,
 }
 
 impl Default for PortSettings {
@@ -152,6 +154,7 @@ impl Default for PortSettings {
             timeouts: Timeouts::default(),
             reconnect_wait: Duration::from_secs(10),
             retries: 2,
+            dialect: DialectChoice::Auto,
         }
     }
 }
@@ -439,6 +442,7 @@ pub(crate) fn connect(
         match opener(port, &settings.serial) {
             Ok(t) => {
                 let mut m = Modem::new(t, settings.timeouts);
+                m.set_dialect(settings.dialect);
                 m.set_observer(journal.observer());
                 match m.sync() {
                     Ok(()) => return Ok(m),

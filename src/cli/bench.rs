@@ -5,8 +5,8 @@ use clap::{Args, Subcommand};
 use nrfca::bench::state::{DeviceRecord, State, DEFAULT_DIR};
 use nrfca::bench::transport::{list_ports, SerialSettings};
 use nrfca::bench::{
-    export, import_verified, verify_bundle, DeviceResult, ExportOptions, ImportOptions, PortEvent,
-    PortEventKind, PortSettings, Status,
+    export, import_verified, verify_bundle, DeviceResult, DialectChoice, ExportOptions,
+    ImportOptions, PortEvent, PortEventKind, PortSettings, Status,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,6 +70,16 @@ pub struct SerialArgs {
     /// Turn RTS/CTS hardware flow control off (on by default, as in Nordic's tools).
     #[arg(long, help_heading = "Serial and timing")]
     no_flow_control: bool,
+    /// How AT commands travel: `at` (AT Client, Serial LTE Modem), `shell` (nRF Connect SDK
+    /// shell firmware: `at '<command>'`), or `auto` (ask each device at connect).
+    #[arg(
+        long,
+        value_enum,
+        help_heading = "Serial and timing",
+        value_name = "D",
+        default_value_t = DialectArg::Auto
+    )]
+    dialect: DialectArg,
     /// Operator name for the journal (default: $USER).
     #[arg(long, value_name = "NAME")]
     operator: Option<String>,
@@ -105,6 +115,17 @@ pub struct SerialArgs {
     json: bool,
 }
 
+/// `--dialect` of `bench export` and `bench import`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DialectArg {
+    /// Plain AT commands.
+    At,
+    /// The nRF Connect SDK shell (`at '<command>'`).
+    Shell,
+    /// Find out per device (`AT`, then `at AT`).
+    Auto,
+}
+
 impl SerialArgs {
     fn settings(&self) -> Result<PortSettings, Box<dyn std::error::Error>> {
         let secs = |v: f64, name: &str| -> Result<Duration, Box<dyn std::error::Error>> {
@@ -120,6 +141,11 @@ impl SerialArgs {
                 flow_control: !self.no_flow_control,
             },
             reconnect_wait: secs(self.reconnect_wait, "reconnect-wait")?,
+            dialect: match self.dialect {
+                DialectArg::At => DialectChoice::At,
+                DialectArg::Shell => DialectChoice::Shell,
+                DialectArg::Auto => DialectChoice::Auto,
+            },
             ..PortSettings::default()
         };
         s.timeouts.default = base;

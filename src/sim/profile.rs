@@ -1,5 +1,6 @@
-//! What a simulated modem says about itself: the three profiles (nRF9160 AT Client, nRF91x1
-//! AT Client, Serial LTE Modem), their identification strings and framing, and the latency model.
+//! What a simulated modem says about itself: the profiles (nRF9160 AT Client, nRF91x1 AT
+//! Client, Serial LTE Modem, nRF91x1 with the nRF Connect SDK shell), their identification
+//! strings and framing, and the latency model.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,11 +20,21 @@ pub enum Profile {
     /// The Serial LTE Modem application on an nRF9160 (mfw 1.3.7): TS 27.007 "V1" framing
     /// (`\r\n<info>\r\n\r\nOK\r\n`), `Ready` banner, `AT#XSLMVER`, `AT#XNRFCLOUD?`, `AT#XRESET`.
     Slm,
+    /// An nRF9161 LACA (mfw 2.0.2) running an nRF Connect SDK application with the shell
+    /// (Multi-Service Sample style): AT commands only as `at <command>` (with
+    /// `CONFIG_AT_SHELL_UNESCAPE_LF`), every typed line echoed, a `uart:~$ ` prompt after
+    /// every answer, anything else `<name>: command not found`.
+    Shell,
 }
 
 impl Profile {
     /// All profiles, in the order of their names.
-    pub const ALL: [Profile; 3] = [Profile::Nrf9160, Profile::Nrf91x1, Profile::Slm];
+    pub const ALL: [Profile; 4] = [
+        Profile::Nrf9160,
+        Profile::Nrf91x1,
+        Profile::Slm,
+        Profile::Shell,
+    ];
 
     /// The `--profile` name.
     pub fn name(self) -> &'static str {
@@ -31,12 +42,18 @@ impl Profile {
             Profile::Nrf9160 => "nrf9160",
             Profile::Nrf91x1 => "nrf91x1",
             Profile::Slm => "slm",
+            Profile::Shell => "shell",
         }
     }
 
     /// True for the nRF91x1 family (mfw 2.x).
     pub fn is_91x1(self) -> bool {
-        matches!(self, Profile::Nrf91x1)
+        matches!(self, Profile::Nrf91x1 | Profile::Shell)
+    }
+
+    /// True when the modem sits behind the nRF Connect SDK shell.
+    pub fn is_shell(self) -> bool {
+        matches!(self, Profile::Shell)
     }
 
     /// True when replies use Serial LTE Modem framing.
@@ -118,6 +135,11 @@ impl Profile {
     pub fn banner(self) -> &'static [&'static str] {
         if self.is_slm() {
             &["Ready"]
+        } else if self.is_shell() {
+            &[
+                "*** Booting nRF Connect SDK v2.6.1-3758bcbfa5cd ***",
+                "[00:00:00.251,678] <inf> multi_service: Multi-service sample has started",
+            ]
         } else {
             &[
                 "*** Booting nRF Connect SDK v2.6.1-3758bcbfa5cd ***",
@@ -142,8 +164,9 @@ impl FromStr for Profile {
             "nrf9160" | "9160" => Ok(Profile::Nrf9160),
             "nrf91x1" | "91x1" | "nrf9161" | "nrf9151" | "nrf9131" => Ok(Profile::Nrf91x1),
             "slm" | "serial-lte-modem" => Ok(Profile::Slm),
+            "shell" | "nrf9161-shell" | "mss" => Ok(Profile::Shell),
             _ => Err(format!(
-                "unknown profile `{s}`; use one of nrf9160, nrf91x1, slm"
+                "unknown profile `{s}`; use one of nrf9160, nrf91x1, slm, shell"
             )),
         }
     }
