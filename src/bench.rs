@@ -6,6 +6,7 @@
 //! runner, results, progress events, [`BenchError`]).
 
 pub mod at;
+pub mod claim;
 pub mod code;
 pub mod export;
 pub mod import;

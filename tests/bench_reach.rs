@@ -7,7 +7,7 @@
 use nrfca::keygen::{check, CheckOptions, DeviceIdMode};
 use nrfca::sim::{Fault, FaultSpec, Latency, SimConfig, Simulator};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 mod common;
 use common::{bin, run, sha_upper, stderr, TAG};
@@ -286,4 +286,87 @@ fn root_cas_on_their_own_sec_tag() {
         (o.status.code(), stderr(&o))
     };
     assert_eq!(code, Some(2));
+}
+
+/// Nordic's writer (`nrfcloud_utils.gather_attestation_tokens.save_attestation_csv`, default
+/// append-and-replace mode) fed the same rows in the same order, its clock set to the times in
+/// our file: the bytes it writes.
+const NORDIC_WRITER: &str = r#"
+import sys, datetime as real
+from nrfcloud_utils import gather_attestation_tokens as g
+rows = [l.split(',') for l in open(sys.argv[1]).read().splitlines()]
+times = iter([real.datetime.fromisoformat(r[3]) for r in rows])
+class Clock(real.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return next(times)
+g.datetime = Clock
+for imei, uuid, token, _ in rows:
+    g.save_attestation_csv(sys.argv[2], True, True, imei, uuid, token)
+"#;
+
+#[test]
+fn claim_tokens_csv_as_nordics_writer_writes_it() {
+    let f = Fleet::new(
+        4,
+        vec![FaultSpec::on(1, Fault::LostFinal).when("%ATTESTTOKEN")],
+    );
+    let tokens = f.p("attestation_tokens.csv");
+    let arg = ["--claim-tokens", tokens.to_str().unwrap()];
+
+    // The token of modem 1 does not arrive: it fails alone, its request is written.
+    let (code, report) = f.export(&arg);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(statuses(&report), ["done", "failed", "done", "done"]);
+    assert_eq!(report["devices"][1]["code"], "claim-token-missing");
+    assert_eq!(rows(&f.p("requests.csv")).len(), 4);
+    assert_eq!(std::fs::read_to_string(&tokens).unwrap().lines().count(), 3);
+
+    // The re-run only gathers the missing token.
+    let before: Vec<usize> = (0..4).map(|i| f.sim.snapshot(i).commands.len()).collect();
+    let (code, report) = f.export(&arg);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(statuses(&report), ["already-done"; 4]);
+    for (i, n) in before.iter().enumerate() {
+        let snap = f.sim.snapshot(i);
+        let new = &snap.commands[*n..];
+        assert!(!new.iter().any(|c| common::changes_modem(c)), "{new:?}");
+        let asked = new
+            .iter()
+            .filter(|c| c.starts_with("AT%ATTESTTOKEN"))
+            .count();
+        assert_eq!(asked, usize::from(i == 1), "modem {i}: {new:?}");
+    }
+
+    let text = std::fs::read_to_string(&tokens).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(text.ends_with('\n') && !text.contains('\r'));
+    for i in 0..4 {
+        let snap = f.sim.snapshot(i);
+        let row: Vec<&str> = lines
+            .iter()
+            .find(|l| l.starts_with(&snap.imei))
+            .expect("a row per device")
+            .split(',')
+            .collect();
+        assert_eq!(row.len(), 4);
+        assert_eq!(row[1], snap.uuid);
+        let token = nrfca::keygen::parse_attesttoken(row[2]).expect("a token");
+        assert_eq!(token.uuid(), snap.uuid);
+        assert!(row[3].ends_with("+00:00"), "{}", row[3]);
+    }
+
+    // Byte for byte what nrfcloud-utils writes for the same tokens.
+    let Some(python) = common::venv_tool("python") else {
+        return;
+    };
+    let theirs = f.p("nordic.csv");
+    let o = run(Command::new(python)
+        .arg("-c")
+        .arg(NORDIC_WRITER)
+        .arg(&tokens)
+        .arg(&theirs));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&theirs).unwrap(), text);
 }

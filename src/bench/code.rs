@@ -19,6 +19,8 @@ pub enum BenchCode {
     NoKeyStored,
     /// The modem refused `%KEYGEN` with subject attributes (`--device-id imei`).
     KeygenAttributesRefused,
+    /// No usable `%ATTESTTOKEN` came back for `--claim-tokens`.
+    ClaimTokenMissing,
     /// The KEYGEN reply fails the signer's check with this reject code.
     Keygen(RejectCode),
     /// The certificate in the bundle cannot be parsed.
@@ -89,6 +91,7 @@ impl BenchCode {
             BenchCode::KeyChanged => "key-changed",
             BenchCode::NoKeyStored => "no-key-stored",
             BenchCode::KeygenAttributesRefused => "keygen-attributes-refused",
+            BenchCode::ClaimTokenMissing => "claim-token-missing",
             BenchCode::Keygen(r) => return format!("keygen-{}", r.as_str()),
             BenchCode::CertMalformed => "cert-malformed",
             BenchCode::CertUntrusted => "cert-untrusted",
@@ -146,6 +149,7 @@ mod tests {
                 BenchCode::KeygenAttributesRefused,
                 "keygen-attributes-refused",
             ),
+            (BenchCode::ClaimTokenMissing, "claim-token-missing"),
             (
                 BenchCode::Keygen(RejectCode::BadCsrSignature),
                 "keygen-bad-csr-signature",

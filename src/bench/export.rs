@@ -9,6 +9,7 @@
 //! restores the mode found before export.
 
 use super::at;
+use super::claim;
 use super::code::BenchCode;
 use super::modem::{keygen_from_lines, Modem, ModemError};
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
@@ -44,6 +45,9 @@ pub struct ExportOptions {
     pub settings: PortSettings,
     /// What the CSR's CN names: the device UUID (default) or `nrf-<IMEI>`.
     pub device_id: DeviceId,
+    /// Also gather `AT%ATTESTTOKEN` of every exported device into this CSV (the file
+    /// `nrfcloud-utils`' `gather_attestation_tokens` writes, for claiming in nRF Cloud).
+    pub claim_tokens: Option<PathBuf>,
 }
 
 /// What the certificate request names the device by (`--device-id`).
@@ -88,6 +92,7 @@ impl ExportOptions {
             bench_name: None,
             settings: PortSettings::default(),
             device_id: DeviceId::Uuid,
+            claim_tokens: None,
         }
     }
 }
@@ -201,7 +206,13 @@ fn export_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
         opener,
         &journal,
         ctx.progress,
-        |m, track| export_device(ctx, port, m, &journal, track),
+        |m, track| {
+            let done = export_device(ctx, port, m, &journal, track)?;
+            match &ctx.opts.claim_tokens {
+                Some(file) => claim_token(ctx, port, m, &journal, file, done),
+                None => Ok(done),
+            }
+        },
         |track, f| record_failure(ctx, port, &journal, track, f),
     )
 }
@@ -260,6 +271,75 @@ fn record_failure(
         detail,
         next_step: Some(next),
     }
+}
+
+/// `--claim-tokens`: after the device is exported (now or before), `AT%ATTESTTOKEN` into the
+/// claim-token CSV, once per device UUID. A token that does not arrive fails the device alone
+/// (`claim-token-missing`); its request stays valid and a re-run only gathers the token.
+fn claim_token(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    file: &std::path::Path,
+    done: DeviceResult,
+) -> Result<DeviceResult, Fail> {
+    let imei = done.imei.clone().unwrap_or_default();
+    let uuid = done.uuid.clone().unwrap_or_default();
+    let have = std::fs::read_to_string(file)
+        .map(|t| claim::has_uuid(&t, &uuid))
+        .unwrap_or(false);
+    if have {
+        journal.note("claim token", "already in the claim-token file");
+        return Ok(done);
+    }
+    step(ctx, port, Some(&imei), "claim token");
+    let missing = |detail: String| {
+        Fail::Refused {
+        code: BenchCode::ClaimTokenMissing,
+        detail,
+        next: "the request is written; re-run export to gather the claim token (nothing else is sent again)".into(),
+    }
+    };
+    let token = match m.attestation_token() {
+        Ok(t) => t,
+        Err(e @ ModemError::Disconnected { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(missing(format!(
+                "no attestation token: {}",
+                e.outcome_text()
+            )))
+        }
+    };
+    if !claim::token_ok(&token) {
+        return Err(missing(
+            "the attestation token holds characters a CSV row cannot carry".into(),
+        ));
+    }
+    match super::modem::uuid_from_attest_token(&token) {
+        Some(u) if u.eq_ignore_ascii_case(&uuid) => {}
+        Some(u) => return Err(Fail::Refused {
+            code: BenchCode::IdentityMismatch,
+            detail: format!(
+                "the attestation token names device {u}, but this device was exported as {uuid}"
+            ),
+            next: "investigate the device before claiming it".into(),
+        }),
+        None => return Err(missing("the attestation token cannot be decoded".into())),
+    }
+    let row = claim::token_row(&imei, &uuid, &token, time::OffsetDateTime::now_utc());
+    {
+        let _guard = match ctx.writer.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        claim::append_once(file, &uuid, &row)
+            .map_err(|e| Fail::Internal(format!("claim-token file {}: {e}", file.display())))?;
+    }
+    journal.note("claim token", &format!("written to {}", file.display()));
+    let mut done = done;
+    done.detail = format!("{}; claim token written to {}", done.detail, file.display());
+    Ok(done)
 }
 
 /// What to do with a device after listing its slot.

@@ -688,6 +688,20 @@ impl<T: Transport> Modem<T> {
         }
     }
 
+    /// `AT%ATTESTTOKEN` → the token text between the quotes (`<message>.<COSE>`).
+    pub fn attestation_token(&mut self) -> Result<String, ModemError> {
+        let cmd = "AT%ATTESTTOKEN";
+        let lines = self.command(cmd, self.timeouts.default)?;
+        lines
+            .iter()
+            .find_map(|l| at::parse_quoted_reply(l, "%ATTESTTOKEN:"))
+            .map(str::to_string)
+            .ok_or_else(|| ModemError::Unexpected {
+                command: cmd.into(),
+                detail: "OK without a %ATTESTTOKEN: \"…\" line".into(),
+            })
+    }
+
     /// `AT%CMNG=1,<tag>` → the credentials stored under `tag`.
     pub fn cmng_list(&mut self, sec_tag: u32) -> Result<Vec<CmngEntry>, ModemError> {
         let lines = self.command(&format!("AT%CMNG=1,{sec_tag}"), self.timeouts.default)?;

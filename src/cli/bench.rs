@@ -175,6 +175,11 @@ pub struct ExportArgs {
     /// those requests with `nrfca sign --device-id cn`).
     #[arg(long, value_enum, value_name = "ID", default_value_t = DeviceIdArg::Uuid)]
     device_id: DeviceIdArg,
+    /// Also gather each device's AT%ATTESTTOKEN into FILE, the CSV nRF Cloud's claiming tools
+    /// read (as nrfcloud-utils' gather_attestation_tokens writes it: imei,uuid,token,time; no
+    /// header). Appended to; a device already in it is not asked again.
+    #[arg(long, value_name = "FILE")]
+    claim_tokens: Option<PathBuf>,
     #[command(flatten)]
     serial: SerialArgs,
 }
@@ -480,6 +485,7 @@ fn run_export(a: ExportArgs) -> CliResult {
         operator: a.serial.operator.clone(),
         bench_name: a.serial.bench.clone(),
         settings,
+        claim_tokens: a.claim_tokens.clone(),
         device_id: match a.device_id {
             DeviceIdArg::Uuid => nrfca::bench::DeviceId::Uuid,
             DeviceIdArg::Imei => nrfca::bench::DeviceId::Imei,
