@@ -370,3 +370,72 @@ fn claim_tokens_csv_as_nordics_writer_writes_it() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&theirs).unwrap(), text);
 }
+
+/// The nRF91x1 family profiles (nRF9151, nRF9131, nRF9151 on NTN firmware) identify as their
+/// parts do, and the bench exports them: the requests carry their model and firmware, the
+/// attestation token its device type and firmware UUID.
+#[test]
+fn nrf91x1_family_profiles_export() {
+    use nrfca::sim::Profile;
+    let cases = [
+        (Profile::Nrf9151, "nRF9151-LACA", "mfw_nrf91x1_2.0.2", 6),
+        (Profile::Nrf9131, "nRF9131-LACA", "mfw_nrf91x1_2.0.2", 5),
+        (
+            Profile::Nrf9151Ntn,
+            "nRF9151-LACA",
+            "mfw_nrf9151-ntn_1.0.0-1.alpha",
+            6,
+        ),
+    ];
+    for (profile, model, fw, device_type) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Simulator::start(SimConfig {
+            count: 1,
+            profile,
+            latency: Latency::Test,
+            link_dir: Some(dir.path().join("modems")),
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let f = Fleet {
+            ports: common::port_names(&sim),
+            dir,
+            sim,
+        };
+        let (code, report) = f.export(&[]);
+        assert_eq!(code, Some(0), "{profile}: {report:#}");
+        let mut r = csv::Reader::from_path(f.p("requests.csv")).unwrap();
+        let row = r.records().next().unwrap().unwrap();
+        assert_eq!((&row[4], &row[5]), (fw, model), "{profile}");
+        let snap = f.sim.snapshot(0);
+        assert_eq!(snap.model, model);
+        let verified = check(&row[3], &CheckOptions::default()).unwrap();
+        assert_eq!(verified.uuid, snap.uuid);
+        let token = nrfca::keygen::parse_attesttoken(&{
+            let o = f.bench(
+                "export",
+                &[
+                    "--out",
+                    f.p("r2.csv").to_str().unwrap(),
+                    "--claim-tokens",
+                    f.p("t.csv").to_str().unwrap(),
+                ],
+            );
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            std::fs::read_to_string(f.p("t.csv"))
+                .unwrap()
+                .split(',')
+                .nth(2)
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
+        assert_eq!(token.message.device_type, device_type, "{profile}");
+        assert_eq!(token.message.fw_uuid, profile.firmware_uuid(), "{profile}");
+    }
+    assert_ne!(
+        Profile::Nrf9151Ntn.firmware_uuid(),
+        Profile::Nrf9151.firmware_uuid(),
+        "the NTN build is another firmware"
+    );
+}

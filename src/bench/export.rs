@@ -318,13 +318,15 @@ fn claim_token(
     }
     match super::modem::uuid_from_attest_token(&token) {
         Some(u) if u.eq_ignore_ascii_case(&uuid) => {}
-        Some(u) => return Err(Fail::Refused {
-            code: BenchCode::IdentityMismatch,
-            detail: format!(
+        Some(u) => {
+            return Err(Fail::Refused {
+                code: BenchCode::IdentityMismatch,
+                detail: format!(
                 "the attestation token names device {u}, but this device was exported as {uuid}"
             ),
-            next: "investigate the device before claiming it".into(),
-        }),
+                next: "investigate the device before claiming it".into(),
+            })
+        }
         None => return Err(missing("the attestation token cannot be decoded".into())),
     }
     let row = claim::token_row(&imei, &uuid, &token, time::OffsetDateTime::now_utc());
