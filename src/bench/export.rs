@@ -15,7 +15,7 @@ use super::modem::{keygen_from_lines, Modem, ModemError};
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
-    emit_step, error_code, open_serial, run_port, unique_ports, BenchError, DeviceResult, Fail,
+    emit_step, error_code, open_serial, run_port, run_ports, BenchError, DeviceResult, Fail,
     Journal, Opener, PortSettings, Progress, Status, Track,
 };
 use crate::keygen::{self, CheckOptions, DeviceIdMode};
@@ -161,31 +161,8 @@ pub(crate) fn export_with(
         writer: Mutex::new(writer),
         progress,
     };
-    let ports = unique_ports(&opts.ports);
-    let devices = std::thread::scope(|s| {
-        let handles: Vec<_> = ports
-            .iter()
-            .map(|p| {
-                let ctx = &ctx;
-                s.spawn(move || export_port(ctx, p, opener))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(ports.iter())
-            .map(|(h, p)| {
-                h.join().unwrap_or_else(|_| DeviceResult {
-                    port: p.clone(),
-                    imei: None,
-                    uuid: None,
-                    sec_tag: opts.sec_tag,
-                    status: Status::Unknown,
-                    code: Some(BenchCode::InternalError.to_string()),
-                    detail: "the worker for this port stopped unexpectedly".into(),
-                    next_step: Some("re-run export on this port; report the problem".into()),
-                })
-            })
-            .collect::<Vec<_>>()
+    let devices = run_ports(&opts.ports, opts.sec_tag, "export", |p| {
+        export_port(&ctx, p, opener)
     });
     Ok(ExportReport {
         out: opts.out.clone(),

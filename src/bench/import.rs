@@ -15,8 +15,8 @@ use super::modem::Modem;
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
-    emit_step, open_serial, refused, run_port, unique_ports, BenchError, DeviceResult, Fail,
-    Journal, Opener, PortSettings, Progress, Status, Track,
+    emit_step, open_serial, refused, run_port, run_ports, BenchError, DeviceResult, Fail, Journal,
+    Opener, PortSettings, Progress, Status, Track,
 };
 use crate::bundle::{self, CertRow};
 use crate::util::first_cert_der;
@@ -389,32 +389,7 @@ pub(crate) fn import_with(
         root: v.root,
         progress,
     };
-    let ports = unique_ports(&opts.ports);
-    let devices = std::thread::scope(|s| {
-        let handles: Vec<_> = ports
-            .iter()
-            .map(|p| {
-                let ctx = &ctx;
-                s.spawn(move || import_port(ctx, p, opener))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(ports.iter())
-            .map(|(h, p)| {
-                h.join().unwrap_or_else(|_| DeviceResult {
-                    port: p.clone(),
-                    imei: None,
-                    uuid: None,
-                    sec_tag: 0,
-                    status: Status::Unknown,
-                    code: Some(BenchCode::InternalError.to_string()),
-                    detail: "the worker for this port stopped unexpectedly".into(),
-                    next_step: Some("re-run import on this port; report the problem".into()),
-                })
-            })
-            .collect::<Vec<_>>()
-    });
+    let devices = run_ports(&opts.ports, 0, "import", |p| import_port(&ctx, p, opener));
     Ok(ImportReport {
         bundle: opts.bundle.clone(),
         batch,

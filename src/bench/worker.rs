@@ -415,6 +415,38 @@ pub(crate) fn run_port(
     result
 }
 
+/// Run `device` on every port (duplicates naming the same device removed) at once, one
+/// thread each; results in the order of the ports. A worker that panicked is reported as an
+/// unknown outcome of `action` on its port, never taken for a result.
+pub(crate) fn run_ports(
+    ports: &[String],
+    sec_tag: u32,
+    action: &str,
+    device: impl Fn(&str) -> DeviceResult + Sync,
+) -> Vec<DeviceResult> {
+    let ports = unique_ports(ports);
+    let device = &device;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ports.iter().map(|p| s.spawn(move || device(p))).collect();
+        handles
+            .into_iter()
+            .zip(ports.iter())
+            .map(|(h, p)| {
+                h.join().unwrap_or_else(|_| DeviceResult {
+                    port: p.clone(),
+                    imei: None,
+                    uuid: None,
+                    sec_tag,
+                    status: Status::Unknown,
+                    code: Some(BenchCode::InternalError.to_string()),
+                    detail: "the worker for this port stopped unexpectedly".into(),
+                    next_step: Some(format!("re-run {action} on this port; report the problem")),
+                })
+            })
+            .collect()
+    })
+}
+
 /// The transport opener (the real serial port; tests may substitute).
 pub(crate) type Opener<'a> =
     &'a (dyn Fn(&str, &SerialSettings) -> Result<Box<dyn Transport>, ModemError> + Sync);
