@@ -191,11 +191,7 @@ fn imei_fleet_end_to_end_and_a_device_refusing_attributes_fails_alone() {
         check(keygen, &cn).expect("CN=nrf-<IMEI> passes the CN check");
         assert!(check(keygen, &CheckOptions::default()).is_err());
         let want = format!("AT%KEYGEN={TAG},2,0,\"CN=nrf-{}\"", snap.imei);
-        assert!(
-            snap.commands.iter().any(|c| *c == want),
-            "{:?}",
-            snap.commands
-        );
+        assert!(snap.commands.contains(&want), "{:?}", snap.commands);
     }
 
     // Sign with --device-id cn, import: every device holds a certificate naming nrf-<IMEI>.

@@ -755,7 +755,15 @@ mod tests {
         let key_a = || entry(2, "AA");
         let key_b = || entry(2, "BB");
         let cert = || entry(1, "CC");
-        let cases: Vec<(&str, bool, Option<DeviceRecord>, Vec<at::CmngEntry>, &str)> = vec![
+        /// (case, --force, bench record, slot listing, decision)
+        type Case = (
+            &'static str,
+            bool,
+            Option<DeviceRecord>,
+            Vec<at::CmngEntry>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
             ("new, empty slot", false, None, vec![], "keygen delete []"),
             (
                 "new, foreign key",
