@@ -482,6 +482,47 @@ fn record_failure(
 }
 
 /// The certificate row for a device record, if the bundle has one.
+/// Which of the device's bench records to import, with its certificate from the bundle (pure:
+/// no modem, no state). A device with none is refused with the reason: its export is not
+/// complete, the signer rejected its request (`rejects` = (uuid, code, detail) rows of the
+/// verified rejects.csv), or the bundle simply has no certificate for it.
+fn select<'c>(
+    records: &[DeviceRecord],
+    certs: &'c [CertRow],
+    rejects: &[(String, String, String)],
+) -> Result<(DeviceRecord, &'c CertRow), Fail> {
+    if let Some(c) = records
+        .iter()
+        .filter(|r| r.state.has_exported_key())
+        .find_map(|r| find_row(certs, r).map(|row| (r.clone(), row)))
+    {
+        return Ok(c);
+    }
+    let uuid = records
+        .first()
+        .and_then(|r| r.uuid.clone())
+        .unwrap_or_default();
+    if let Some(r) = records.iter().find(|r| !r.state.has_exported_key()) {
+        return Err(refused(
+            BenchCode::NotExported,
+            format!("the device's export is not complete (state {})", r.state),
+            r.state.next_step(),
+        ));
+    }
+    if let Some((_, code, detail)) = rejects.iter().find(|(u, _, _)| *u == uuid) {
+        return Err(refused(
+            BenchCode::RequestRejected,
+            format!("the signer rejected this device's request: {code}: {detail}"),
+            "see rejects.csv in the bundle; fix the cause, export again if needed, and sign again",
+        ));
+    }
+    Err(refused(
+        BenchCode::NoCertificate,
+        "the bundle has no certificate for this device",
+        "check that its request was in the signed requests file, or use the bundle that has it",
+    ))
+}
+
 fn find_row<'c>(certs: &'c [CertRow], rec: &DeviceRecord) -> Option<&'c CertRow> {
     let uuid = rec.uuid.as_deref().unwrap_or("").to_ascii_lowercase();
     let matches = |r: &&CertRow| {
@@ -695,37 +736,13 @@ fn import_device(
             "import on the bench that exported it, or pass its --state directory; with simulated modems, the likely cause is an `nrfca sim` restarted without its `--state FILE` (a new simulator has new IMEIs and keys): restart it with the same --state, or export again",
         ));
     }
-    let candidates: Vec<(DeviceRecord, &CertRow)> = records
-        .iter()
-        .filter(|r| r.state.has_exported_key())
-        .filter_map(|r| find_row(&ctx.certs, r).map(|row| (r.clone(), row)))
-        .collect();
-    let (mut rec, row) = match candidates.into_iter().next() {
-        Some(c) => c,
-        None => {
-            let r = records.first().cloned();
-            track.sec_tag = r.as_ref().map(|r| r.sec_tag);
-            track.uuid = r.as_ref().and_then(|r| r.uuid.clone());
-            let uuid = track.uuid.clone().unwrap_or_default();
-            if let Some(r) = records.iter().find(|r| !r.state.has_exported_key()) {
-                return Err(refused(
-                    BenchCode::NotExported,
-                    format!("the device's export is not complete (state {})", r.state),
-                    r.state.next_step(),
-                ));
-            }
-            if let Some((_, code, detail)) = ctx.rejects.iter().find(|(u, _, _)| *u == uuid) {
-                return Err(refused(
-                    BenchCode::RequestRejected,
-                    format!("the signer rejected this device's request: {code}: {detail}"),
-                    "see rejects.csv in the bundle; fix the cause, export again if needed, and sign again",
-                ));
-            }
-            return Err(refused(
-                BenchCode::NoCertificate,
-                "the bundle has no certificate for this device",
-                "check that its request was in the signed requests file, or use the bundle that has it",
-            ));
+    let (mut rec, row) = match select(&records, &ctx.certs, &ctx.rejects) {
+        Ok(c) => c,
+        Err(f) => {
+            let r = records.first();
+            track.sec_tag = r.map(|r| r.sec_tag);
+            track.uuid = r.and_then(|r| r.uuid.clone());
+            return Err(f);
         }
     };
     let tag = rec.sec_tag;
@@ -942,6 +959,90 @@ fn import_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which record and certificate `select` takes, or why it refuses, by case.
+    #[test]
+    fn select_table() {
+        let rec = |imei: &str, tag: u32, state: DeviceState, uuid: &str| {
+            let mut r = DeviceRecord::new(imei, tag, state);
+            r.uuid = Some(uuid.to_string());
+            r
+        };
+        let row = |uuid: &str, imei: &str, tag: u32, serial: &str| CertRow {
+            device_uuid: uuid.into(),
+            imei: imei.into(),
+            sec_tag: tag,
+            serial: serial.into(),
+            not_before: String::new(),
+            not_after: String::new(),
+            sha256: String::new(),
+            certificate_pem: String::new(),
+        };
+        const A: &str = "355025930000001";
+        const U: &str = "50503041-3539-47eb-8000-000000000001";
+        let rejects = vec![(
+            U.to_string(),
+            "bad-csr-signature".to_string(),
+            "x".to_string(),
+        )];
+        use DeviceState::*;
+        let cases: Vec<(&str, Vec<DeviceRecord>, Vec<CertRow>, &str)> = vec![
+            (
+                "by IMEI",
+                vec![rec(A, 7, Exported, U)],
+                vec![row("", A, 7, "s1")],
+                "7 s1",
+            ),
+            (
+                "by UUID, any case",
+                vec![rec(A, 7, Exported, U)],
+                vec![row(&U.to_uppercase(), "", 7, "s2")],
+                "7 s2",
+            ),
+            (
+                "other sec_tag only",
+                vec![rec(A, 7, Exported, U)],
+                vec![row(U, A, 8, "s3")],
+                "no-certificate",
+            ),
+            (
+                "imported before: again",
+                vec![rec(A, 7, Imported, U)],
+                vec![row(U, A, 7, "s4")],
+                "7 s4",
+            ),
+            (
+                "the tag that has one",
+                vec![rec(A, 7, Exported, U), rec(A, 8, Exported, U)],
+                vec![row(U, A, 8, "s5")],
+                "8 s5",
+            ),
+            (
+                "export not complete",
+                vec![rec(A, 7, ExportFailed, U)],
+                vec![row(U, A, 7, "s6")],
+                "not-exported",
+            ),
+            (
+                "rejected by the signer",
+                vec![rec(A, 7, Exported, U)],
+                vec![],
+                "request-rejected",
+            ),
+        ];
+        for (name, records, certs, want) in cases {
+            let r = if name == "rejected by the signer" {
+                &rejects[..]
+            } else {
+                &[][..]
+            };
+            let got = match select(&records, &certs, r) {
+                Ok((rec, row)) => format!("{} {}", rec.sec_tag, row.serial),
+                Err(f) => f.parts().0,
+            };
+            assert_eq!(got, want, "case: {name}");
+        }
+    }
 
     #[test]
     fn default_root_bundle_fits_and_parses() {
