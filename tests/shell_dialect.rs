@@ -279,3 +279,54 @@ fn export_sign_import_over_the_shell_on_four_modems_with_faults() {
         assert!(!new.iter().any(|c| common::changes_modem(c)), "{new:?}");
     }
 }
+
+/// A shell that cuts long lines (Zephyr's default 256-byte buffer): the certificate writes of
+/// that device reach the modem cut short and are refused; it fails alone with a named code,
+/// nothing unproven is recorded as installed, and a re-run on fixed firmware finishes it.
+#[test]
+fn a_shell_that_truncates_long_lines_fails_that_device_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(2, dir.path(), vec![FaultSpec::on(1, Fault::ShellTruncate)]);
+    let f = Fleet { dir, sim };
+    let requests = f.p("requests.csv");
+    let (code, report) = f.bench("export", &["--out", requests.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "short commands pass: {report:#}");
+    common::ca_init_age(
+        &f.p("ca"),
+        &f.p("id.agekey"),
+        "CN=Shell Test CA,O=Test",
+        &["--operator", "officer"],
+    );
+    let bundle = f.p("bundle");
+    let o = run(bin()
+        .args(["sign", "--ca-dir"])
+        .arg(f.p("ca"))
+        .arg("--identity")
+        .arg(f.p("id.agekey"))
+        .arg("--out")
+        .arg(&bundle)
+        .args(["--operator", "officer"])
+        .arg(&requests));
+    assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
+    let trust = f.p("ca/ca.pem");
+    let args = [
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--trust",
+        trust.to_str().unwrap(),
+        "--dialect",
+        "shell",
+    ];
+    let (code, report) = f.bench("import", &args);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(statuses(&report), ["done", "failed"], "{report:#}");
+    let bad = &report["devices"][1];
+    assert_eq!(bad["code"], "at-error", "{bad:#}");
+    let snap = f.sim.snapshot(1);
+    assert!(snap.credential(TAG, 1).is_none() && snap.credential(TAG, 0).is_none());
+
+    f.sim.set_faults(1, vec![]);
+    let (code, report) = f.bench("import", &args);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(statuses(&report), ["already-done", "done"]);
+}

@@ -11,6 +11,10 @@ pub const PROMPT: &[u8] = b"uart:~$ ";
 /// that a certificate fits): a longer line is cut at this many bytes.
 pub const SHELL_BUFFER: usize = 4096;
 
+/// Zephyr's default `CONFIG_SHELL_CMD_BUFF_SIZE`: what a shell built without the cloud
+/// samples' larger buffer keeps of a line (the `shell-truncate` fault).
+pub const DEFAULT_SHELL_BUFFER: usize = 256;
+
 /// A line the shell read, and what it means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShellLine {

@@ -618,14 +618,19 @@ impl Input {
         }
     }
 
-    fn push(&mut self, b: u8) -> Option<Work> {
+    /// Feed one byte; `truncate` is asked, for every complete shell line, whether the
+    /// `shell-truncate` fault cuts it (the shell's buffer then ends the line).
+    fn push(&mut self, b: u8, truncate: &mut dyn FnMut(&[u8]) -> bool) -> Option<Work> {
         match self {
             Input::At(r) => r.push(b).map(|received| Work::Modem {
                 echo: Vec::new(),
                 received,
             }),
             Input::Shell(r) => {
-                let line = r.push(b)?;
+                let mut line = r.push(b)?;
+                if line.len() > shell::DEFAULT_SHELL_BUFFER && truncate(&line) {
+                    line.truncate(shell::DEFAULT_SHELL_BUFFER);
+                }
                 let echo = shell::echo(&line);
                 Some(match shell::interpret(&line) {
                     ShellLine::At(cmd) => Work::Modem {
@@ -713,8 +718,16 @@ fn run_modem(
         };
         let data = buf.get(..n).unwrap_or_default();
         let mut received = Vec::new();
+        let mut truncate = |line: &[u8]| {
+            let name = String::from_utf8_lossy(line.get(..40).unwrap_or(line)).to_uppercase();
+            let name = name.trim_start_matches("AT '").trim_start_matches("AT ");
+            let name = name.strip_prefix("AT").unwrap_or(name);
+            lock(&sh.modem)
+                .faults
+                .fire(Fault::ShellTruncate, name, true)
+        };
         for &b in data {
-            if let Some(r) = rx.push(b) {
+            if let Some(r) = rx.push(b, &mut truncate) {
                 received.push(r);
             }
         }
