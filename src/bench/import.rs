@@ -980,7 +980,7 @@ mod tests {
         };
         const A: &str = "355025930000001";
         const U: &str = "50503041-3539-47eb-8000-000000000001";
-        let rejects = vec![(
+        let rejects = [(
             U.to_string(),
             "bad-csr-signature".to_string(),
             "x".to_string(),
