@@ -6,7 +6,8 @@
 #   scripts/bench.sh [N ...]            default: 10000 100000
 #   PEER=path/to/peer_inprocess.py      default: ../shared/bench/peer_inprocess.py
 #   PYTHON=python-with-cryptography     default: $NRFCA_VENV/bin/python, target/ci-venv/bin/python, python3
-#   MODEMS="1 8"                        simulated-modem provisioning timing (set MODEMS= to skip)
+#   MODEMS="1 8"                        simulated-modem provisioning timing, AT and shell dialect
+#                                       (set MODEMS= to skip)
 #   OLD_BIN=path/to/older/nrfca         also time an older build on the same inputs, in the same
 #                                       run (its own CA), and print after/before
 set -euo pipefail
@@ -98,6 +99,17 @@ if [ -n "$MODEMS" ]; then
   for M in $MODEMS; do
     # export + import wall time of `nrfca demo` (real serial code on ptys, realistic latency)
     T=$($BIN demo --devices "$M" --latency realistic --dir "$W/demo-$M" --json 2>>"$W/log" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["timings"]["bench_ms"] / 1000)')
+    [ -n "$BASE" ] || BASE=$T
+    awk -v m="$M" -v t="$T" -v b="$BASE" 'BEGIN { printf "%-8d %10.2f %9.2fx\n", m, t, t / b }'
+  done
+  # The same over the nRF Connect SDK shell dialect (`--profile shell`: echo, prompt,
+  # `at '<command>'`, found by the bench's --dialect auto). Goal: 8 modems <= 1.5x one.
+  echo
+  printf '%-8s %10s %10s\n' "shell" "bench s" "vs one"
+  BASE=""
+  for M in $MODEMS; do
+    T=$($BIN demo --devices "$M" --latency realistic --profile shell --dir "$W/demo-shell-$M" --json 2>>"$W/log" \
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["timings"]["bench_ms"] / 1000)')
     [ -n "$BASE" ] || BASE=$T
     awk -v m="$M" -v t="$T" -v b="$BASE" 'BEGIN { printf "%-8d %10.2f %9.2fx\n", m, t, t / b }'

@@ -6,6 +6,8 @@
 //! runner, results, progress events, [`BenchError`]).
 
 pub mod at;
+pub mod claim;
+pub mod code;
 pub mod export;
 pub mod identity;
 pub mod import;
@@ -14,8 +16,11 @@ pub mod state;
 pub mod transport;
 pub mod worker;
 
-pub use export::{export, ExportOptions, ExportReport};
+pub use at::Dialect;
+pub use code::BenchCode;
+pub use export::{export, DeviceId, ExportOptions, ExportReport};
 pub use import::{
     import, import_verified, verify_bundle, ImportOptions, ImportReport, VerifiedImport,
 };
+pub use modem::DialectChoice;
 pub use worker::{BenchError, DeviceResult, PortEvent, PortEventKind, PortSettings, Status};

@@ -359,7 +359,13 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
                     snap.uuid
                 ))
             })?;
-        let want = crypto::sha256_hex(row.certificate_pem.as_bytes());
+        // Behind the nRF Connect SDK shell the modem stores the PEM with CR LF line ends.
+        let dialect = if opts.profile.is_shell() {
+            crate::bench::Dialect::Shell
+        } else {
+            crate::bench::Dialect::At
+        };
+        let want = crypto::sha256_hex(dialect.stored(&row.certificate_pem).as_bytes());
         let listed = snap
             .credential(crate::keygen::DEFAULT_SEC_TAG, 1)
             .map(|c| c.sha256_upper.to_ascii_lowercase())

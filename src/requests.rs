@@ -94,7 +94,7 @@ fn column_shape_error(i: usize, v: &str) -> Option<&'static str> {
 /// One row of a requests CSV, as text (empty = not known).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestRow {
-    /// Device UUID as the bench read it (`AT%XMODEMUUID` / `%DEVICEUUID`).
+    /// Device UUID as the bench read it (`AT%DEVICEUUID` or the attestation token; not `AT%XMODEMUUID`, the firmware build UUID).
     pub device_uuid: String,
     /// IMEI (`AT+CGSN`).
     pub imei: String,

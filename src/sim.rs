@@ -24,6 +24,7 @@ pub mod identity;
 pub mod profile;
 pub mod pty;
 pub mod rng;
+pub mod shell;
 pub mod simulator;
 pub mod state;
 pub mod storage;

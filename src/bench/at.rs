@@ -316,7 +316,8 @@ impl Parser {
         }
         let first = !self.seen_line;
         self.seen_line = true;
-        if let Some(f) = parse_final(line) {
+        let not_found = line.ends_with(": command not found");
+        if let Some(f) = parse_final(line).or(not_found.then_some(Final::Error)) {
             self.echo = None;
             self.expect_prefix = None;
             out.push(Event::Final(f));
@@ -324,7 +325,9 @@ impl Parser {
         }
         if first {
             if let Some(echo) = &self.echo {
-                if line.eq_ignore_ascii_case(echo) || strip_prompt(line).eq_ignore_ascii_case(echo)
+                if line.eq_ignore_ascii_case(echo)
+                    || strip_prompt(line).eq_ignore_ascii_case(echo)
+                    || strip_prompt(line).eq_ignore_ascii_case(shell_argument(echo))
                 {
                     out.push(Event::Noise(line.to_string()));
                     return;
@@ -431,10 +434,21 @@ fn is_log_line(line: &str) -> bool {
     line.ends_with(":~$") || line.starts_with("uart:~$") || line.starts_with("mosh:~$")
 }
 
+/// The AT command inside a shell line `at '<command>'` (the line itself otherwise).
+fn shell_argument(line: &str) -> &str {
+    line.strip_prefix("at '")
+        .and_then(|r| r.strip_suffix('\''))
+        .unwrap_or(line)
+}
+
 fn strip_prompt(line: &str) -> &str {
     for p in ["uart:~$ ", "mosh:~$ "] {
         if let Some(rest) = line.strip_prefix(p) {
-            return rest.strip_prefix("at ").unwrap_or(rest);
+            let rest = rest.strip_prefix("at ").unwrap_or(rest);
+            return rest
+                .strip_prefix('\'')
+                .and_then(|r| r.strip_suffix('\''))
+                .unwrap_or(rest);
         }
     }
     line
@@ -481,6 +495,8 @@ pub enum EncodeError {
     Empty,
     /// The whole command would exceed [`MAX_COMMAND`] bytes.
     TooLong(usize),
+    /// The command holds a `'` or `\\`, which the shell's `at '<command>'` cannot carry.
+    ShellQuote,
 }
 
 impl fmt::Display for EncodeError {
@@ -494,6 +510,9 @@ impl fmt::Display for EncodeError {
                 "the PEM contains byte 0x{b:02x}, which the modem's AT receiver would mangle: use plain ASCII PEM with LF line ends"
             ),
             EncodeError::Empty => f.write_str("the PEM is empty"),
+            EncodeError::ShellQuote => f.write_str(
+                "the command contains ' or \\, which the shell's at '<command>' form cannot carry: check the file, or use --dialect at with AT Client firmware",
+            ),
             EncodeError::TooLong(n) => write!(
                 f,
                 "the command would be {n} bytes, over the modem's {MAX_COMMAND}-byte limit: use a smaller root CA bundle"
@@ -503,6 +522,60 @@ impl fmt::Display for EncodeError {
 }
 
 impl std::error::Error for EncodeError {}
+
+/// How AT commands travel to the modem (`--dialect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// Plain AT commands, one per line (AT Client, Serial LTE Modem, applications with the AT
+    /// host library).
+    #[default]
+    At,
+    /// The nRF Connect SDK shell (`uart:~$ `): each command goes as `at '<command>'` with CRs
+    /// removed and every LF written as the two characters `\n`, as Nordic's
+    /// `nrfcredstore --cmd-type shell` sends it; the firmware's AT shell
+    /// (`CONFIG_AT_SHELL_UNESCAPE_LF`) turns each `\n` back into CR LF before the modem sees
+    /// the command, so a credential is stored with CRLF line ends. The shell echoes the line
+    /// and prints a prompt; both are dropped by the [`Parser`].
+    Shell,
+}
+
+impl Dialect {
+    /// The `--dialect` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::At => "at",
+            Dialect::Shell => "shell",
+        }
+    }
+
+    /// The line to send for AT command `cmd` (without the terminator).
+    pub fn wire(self, cmd: &str) -> Result<String, EncodeError> {
+        match self {
+            Dialect::At => Ok(cmd.to_string()),
+            Dialect::Shell => {
+                if cmd.contains(['\'', '\\']) {
+                    return Err(EncodeError::ShellQuote);
+                }
+                let escaped = cmd.replace('\r', "").replace('\n', "\\n");
+                // The modem sees the command after the shell turned `\n` into CR LF: the
+                // same length as the escaped text.
+                if escaped.len() > MAX_COMMAND {
+                    return Err(EncodeError::TooLong(escaped.len()));
+                }
+                Ok(format!("at '{escaped}'"))
+            }
+        }
+    }
+
+    /// The bytes the modem stores for credential `content` sent in this dialect (what its
+    /// `%CMNG` listing hashes): as sent over AT; with CR LF line ends over the shell.
+    pub fn stored(self, content: &str) -> String {
+        match self {
+            Dialect::At => content.to_string(),
+            Dialect::Shell => content.replace('\r', "").replace('\n', "\r\n"),
+        }
+    }
+}
 
 /// Normalise a PEM for the modem: CRLF → LF, exactly one final LF. The SHA-256 the modem
 /// lists is over exactly these bytes.

@@ -9,11 +9,13 @@
 //! restores the mode found before export.
 
 use super::at;
+use super::claim;
+use super::code::BenchCode;
 use super::modem::{keygen_from_lines, Modem, ModemError};
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
-    emit_step, error_code, open_serial, run_port, unique_ports, BenchError, DeviceResult, Fail,
+    emit_step, error_code, open_serial, run_port, run_ports, BenchError, DeviceResult, Fail,
     Journal, Opener, PortSettings, Progress, Status, Track,
 };
 use crate::keygen::{self, CheckOptions, DeviceIdMode};
@@ -41,6 +43,40 @@ pub struct ExportOptions {
     pub bench_name: Option<String>,
     /// Serial settings, timeouts, reconnect policy.
     pub settings: PortSettings,
+    /// What the CSR's CN names: the device UUID (default) or `nrf-<IMEI>`.
+    pub device_id: DeviceId,
+    /// Also gather `AT%ATTESTTOKEN` of every exported device into this CSV (the file
+    /// `nrfcloud-utils`' `gather_attestation_tokens` writes, for claiming in nRF Cloud).
+    pub claim_tokens: Option<PathBuf>,
+}
+
+/// What the certificate request names the device by (`--device-id`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceId {
+    /// `CN=<device UUID>`: plain `AT%KEYGEN=<tag>,2,0` (nRF Cloud's default).
+    #[default]
+    Uuid,
+    /// `CN=nrf-<IMEI>`: `AT%KEYGEN=<tag>,2,0,"CN=nrf-<IMEI>"`, for fleets whose firmware
+    /// connects as `nrf-<IMEI>`; sign the requests with `nrfca sign --device-id cn`.
+    Imei,
+}
+
+impl DeviceId {
+    /// The subject attributes to ask KEYGEN for (none for the UUID).
+    pub fn keygen_attributes(self, imei: &str) -> Option<String> {
+        match self {
+            DeviceId::Uuid => None,
+            DeviceId::Imei => Some(format!("CN=nrf-{imei}")),
+        }
+    }
+
+    /// How the KEYGEN reply is checked (as `sign` will check it).
+    pub fn check_mode(self) -> DeviceIdMode {
+        match self {
+            DeviceId::Uuid => DeviceIdMode::Uuid,
+            DeviceId::Imei => DeviceIdMode::Cn,
+        }
+    }
 }
 
 impl ExportOptions {
@@ -55,6 +91,8 @@ impl ExportOptions {
             operator: None,
             bench_name: None,
             settings: PortSettings::default(),
+            device_id: DeviceId::Uuid,
+            claim_tokens: None,
         }
     }
 }
@@ -123,31 +161,8 @@ pub(crate) fn export_with(
         writer: Mutex::new(writer),
         progress,
     };
-    let ports = unique_ports(&opts.ports);
-    let devices = std::thread::scope(|s| {
-        let handles: Vec<_> = ports
-            .iter()
-            .map(|p| {
-                let ctx = &ctx;
-                s.spawn(move || export_port(ctx, p, opener))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(ports.iter())
-            .map(|(h, p)| {
-                h.join().unwrap_or_else(|_| DeviceResult {
-                    port: p.clone(),
-                    imei: None,
-                    uuid: None,
-                    sec_tag: opts.sec_tag,
-                    status: Status::Unknown,
-                    code: Some("internal-error".into()),
-                    detail: "the worker for this port stopped unexpectedly".into(),
-                    next_step: Some("re-run export on this port; report the problem".into()),
-                })
-            })
-            .collect::<Vec<_>>()
+    let devices = run_ports(&opts.ports, opts.sec_tag, "export", |p| {
+        export_port(&ctx, p, opener)
     });
     Ok(ExportReport {
         out: opts.out.clone(),
@@ -168,7 +183,13 @@ fn export_port(ctx: &Ctx<'_>, port: &str, opener: Opener<'_>) -> DeviceResult {
         opener,
         &journal,
         ctx.progress,
-        |m, track| export_device(ctx, port, m, &journal, track),
+        |m, track| {
+            let done = export_device(ctx, port, m, &journal, track)?;
+            match &ctx.opts.claim_tokens {
+                Some(file) => claim_token(ctx, port, m, &journal, file, done),
+                None => Ok(done),
+            }
+        },
         |track, f| record_failure(ctx, port, &journal, track, f),
     )
 }
@@ -229,6 +250,77 @@ fn record_failure(
     }
 }
 
+/// `--claim-tokens`: after the device is exported (now or before), `AT%ATTESTTOKEN` into the
+/// claim-token CSV, once per device UUID. A token that does not arrive fails the device alone
+/// (`claim-token-missing`); its request stays valid and a re-run only gathers the token.
+fn claim_token(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    file: &std::path::Path,
+    done: DeviceResult,
+) -> Result<DeviceResult, Fail> {
+    let imei = done.imei.clone().unwrap_or_default();
+    let uuid = done.uuid.clone().unwrap_or_default();
+    let have = std::fs::read_to_string(file)
+        .map(|t| claim::has_uuid(&t, &uuid))
+        .unwrap_or(false);
+    if have {
+        journal.note("claim token", "already in the claim-token file");
+        return Ok(done);
+    }
+    step(ctx, port, Some(&imei), "claim token");
+    let missing = |detail: String| {
+        Fail::Refused {
+        code: BenchCode::ClaimTokenMissing,
+        detail,
+        next: "the request is written; re-run export to gather the claim token (nothing else is sent again)".into(),
+    }
+    };
+    let token = match m.attestation_token() {
+        Ok(t) => t,
+        Err(e @ ModemError::Disconnected { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(missing(format!(
+                "no attestation token: {}",
+                e.outcome_text()
+            )))
+        }
+    };
+    if !claim::token_ok(&token) {
+        return Err(missing(
+            "the attestation token holds characters a CSV row cannot carry".into(),
+        ));
+    }
+    match super::modem::uuid_from_attest_token(&token) {
+        Some(u) if u.eq_ignore_ascii_case(&uuid) => {}
+        Some(u) => {
+            return Err(Fail::Refused {
+                code: BenchCode::IdentityMismatch,
+                detail: format!(
+                "the attestation token names device {u}, but this device was exported as {uuid}"
+            ),
+                next: "investigate the device before claiming it".into(),
+            })
+        }
+        None => return Err(missing("the attestation token cannot be decoded".into())),
+    }
+    let row = claim::token_row(&imei, &uuid, &token, time::OffsetDateTime::now_utc());
+    {
+        let _guard = match ctx.writer.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        claim::append_once(file, &uuid, &row)
+            .map_err(|e| Fail::Internal(format!("claim-token file {}: {e}", file.display())))?;
+    }
+    journal.note("claim token", &format!("written to {}", file.display()));
+    let mut done = done;
+    done.detail = format!("{}; claim token written to {}", done.detail, file.display());
+    Ok(done)
+}
+
 /// What to do with a device after listing its slot.
 enum Plan {
     Skip(String),
@@ -236,53 +328,29 @@ enum Plan {
     Keygen { delete: Vec<u8>, why: String },
 }
 
-fn export_device(
-    ctx: &Ctx<'_>,
-    port: &str,
-    m: &mut Modem<Box<dyn Transport>>,
-    journal: &Journal,
-    track: &mut Track,
-) -> Result<DeviceResult, Fail> {
-    let tag = ctx.opts.sec_tag;
-    step(ctx, port, None, "identify");
-    let cfun_now = m.cfun()?;
-    let imei = m.imei()?;
-    journal.set_imei(&imei);
-    track.imei = Some(imei.clone());
-    let imei_s = Some(imei.as_str());
-    let firmware = m.firmware()?;
-    let model = m.model()?;
-    let existing = ctx.state.device(&imei, tag)?;
-    track.restore_to = existing
-        .as_ref()
-        .and_then(|r| r.cfun_before)
-        .or(Some(cfun_now));
-    track.uuid = existing.as_ref().and_then(|r| r.uuid.clone());
-    if let Err(reason) = at::keygen_supported(&firmware, &model) {
-        return Err(Fail::Refused {
-            code: "old-firmware".into(),
-            detail: reason,
-            next: "update the modem firmware (nRF9160: mfw 1.3.0 or later; nRF91x1: 2.0.0 or later), then re-run".into(),
-        });
-    }
-
-    step(ctx, port, imei_s, "check slot");
-    let listing = m.cmng_list(tag)?;
+/// Decide what to do with a device from its bench record and its slot listing (pure: no
+/// modem, no state). A refusal comes back as the [`Fail`] to report.
+fn plan(
+    tag: u32,
+    force: bool,
+    existing: Option<&DeviceRecord>,
+    listing: &[at::CmngEntry],
+) -> Result<Plan, Fail> {
     let key = listing.iter().find(|e| e.kind == 2).cloned();
     let cert = listing.iter().find(|e| e.kind == 1).cloned();
     let occupied = key.is_some() || cert.is_some();
     let when = |r: &DeviceRecord| r.exported_at.clone().unwrap_or_else(|| "?".into());
 
-    let plan = if ctx.opts.force && occupied {
+    let plan = if force && occupied {
         Plan::Keygen {
             delete: vec![0, 1, 2],
             why: "--force: replacing what the slot holds".into(),
         }
     } else {
-        match &existing {
+        match existing {
             None if occupied => {
                 return Err(Fail::Refused {
-                    code: "slot-occupied".into(),
+                    code: BenchCode::SlotOccupied,
                     detail: format!(
                         "sec_tag {tag} already holds a client {} this bench did not export",
                         if key.is_some() { "key" } else { "certificate" }
@@ -310,7 +378,7 @@ fn export_device(
                 }
                 Some(_) => {
                     return Err(Fail::Refused {
-                        code: "key-changed".into(),
+                        code: BenchCode::KeyChanged,
                         detail: format!(
                             "sec_tag {tag} holds a different key than the one exported on {}",
                             when(r)
@@ -320,7 +388,7 @@ fn export_device(
                 }
                 None if cert.is_some() => {
                     return Err(Fail::Refused {
-                        code: "slot-occupied".into(),
+                        code: BenchCode::SlotOccupied,
                         detail: format!("sec_tag {tag} holds a certificate but not the key exported on {}", when(r)),
                         next: "re-run with --force to clear the slot and generate a new key".into(),
                     })
@@ -344,7 +412,7 @@ fn export_device(
                 },
                 (Some(_), None) | (None, _) if occupied => {
                     return Err(Fail::Refused {
-                        code: "slot-occupied".into(),
+                        code: BenchCode::SlotOccupied,
                         detail: format!("sec_tag {tag} holds a certificate after an interrupted export"),
                         next: "re-run with --force to clear the slot and generate a new key".into(),
                     })
@@ -358,7 +426,7 @@ fn export_device(
                 // export-failed
                 if occupied {
                     return Err(Fail::Refused {
-                        code: r.error_code.clone().unwrap_or_else(|| "slot-occupied".into()),
+                        code: r.error_code.clone().map_or(BenchCode::SlotOccupied, BenchCode::Recorded),
                         detail: format!(
                             "sec_tag {tag} holds a key or certificate and the last export failed: {}",
                             r.last_error.as_deref().unwrap_or("no detail")
@@ -373,6 +441,42 @@ fn export_device(
             }
         }
     };
+    Ok(plan)
+}
+
+fn export_device(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    track: &mut Track,
+) -> Result<DeviceResult, Fail> {
+    let tag = ctx.opts.sec_tag;
+    step(ctx, port, None, "identify");
+    let cfun_now = m.cfun()?;
+    let imei = m.imei()?;
+    journal.set_imei(&imei);
+    track.imei = Some(imei.clone());
+    let imei_s = Some(imei.as_str());
+    let firmware = m.firmware()?;
+    let model = m.model()?;
+    let existing = ctx.state.device(&imei, tag)?;
+    track.restore_to = existing
+        .as_ref()
+        .and_then(|r| r.cfun_before)
+        .or(Some(cfun_now));
+    track.uuid = existing.as_ref().and_then(|r| r.uuid.clone());
+    if let Err(reason) = at::keygen_supported(&firmware, &model) {
+        return Err(Fail::Refused {
+            code: BenchCode::OldFirmware,
+            detail: reason,
+            next: "update the modem firmware (nRF9160: mfw 1.3.0 or later; nRF91x1: 2.0.0 or later), then re-run".into(),
+        });
+    }
+
+    step(ctx, port, imei_s, "check slot");
+    let listing = m.cmng_list(tag)?;
+    let plan = plan(tag, ctx.opts.force, existing.as_ref(), &listing)?;
 
     let mut rec = existing.clone().unwrap_or_else(|| {
         let mut r = DeviceRecord::new(&imei, tag, DeviceState::ExportUnknown);
@@ -430,7 +534,8 @@ fn export_device(
                 }
             }
             step(ctx, port, imei_s, "KEYGEN");
-            match m.keygen(tag) {
+            let attributes = ctx.opts.device_id.keygen_attributes(&imei);
+            match m.keygen(tag, attributes.as_deref()) {
                 Ok(s) => s,
                 Err(ModemError::Timeout {
                     partial,
@@ -457,13 +562,21 @@ fn export_device(
                 Err(e) => {
                     // A definite refusal: no key was made.
                     rec.state = DeviceState::ExportFailed;
-                    let code = error_code(&e);
-                    let next = if e.cme() == Some(at::CmeCode::ALREADY_EXISTS) {
+                    let attributes_refused =
+                        attributes.is_some() && matches!(e, ModemError::Error { .. });
+                    let code = if attributes_refused {
+                        BenchCode::KeygenAttributesRefused
+                    } else {
+                        error_code(&e)
+                    };
+                    let next = if attributes_refused {
+                        "this firmware does not take subject attributes in %KEYGEN: update the modem firmware, or export this device with --device-id uuid (and sign without --device-id cn)".to_string()
+                    } else if e.cme() == Some(at::CmeCode::ALREADY_EXISTS) {
                         "the modem says the slot already holds a key: re-run (the slot is listed again) or use --force".to_string()
                     } else {
                         e.next_step()
                     };
-                    rec.note_error(port, &code, &e.to_string());
+                    rec.note_error(port, &code.to_string(), &e.to_string());
                     journal.commit(&rec)?;
                     return Err(Fail::Refused {
                         code,
@@ -498,7 +611,7 @@ fn finish(
         keygen_text,
         &CheckOptions {
             sec_tag: Some(tag),
-            device_id: DeviceIdMode::Uuid,
+            device_id: ctx.opts.device_id.check_mode(),
             imei: Some(imei.clone()),
         },
     ) {
@@ -507,7 +620,7 @@ fn finish(
             rec.state = DeviceState::ExportFailed;
             rec.note_error(
                 port,
-                &format!("keygen-{}", rej.code),
+                &BenchCode::Keygen(rej.code).to_string(),
                 &format!(
                     "the modem's KEYGEN reply fails the signer's check ({rej}); the key stays in the slot"
                 ),
@@ -515,7 +628,7 @@ fn finish(
             journal.note("check", &format!("rejected: {}", rej.code));
             journal.commit(&rec)?;
             return Err(Fail::Refused {
-                code: format!("keygen-{}", rej.code),
+                code: BenchCode::Keygen(rej.code),
                 detail: format!("the KEYGEN reply would be rejected by `nrfca sign`: {rej}"),
                 next: format!(
                     "{}; then re-run with --force to replace the key",
@@ -544,7 +657,7 @@ fn finish(
             );
             journal.commit(&rec)?;
             return Err(Fail::Refused {
-                code: "no-key-stored".into(),
+                code: BenchCode::NoKeyStored,
                 detail: format!("KEYGEN answered but sec_tag {tag} lists no key"),
                 next: "re-run export: a new key is generated".into(),
             });
@@ -604,4 +717,177 @@ fn finish(
         detail: format!("request written to {out_name}"),
         next_step: Some("sign the requests file, then `nrfca bench import`".into()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: u8, sha: &str) -> at::CmngEntry {
+        at::CmngEntry {
+            sec_tag: 7,
+            kind,
+            sha256: sha.into(),
+        }
+    }
+
+    fn record(state: DeviceState, key: Option<&str>, keygen: Option<&str>) -> DeviceRecord {
+        let mut r = DeviceRecord::new("355025930000000", 7, state);
+        r.key_sha256 = key.map(str::to_string);
+        r.keygen = keygen.map(str::to_string);
+        r.error_code = (state == DeviceState::ExportFailed).then(|| "cme-523".to_string());
+        r
+    }
+
+    /// What `plan` decides, as a short string the table can name.
+    fn outcome(r: Result<Plan, Fail>) -> String {
+        match r {
+            Ok(Plan::Skip(_)) => "skip".into(),
+            Ok(Plan::Adopt(k)) => format!("adopt {k}"),
+            Ok(Plan::Keygen { delete, .. }) => format!("keygen delete {delete:?}"),
+            Err(f) => format!("refuse {}", f.parts().0),
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        use DeviceState::*;
+        let key_a = || entry(2, "AA");
+        let key_b = || entry(2, "BB");
+        let cert = || entry(1, "CC");
+        /// (case, --force, bench record, slot listing, decision)
+        type Case = (
+            &'static str,
+            bool,
+            Option<DeviceRecord>,
+            Vec<at::CmngEntry>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            ("new, empty slot", false, None, vec![], "keygen delete []"),
+            (
+                "new, foreign key",
+                false,
+                None,
+                vec![key_a()],
+                "refuse slot-occupied",
+            ),
+            (
+                "new, foreign cert",
+                false,
+                None,
+                vec![cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "new, foreign key, --force",
+                true,
+                None,
+                vec![key_a(), cert()],
+                "keygen delete [0, 1, 2]",
+            ),
+            (
+                "--force on an empty slot",
+                true,
+                None,
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "exported, same key",
+                false,
+                Some(record(Exported, Some("aa"), None)),
+                vec![key_a()],
+                "skip",
+            ),
+            (
+                "imported, same key",
+                false,
+                Some(record(Imported, Some("AA"), None)),
+                vec![key_a(), cert()],
+                "skip",
+            ),
+            (
+                "exported, other key",
+                false,
+                Some(record(Exported, Some("AA"), None)),
+                vec![key_b()],
+                "refuse key-changed",
+            ),
+            (
+                "exported, key gone, cert left",
+                false,
+                Some(record(Exported, Some("AA"), None)),
+                vec![cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "exported, slot empty",
+                false,
+                Some(record(Exported, Some("AA"), None)),
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "unknown, key and reply kept",
+                false,
+                Some(record(ExportUnknown, None, Some("K.C"))),
+                vec![key_a()],
+                "adopt K.C",
+            ),
+            (
+                "unknown, key, reply lost",
+                false,
+                Some(record(ExportUnknown, None, None)),
+                vec![key_a()],
+                "keygen delete [2]",
+            ),
+            (
+                "unknown, key and cert, reply lost",
+                false,
+                Some(record(ExportUnknown, None, None)),
+                vec![key_a(), cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "unknown, cert only",
+                false,
+                Some(record(ExportUnknown, None, Some("K.C"))),
+                vec![cert()],
+                "refuse slot-occupied",
+            ),
+            (
+                "unknown, nothing",
+                false,
+                Some(record(ExportUnknown, None, None)),
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "failed, empty",
+                false,
+                Some(record(ExportFailed, None, None)),
+                vec![],
+                "keygen delete []",
+            ),
+            (
+                "failed, occupied: the recorded code",
+                false,
+                Some(record(ExportFailed, None, None)),
+                vec![key_a()],
+                "refuse cme-523",
+            ),
+            (
+                "failed, occupied, --force",
+                true,
+                Some(record(ExportFailed, None, None)),
+                vec![key_a()],
+                "keygen delete [0, 1, 2]",
+            ),
+        ];
+        for (name, force, existing, listing, want) in cases {
+            let got = outcome(plan(7, force, existing.as_ref(), &listing));
+            assert_eq!(got, want, "case: {name}");
+        }
+    }
 }

@@ -10,12 +10,13 @@
 //! `--force`, journaled). The private key (type 2) is never touched.
 
 use super::at;
+use super::code::BenchCode;
 use super::modem::Modem;
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
-    emit_step, open_serial, refused, run_port, unique_ports, BenchError, DeviceResult, Fail,
-    Journal, Opener, PortSettings, Progress, Status, Track,
+    emit_step, open_serial, refused, run_port, run_ports, BenchError, DeviceResult, Fail, Journal,
+    Opener, PortSettings, Progress, Status, Track,
 };
 use crate::bundle::{self, CertRow};
 use crate::util::first_cert_der;
@@ -58,6 +59,9 @@ pub struct ImportOptions {
     /// Accept a certificate from another CA than the one pinned for the device (the CA of
     /// the certificate installed before); each such change is journaled.
     pub force: bool,
+    /// Write the root CA bundle (type 0) to this sec_tag instead of the certificate's
+    /// (`--ca-sec-tag`, as newer nRF Connect SDK CoAP configurations expect).
+    pub ca_sec_tag: Option<u32>,
 }
 
 impl ImportOptions {
@@ -73,6 +77,7 @@ impl ImportOptions {
             bench_name: None,
             settings: PortSettings::default(),
             force: false,
+            ca_sec_tag: None,
         }
     }
 }
@@ -275,7 +280,6 @@ struct Ctx<'a> {
     rejects: Vec<(String, String, String)>,
     ca: TrustedCa,
     root: String,
-    root_sha: String,
     progress: Progress<'a>,
 }
 
@@ -322,6 +326,11 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
         return Err(BenchError::Usage(
             "no ports given: pass --port for every device (see `nrfca bench ports`)".into(),
         ));
+    }
+    if let Some(t) = opts.ca_sec_tag.filter(|&t| t > 2_147_483_647) {
+        return Err(BenchError::Usage(format!(
+            "--ca-sec-tag {t} is reserved for the modem: use 0..2147483647"
+        )));
     }
     let start = Instant::now();
     check_bundle_dir(&opts.bundle)?;
@@ -378,35 +387,9 @@ pub(crate) fn import_with(
         rejects: v.rejects,
         ca: v.ca,
         root: v.root,
-        root_sha: root_sha.clone(),
         progress,
     };
-    let ports = unique_ports(&opts.ports);
-    let devices = std::thread::scope(|s| {
-        let handles: Vec<_> = ports
-            .iter()
-            .map(|p| {
-                let ctx = &ctx;
-                s.spawn(move || import_port(ctx, p, opener))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(ports.iter())
-            .map(|(h, p)| {
-                h.join().unwrap_or_else(|_| DeviceResult {
-                    port: p.clone(),
-                    imei: None,
-                    uuid: None,
-                    sec_tag: 0,
-                    status: Status::Unknown,
-                    code: Some("internal-error".into()),
-                    detail: "the worker for this port stopped unexpectedly".into(),
-                    next_step: Some("re-run import on this port; report the problem".into()),
-                })
-            })
-            .collect::<Vec<_>>()
-    });
+    let devices = run_ports(&opts.ports, 0, "import", |p| import_port(&ctx, p, opener));
     Ok(ImportReport {
         bundle: opts.bundle.clone(),
         batch,
@@ -499,6 +482,47 @@ fn record_failure(
 }
 
 /// The certificate row for a device record, if the bundle has one.
+/// Which of the device's bench records to import, with its certificate from the bundle (pure:
+/// no modem, no state). A device with none is refused with the reason: its export is not
+/// complete, the signer rejected its request (`rejects` = (uuid, code, detail) rows of the
+/// verified rejects.csv), or the bundle simply has no certificate for it.
+fn select<'c>(
+    records: &[DeviceRecord],
+    certs: &'c [CertRow],
+    rejects: &[(String, String, String)],
+) -> Result<(DeviceRecord, &'c CertRow), Fail> {
+    if let Some(c) = records
+        .iter()
+        .filter(|r| r.state.has_exported_key())
+        .find_map(|r| find_row(certs, r).map(|row| (r.clone(), row)))
+    {
+        return Ok(c);
+    }
+    let uuid = records
+        .first()
+        .and_then(|r| r.uuid.clone())
+        .unwrap_or_default();
+    if let Some(r) = records.iter().find(|r| !r.state.has_exported_key()) {
+        return Err(refused(
+            BenchCode::NotExported,
+            format!("the device's export is not complete (state {})", r.state),
+            r.state.next_step(),
+        ));
+    }
+    if let Some((_, code, detail)) = rejects.iter().find(|(u, _, _)| *u == uuid) {
+        return Err(refused(
+            BenchCode::RequestRejected,
+            format!("the signer rejected this device's request: {code}: {detail}"),
+            "see rejects.csv in the bundle; fix the cause, export again if needed, and sign again",
+        ));
+    }
+    Err(refused(
+        BenchCode::NoCertificate,
+        "the bundle has no certificate for this device",
+        "check that its request was in the signed requests file, or use the bundle that has it",
+    ))
+}
+
 fn find_row<'c>(certs: &'c [CertRow], rec: &DeviceRecord) -> Option<&'c CertRow> {
     let uuid = rec.uuid.as_deref().unwrap_or("").to_ascii_lowercase();
     let matches = |r: &&CertRow| {
@@ -529,20 +553,21 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
         "sign this device's request again with the trusted CA and import the new bundle";
     let der = first_cert_der(&row.certificate_pem).ok_or_else(|| {
         refused(
-            "cert-malformed",
+            BenchCode::CertMalformed,
             "the bundle row holds no certificate PEM",
             next_resign,
         )
     })?;
-    let cert = parse_cert_der(&der).map_err(|d| refused("cert-malformed", d, next_resign))?;
+    let cert =
+        parse_cert_der(&der).map_err(|d| refused(BenchCode::CertMalformed, d, next_resign))?;
     let tbs = &cert.tbs_certificate;
     let issuer = tbs
         .issuer
         .to_der()
-        .map_err(|e| refused("cert-malformed", e.to_string(), next_resign))?;
+        .map_err(|e| refused(BenchCode::CertMalformed, e.to_string(), next_resign))?;
     if issuer != ca.subject_der {
         return Err(refused(
-            "cert-untrusted",
+            BenchCode::CertUntrusted,
             "the certificate's issuer is not the trusted CA",
             next_resign,
         ));
@@ -550,18 +575,18 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
     const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
     if cert.signature_algorithm.oid.to_string() != ECDSA_SHA256 {
         return Err(refused(
-            "cert-untrusted",
+            BenchCode::CertUntrusted,
             "the certificate is not signed with ecdsa-with-SHA256",
             next_resign,
         ));
     }
     let tbs_der = tbs
         .to_der()
-        .map_err(|e| refused("cert-malformed", e.to_string(), next_resign))?;
+        .map_err(|e| refused(BenchCode::CertMalformed, e.to_string(), next_resign))?;
     let sig = cert.signature.as_bytes().unwrap_or(&[]);
     if !crate::crypto::verify_p256_sha256(&ca.public_key, &tbs_der, sig) {
         return Err(refused(
-            "cert-untrusted",
+            BenchCode::CertUntrusted,
             "the certificate's signature does not verify with the trusted CA key",
             next_resign,
         ));
@@ -574,7 +599,7 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
         .unwrap_or_default();
     if Some(key.as_str()) != rec.public_key.as_deref() {
         return Err(refused(
-            "cert-key-mismatch",
+            BenchCode::CertKeyMismatch,
             "the certificate's public key is not the key this device exported",
             "the bundle holds a certificate for an older or other key: export the device again if its key changed, sign, and import the new bundle",
         ));
@@ -586,7 +611,7 @@ fn check_cert(ca: &TrustedCa, row: &CertRow, rec: &DeviceRecord) -> Result<(), F
         .unwrap_or_default();
     if not_after <= now_unix {
         return Err(refused(
-            "cert-expired",
+            BenchCode::CertExpired,
             format!("the certificate expired ({})", row.not_after),
             next_resign,
         ));
@@ -611,7 +636,7 @@ fn check_names_device(subject: &x509_cert::name::Name, rec: &DeviceRecord) -> Re
     }
     let [cn] = cns.as_slice() else {
         return Err(refused(
-            "cert-wrong-device",
+            BenchCode::CertWrongDevice,
             format!(
                 "the certificate's subject has {} CN attributes, not one naming the device",
                 cns.len()
@@ -628,7 +653,7 @@ fn check_names_device(subject: &x509_cert::name::Name, rec: &DeviceRecord) -> Re
         return Ok(());
     }
     Err(refused(
-        "cert-wrong-device",
+        BenchCode::CertWrongDevice,
         format!(
             "the certificate is for CN {}, not this device (UUID {}, IMEI {})",
             crate::util::term_escape(cn),
@@ -654,7 +679,7 @@ fn check_ca_pin(
     for r in records {
         let (code, detail) = match &r.ca_sha256 {
             Some(pinned) if !pinned.eq_ignore_ascii_case(&ca.sha256) => (
-                "ca-changed",
+                BenchCode::CaChanged,
                 format!(
                     "sec_tag {} holds a certificate from CA {pinned}; this bundle is from CA {}",
                     r.sec_tag, ca.sha256
@@ -665,7 +690,7 @@ fn check_ca_pin(
                 .as_deref()
                 .is_some_and(|c| !c.eq_ignore_ascii_case(cert_sha)) =>
             (
-                "ca-unpinned",
+                BenchCode::CaUnpinned,
                 format!(
                     "sec_tag {} holds certificate {} installed before nrfca pinned CAs (its CA is unknown); this bundle is from CA {}",
                     r.sec_tag,
@@ -703,7 +728,7 @@ fn import_device(
     let records = ctx.state.devices_by_imei(&imei)?;
     if records.is_empty() {
         return Err(refused(
-            "not-exported-here",
+            BenchCode::NotExportedHere,
             format!(
                 "IMEI {imei} was never exported on this bench (state {})",
                 ctx.state.path().display()
@@ -711,37 +736,13 @@ fn import_device(
             "import on the bench that exported it, or pass its --state directory; with simulated modems, the likely cause is an `nrfca sim` restarted without its `--state FILE` (a new simulator has new IMEIs and keys): restart it with the same --state, or export again",
         ));
     }
-    let candidates: Vec<(DeviceRecord, &CertRow)> = records
-        .iter()
-        .filter(|r| r.state.has_exported_key())
-        .filter_map(|r| find_row(&ctx.certs, r).map(|row| (r.clone(), row)))
-        .collect();
-    let (mut rec, row) = match candidates.into_iter().next() {
-        Some(c) => c,
-        None => {
-            let r = records.first().cloned();
-            track.sec_tag = r.as_ref().map(|r| r.sec_tag);
-            track.uuid = r.as_ref().and_then(|r| r.uuid.clone());
-            let uuid = track.uuid.clone().unwrap_or_default();
-            if let Some(r) = records.iter().find(|r| !r.state.has_exported_key()) {
-                return Err(refused(
-                    "not-exported",
-                    format!("the device's export is not complete (state {})", r.state),
-                    r.state.next_step(),
-                ));
-            }
-            if let Some((_, code, detail)) = ctx.rejects.iter().find(|(u, _, _)| *u == uuid) {
-                return Err(refused(
-                    "request-rejected",
-                    format!("the signer rejected this device's request: {code}: {detail}"),
-                    "see rejects.csv in the bundle; fix the cause, export again if needed, and sign again",
-                ));
-            }
-            return Err(refused(
-                "no-certificate",
-                "the bundle has no certificate for this device",
-                "check that its request was in the signed requests file, or use the bundle that has it",
-            ));
+    let (mut rec, row) = match select(&records, &ctx.certs, &ctx.rejects) {
+        Ok(c) => c,
+        Err(f) => {
+            let r = records.first();
+            track.sec_tag = r.map(|r| r.sec_tag);
+            track.uuid = r.and_then(|r| r.uuid.clone());
+            return Err(f);
         }
     };
     let tag = rec.sec_tag;
@@ -759,7 +760,7 @@ fn import_device(
                 .is_some_and(|r| !r.eq_ignore_ascii_case(&u)) =>
         {
             return Err(refused(
-                "identity-mismatch",
+                BenchCode::IdentityMismatch,
                 format!(
                     "the modem reports UUID {u}, but IMEI {imei} was exported as {}",
                     rec.uuid.as_deref().unwrap_or("?")
@@ -777,17 +778,26 @@ fn import_device(
     } else {
         row.certificate_pem.clone()
     };
-    let cert_sha = crate::crypto::sha256_hex(cert_pem.as_bytes());
-    let root_sha = ctx.root_sha.clone();
+    // What the modem will list: the SHA-256 of the bytes it stores, which over the shell
+    // dialect have CR LF line ends.
+    let cert_sha = m.stored_sha256(&cert_pem).to_ascii_lowercase();
+    let root_sha = m.stored_sha256(&ctx.root).to_ascii_lowercase();
     check_ca_pin(&ctx.ca, &records, &cert_sha, ctx.opts.force, journal)?;
 
     step(ctx, port, imei_s, "check slot");
     let listing = m.cmng_list(tag)?;
+    // The root CAs go to their own sec_tag with --ca-sec-tag, else beside the certificate.
+    let ca_tag = ctx.opts.ca_sec_tag.unwrap_or(tag);
+    let ca_listing = if ca_tag == tag {
+        None
+    } else {
+        Some(m.cmng_list(ca_tag)?)
+    };
     let key = listing.iter().find(|e| e.kind == 2).cloned();
     let key = match key {
         None => {
             return Err(refused(
-                "key-missing",
+                BenchCode::KeyMissing,
                 format!("sec_tag {tag} no longer holds the key exported on {}", rec.exported_at.as_deref().unwrap_or("?")),
                 "the certificate is useless without its key: run `nrfca bench export --force` on this device, sign, and import again",
             ))
@@ -797,7 +807,7 @@ fn import_device(
     if let Some(recorded) = &rec.key_sha256 {
         if !recorded.eq_ignore_ascii_case(&key.sha256) {
             return Err(refused(
-                "key-changed",
+                BenchCode::KeyChanged,
                 format!("sec_tag {tag} holds a different key than the one exported"),
                 "run `nrfca bench export --force` on this device, sign, and import again",
             ));
@@ -808,7 +818,12 @@ fn import_device(
             .iter()
             .any(|e| e.kind == kind && e.sha256.eq_ignore_ascii_case(sha))
     };
-    let root_ok = has(0, &root_sha);
+    let root_ok = match &ca_listing {
+        None => has(0, &root_sha),
+        Some(l) => l
+            .iter()
+            .any(|e| e.kind == 0 && e.sha256.eq_ignore_ascii_case(&root_sha)),
+    };
     let cert_ok = has(1, &cert_sha);
     let serial = row.serial.clone();
 
@@ -848,7 +863,7 @@ fn import_device(
     }
     if !root_ok {
         step(ctx, port, imei_s, "write root CAs");
-        m.cmng_write(tag, 0, &ctx.root)?;
+        m.cmng_write(ca_tag, 0, &ctx.root)?;
     } else {
         journal.note("skip", "root CA bundle already in place (SHA-256 matches)");
     }
@@ -861,14 +876,16 @@ fn import_device(
 
     step(ctx, port, imei_s, "verify");
     let after = m.cmng_list(tag)?;
-    let listed = |kind: u8| {
-        after
-            .iter()
-            .find(|e| e.kind == kind)
-            .map(|e| e.sha256.clone())
+    let ca_after = if ca_tag == tag {
+        None
+    } else {
+        Some(m.cmng_list(ca_tag)?)
     };
+    let listed_in =
+        |l: &[at::CmngEntry], kind: u8| l.iter().find(|e| e.kind == kind).map(|e| e.sha256.clone());
+    let listed = |kind: u8| listed_in(&after, kind);
     let mut problems = Vec::new();
-    match listed(0) {
+    match listed_in(ca_after.as_deref().unwrap_or(&after), 0) {
         Some(s) if s.eq_ignore_ascii_case(&root_sha) => {}
         Some(s) => problems.push(format!(
             "type 0 lists {s}, expected {}",
@@ -890,7 +907,7 @@ fn import_device(
     }
     if !problems.is_empty() {
         return Err(refused(
-            "verify-failed",
+            BenchCode::VerifyFailed,
             format!("after writing, the modem's listing does not match: {}", problems.join("; ")),
             "re-run import; if it persists the modem stores credentials differently (check its firmware)",
         ));
@@ -928,9 +945,13 @@ fn import_device(
         sec_tag: tag,
         status: Status::Done,
         code: None,
-        detail: format!(
-            "certificate {serial} and root CAs installed and verified by SHA-256{note}"
-        ),
+        detail: if ca_tag == tag {
+            format!("certificate {serial} and root CAs installed and verified by SHA-256{note}")
+        } else {
+            format!(
+                "certificate {serial} and root CAs (sec_tag {ca_tag}) installed and verified by SHA-256{note}"
+            )
+        },
         next_step: None,
     })
 }
@@ -938,6 +959,90 @@ fn import_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which record and certificate `select` takes, or why it refuses, by case.
+    #[test]
+    fn select_table() {
+        let rec = |imei: &str, tag: u32, state: DeviceState, uuid: &str| {
+            let mut r = DeviceRecord::new(imei, tag, state);
+            r.uuid = Some(uuid.to_string());
+            r
+        };
+        let row = |uuid: &str, imei: &str, tag: u32, serial: &str| CertRow {
+            device_uuid: uuid.into(),
+            imei: imei.into(),
+            sec_tag: tag,
+            serial: serial.into(),
+            not_before: String::new(),
+            not_after: String::new(),
+            sha256: String::new(),
+            certificate_pem: String::new(),
+        };
+        const A: &str = "355025930000001";
+        const U: &str = "50503041-3539-47eb-8000-000000000001";
+        let rejects = [(
+            U.to_string(),
+            "bad-csr-signature".to_string(),
+            "x".to_string(),
+        )];
+        use DeviceState::*;
+        let cases: Vec<(&str, Vec<DeviceRecord>, Vec<CertRow>, &str)> = vec![
+            (
+                "by IMEI",
+                vec![rec(A, 7, Exported, U)],
+                vec![row("", A, 7, "s1")],
+                "7 s1",
+            ),
+            (
+                "by UUID, any case",
+                vec![rec(A, 7, Exported, U)],
+                vec![row(&U.to_uppercase(), "", 7, "s2")],
+                "7 s2",
+            ),
+            (
+                "other sec_tag only",
+                vec![rec(A, 7, Exported, U)],
+                vec![row(U, A, 8, "s3")],
+                "no-certificate",
+            ),
+            (
+                "imported before: again",
+                vec![rec(A, 7, Imported, U)],
+                vec![row(U, A, 7, "s4")],
+                "7 s4",
+            ),
+            (
+                "the tag that has one",
+                vec![rec(A, 7, Exported, U), rec(A, 8, Exported, U)],
+                vec![row(U, A, 8, "s5")],
+                "8 s5",
+            ),
+            (
+                "export not complete",
+                vec![rec(A, 7, ExportFailed, U)],
+                vec![row(U, A, 7, "s6")],
+                "not-exported",
+            ),
+            (
+                "rejected by the signer",
+                vec![rec(A, 7, Exported, U)],
+                vec![],
+                "request-rejected",
+            ),
+        ];
+        for (name, records, certs, want) in cases {
+            let r = if name == "rejected by the signer" {
+                &rejects[..]
+            } else {
+                &[][..]
+            };
+            let got = match select(&records, &certs, r) {
+                Ok((rec, row)) => format!("{} {}", rec.sec_tag, row.serial),
+                Err(f) => f.parts().0,
+            };
+            assert_eq!(got, want, "case: {name}");
+        }
+    }
 
     #[test]
     fn default_root_bundle_fits_and_parses() {

@@ -5,7 +5,7 @@
 //! reported with [`ModemError::outcome_unknown`] = true: the caller must treat the device
 //! state as unknown, never as "not done".
 
-use super::at::{self, CmeCode, CmngEntry, Event, Final, Parser};
+use super::at::{self, CmeCode, CmngEntry, Dialect, Event, Final, Parser};
 use super::transport::{OpenError, Transport};
 use std::fmt;
 use std::io;
@@ -272,6 +272,40 @@ pub struct Modem<T: Transport> {
     cmee_lost: bool,
     /// URCs and noise lines seen (for diagnostics).
     pub noise_lines: u64,
+    /// How commands travel (found by [`Modem::sync`] under [`DialectChoice::Auto`]).
+    dialect: Dialect,
+    choice: DialectChoice,
+}
+
+/// The `--dialect` the operator chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DialectChoice {
+    /// Plain AT commands.
+    At,
+    /// The nRF Connect SDK shell (`at '<command>'`).
+    Shell,
+    /// Find out at [`Modem::sync`]: `AT` answered `OK` means AT; otherwise `at AT` answered
+    /// `OK` means the shell (as Nordic's tools detect it).
+    #[default]
+    Auto,
+}
+
+impl DialectChoice {
+    /// The dialects [`Modem::sync`] probes, in order.
+    fn probes(self) -> &'static [Dialect] {
+        match self {
+            DialectChoice::At => &[Dialect::At; 4],
+            DialectChoice::Shell => &[Dialect::Shell; 4],
+            DialectChoice::Auto => &[
+                Dialect::At,
+                Dialect::Shell,
+                Dialect::At,
+                Dialect::Shell,
+                Dialect::At,
+                Dialect::Shell,
+            ],
+        }
+    }
 }
 
 impl<T: Transport> fmt::Debug for Modem<T> {
@@ -294,7 +328,29 @@ impl<T: Transport> Modem<T> {
             desync: false,
             cmee_lost: false,
             noise_lines: 0,
+            dialect: Dialect::At,
+            choice: DialectChoice::At,
         }
+    }
+
+    /// Speak `choice` (before [`Modem::sync`]).
+    pub fn set_dialect(&mut self, choice: DialectChoice) {
+        self.choice = choice;
+        self.dialect = match choice {
+            DialectChoice::Shell => Dialect::Shell,
+            _ => Dialect::At,
+        };
+    }
+
+    /// The dialect in use (after [`Modem::sync`], the one the device answered).
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// SHA-256 (uppercase hex) of what the modem stores for credential `content` written
+    /// with [`Modem::cmng_write`] in the dialect in use.
+    pub fn stored_sha256(&self, content: &str) -> String {
+        hex_upper(&sha256(self.dialect.stored(content).as_bytes()))
     }
 
     /// Call `f` after every command with what was sent and how it ended (for the journal).
@@ -319,7 +375,8 @@ impl<T: Transport> Modem<T> {
         self.parser.reset();
         let mut last: Option<ModemError> = None;
         let mut ok = false;
-        for _ in 0..4 {
+        for &dialect in self.choice.probes() {
+            self.dialect = dialect;
             match self.probe(self.timeouts.sync) {
                 Ok(_) => {
                     ok = true;
@@ -420,10 +477,14 @@ impl<T: Transport> Modem<T> {
         boot_is_error: bool,
     ) -> Result<Vec<String>, ModemError> {
         let summary = || at::summarize_command(cmd);
-        let mut line = Vec::with_capacity(cmd.len() + 2);
-        line.extend_from_slice(cmd.as_bytes());
+        let wire = self.dialect.wire(cmd).map_err(|error| ModemError::Encode {
+            command: summary(),
+            error,
+        })?;
+        let mut line = Vec::with_capacity(wire.len() + 2);
+        line.extend_from_slice(wire.as_bytes());
         line.extend_from_slice(b"\r\n");
-        self.parser.begin(cmd);
+        self.parser.begin(&wire);
         if let Err(e) = self.io.write_all(&line) {
             return Err(if e.kind() == io::ErrorKind::TimedOut {
                 ModemError::Timeout {
@@ -627,6 +688,20 @@ impl<T: Transport> Modem<T> {
         }
     }
 
+    /// `AT%ATTESTTOKEN` → the token text between the quotes (`<message>.<COSE>`).
+    pub fn attestation_token(&mut self) -> Result<String, ModemError> {
+        let cmd = "AT%ATTESTTOKEN";
+        let lines = self.command(cmd, self.timeouts.default)?;
+        lines
+            .iter()
+            .find_map(|l| at::parse_quoted_reply(l, "%ATTESTTOKEN:"))
+            .map(str::to_string)
+            .ok_or_else(|| ModemError::Unexpected {
+                command: cmd.into(),
+                detail: "OK without a %ATTESTTOKEN: \"…\" line".into(),
+            })
+    }
+
     /// `AT%CMNG=1,<tag>` → the credentials stored under `tag`.
     pub fn cmng_list(&mut self, sec_tag: u32) -> Result<Vec<CmngEntry>, ModemError> {
         let lines = self.command(&format!("AT%CMNG=1,{sec_tag}"), self.timeouts.default)?;
@@ -638,7 +713,8 @@ impl<T: Transport> Modem<T> {
     }
 
     /// `AT%CMNG=0,<tag>,<type>,"<content>"`; returns the uppercase SHA-256 of exactly the
-    /// bytes sent, which the listing must show afterwards.
+    /// bytes the modem stores (those sent; over the shell, with CR LF line ends), which the
+    /// listing must show afterwards.
     pub fn cmng_write(
         &mut self,
         sec_tag: u32,
@@ -651,7 +727,7 @@ impl<T: Transport> Modem<T> {
                 error,
             })?;
         self.command(&cmd, self.timeouts.write)?;
-        Ok(hex_upper(&sha256(content.as_bytes())))
+        Ok(self.stored_sha256(content))
     }
 
     /// `AT%CMNG=3,<tag>,<type>`; `Ok(false)` when there was nothing to delete (513).
@@ -666,9 +742,21 @@ impl<T: Transport> Modem<T> {
         }
     }
 
-    /// `AT%KEYGEN=<tag>,2,0` → the text between the quotes of `%KEYGEN: "…"`.
-    pub fn keygen(&mut self, sec_tag: u32) -> Result<String, ModemError> {
-        let cmd = format!("AT%KEYGEN={sec_tag},2,0");
+    /// `AT%KEYGEN=<tag>,2,0` (with subject attributes: `AT%KEYGEN=<tag>,2,0,"<attributes>"`)
+    /// → the text between the quotes of `%KEYGEN: "…"`.
+    pub fn keygen(&mut self, sec_tag: u32, attributes: Option<&str>) -> Result<String, ModemError> {
+        let cmd = match attributes {
+            None => format!("AT%KEYGEN={sec_tag},2,0"),
+            Some(a) => {
+                if a.contains('"') {
+                    return Err(ModemError::Encode {
+                        command: format!("AT%KEYGEN={sec_tag},2,0,…"),
+                        error: at::EncodeError::Quote,
+                    });
+                }
+                format!("AT%KEYGEN={sec_tag},2,0,\"{a}\"")
+            }
+        };
         let lines = self.command(&cmd, self.timeouts.keygen)?;
         keygen_from_lines(&lines).ok_or_else(|| ModemError::Unexpected {
             command: cmd,
@@ -953,8 +1041,8 @@ pub(crate) mod tests {
         assert_eq!(l[0].sha256, sha);
         assert!(!m.cmng_delete(16842753, 1).unwrap());
         assert!(m.cmng_delete(16842753, 2).unwrap());
-        assert_eq!(m.keygen(16842753).unwrap(), "abc.def");
-        let e = m.keygen(16842753).unwrap_err();
+        assert_eq!(m.keygen(16842753, None).unwrap(), "abc.def");
+        let e = m.keygen(16842753, None).unwrap_err();
         assert_eq!(e.cme(), Some(CmeCode::LTE_ACTIVE));
         assert!(e.to_string().contains("AT%KEYGEN=16842753,2,0"));
         assert!(e.to_string().contains("CFUN=4"));
@@ -979,7 +1067,7 @@ pub(crate) mod tests {
             ],
             4,
         );
-        let e = m.keygen(7).unwrap_err();
+        let e = m.keygen(7, None).unwrap_err();
         assert!(e.outcome_unknown(), "{e}");
         match &e {
             ModemError::Timeout { partial, .. } => {
@@ -1078,7 +1166,7 @@ pub(crate) mod tests {
                     3 => m.model().map(|_| ()),
                     4 => m.device_uuid().map(|_| ()),
                     5 => m.cmng_list(16842753).map(|_| ()),
-                    _ => m.keygen(16842753).map(|_| ()),
+                    _ => m.keygen(16842753, None).map(|_| ()),
                 };
             }
         }

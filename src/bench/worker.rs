@@ -1,7 +1,8 @@
 //! What export and import share: per-port results and progress events, the bench error type,
 //! and the per-port runner (open, sync, journal every command, reconnect after an unplug).
 
-use super::modem::{CommandRecord, Modem, ModemError, Timeouts};
+use super::code::BenchCode;
+use super::modem::{CommandRecord, DialectChoice, Modem, ModemError, Timeouts};
 use super::state::{Actor, State, StateError};
 use super::transport::{self, SerialSettings, Transport};
 use std::fmt;
@@ -142,6 +143,8 @@ pub struct PortSettings {
     pub reconnect_wait: Duration,
     /// How many times the whole device flow is retried after contact was lost.
     pub retries: u32,
+    /// How AT commands travel: plain AT, the nRF Connect SDK shell, or found at connect.
+    pub dialect: DialectChoice,
 }
 
 impl Default for PortSettings {
@@ -151,6 +154,7 @@ impl Default for PortSettings {
             timeouts: Timeouts::default(),
             reconnect_wait: Duration::from_secs(10),
             retries: 2,
+            dialect: DialectChoice::Auto,
         }
     }
 }
@@ -265,7 +269,7 @@ pub(crate) enum Fail {
     Modem(ModemError),
     /// The bench refused to go on with this device.
     Refused {
-        code: String,
+        code: BenchCode,
         detail: String,
         next: String,
     },
@@ -290,14 +294,14 @@ impl Fail {
     pub(crate) fn parts(self) -> (String, String, String, bool) {
         match self {
             Fail::Modem(e) => (
-                error_code(&e),
+                error_code(&e).to_string(),
                 e.to_string(),
                 e.next_step(),
                 e.outcome_unknown(),
             ),
-            Fail::Refused { code, detail, next } => (code, detail, next, false),
+            Fail::Refused { code, detail, next } => (code.to_string(), detail, next, false),
             Fail::Internal(d) => (
-                "internal-error".to_string(),
+                BenchCode::InternalError.to_string(),
                 d,
                 "check the bench state directory and re-run".to_string(),
                 false,
@@ -307,9 +311,9 @@ impl Fail {
 }
 
 /// A refusal with a code, a detail and what to do next.
-pub(crate) fn refused(code: &str, detail: impl Into<String>, next: impl Into<String>) -> Fail {
+pub(crate) fn refused(code: BenchCode, detail: impl Into<String>, next: impl Into<String>) -> Fail {
     Fail::Refused {
-        code: code.into(),
+        code,
         detail: detail.into(),
         next: next.into(),
     }
@@ -411,6 +415,38 @@ pub(crate) fn run_port(
     result
 }
 
+/// Run `device` on every port (duplicates naming the same device removed) at once, one
+/// thread each; results in the order of the ports. A worker that panicked is reported as an
+/// unknown outcome of `action` on its port, never taken for a result.
+pub(crate) fn run_ports(
+    ports: &[String],
+    sec_tag: u32,
+    action: &str,
+    device: impl Fn(&str) -> DeviceResult + Sync,
+) -> Vec<DeviceResult> {
+    let ports = unique_ports(ports);
+    let device = &device;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ports.iter().map(|p| s.spawn(move || device(p))).collect();
+        handles
+            .into_iter()
+            .zip(ports.iter())
+            .map(|(h, p)| {
+                h.join().unwrap_or_else(|_| DeviceResult {
+                    port: p.clone(),
+                    imei: None,
+                    uuid: None,
+                    sec_tag,
+                    status: Status::Unknown,
+                    code: Some(BenchCode::InternalError.to_string()),
+                    detail: "the worker for this port stopped unexpectedly".into(),
+                    next_step: Some(format!("re-run {action} on this port; report the problem")),
+                })
+            })
+            .collect()
+    })
+}
+
 /// The transport opener (the real serial port; tests may substitute).
 pub(crate) type Opener<'a> =
     &'a (dyn Fn(&str, &SerialSettings) -> Result<Box<dyn Transport>, ModemError> + Sync);
@@ -438,6 +474,7 @@ pub(crate) fn connect(
         match opener(port, &settings.serial) {
             Ok(t) => {
                 let mut m = Modem::new(t, settings.timeouts);
+                m.set_dialect(settings.dialect);
                 m.set_observer(journal.observer());
                 match m.sync() {
                     Ok(()) => return Ok(m),
@@ -473,23 +510,23 @@ pub(crate) fn unique_ports(ports: &[String]) -> Vec<String> {
 }
 
 /// A short code for a modem error (for status and JSON).
-pub(crate) fn error_code(e: &ModemError) -> String {
+pub(crate) fn error_code(e: &ModemError) -> BenchCode {
     match e {
         ModemError::Open(o) => match o.kind {
-            transport::OpenErrorKind::NotFound => "port-not-found".into(),
-            transport::OpenErrorKind::Permission => "port-permission".into(),
-            transport::OpenErrorKind::Busy => "port-busy".into(),
-            transport::OpenErrorKind::Other => "port-open-failed".into(),
+            transport::OpenErrorKind::NotFound => BenchCode::PortNotFound,
+            transport::OpenErrorKind::Permission => BenchCode::PortPermission,
+            transport::OpenErrorKind::Busy => BenchCode::PortBusy,
+            transport::OpenErrorKind::Other => BenchCode::PortOpenFailed,
         },
-        ModemError::NotResponding { .. } => "not-responding".into(),
-        ModemError::Timeout { .. } => "timeout".into(),
-        ModemError::Disconnected { .. } => "disconnected".into(),
-        ModemError::Reset { .. } => "device-reset".into(),
-        ModemError::Error { .. } => "at-error".into(),
-        ModemError::Cme { code, .. } => format!("cme-{}", code.0),
-        ModemError::Cms { code, .. } => format!("cms-{code}"),
-        ModemError::Unexpected { .. } => "unexpected-reply".into(),
-        ModemError::Encode { .. } => "bad-content".into(),
+        ModemError::NotResponding { .. } => BenchCode::NotResponding,
+        ModemError::Timeout { .. } => BenchCode::Timeout,
+        ModemError::Disconnected { .. } => BenchCode::Disconnected,
+        ModemError::Reset { .. } => BenchCode::DeviceReset,
+        ModemError::Error { .. } => BenchCode::AtError,
+        ModemError::Cme { code, .. } => BenchCode::Cme(code.0),
+        ModemError::Cms { code, .. } => BenchCode::Cms(*code),
+        ModemError::Unexpected { .. } => BenchCode::UnexpectedReply,
+        ModemError::Encode { .. } => BenchCode::BadContent,
     }
 }
 

@@ -5,8 +5,8 @@ use clap::{Args, Subcommand};
 use nrfca::bench::state::{DeviceRecord, State, DEFAULT_DIR};
 use nrfca::bench::transport::{list_ports, SerialSettings};
 use nrfca::bench::{
-    export, import_verified, verify_bundle, DeviceResult, ExportOptions, ImportOptions, PortEvent,
-    PortEventKind, PortSettings, Status,
+    export, import_verified, verify_bundle, DeviceResult, DialectChoice, ExportOptions,
+    ImportOptions, PortEvent, PortEventKind, PortSettings, Status,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,6 +70,16 @@ pub struct SerialArgs {
     /// Turn RTS/CTS hardware flow control off (on by default, as in Nordic's tools).
     #[arg(long, help_heading = "Serial and timing")]
     no_flow_control: bool,
+    /// How AT commands travel: `at` (AT Client, Serial LTE Modem), `shell` (nRF Connect SDK
+    /// shell firmware: `at '<command>'`), or `auto` (ask each device at connect).
+    #[arg(
+        long,
+        value_enum,
+        help_heading = "Serial and timing",
+        value_name = "D",
+        default_value_t = DialectArg::Auto
+    )]
+    dialect: DialectArg,
     /// Operator name for the journal (default: $USER).
     #[arg(long, value_name = "NAME")]
     operator: Option<String>,
@@ -105,6 +115,17 @@ pub struct SerialArgs {
     json: bool,
 }
 
+/// `--dialect` of `bench export` and `bench import`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DialectArg {
+    /// Plain AT commands.
+    At,
+    /// The nRF Connect SDK shell (`at '<command>'`).
+    Shell,
+    /// Find out per device (`AT`, then `at AT`).
+    Auto,
+}
+
 impl SerialArgs {
     fn settings(&self) -> Result<PortSettings, Box<dyn std::error::Error>> {
         let secs = |v: f64, name: &str| -> Result<Duration, Box<dyn std::error::Error>> {
@@ -120,6 +141,11 @@ impl SerialArgs {
                 flow_control: !self.no_flow_control,
             },
             reconnect_wait: secs(self.reconnect_wait, "reconnect-wait")?,
+            dialect: match self.dialect {
+                DialectArg::At => DialectChoice::At,
+                DialectArg::Shell => DialectChoice::Shell,
+                DialectArg::Auto => DialectChoice::Auto,
+            },
             ..PortSettings::default()
         };
         s.timeouts.default = base;
@@ -144,8 +170,27 @@ pub struct ExportArgs {
     /// Any certificate issued for the old key becomes useless.
     #[arg(long)]
     force: bool,
+    /// What the certificate names the device by: `uuid` (CN = the device UUID, nRF Cloud's
+    /// default) or `imei` (CN = nrf-<IMEI>, for firmware that connects as nrf-<IMEI>; sign
+    /// those requests with `nrfca sign --device-id cn`).
+    #[arg(long, value_enum, value_name = "ID", default_value_t = DeviceIdArg::Uuid)]
+    device_id: DeviceIdArg,
+    /// Also gather each device's AT%ATTESTTOKEN into FILE, the CSV nRF Cloud's claiming tools
+    /// read (as nrfcloud-utils' gather_attestation_tokens writes it: imei,uuid,token,time; no
+    /// header). Appended to; a device already in it is not asked again.
+    #[arg(long, value_name = "FILE")]
+    claim_tokens: Option<PathBuf>,
     #[command(flatten)]
     serial: SerialArgs,
+}
+
+/// `--device-id` of `bench export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceIdArg {
+    /// CN = the device UUID.
+    Uuid,
+    /// CN = nrf-<IMEI>.
+    Imei,
 }
 
 /// Arguments of `bench import`.
@@ -166,6 +211,10 @@ pub struct ImportArgs {
     /// otherwise: ca-changed, ca-unpinned); each forced change is journaled.
     #[arg(long)]
     force: bool,
+    /// Write the root CA bundle (type 0) to this sec_tag instead of the certificate's (newer
+    /// nRF Connect SDK CoAP configurations read the CAs from their own sec_tag).
+    #[arg(long, value_name = "T")]
+    ca_sec_tag: Option<u32>,
     #[command(flatten)]
     serial: SerialArgs,
 }
@@ -436,6 +485,11 @@ fn run_export(a: ExportArgs) -> CliResult {
         operator: a.serial.operator.clone(),
         bench_name: a.serial.bench.clone(),
         settings,
+        claim_tokens: a.claim_tokens.clone(),
+        device_id: match a.device_id {
+            DeviceIdArg::Uuid => nrfca::bench::DeviceId::Uuid,
+            DeviceIdArg::Imei => nrfca::bench::DeviceId::Imei,
+        },
     };
     let render = Arc::new(Render::new(&opts.ports));
     render.watch_interrupts("export")?;
@@ -462,8 +516,9 @@ fn run_export(a: ExportArgs) -> CliResult {
         }
     } else if report.exported() > 0 || outcome == Outcome::Done {
         say!(
-            "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
+            "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE{} {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
             report.out.display(),
+            if a.device_id == DeviceIdArg::Imei { " --device-id cn" } else { "" },
             report.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| report.out.display().to_string())
         );
     }
@@ -493,6 +548,7 @@ fn run_import(a: ImportArgs) -> CliResult {
         bench_name: a.serial.bench.clone(),
         settings,
         force: a.force,
+        ca_sec_tag: a.ca_sec_tag,
     };
     let verified = verify_bundle(&opts)?;
     say!(

@@ -33,8 +33,10 @@ pub struct SimArgs {
     /// /dev/pts paths (they survive a simulated disconnect; removed on exit).
     #[arg(long, value_name = "DIR")]
     link_dir: Option<PathBuf>,
-    /// What the modems imitate: nrf9160 (mfw 1.3.7, AT Client), nrf91x1 (mfw 2.0.2, AT
-    /// Client), slm (Serial LTE Modem framing on an nRF9160).
+    /// What the modems imitate: nrf9160 (mfw 1.3.7, AT Client), nrf91x1 (nRF9161, mfw 2.0.2,
+    /// AT Client), nrf9151, nrf9131, nrf9151-ntn (NTN firmware), slm (Serial LTE Modem
+    /// framing on an nRF9160), shell (nRF9161 behind the nRF Connect SDK shell: `at
+    /// <command>`, echo, `uart:~$ ` prompt).
     #[arg(long, default_value = "nrf9160", value_parser = parse_profile)]
     profile: Profile,
     /// Switch on a fault: NAME[:COMMAND][@MODEM] (see below). Repeatable.

@@ -205,6 +205,8 @@ pub struct Modem {
     cereg: u8,
     cscon: u8,
     xmodemsleep: bool,
+    /// The public key for authenticated AT commands written with `%XPMNG` (none at start).
+    xpmng_key: bool,
     first_after_boot: bool,
     boots: u32,
 }
@@ -234,6 +236,7 @@ impl Modem {
             cereg: 0,
             cscon: 0,
             xmodemsleep: false,
+            xpmng_key: false,
             first_after_boot: true,
             boots: 0,
         }
@@ -440,6 +443,32 @@ impl Modem {
                 self.keygen(a, r)
             }
             ("%ATTESTTOKEN", form) => self.attesttoken(form, r),
+            // nRF91x1 only. The simulated modem holds no ownership key (type 9), so it answers
+            // as real firmware does without one: 529, failed to create the response.
+            ("%CLAIMTOKEN", Form::Set(a)) if p.is_91x1() => match int(a.first()) {
+                Some(t) if u32::try_from(t).is_ok() => self.cme(529),
+                _ => Final::Error,
+            },
+            // Public key for authenticated AT commands: one may be written (opcode 0); a
+            // second write answers 519, already exists (as in the real capture EX-09).
+            ("%XPMNG", Form::Set(a)) => match (int(a.first()), a.get(1)) {
+                (Some(0), Some(Param::Str(k))) if !k.is_empty() => {
+                    if self.xpmng_key {
+                        self.cme(519)
+                    } else {
+                        self.xpmng_key = true;
+                        Final::Ok
+                    }
+                }
+                _ => Final::Error,
+            },
+            // Authenticated AT commands: without a public key 513 (not found); with one, the
+            // simulator cannot check the signature, so 520 (authentication failed, EX-10).
+            ("%XSUDO", Form::Set(a)) => match (int(a.first()), a.get(1)) {
+                (Some(_), Some(Param::Str(_))) if self.xpmng_key => self.cme(520),
+                (Some(_), Some(Param::Str(_))) => self.cme(513),
+                _ => Final::Error,
+            },
             ("#XSLMVER", Form::Plain) if p.is_slm() => {
                 line(r, "#XSLMVER: \"2.6.1\",\"2.8.0\"".into());
                 Final::Ok
@@ -681,6 +710,9 @@ impl Modem {
         let Ok(tag32) = u32::try_from(tag) else {
             return Final::Error;
         };
+        if attributes.is_some() && self.faults.fire(Fault::KeygenNoAttributes, &r.name, true) {
+            return Final::Error;
+        }
         if self.cfun == 1 {
             return self.cme(518);
         }
@@ -1095,5 +1127,45 @@ mod tests {
         assert!(tag_reserved(Profile::Nrf9160, 2147483648));
         assert!(!tag_reserved(Profile::Nrf91x1, 2147483648));
         assert!(tag_reserved(Profile::Nrf91x1, 4294967292));
+    }
+
+    /// %CLAIMTOKEN, %XPMNG and %XSUDO answer the CME codes real firmware gives in the
+    /// simulator's situation (no ownership key; one public key at most; no signature check).
+    #[test]
+    fn claim_and_authenticated_command_codes() {
+        let cases: &[(Profile, &str, Option<Final>)] = &[
+            (
+                Profile::Nrf91x1,
+                "AT%CLAIMTOKEN=16842753",
+                Some(Final::Cme(529)),
+            ),
+            (
+                Profile::Nrf9151,
+                "AT%CLAIMTOKEN=1,\"00112233445566778899aabbccddeeff\"",
+                Some(Final::Cme(529)),
+            ),
+            (
+                Profile::Nrf9160,
+                "AT%CLAIMTOKEN=16842753",
+                Some(Final::Error),
+            ),
+            (Profile::Nrf91x1, "AT%CLAIMTOKEN", Some(Final::Error)),
+            (
+                Profile::Nrf9160,
+                "AT%XSUDO=64,\"c2ln\"",
+                Some(Final::Cme(513)),
+            ),
+            (Profile::Nrf9160, "AT%XPMNG=1", Some(Final::Error)),
+        ];
+        for (profile, cmd, want) in cases {
+            let mut m = modem(*profile, vec![]);
+            assert_eq!(run(&mut m, "AT+CMEE=1").1, Some(Final::Ok));
+            assert_eq!(run(&mut m, cmd).1, *want, "{profile}: {cmd}");
+        }
+        let mut m = modem(Profile::Nrf9160, vec![]);
+        assert_eq!(run(&mut m, "AT+CMEE=1").1, Some(Final::Ok));
+        assert_eq!(run(&mut m, "AT%XPMNG=0,\"key\"").1, Some(Final::Ok));
+        assert_eq!(run(&mut m, "AT%XPMNG=0,\"key\"").1, Some(Final::Cme(519)));
+        assert_eq!(run(&mut m, "AT%XSUDO=64,\"c2ln\"").1, Some(Final::Cme(520)));
     }
 }

@@ -6,7 +6,7 @@
 //!   command after being switched on (at start or by [`crate::sim::Simulator::set_faults`]),
 //!   then stay quiet, so a re-run of the same job succeeds.
 //! - **standing** (`garbage`, `urcs`, `slow`, `cme-on-write`, `storage-full`,
-//!   `first-command-fails`): fire on every eligible event while switched on
+//!   `first-command-fails`, `keygen-no-attributes`, `shell-truncate`): fire on every eligible event while switched on
 //!   (`first-command-fails`: on the first command after every boot).
 //!
 //! With a fault probability `p` (`--fault-probability`), every fault of either kind instead
@@ -49,11 +49,17 @@ pub enum Fault {
     /// The first command after every boot answers a plain `ERROR` (the AT host not ready yet).
     /// Standing (once per boot).
     FirstCommandFails,
+    /// `%KEYGEN` with subject attributes (`AT%KEYGEN=<tag>,2,0,"CN=…"`) answers a plain
+    /// `ERROR`, as firmware that takes none does. Standing.
+    KeygenNoAttributes,
+    /// `--profile shell`: the shell keeps only the first 256 bytes of a line (Zephyr's default
+    /// command buffer), so a certificate write reaches the modem cut short. Standing.
+    ShellTruncate,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Disconnect,
         Fault::Garbage,
         Fault::Urcs,
@@ -63,6 +69,8 @@ impl Fault {
         Fault::StorageFull,
         Fault::KeygenFail,
         Fault::FirstCommandFails,
+        Fault::KeygenNoAttributes,
+        Fault::ShellTruncate,
     ];
 
     /// The kebab-case `--fault` name.
@@ -77,6 +85,8 @@ impl Fault {
             Fault::StorageFull => "storage-full",
             Fault::KeygenFail => "keygen-fail",
             Fault::FirstCommandFails => "first-command-fails",
+            Fault::KeygenNoAttributes => "keygen-no-attributes",
+            Fault::ShellTruncate => "shell-truncate",
         }
     }
 
@@ -92,6 +102,8 @@ impl Fault {
             Fault::StorageFull => "%CMNG writes and %KEYGEN answer +CME ERROR: 515",
             Fault::KeygenFail => "the next %KEYGEN answers +CME ERROR: 523 (one-shot)",
             Fault::FirstCommandFails => "the first command after each boot answers ERROR",
+            Fault::KeygenNoAttributes => "%KEYGEN with subject attributes answers ERROR",
+            Fault::ShellTruncate => "the shell cuts lines at 256 bytes (profile shell)",
         }
     }
 

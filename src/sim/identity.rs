@@ -26,6 +26,22 @@ impl std::fmt::Debug for SimIdentity {
     }
 }
 
+/// A device UUID shaped like the ones real nRF91 modems report (the seed's
+/// `50503041-3539-47eb-807b-102dbb423b9a`: `PP0A59G…`): the first seven bytes printable ASCII
+/// (six upper-case letters or digits, then the version byte `0x41`–`0x4F`, version 4), the
+/// variant byte exactly `0x80`, the rest random. Not a random version-4 UUID.
+pub fn nordic_uuid(rng: &mut SimRng) -> [u8; 16] {
+    const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut uuid = [0u8; 16];
+    rng.fill(&mut uuid);
+    for b in uuid.iter_mut().take(6) {
+        *b = ALNUM[rng.below(ALNUM.len() as u64) as usize];
+    }
+    uuid[6] = 0x41 + rng.below(15) as u8;
+    uuid[8] = 0x80;
+    uuid
+}
+
 impl SimIdentity {
     /// A new identity; the TAC comes from the profile. With `seeded` the IMEI, UUID and
     /// identity key all come from `rng` (reproducible from `--seed`); otherwise UUID and key
@@ -37,21 +53,16 @@ impl SimIdentity {
         }
         let luhn = crate::util::luhn_digit(&digits).unwrap_or(0);
         digits.push(char::from(b'0' + luhn));
-        if !seeded {
-            let modem = ModemIdentity::random().map_err(|e| SimError::Identity(e.to_string()))?;
-            return Ok(SimIdentity {
-                imei: digits,
-                uuid: modem.uuid(),
-                modem,
-            });
-        }
-        let mut uuid = [0u8; 16];
-        rng.fill(&mut uuid);
-        uuid[6] = (uuid[6] & 0x0f) | 0x40;
-        uuid[8] = (uuid[8] & 0x3f) | 0x80;
+        let mut os = SimRng::from_os();
+        let uuid = nordic_uuid(if seeded { &mut *rng } else { &mut os });
         let pkcs8 = loop {
             let mut scalar = Zeroizing::new([0u8; 32]);
-            rng.fill(scalar.as_mut());
+            if seeded {
+                rng.fill(scalar.as_mut());
+            } else {
+                crate::crypto::fill_random(scalar.as_mut())
+                    .map_err(|e| SimError::Identity(e.to_string()))?;
+            }
             if let Ok(sk) = p256::SecretKey::from_slice(scalar.as_ref()) {
                 use p256::pkcs8::EncodePrivateKey;
                 let doc = sk
@@ -115,5 +126,37 @@ impl SimIdentity {
         self.modem
             .attesttoken(challenge, device_type, fw_uuid)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shaped like real modems' UUIDs (the seed's `50503041-3539-47eb-807b-…`), seeded or not.
+    #[test]
+    fn uuids_look_like_real_ones() {
+        let check = |u: [u8; 16]| {
+            let s = crate::util::uuid_string(&u);
+            assert!(
+                u[..6]
+                    .iter()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
+                "{s}"
+            );
+            assert!((0x41..=0x4f).contains(&u[6]), "printable version byte: {s}");
+            assert_eq!(u[8], 0x80, "variant byte: {s}");
+            assert_eq!(&s[14..15], "4");
+            assert_eq!(&s[19..21], "80");
+        };
+        let mut rng = SimRng::from_seed(7);
+        for _ in 0..200 {
+            check(nordic_uuid(&mut rng));
+        }
+        let seeded = SimIdentity::generate("35940423", &mut SimRng::from_seed(1), true).unwrap();
+        check(seeded.uuid);
+        let os = SimIdentity::generate("35940423", &mut SimRng::from_seed(1), false).unwrap();
+        check(os.uuid);
+        assert_ne!(os.uuid, seeded.uuid);
     }
 }

@@ -1,5 +1,6 @@
-//! What a simulated modem says about itself: the three profiles (nRF9160 AT Client, nRF91x1
-//! AT Client, Serial LTE Modem), their identification strings and framing, and the latency model.
+//! What a simulated modem says about itself: the profiles (nRF9160 AT Client, nRF91x1 AT
+//! Client, Serial LTE Modem, nRF91x1 with the nRF Connect SDK shell), their identification
+//! strings and framing, and the latency model.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,11 +20,32 @@ pub enum Profile {
     /// The Serial LTE Modem application on an nRF9160 (mfw 1.3.7): TS 27.007 "V1" framing
     /// (`\r\n<info>\r\n\r\nOK\r\n`), `Ready` banner, `AT#XSLMVER`, `AT#XNRFCLOUD?`, `AT#XRESET`.
     Slm,
+    /// An nRF9161 LACA (mfw 2.0.2) running an nRF Connect SDK application with the shell
+    /// (Multi-Service Sample style): AT commands only as `at <command>` (with
+    /// `CONFIG_AT_SHELL_UNESCAPE_LF`), every typed line echoed, a `uart:~$ ` prompt after
+    /// every answer, anything else `<name>: command not found`.
+    Shell,
+    /// nRF9151 LACA, mfw 2.0.2 (the nRF91x1 firmware), AT Client: as `nrf91x1` but its own
+    /// model, hardware version and ATTESTTOKEN device type (6).
+    Nrf9151,
+    /// nRF9131 LACA, mfw 2.0.2, AT Client: device type 5.
+    Nrf9131,
+    /// nRF9151 LACA on the NTN (satellite) modem firmware `mfw_nrf9151-ntn_1.0.0-1.alpha` (as
+    /// in the real capture EX-10), with its own firmware UUID.
+    Nrf9151Ntn,
 }
 
 impl Profile {
     /// All profiles, in the order of their names.
-    pub const ALL: [Profile; 3] = [Profile::Nrf9160, Profile::Nrf91x1, Profile::Slm];
+    pub const ALL: [Profile; 7] = [
+        Profile::Nrf9160,
+        Profile::Nrf91x1,
+        Profile::Slm,
+        Profile::Shell,
+        Profile::Nrf9151,
+        Profile::Nrf9131,
+        Profile::Nrf9151Ntn,
+    ];
 
     /// The `--profile` name.
     pub fn name(self) -> &'static str {
@@ -31,12 +53,21 @@ impl Profile {
             Profile::Nrf9160 => "nrf9160",
             Profile::Nrf91x1 => "nrf91x1",
             Profile::Slm => "slm",
+            Profile::Shell => "shell",
+            Profile::Nrf9151 => "nrf9151",
+            Profile::Nrf9131 => "nrf9131",
+            Profile::Nrf9151Ntn => "nrf9151-ntn",
         }
     }
 
     /// True for the nRF91x1 family (mfw 2.x).
     pub fn is_91x1(self) -> bool {
-        matches!(self, Profile::Nrf91x1)
+        !matches!(self, Profile::Nrf9160 | Profile::Slm)
+    }
+
+    /// True when the modem sits behind the nRF Connect SDK shell.
+    pub fn is_shell(self) -> bool {
+        matches!(self, Profile::Shell)
     }
 
     /// True when replies use Serial LTE Modem framing.
@@ -46,44 +77,51 @@ impl Profile {
 
     /// `AT+CGMR`.
     pub fn firmware(self) -> &'static str {
-        if self.is_91x1() {
-            "mfw_nrf91x1_2.0.2"
-        } else {
-            "mfw_nrf9160_1.3.7"
+        match self {
+            Profile::Nrf9160 | Profile::Slm => "mfw_nrf9160_1.3.7",
+            Profile::Nrf9151Ntn => "mfw_nrf9151-ntn_1.0.0-1.alpha",
+            _ => "mfw_nrf91x1_2.0.2",
         }
     }
 
     /// `AT%SHORTSWVER` value.
     pub fn short_sw_version(self) -> &'static str {
-        if self.is_91x1() {
-            "nrf91x1_2.0.2"
-        } else {
-            "nrf9160_1.3.7"
+        match self {
+            Profile::Nrf9160 | Profile::Slm => "nrf9160_1.3.7",
+            Profile::Nrf9151Ntn => "nrf9151-ntn_1.0.0",
+            _ => "nrf91x1_2.0.2",
         }
     }
 
     /// `AT+CGMM`.
     pub fn model(self) -> &'static str {
-        if self.is_91x1() {
-            "nRF9161-LACA"
-        } else {
-            "nRF9160-SICA"
+        match self {
+            Profile::Nrf9160 | Profile::Slm => "nRF9160-SICA",
+            Profile::Nrf9151 | Profile::Nrf9151Ntn => "nRF9151-LACA",
+            Profile::Nrf9131 => "nRF9131-LACA",
+            Profile::Nrf91x1 | Profile::Shell => "nRF9161-LACA",
         }
     }
 
     /// `AT%HWVERSION` value.
     pub fn hw_version(self) -> &'static str {
-        if self.is_91x1() {
-            "nRF9161 LACA ADA"
-        } else {
-            "nRF9160 SICA B1A"
+        match self {
+            Profile::Nrf9160 | Profile::Slm => "nRF9160 SICA B1A",
+            Profile::Nrf9151 | Profile::Nrf9151Ntn => "nRF9151 LACA ADA",
+            Profile::Nrf9131 => "nRF9131 LACA ADA",
+            Profile::Nrf91x1 | Profile::Shell => "nRF9161 LACA ADA",
         }
     }
 
     /// The modem firmware build UUID (`AT%XMODEMUUID`, ATTESTTOKEN element 3). Fixed per
     /// firmware build, so the same for every simulated modem of a profile.
     pub fn firmware_uuid(self) -> [u8; 16] {
-        if self.is_91x1() {
+        if self == Profile::Nrf9151Ntn {
+            [
+                0x6e, 0x0f, 0x2b, 0x91, 0x3c, 0x58, 0x4d, 0x1e, 0x9a, 0x07, 0x52, 0xe4, 0x18, 0xc3,
+                0x7d, 0x20,
+            ]
+        } else if self.is_91x1() {
             [
                 0x1a, 0xff, 0x3a, 0xcb, 0xf1, 0xa6, 0x47, 0x64, 0xa2, 0x63, 0x4c, 0x26, 0x46, 0xc1,
                 0xc6, 0x54,
@@ -96,12 +134,14 @@ impl Profile {
         }
     }
 
-    /// ATTESTTOKEN device type (3 = nRF9160 SICA, 4 = nRF9161 LACA).
+    /// ATTESTTOKEN device type (3 nRF9160 SICA, 4 nRF9161 LACA, 5 nRF9131 LACA, 6 nRF9151
+    /// LACA, as nrfcloud-utils names them).
     pub fn device_type(self) -> u8 {
-        if self.is_91x1() {
-            4
-        } else {
-            3
+        match self {
+            Profile::Nrf9160 | Profile::Slm => 3,
+            Profile::Nrf91x1 | Profile::Shell => 4,
+            Profile::Nrf9131 => 5,
+            Profile::Nrf9151 | Profile::Nrf9151Ntn => 6,
         }
     }
 
@@ -118,6 +158,11 @@ impl Profile {
     pub fn banner(self) -> &'static [&'static str] {
         if self.is_slm() {
             &["Ready"]
+        } else if self.is_shell() {
+            &[
+                "*** Booting nRF Connect SDK v2.6.1-3758bcbfa5cd ***",
+                "[00:00:00.251,678] <inf> multi_service: Multi-service sample has started",
+            ]
         } else {
             &[
                 "*** Booting nRF Connect SDK v2.6.1-3758bcbfa5cd ***",
@@ -140,10 +185,14 @@ impl FromStr for Profile {
         let l = s.trim().to_ascii_lowercase();
         match l.as_str() {
             "nrf9160" | "9160" => Ok(Profile::Nrf9160),
-            "nrf91x1" | "91x1" | "nrf9161" | "nrf9151" | "nrf9131" => Ok(Profile::Nrf91x1),
+            "nrf91x1" | "91x1" | "nrf9161" => Ok(Profile::Nrf91x1),
+            "nrf9151" | "9151" => Ok(Profile::Nrf9151),
+            "nrf9131" | "9131" => Ok(Profile::Nrf9131),
+            "nrf9151-ntn" | "ntn" => Ok(Profile::Nrf9151Ntn),
             "slm" | "serial-lte-modem" => Ok(Profile::Slm),
+            "shell" | "nrf9161-shell" | "mss" => Ok(Profile::Shell),
             _ => Err(format!(
-                "unknown profile `{s}`; use one of nrf9160, nrf91x1, slm"
+                "unknown profile `{s}`; use one of nrf9160, nrf91x1, nrf9151, nrf9131, nrf9151-ntn, slm, shell"
             )),
         }
     }

@@ -9,6 +9,7 @@ use super::identity::SimIdentity;
 use super::profile::{Latency, Profile};
 use super::pty::Pty;
 use super::rng::SimRng;
+use super::shell::{self, ShellLine, ShellReceiver};
 use super::state;
 use super::storage::{Origin, Storage};
 use super::SimError;
@@ -508,7 +509,9 @@ fn garbage_line(rng: &mut SimRng) -> Vec<u8> {
     out
 }
 
-fn log_line(uptime: Duration, text: &str) -> Vec<u8> {
+/// A Zephyr log line from the application (never from `at_host`, which does not log on the
+/// AT UART): `asset_tracker` as in the real capture EX-03, `multi_service` behind the shell.
+fn log_line(uptime: Duration, module: &str, text: &str) -> Vec<u8> {
     let us = uptime.as_micros();
     let (h, m, s) = (
         us / 3_600_000_000,
@@ -516,7 +519,7 @@ fn log_line(uptime: Duration, text: &str) -> Vec<u8> {
         (us / 1_000_000) % 60,
     );
     let (ms, rest) = ((us / 1000) % 1000, us % 1000);
-    format!("[{h:02}:{m:02}:{s:02}.{ms:03},{rest:03}] <inf> at_host: {text}").into_bytes()
+    format!("[{h:02}:{m:02}:{s:02}.{ms:03},{rest:03}] <inf> {module}: {text}").into_bytes()
 }
 
 fn plan_reply(modem: &mut Modem, reply: &Reply, uptime: Duration) -> Plan {
@@ -529,27 +532,27 @@ fn plan_reply(modem: &mut Modem, reply: &Reply, uptime: Duration) -> Plan {
         pieces.retain(|p| !matches!(p, Piece::Final(_)));
     }
     if modem.faults.fire(Fault::Urcs, name, true) {
+        // Between the command and its reply, and between the reply's information block and
+        // its final result; never inside the block (the application forwards one modem reply
+        // as a whole, as in the real capture EX-03).
+        let module = if modem.profile.is_shell() {
+            "multi_service"
+        } else {
+            "asset_tracker"
+        };
         let mut with: Vec<Piece> = vec![
             Piece::Urc(b"+CSCON: 1".to_vec()),
-            Piece::Urc(log_line(uptime, "RRC mode: Connected")),
+            Piece::Urc(log_line(uptime, module, "RRC mode: Connected")),
+            Piece::Urc(b"%XMODEMSLEEP: 1,36000".to_vec()),
         ];
-        let mut infos_seen = 0usize;
         for p in pieces {
-            match &p {
-                Piece::Info(_) => {
-                    infos_seen += 1;
-                    if infos_seen == 2 {
-                        with.push(Piece::Urc(b"%XMODEMSLEEP: 1,36000".to_vec()));
-                    }
-                }
-                Piece::Final(_) => {
-                    with.push(Piece::Urc(b"+CEREG: 0".to_vec()));
-                    with.push(Piece::Urc(log_line(
-                        uptime,
-                        "LTE cell changed: Cell ID: -1, Tracking area: -1",
-                    )));
-                }
-                _ => {}
+            if let Piece::Final(_) = &p {
+                with.push(Piece::Urc(b"+CEREG: 0".to_vec()));
+                with.push(Piece::Urc(log_line(
+                    uptime,
+                    module,
+                    "LTE cell changed: Cell ID: -1, Tracking area: -1",
+                )));
             }
             with.push(p);
         }
@@ -579,7 +582,70 @@ fn boot_bytes(modem: &mut Modem) -> Vec<u8> {
         let g = garbage_line(modem.faults.rng());
         pieces.insert(0, Piece::Raw(g));
     }
-    frame(&pieces, modem.profile.is_slm())
+    let mut bytes = frame(&pieces, modem.profile.is_slm());
+    if modem.profile.is_shell() {
+        bytes.extend_from_slice(shell::PROMPT);
+    }
+    bytes
+}
+
+/// What the port's reader assembled: a command for the modem (with the shell's echo before
+/// its reply and the prompt after it), or a shell line the shell answers itself.
+enum Work {
+    Modem { echo: Vec<u8>, received: Received },
+    Shell(Vec<u8>),
+}
+
+/// The port's input side: the AT host's receiver, or the shell's line editor.
+enum Input {
+    At(Receiver),
+    Shell(ShellReceiver),
+}
+
+impl Input {
+    fn new(profile: Profile) -> Input {
+        if profile.is_shell() {
+            Input::Shell(ShellReceiver::default())
+        } else {
+            Input::At(Receiver::new())
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Input::At(r) => r.reset(),
+            Input::Shell(r) => r.reset(),
+        }
+    }
+
+    /// Feed one byte; `truncate` is asked, for every complete shell line, whether the
+    /// `shell-truncate` fault cuts it (the shell's buffer then ends the line).
+    fn push(&mut self, b: u8, truncate: &mut dyn FnMut(&[u8]) -> bool) -> Option<Work> {
+        match self {
+            Input::At(r) => r.push(b).map(|received| Work::Modem {
+                echo: Vec::new(),
+                received,
+            }),
+            Input::Shell(r) => {
+                let mut line = r.push(b)?;
+                if line.len() > shell::DEFAULT_SHELL_BUFFER && truncate(&line) {
+                    line.truncate(shell::DEFAULT_SHELL_BUFFER);
+                }
+                let echo = shell::echo(&line);
+                Some(match shell::interpret(&line) {
+                    ShellLine::At(cmd) => Work::Modem {
+                        echo,
+                        received: Received::Command(cmd),
+                    },
+                    other => {
+                        let mut bytes = echo;
+                        bytes.extend(shell::answer(&other));
+                        Work::Shell(bytes)
+                    }
+                })
+            }
+        }
+    }
 }
 
 /// Sleep up to `d`, waking early when asked to stop. False if stopped.
@@ -635,7 +701,8 @@ fn run_modem(
     stop: Arc<AtomicBool>,
 ) {
     let started = Instant::now();
-    let mut rx = Receiver::new();
+    let profile = lock(&sh.modem).profile;
+    let mut rx = Input::new(profile);
     let banner = boot_bytes(&mut lock(&sh.modem));
     send(&mut pty, &banner, latency, false, &stop);
     let mut buf = [0u8; 4096];
@@ -651,12 +718,27 @@ fn run_modem(
         };
         let data = buf.get(..n).unwrap_or_default();
         let mut received = Vec::new();
+        let mut truncate = |line: &[u8]| {
+            let name = String::from_utf8_lossy(line.get(..40).unwrap_or(line)).to_uppercase();
+            let name = name.trim_start_matches("AT '").trim_start_matches("AT ");
+            let name = name.strip_prefix("AT").unwrap_or(name);
+            lock(&sh.modem)
+                .faults
+                .fire(Fault::ShellTruncate, name, true)
+        };
         for &b in data {
-            if let Some(r) = rx.push(b) {
+            if let Some(r) = rx.push(b, &mut truncate) {
                 received.push(r);
             }
         }
-        for r in received {
+        for work in received {
+            let (echo, r) = match work {
+                Work::Shell(bytes) => {
+                    send(&mut pty, &bytes, latency, false, &stop);
+                    continue;
+                }
+                Work::Modem { echo, received } => (echo, received),
+            };
             let (plan, class, reset) = {
                 let mut m = lock(&sh.modem);
                 let reply = match &r {
@@ -669,9 +751,16 @@ fn run_modem(
                         m.overflow()
                     }
                 };
-                let plan = plan_reply(&mut m, &reply, started.elapsed());
+                let mut plan = plan_reply(&mut m, &reply, started.elapsed());
+                if m.profile.is_shell() && !reply.reset {
+                    plan.bytes.extend(shell::after_reply());
+                }
                 (plan, reply.class, reply.reset)
             };
+            if !echo.is_empty() {
+                // The shell echoes while the line is typed, before the modem is asked.
+                send(&mut pty, &echo, latency, false, &stop);
+            }
             let (min, spread) = latency.delay_range(class);
             let mut delay = min + Duration::from_micros(rng.below(spread.as_micros() as u64 + 1));
             if plan.slow {
