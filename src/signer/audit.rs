@@ -22,8 +22,8 @@
 use crate::crypto;
 use crate::signer::ca::{self, CaError};
 use crate::signer::db;
+use crate::signer::db::Connection;
 use crate::signer::secret::CaKey;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -349,17 +349,16 @@ fn is_kebab(s: &str) -> bool {
 
 /// Appends records to the audit log inside the caller's transaction.
 ///
-/// Create it inside a write transaction (`TransactionBehavior::Immediate`, so no other writer
+/// Create it inside a write transaction ([`db::begin_immediate`], so no other writer
 /// can move the head in between), append, and drop it with the transaction. If the
 /// transaction rolls back, the writer's view of the head is stale: make a new one.
 ///
 /// ```no_run
 /// use nrfca::signer::{audit::AuditWriter, db};
-/// use rusqlite::TransactionBehavior;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let key: nrfca::signer::secret::CaKey = todo!();
 /// let mut conn = db::open(std::path::Path::new("ca/ca.db"))?;
-/// let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// let tx = db::begin_immediate(&mut conn)?;
 /// let mut audit = AuditWriter::new(&tx, "alice")?;
 /// audit.append(&tx, "batch-started", &serde_json::json!({"batch": "b1"}))?;
 /// // ... insert certificates, one `certificate-issued` record each ...
@@ -455,19 +454,10 @@ impl Details {
     }
 }
 
-const INSERT_SQL: &str = "INSERT INTO audit(seq, time, operator, event, details, prev_hash, hash) \
-                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-
 impl AuditWriter {
     /// Read the current head (seq and hash of the last record) once.
     pub fn new(conn: &Connection, operator: &str) -> Result<Self, AuditError> {
-        let head: Option<(i64, String)> = conn
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let head = db::audit::head(conn)?;
         let (next_seq, head_hash) = match head {
             None => (1, GENESIS_HASH.to_string()),
             Some((seq, hash)) => {
@@ -532,16 +522,18 @@ impl AuditWriter {
         let hash = chain_hash(&self.head_hash, &canonical)
             .ok_or_else(|| AuditError::Corrupt("head hash is not hex".into()))?;
         let seq_i = i64::try_from(seq).map_err(|_| AuditError::Corrupt("seq overflow".into()))?;
-        let mut stmt = conn.prepare_cached(INSERT_SQL)?;
-        stmt.execute(rusqlite::params![
-            seq_i,
-            time,
-            self.operator,
-            event,
-            details_canonical,
-            self.head_hash,
-            hash
-        ])?;
+        db::audit::insert(
+            conn,
+            &db::audit::NewRecord {
+                seq: seq_i,
+                time,
+                operator: &self.operator,
+                event,
+                details: details_canonical,
+                prev_hash: &self.head_hash,
+                hash: &hash,
+            },
+        )?;
         self.next_seq += 1;
         self.head_hash = hash;
         Ok(seq)
@@ -567,9 +559,10 @@ impl AuditWriter {
             "signature": crypto::b64_encode(&sig),
         });
         let seq = self.append(conn, "checkpoint", &details)?;
-        conn.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('audit_checkpoint', ?1)",
-            [format!("{seq} {}", self.head_hash)],
+        db::meta::set(
+            conn,
+            db::meta::AUDIT_CHECKPOINT,
+            &format!("{seq} {}", self.head_hash),
         )?;
         Ok(seq)
     }
@@ -892,29 +885,24 @@ impl Verifier {
     }
 }
 
-fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Record, String>> {
-    let seq: i64 = r.get(0)?;
-    let details_text: String = r.get(4)?;
-    let details = match serde_json::from_str::<Value>(&details_text) {
+fn raw_to_record(r: db::audit::RawRecord) -> Result<Record, String> {
+    let details = match serde_json::from_str::<Value>(&r.details) {
         Ok(v) => v,
-        Err(e) => return Ok(Err(format!("details are not JSON: {e}"))),
+        Err(e) => return Err(format!("details are not JSON: {e}")),
     };
-    let Ok(seq) = u64::try_from(seq) else {
-        return Ok(Err(format!("seq {seq} is negative")));
+    let Ok(seq) = u64::try_from(r.seq) else {
+        return Err(format!("seq {} is negative", r.seq));
     };
-    Ok(Ok(Record {
+    Ok(Record {
         seq,
-        time: r.get(1)?,
-        operator: r.get(2)?,
-        event: r.get(3)?,
+        time: r.time,
+        operator: r.operator,
+        event: r.event,
         details,
-        prev_hash: r.get(5)?,
-        hash: r.get(6)?,
-    }))
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+    })
 }
-
-const SELECT_SQL: &str =
-    "SELECT seq, time, operator, event, details, prev_hash, hash FROM audit ORDER BY seq";
 
 /// Verify the log in `ca_dir/ca.db` against `ca_dir/ca.pem`: the chain, the sequence, every
 /// checkpoint signature, and the agreement between the `certificates` table and the
@@ -933,28 +921,29 @@ pub fn verify_conn(
     ca_fingerprint: &str,
 ) -> Result<VerifyReport, AuditError> {
     let mut v = Verifier::new(*ca_public, ca_fingerprint.to_string(), true);
-    {
-        let mut stmt = conn.prepare(SELECT_SQL)?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            match row_to_record(row) {
-                Ok(Ok(rec)) => {
-                    // Readers (json_extract, `audit report`) read the stored text: it must be
-                    // exactly what the chain hashed (no duplicate keys, no other spelling).
-                    let stored = row.get_ref(4)?.as_str().unwrap_or_default();
-                    if stored != canonical_json(&rec.details) {
-                        v.not_canonical(
-                            v.expected_seq,
-                            "the details stored in ca.db are not canonical JSON",
-                        );
+    db::audit::for_each::<AuditError>(conn, |row| {
+        match row {
+            Ok(raw) => {
+                // Readers (json_extract, `audit report`) read the stored text: it must be
+                // exactly what the chain hashed (no duplicate keys, no other spelling).
+                let stored = raw.details.clone();
+                match raw_to_record(raw) {
+                    Ok(rec) => {
+                        if stored != canonical_json(&rec.details) {
+                            v.not_canonical(
+                                v.expected_seq,
+                                "the details stored in ca.db are not canonical JSON",
+                            );
+                        }
+                        v.feed(&rec)
                     }
-                    v.feed(&rec)
+                    Err(why) => v.feed_unparsable(why),
                 }
-                Ok(Err(why)) => v.feed_unparsable(why),
-                Err(e) => v.feed_unparsable(e.to_string()),
             }
+            Err(e) => v.feed_unparsable(e.to_string()),
         }
-    }
+        Ok(())
+    })?;
     v.finish();
     let records = v.records;
     let chain_ok = v.first_bad.is_none();
@@ -962,13 +951,7 @@ pub fn verify_conn(
     let mut findings: Vec<Finding> = Vec::new();
 
     // meta's note of the last checkpoint: catches a table truncated to before it.
-    let noted: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'audit_checkpoint'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let noted = db::meta::get(conn, db::meta::AUDIT_CHECKPOINT)?;
     if let Some(noted) = noted {
         let mut it = noted.splitn(2, ' ');
         let seq = it.next().and_then(|s| s.parse::<u64>().ok());
@@ -987,13 +970,7 @@ pub fn verify_conn(
                 ),
             }),
             Some(seq) => {
-                let stored: Option<String> = conn
-                    .query_row(
-                        "SELECT hash FROM audit WHERE seq = ?1",
-                        [seq as i64],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let stored = db::audit::hash_at(conn, seq as i64)?;
                 if stored.as_deref() != Some(hash.as_str()) {
                     findings.push(Finding {
                         seq,
@@ -1019,28 +996,26 @@ pub fn verify_conn(
 
     // certificates ↔ certificate-issued agreement.
     if let Some(mut issued) = v.issued.take() {
-        let mut stmt = conn.prepare(
-            "SELECT serial, device_id, keygen_sha256, cert_sha256, batch_id, reissue, der, \
-             uuid, imei, sec_tag, public_key, not_before, not_after FROM certificates",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let serial: String = row.get(0)?;
-            let device_id: String = row.get(1)?;
-            let keygen: String = row.get(2)?;
-            let cert: String = row.get(3)?;
-            let batch: String = row.get(4)?;
-            let reissue: i64 = row.get(5)?;
+        db::certificates::for_each(conn, |row| {
+            let db::certificates::Row {
+                serial,
+                device_id,
+                keygen_sha256: keygen,
+                cert_sha256: cert,
+                batch_id: batch,
+                reissue,
+                der,
+                uuid,
+                imei,
+                sec_tag,
+                public_key,
+                not_before,
+                not_after,
+            } = row;
+            let (der, public_key) = (&der[..], &public_key[..]);
             // The stored certificate must be the one whose PEM hash the audit log holds.
-            let der = row.get_ref(6)?.as_blob().unwrap_or_default();
             let bytes_ok =
                 crypto::sha256_hex(crate::util::pem_encode("CERTIFICATE", der).as_bytes()) == cert;
-            let uuid: String = row.get(7)?;
-            let imei: Option<String> = row.get(8)?;
-            let sec_tag: i64 = row.get(9)?;
-            let public_key = row.get_ref(10)?.as_blob().unwrap_or_default();
-            let not_before: String = row.get(11)?;
-            let not_after: String = row.get(12)?;
             // The columns the certificate itself states must be what it states (the DER is
             // covered by the chain through cert_sha256 when the bytes agree).
             let mut cert_diffs = if bytes_ok {
@@ -1108,7 +1083,7 @@ pub fn verify_conn(
                     }
                 }
             }
-        }
+        })?;
         for (serial, rec) in issued {
             findings.push(Finding {
                 seq: rec.seq,
@@ -1406,48 +1381,20 @@ pub struct Filter {
 /// [`verify_db`] for that.
 pub fn show(ca_dir: &Path, filter: &Filter) -> Result<Vec<Record>, AuditError> {
     let conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
-    let mut sql = String::from(
-        "SELECT seq, time, operator, event, details, prev_hash, hash FROM audit WHERE 1=1",
-    );
-    let mut params: Vec<String> = Vec::new();
-    if let Some(d) = &filter.device {
-        params.push(d.clone());
-        let n = params.len();
-        sql.push_str(&format!(
-            " AND (json_extract(details, '$.device_id') = ?{n} OR json_extract(details, '$.uuid') = ?{n} OR json_extract(details, '$.device_uuid') = ?{n} OR json_extract(details, '$.imei') = ?{n} \
-               OR json_extract(details, '$.serial') IN (SELECT serial FROM certificates WHERE uuid = ?{n} OR imei = ?{n}))"
-        ));
-    }
-    if let Some(b) = &filter.batch {
-        params.push(b.clone());
-        sql.push_str(&format!(
-            " AND json_extract(details, '$.batch') = ?{}",
-            params.len()
-        ));
-    }
-    if let Some(e) = &filter.event {
-        params.push(e.clone());
-        sql.push_str(&format!(" AND event = ?{}", params.len()));
-    }
-    // Times are stored fixed-width (YYYY-MM-DDTHH:MM:SS.mmmZ), so text order is time order.
-    if let Some(t) = filter.since {
-        params.push(format_time(t));
-        sql.push_str(&format!(" AND time >= ?{}", params.len()));
-    }
-    if let Some(t) = filter.until {
-        params.push(format_time(t));
-        sql.push_str(&format!(" AND time <= ?{}", params.len()));
-    }
-    sql.push_str(" ORDER BY seq");
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let since = filter.since.map(format_time);
+    let until = filter.until.map(format_time);
+    let sel = db::audit::Selection {
+        device: filter.device.as_deref(),
+        batch: filter.batch.as_deref(),
+        event: filter.event.as_deref(),
+        since: since.as_deref(),
+        until: until.as_deref(),
+    };
     let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        match row_to_record(row)? {
-            Ok(r) => out.push(r),
-            Err(why) => return Err(AuditError::Corrupt(why)),
-        }
-    }
+    db::audit::select::<AuditError>(&conn, &sel, |row| {
+        out.push(raw_to_record(row?).map_err(AuditError::Corrupt)?);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -1519,7 +1466,7 @@ pub fn export(
     operator: &str,
 ) -> Result<ExportSummary, AuditError> {
     let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = db::begin_immediate(&mut conn)?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -1540,8 +1487,6 @@ pub fn export(
         let mut head_hash = GENESIS_HASH.to_string();
         let mut head_seq = 0u64;
         {
-            let mut stmt = tx.prepare(SELECT_SQL)?;
-            let mut rows = stmt.query([])?;
             let mut sink = match format {
                 ExportFormat::Csv => {
                     let mut c = csv::WriterBuilder::new()
@@ -1553,8 +1498,8 @@ pub fn export(
                 }
                 ExportFormat::Jsonl => Sink::Jsonl(&mut w),
             };
-            while let Some(row) = rows.next()? {
-                let rec = row_to_record(row)?.map_err(AuditError::Corrupt)?;
+            db::audit::for_each::<AuditError>(&tx, |row| {
+                let rec = raw_to_record(row?).map_err(AuditError::Corrupt)?;
                 match &mut sink {
                     Sink::Csv(c) => c
                         .write_record(rec.to_csv_fields())
@@ -1568,7 +1513,8 @@ pub fn export(
                 records += 1;
                 head_seq = rec.seq;
                 head_hash = rec.hash;
-            }
+                Ok(())
+            })?;
             if let Sink::Csv(mut c) = sink {
                 c.flush().map_err(io_err(out))?;
             }
@@ -1666,8 +1612,8 @@ mod tests {
 
     #[test]
     fn writer_refuses_unknown_events_and_non_objects() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(db::SCHEMA).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db::open(&dir.path().join("ca.db")).unwrap();
         let mut w = AuditWriter::new(&conn, "t").unwrap();
         assert!(w.append(&conn, "made-up", &serde_json::json!({})).is_err());
         assert!(w

@@ -13,7 +13,6 @@ use crate::signer::audit::{self, AuditError, AuditWriter};
 use crate::signer::db::{self, DbError};
 use crate::signer::secret::{self, CaKey, FileProtection, Protection, SecretError, Unlock};
 use der::Decode;
-use rusqlite::{OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use serde_json::json;
 use std::fmt;
@@ -865,17 +864,14 @@ fn write_ca_files(
         let tmp = tmp_name(ca_dir, CA_DB);
         let fill = (|| -> Result<(), CaError> {
             let mut conn = db::open(&tmp)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = db::begin_immediate(&mut conn)?;
             let now = audit::now_rfc3339();
             for (k, v) in [
-                ("ca_fingerprint", cert.fingerprint.as_str()),
-                ("key_protection", protection_desc),
-                ("created_at", now.as_str()),
+                (db::meta::CA_FINGERPRINT, cert.fingerprint.as_str()),
+                (db::meta::KEY_PROTECTION, protection_desc),
+                (db::meta::CREATED_AT, now.as_str()),
             ] {
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
-                    [k, v],
-                )?;
+                db::meta::set(&tx, k, v)?;
             }
             let mut w = AuditWriter::new(&tx, operator)?;
             w.append(&tx, event, &details)?;
@@ -883,8 +879,7 @@ fn write_ca_files(
             drop(w);
             tx.commit()?;
             // Leave a single self-contained file: fold the WAL back in before closing.
-            conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").ok();
-            conn.close().map_err(|(_, e)| CaError::Sqlite(e))?;
+            db::close(conn).map_err(CaError::Sqlite)?;
             Ok(())
         })();
         if let Err(e) = fill {
@@ -1073,11 +1068,6 @@ pub fn import(
 
 // ---------------------------------------------------------------- show / unlock
 
-fn count(conn: &rusqlite::Connection, sql: &str) -> Result<u64, CaError> {
-    let n: i64 = conn.query_row(sql, [], |r| r.get(0))?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
 /// Describe the CA in `ca_dir` (no secret needed).
 pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
     let cert = load_cert(ca_dir)?;
@@ -1093,14 +1083,8 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         Err(_) => "unreadable key file",
     };
     let conn = db::open_existing(&ca_dir.join(CA_DB))?;
-    let key_protection: String = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'key_protection'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or_else(|| "unknown".to_string());
+    let key_protection: String =
+        db::meta::get(&conn, db::meta::KEY_PROTECTION)?.unwrap_or_else(|| "unknown".to_string());
     // The current file decides: the recorded description only stands when it names the
     // same kind of protection as the key file's header (it lists the recipients, which the
     // header does not).
@@ -1113,18 +1097,8 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         }
         _ => key_protection,
     };
-    let head: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let first: Option<(String, String)> = conn
-        .query_row("SELECT event, details FROM audit WHERE seq = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
+    let head = db::audit::head(&conn)?.map(|(_, hash)| hash);
+    let first = db::audit::first(&conn)?;
     let warnings = first
         .filter(|(event, _)| event == "ca-imported")
         .and_then(|(_, d)| serde_json::from_str::<serde_json::Value>(&d).ok())
@@ -1139,12 +1113,7 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
     let mut warnings: Vec<String> = warnings;
     let retired_key_files = crate::signer::protect::retired_files(ca_dir);
     for name in &retired_key_files {
-        let recorded: i64 = conn.query_row(
-            "SELECT count(*) FROM audit WHERE event = 'key-protection-changed' \
-             AND json_extract(details, '$.retired_file') = ?1",
-            [name],
-            |r| r.get(0),
-        )?;
+        let recorded = db::audit::count_retired(&conn, name)?;
         let mut w = format!(
             "a retired key file is still present: {path}; it opens with the old secret: remove it (shred -u {path}) once you no longer need the old passphrase/identity",
             path = ca_dir.join(name).display()
@@ -1165,20 +1134,10 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         unlock_with: unlock_with.to_string(),
         // Counted from the chained audit records (what `audit verify` checks), not from the
         // certificates/rejects/batches tables, which an edit could change unnoticed.
-        issued: count(
-            &conn,
-            "SELECT count(*) FROM audit WHERE event = 'certificate-issued'",
-        )?,
-        rejected: count(
-            &conn,
-            "SELECT CAST(coalesce(sum(json_extract(details, '$.rejected')), 0) AS INTEGER) \
-             FROM audit WHERE event = 'batch-committed'",
-        )?,
-        batches: count(
-            &conn,
-            "SELECT count(*) FROM audit WHERE event = 'batch-committed'",
-        )?,
-        audit_records: count(&conn, "SELECT count(*) FROM audit")?,
+        issued: db::audit::count(&conn, Some("certificate-issued"))?,
+        rejected: db::audit::rejected_total(&conn)?,
+        batches: db::audit::count(&conn, Some("batch-committed"))?,
+        audit_records: db::audit::count(&conn, None)?,
         audit_head_hash: head.unwrap_or_else(|| audit::GENESIS_HASH.to_string()),
         warnings,
         retired_key_files,
@@ -1186,7 +1145,7 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
 }
 
 pub(crate) fn record_unlock(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &db::Transaction<'_>,
     operator: &str,
     event: &str,
     details: serde_json::Value,
@@ -1202,16 +1161,13 @@ pub(crate) fn record_unlock(
 
 /// Begin an IMMEDIATE transaction on ca.db (takes the write lock now); a locked database is
 /// [`CaError::Busy`].
-pub(crate) fn begin_immediate(
-    conn: &mut rusqlite::Connection,
-) -> Result<rusqlite::Transaction<'_>, CaError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                CaError::Busy(e.to_string())
-            }
-            _ => CaError::Sqlite(e),
-        })
+pub(crate) fn begin_immediate(conn: &mut db::Connection) -> Result<db::Transaction<'_>, CaError> {
+    db::begin_immediate(conn).map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            CaError::Busy(e.to_string())
+        }
+        _ => CaError::Sqlite(e),
+    })
 }
 
 /// Decrypt `ca_dir/ca.key.age` with `unlock`, check it matches `ca.pem`, and record
@@ -1271,7 +1227,7 @@ pub(crate) struct UnlockFailed {
 /// The body of [`unlock`], inside the caller's IMMEDIATE transaction: decrypt, check against
 /// `cert`, and append `key-unlocked` + checkpoint or `unlock-failed`. Commits nothing.
 pub(crate) fn unlock_in_tx(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &db::Transaction<'_>,
     ca_dir: &Path,
     cert: &CaCert,
     unlock: &Unlock,

@@ -37,7 +37,6 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -50,7 +49,7 @@ use crate::reject::Reject;
 use crate::requests::{Entry, RequestReader, RequestRow, RequestsError};
 use crate::signer::audit::{AuditError, AuditWriter, Details};
 use crate::signer::ca::{self, CaCert, CaError};
-use crate::signer::db::{self, DbError};
+use crate::signer::db::{self, Connection, DbError};
 use crate::signer::issue::{self, Issuance, IssueError, IssuedCert, IssuerProfile, Serial};
 use crate::signer::policy::{
     self, BatchPolicy, DbLookup, Decision, FilteredLookup, KnownFilter, PreHashedState, Stored,
@@ -679,7 +678,7 @@ pub fn sign(
     }
     let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
     // Room for the batch's index pages (bounded: peak memory must not grow with N).
-    conn.pragma_update(None, "cache_size", -32768)?;
+    db::set_cache_kib(&conn, 32768)?;
     // The staging directory: created, locked and registered before the batch starts, so
     // whatever happens next, a later run finds and removes it.
     let (staging, rejects, removed) = Staging::create(&mut conn, &temp, &batch, &parent, &prefix)
@@ -770,7 +769,7 @@ fn run_and_commit(
     progress: &mut dyn FnMut(SignEvent),
     started: Instant,
 ) -> Result<(SignReport, RejectsWriter, (u64, u64), i64), SignError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = db::begin_immediate(conn)?;
     if opts.out.symlink_metadata().is_ok() {
         return Err(SignError::OutExists(opts.out.clone()));
     }
@@ -916,88 +915,48 @@ fn read_batch_certs(
     first_rowid: i64,
     mut each: impl FnMut(String, CertRow) -> bool,
 ) -> Result<(), BundleError> {
-    let db_err = |e: rusqlite::Error| {
-        BundleError::Sign(format!(
-            "reading the committed batch from ca.db failed: {e}"
-        ))
-    };
-    const COLS: &str =
-        "device_id, uuid, imei, sec_tag, serial, not_before, not_after, cert_sha256, der";
-    let mut events = conn
-        .prepare(
-            "SELECT event, json_extract(details, '$.serial') FROM audit \
-             WHERE seq > ?1 AND seq < ?2 \
-             AND event IN ('certificate-issued', 'certificate-returned') ORDER BY seq",
-        )
-        .map_err(db_err)?;
-    let mut issued = conn
-        .prepare(&format!(
-            "SELECT {COLS} FROM certificates WHERE rowid >= ?1 ORDER BY rowid"
-        ))
-        .map_err(db_err)?;
-    let mut by_serial = conn
-        .prepare(&format!(
-            "SELECT {COLS} FROM certificates WHERE serial = ?1"
-        ))
-        .map_err(db_err)?;
-    let mut events = events.query([first as i64, last as i64]).map_err(db_err)?;
-    let mut issued = issued.query([first_rowid]).map_err(db_err)?;
-    let to_row = |r: &rusqlite::Row<'_>| -> Result<(String, CertRow), BundleError> {
-        let device_id: String = r.get(0).map_err(db_err)?;
-        let der: Vec<u8> = r.get(8).map_err(db_err)?;
-        let pem = crate::util::pem_encode("CERTIFICATE", &der);
-        let sha256: String = r.get(7).map_err(db_err)?;
-        if crate::crypto::sha256_hex(pem.as_bytes()) != sha256 {
+    db::certificates::for_each_in_batch(conn, (first, last), first_rowid, |c| {
+        let pem = crate::util::pem_encode("CERTIFICATE", &c.der);
+        if crate::crypto::sha256_hex(pem.as_bytes()) != c.cert_sha256 {
             return Err(BundleError::HashMismatch(format!(
-                "certificate of {device_id} in ca.db (its cert_sha256 does not match its DER)"
+                "certificate of {} in ca.db (its cert_sha256 does not match its DER)",
+                c.device_id
+            )));
+        }
+        if c.serial != c.recorded_serial {
+            return Err(BundleError::MalformedManifest(format!(
+                "ca.db's certificate rows of the batch are not in the order of its audit records (serial {} where the record names {})",
+                c.serial, c.recorded_serial
             )));
         }
         let row = CertRow {
-            device_uuid: r.get(1).map_err(db_err)?,
-            imei: r
-                .get::<_, Option<String>>(2)
-                .map_err(db_err)?
-                .unwrap_or_default(),
-            sec_tag: r.get(3).map_err(db_err)?,
-            serial: r.get(4).map_err(db_err)?,
-            not_before: r.get(5).map_err(db_err)?,
-            not_after: r.get(6).map_err(db_err)?,
-            sha256,
+            device_uuid: c.uuid,
+            imei: c.imei.unwrap_or_default(),
+            sec_tag: c.sec_tag,
+            serial: c.serial,
+            not_before: c.not_before,
+            not_after: c.not_after,
+            sha256: c.cert_sha256,
             certificate_pem: pem,
         };
-        Ok((device_id, row))
-    };
-    while let Some(e) = events.next().map_err(db_err)? {
-        let event: String = e.get(0).map_err(db_err)?;
-        let serial: Option<String> = e.get(1).map_err(db_err)?;
-        let serial = serial.unwrap_or_default();
-        let (device_id, row) = if event == "certificate-issued" {
-            let r = issued.next().map_err(db_err)?.ok_or_else(|| {
+        Ok(each(c.device_id, row))
+    })
+}
+
+impl From<db::certificates::BatchReadError> for BundleError {
+    fn from(e: db::certificates::BatchReadError) -> Self {
+        match e {
+            db::certificates::BatchReadError::Sqlite(e) => BundleError::Sign(format!(
+                "reading the committed batch from ca.db failed: {e}"
+            )),
+            db::certificates::BatchReadError::NoRow { serial, issued } => {
                 BundleError::MalformedManifest(format!(
-                    "ca.db has no certificate row for the issued serial {serial}"
+                    "ca.db has no certificate row for the {} serial {serial}",
+                    if issued { "issued" } else { "returned" }
                 ))
-            })?;
-            to_row(r)?
-        } else {
-            let mut q = by_serial.query([&serial]).map_err(db_err)?;
-            let r = q.next().map_err(db_err)?.ok_or_else(|| {
-                BundleError::MalformedManifest(format!(
-                    "ca.db has no certificate row for the returned serial {serial}"
-                ))
-            })?;
-            to_row(r)?
-        };
-        if row.serial != serial {
-            return Err(BundleError::MalformedManifest(format!(
-                "ca.db's certificate rows of the batch are not in the order of its audit records (serial {} where the record names {serial})",
-                row.serial
-            )));
-        }
-        if !each(device_id, row) {
-            break;
+            }
         }
     }
-    Ok(())
 }
 
 /// The follow-up transaction after the rename: `bundle-written`, the staging directory
@@ -1010,7 +969,7 @@ fn record_bundle(
     finished: &bundle::Finished,
     staging: &Staging,
 ) -> Result<AuditHead, SignError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = db::begin_immediate(conn)?;
     let mut audit = AuditWriter::new(&tx, &opts.operator)?;
     audit.append(
         &tx,
@@ -1079,9 +1038,11 @@ fn run(
         .collect();
     let mut first_seq = 0;
     if let Some(a) = audit.as_mut() {
-        conn.execute(
-            "INSERT INTO batches(id, started_at, operator, inputs) VALUES (?1, ?2, ?3, '[]')",
-            rusqlite::params![batch, crate::signer::audit::now_rfc3339(), opts.operator],
+        db::batches::start(
+            conn,
+            batch,
+            &crate::signer::audit::now_rfc3339(),
+            &opts.operator,
         )?;
         first_seq = a.append(
             conn,
@@ -1121,11 +1082,7 @@ fn run(
     // (capped so a wrong guess costs little memory) and for the prefilter below.
     let expected = ((total_bytes / 512) as usize).clamp(1, policy::MAX_PRESIZE);
     // What ca.db already holds, as a prefilter for the policy's lookups (see KnownFilter).
-    let db_rows: i64 = conn.query_row(
-        "SELECT coalesce(max(rowid), 0) FROM certificates",
-        [],
-        |r| r.get(0),
-    )?;
+    let db_rows = db::certificates::max_rowid(conn)?;
     let first_rowid = db_rows
         .max(0)
         .checked_add(1)
@@ -1294,16 +1251,16 @@ fn run(
     let mut last_seq = 0;
     if let (Some(a), Some(k)) = (audit.as_mut(), key) {
         let inputs_json = serde_json::to_string(&input_digests).unwrap_or_else(|_| "[]".into());
-        conn.execute(
-            "UPDATE batches SET committed_at = ?2, inputs = ?3, issued = ?4, returned = ?5, rejected = ?6 WHERE id = ?1",
-            rusqlite::params![
-                batch,
-                crate::signer::audit::now_rfc3339(),
-                inputs_json,
-                counts.issued as i64,
-                counts.returned as i64,
-                counts.rejected as i64
-            ],
+        db::batches::commit(
+            conn,
+            batch,
+            &db::batches::Committed {
+                committed_at: &crate::signer::audit::now_rfc3339(),
+                inputs_json: &inputs_json,
+                issued: counts.issued,
+                returned: counts.returned,
+                rejected: counts.rejected,
+            },
         )?;
         let unrecorded = counts.rejected.saturating_sub(MAX_RECORDED_REJECTS);
         last_seq = a.append(
@@ -1684,12 +1641,7 @@ impl Coordinator<'_> {
                     .filter
                     .as_ref()
                     .map_or(true, |f| f.may_have_serial(&hex));
-            if maybe_in_db
-                && self
-                    .conn
-                    .prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1")?
-                    .exists([hex])?
-            {
+            if maybe_in_db && db::certificates::serial_exists(self.conn, &hex)? {
                 continue;
             }
             self.serials.insert(s);
@@ -1734,19 +1686,18 @@ impl Coordinator<'_> {
                 // are counted in batch-committed (rejects.csv still lists every one).
                 let record = self.counts.rejected <= MAX_RECORDED_REJECTS;
                 if let (Some(a), true) = (self.audit.as_deref_mut(), record) {
-                    let mut st = self.conn.prepare_cached(
-                        "INSERT INTO rejects(batch_id, source, line, device_uuid, code, detail, keygen_sha256) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    db::rejects::insert(
+                        self.conn,
+                        &db::rejects::NewReject {
+                            batch_id: self.batch,
+                            source: &source,
+                            line,
+                            device_uuid: Some(uuid.as_str()).filter(|u| !u.is_empty()),
+                            code: reject.code.as_str(),
+                            detail: &reject.detail,
+                            keygen_sha256: keygen_sha256.as_deref(),
+                        },
                     )?;
-                    st.execute(rusqlite::params![
-                        self.batch,
-                        source,
-                        line as i64,
-                        Some(&uuid).filter(|u| !u.is_empty()),
-                        reject.code.as_str(),
-                        reject.detail,
-                        keygen_sha256
-                    ])?;
                     a.append_canonical(
                         self.conn,
                         "request-rejected",
@@ -1799,34 +1750,30 @@ impl Coordinator<'_> {
                 let keygen_hex = hex::encode(verified.keygen_sha256);
                 let cert_hex = hex::encode(cert.pem_sha256);
                 let imei = imei_of(item.row.as_ref(), &verified.device_id);
-                let mut st = self.conn.prepare_cached(
-                    "INSERT INTO certificates(serial, device_id, uuid, imei, sec_tag, public_key, keygen_sha256, \
-                     cert_sha256, der, not_before, not_after, batch_id, reissue) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                let rowid = db::certificates::insert(
+                    self.conn,
+                    &db::certificates::NewCertificate {
+                        serial: &serial_hex,
+                        device_id: &verified.device_id,
+                        uuid: &verified.uuid,
+                        imei: imei.as_deref(),
+                        sec_tag: verified.sec_tag,
+                        public_key: &verified.public_key[..],
+                        keygen_sha256: &keygen_hex,
+                        cert_sha256: &cert_hex,
+                        der: &cert.der,
+                        not_before: self.nb_text,
+                        not_after: self.na_text,
+                        batch_id: self.batch,
+                        reissue,
+                    },
                 )?;
-                st.execute(rusqlite::params![
-                    serial_hex,
-                    verified.device_id,
-                    verified.uuid,
-                    imei,
-                    verified.sec_tag,
-                    &verified.public_key[..],
-                    keygen_hex,
-                    cert_hex,
-                    cert.der,
-                    self.nb_text,
-                    self.na_text,
-                    self.batch,
-                    reissue as i64
-                ])?;
                 // The bundle is read back after the commit in rowid order: the rows of the
                 // batch must follow one another from first_rowid, or the batch rolls back now.
                 let want = self.first_rowid + self.counts.issued as i64 - 1;
-                if self.conn.last_insert_rowid() != want {
+                if rowid != want {
                     return Err(SignError::Internal(format!(
-                        "certificate row {} got rowid {}, not {want}; ca.db's certificates table is not as nrfca made it (run audit verify)",
-                        serial_hex,
-                        self.conn.last_insert_rowid()
+                        "certificate row {serial_hex} got rowid {rowid}, not {want}; ca.db's certificates table is not as nrfca made it (run audit verify)"
                     )));
                 }
                 a.append_canonical(
