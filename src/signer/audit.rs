@@ -20,14 +20,13 @@
 //! The library never prints; the CLI renders [`VerifyReport`] and [`Record`]s.
 
 use crate::crypto;
-use crate::signer::ca::{self, CaError};
+use crate::signer::ca_files::{self as ca, CaFileError};
 use crate::signer::db;
 use crate::signer::db::Connection;
 use crate::signer::secret::CaKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -60,87 +59,42 @@ pub const EVENTS: &[&str] = &[
 ];
 
 /// Errors of the audit layer ("could not run"; tampering is a [`Finding`], not an error).
-#[derive(Debug)]
+/// Display is this layer's sentence; the cause is the `source()` (the CLI prints the chain).
+#[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// SQLite failed.
-    Db(rusqlite::Error),
+    #[error("audit log database error (check that ca.db is not in use by another nrfca)")]
+    Db(#[from] rusqlite::Error),
     /// Opening ca.db failed.
-    Open(db::DbError),
+    #[error(transparent)]
+    Open(#[from] db::DbError),
     /// A file could not be read or written.
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
+        #[source]
         source: io::Error,
     },
     /// The export target exists; exports never overwrite.
+    #[error("{} already exists; audit exports never overwrite: choose another --out", .0.display())]
     Exists(PathBuf),
     /// An event name that nrfca does not write, or details that are not a JSON object.
+    #[error("internal error: bad audit event: {0}")]
     BadEvent(String),
     /// The head of the stored log is not usable (bad hash text, seq out of range).
+    #[error("the audit log in ca.db is corrupt ({0}); run `nrfca audit verify --ca-dir` and restore ca.db from a backup")]
     Corrupt(String),
     /// Signing a checkpoint failed.
-    Sign(crypto::CryptoError),
+    #[error("signing the audit checkpoint failed")]
+    Sign(#[source] crypto::CryptoError),
     /// The CA certificate could not be loaded.
-    Ca(Box<CaError>),
+    #[error(transparent)]
+    Cert(#[from] CaFileError),
     /// A filter value could not be understood.
+    #[error("{0}")]
     Filter(String),
-}
-
-impl fmt::Display for AuditError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AuditError::Db(e) => write!(
-                f,
-                "audit log database error: {e}; check that ca.db is not in use by another nrfca"
-            ),
-            AuditError::Open(e) => write!(f, "{e}"),
-            AuditError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            AuditError::Exists(p) => write!(
-                f,
-                "{} already exists; audit exports never overwrite: choose another --out",
-                p.display()
-            ),
-            AuditError::BadEvent(e) => write!(f, "internal error: bad audit event: {e}"),
-            AuditError::Corrupt(e) => write!(
-                f,
-                "the audit log in ca.db is corrupt ({e}); run `nrfca audit verify --ca-dir` and restore ca.db from a backup"
-            ),
-            AuditError::Sign(e) => write!(f, "signing the audit checkpoint failed: {e}"),
-            AuditError::Ca(e) => write!(f, "{e}"),
-            AuditError::Filter(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for AuditError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Display already includes the wrapped error's text; forward only deeper causes.
-            AuditError::Open(e) => e.source(),
-            AuditError::Sign(e) => e.source(),
-            AuditError::Ca(e) => e.source(),
-            _ => None,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for AuditError {
-    fn from(e: rusqlite::Error) -> Self {
-        AuditError::Db(e)
-    }
-}
-
-impl From<db::DbError> for AuditError {
-    fn from(e: db::DbError) -> Self {
-        AuditError::Open(e)
-    }
-}
-
-impl From<CaError> for AuditError {
-    fn from(e: CaError) -> Self {
-        AuditError::Ca(Box::new(e))
-    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {

@@ -128,11 +128,12 @@ fn prove(
     for u in &unlocks {
         let opened = secret::decrypt(&ciphertext, u).map_err(|e| {
             CaError::Protect(format!(
-                "the new key file does not open with the new {}: {e}; nothing was changed",
+                "the new key file does not open with the new {}: {}; nothing was changed",
                 match u {
                     Unlock::Passphrase(_) => "passphrase".to_string(),
                     Unlock::Identity(p) => format!("identity {}", p.display()),
-                }
+                },
+                crate::error_chain(&e)
             ))
         })?;
         let key = CaKey::from_pkcs8(&opened)?;
@@ -260,6 +261,7 @@ fn change(
         });
     }
     let undo = |why: CaError| -> CaError {
+        let why = crate::error_chain(&why);
         let restored = std::fs::rename(ca_dir.join(&retired), &key_path)
             .and_then(|()| std::fs::File::open(ca_dir).and_then(|d| d.sync_all()));
         match restored {

@@ -5,12 +5,11 @@
 
 use crate::bundle::FileDigest;
 use crate::signer::audit::{self, AuditError, Finding};
-use crate::signer::ca::{self, CaError};
+use crate::signer::ca_files::{self as ca, CaFileError};
 use crate::signer::db::{self, Connection, DbError};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use crate::util::term_escape;
@@ -21,68 +20,31 @@ pub const MAX_LISTED_REJECTS: usize = 50;
 /// Shortest batch id prefix accepted for `--batch`.
 pub const MIN_PREFIX: usize = 6;
 
-/// Why a report could not be made.
-#[derive(Debug)]
+/// Why a report could not be made. Display is this layer's sentence; the cause is the
+/// `source()`.
+#[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// `ca.db` could not be opened.
+    #[error(transparent)]
     Open(DbError),
     /// SQLite failed while reading.
-    Db(rusqlite::Error),
+    #[error("CA database error (check that ca.db is not in use by another nrfca)")]
+    Db(#[from] rusqlite::Error),
     /// `ca.pem` could not be loaded.
-    Ca(CaError),
+    #[error(transparent)]
+    Ca(CaFileError),
     /// Verifying the audit chain could not run.
+    #[error(transparent)]
     Audit(AuditError),
     /// The CA has not committed any batch yet.
+    #[error("this CA has not signed any batch yet; run `nrfca sign` first")]
     NoBatches,
     /// No batch has this id (or prefix).
+    #[error("no batch `{0}` in this CA; list the batches with `nrfca audit report --list`")]
     UnknownBatch(String),
     /// Several batches start with this prefix.
+    #[error("`{0}` matches {n} batches ({list}); give more of the id", n = .1.len(), list = .1.join(", "))]
     Ambiguous(String, Vec<String>),
-}
-
-impl fmt::Display for ReportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReportError::Open(e) => write!(f, "{e}"),
-            ReportError::Db(e) => write!(
-                f,
-                "CA database error: {e}; check that ca.db is not in use by another nrfca"
-            ),
-            ReportError::Ca(e) => write!(f, "{e}"),
-            ReportError::Audit(e) => write!(f, "{e}"),
-            ReportError::NoBatches => write!(
-                f,
-                "this CA has not signed any batch yet; run `nrfca sign` first"
-            ),
-            ReportError::UnknownBatch(b) => write!(
-                f,
-                "no batch `{b}` in this CA; list the batches with `nrfca audit report --list`"
-            ),
-            ReportError::Ambiguous(b, ids) => write!(
-                f,
-                "`{b}` matches {} batches ({}); give more of the id",
-                ids.len(),
-                ids.join(", ")
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ReportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ReportError::Open(e) => e.source(),
-            ReportError::Ca(e) => e.source(),
-            ReportError::Audit(e) => e.source(),
-            _ => None,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for ReportError {
-    fn from(e: rusqlite::Error) -> Self {
-        ReportError::Db(e)
-    }
 }
 
 /// One line of `audit report --list`.
@@ -649,7 +611,7 @@ pub fn render_text(r: &BatchReport) -> String {
 mod tests {
     use super::*;
     use crate::keygen::generate::{write_requests, BatchOptions};
-    use crate::signer::ca::InitOptions;
+    use crate::signer::ca::{self, InitOptions};
     use crate::signer::secret::{Protection, Unlock};
     use crate::signer::sign::{self, SignOptions};
 

@@ -31,7 +31,6 @@
 //! the commit is done they are ignored until the bundle is in place.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -55,7 +54,7 @@ use crate::signer::policy::{
     self, BatchPolicy, DbLookup, Decision, FilteredLookup, KnownFilter, PreHashedState, Stored,
 };
 use crate::signer::secret::{CaKey, Unlock};
-use crate::signer::staging::{self, Staging};
+use crate::signer::staging::{self, Staging, StagingError};
 
 /// Default certificate validity in days.
 pub const DEFAULT_DAYS: u32 = 3650;
@@ -286,40 +285,57 @@ impl SignReport {
 /// Why a batch could not run (exit 2). Nothing of the batch is in `ca.db`, except for
 /// [`SignError::Rename`] and [`SignError::BundleAfterCommit`]: the batch committed, its bundle
 /// did not land where it should (re-running the same `sign` gives the same certificates).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SignError {
     /// Bad options.
+    #[error("{0}")]
     Usage(String),
     /// The `--out` directory exists.
+    #[error("{} already exists; give a new --out directory (bundles are never overwritten)", .0.display())]
     OutExists(PathBuf),
     /// The CA could not be loaded or unlocked.
-    Ca(CaError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
     /// The database failed.
-    Db(DbError),
+    #[error(transparent)]
+    Db(#[from] DbError),
     /// The audit log failed.
-    Audit(AuditError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The inputs could not be read.
+    #[error(transparent)]
     Requests(RequestsError),
     /// Writing the bundle failed.
-    Bundle(BundleError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The staging directory could not be set up (nothing was signed).
+    #[error(transparent)]
+    Staging(#[from] StagingError),
     /// A certificate could not be built (e.g. validity past the CA's notAfter).
-    Issue(IssueError),
+    #[error(transparent)]
+    Issue(#[from] IssueError),
     /// The batch committed but the bundle could not be moved into place.
+    #[error("the batch is committed and its bundle complete, but it could not be moved to {}; it is kept in {} (no later sign removes it): move it to a name of your choice, or remove it and run the same sign again to get the same certificates", out.display(), temp.display())]
     Rename {
         /// Where the complete bundle is.
         temp: PathBuf,
         /// Where it should be.
         out: PathBuf,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
     /// An internal pipeline failure (a worker stopped).
+    #[error("internal error: {0}; nothing was committed, run sign again")]
     Internal(String),
     /// SIGINT, SIGTERM or SIGHUP arrived before the commit: the batch was rolled back.
+    #[error("interrupted by {} before the batch committed: it was rolled back, no certificate was issued and no bundle was written (the key unlock is in the audit log); run the same sign again to do it", crate::interrupt::name(*.0))]
     Interrupted(i32),
     /// The inputs held no request at all: nothing to commit.
+    #[error("the inputs hold no request (only blank, comment or header lines); nothing was committed; give the requests file that bench export wrote")]
     EmptyBatch,
     /// `--out` lies inside the CA directory.
+    #[error("--out {} is inside the CA directory {}; write bundles somewhere else (e.g. the USB stick), never next to ca.db", out.display(), ca_dir.display())]
     OutInsideCa {
         /// `--out` as given.
         out: PathBuf,
@@ -327,74 +343,13 @@ pub enum SignError {
         ca_dir: PathBuf,
     },
     /// The batch committed, but writing its bundle from `ca.db` failed.
-    BundleAfterCommit(BundleError),
+    #[error("the batch is committed, but its bundle could not be written; fix the cause below and run the same sign again with a new --out: it gives back the same certificates")]
+    BundleAfterCommit(#[source] BundleError),
 }
 
-impl fmt::Display for SignError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SignError::Usage(m) => f.write_str(m),
-            SignError::OutExists(p) => write!(f, "{} already exists; give a new --out directory (bundles are never overwritten)", p.display()),
-            SignError::Ca(e) => write!(f, "{e}"),
-            SignError::Db(e) => write!(f, "{e}"),
-            SignError::Audit(e) => write!(f, "{e}"),
-            SignError::Requests(e) => write!(f, "{e}"),
-            SignError::Bundle(e) => write!(f, "{e}"),
-            SignError::Issue(e) => write!(f, "{e}; nothing was issued"),
-            SignError::Rename { temp, out, source } => write!(f, "the batch is committed and its bundle complete, but it could not be moved to {}: {source}; it is kept in {} (no later sign removes it): move it to a name of your choice, or remove it and run the same sign again to get the same certificates", out.display(), temp.display()),
-            SignError::Internal(m) => write!(f, "internal error: {m}; nothing was committed, run sign again"),
-            SignError::Interrupted(sig) => write!(f, "interrupted by {} before the batch committed: it was rolled back, no certificate was issued and no bundle was written (the key unlock is in the audit log); run the same sign again to do it", crate::interrupt::name(*sig)),
-            SignError::EmptyBatch => write!(f, "the inputs hold no request (only blank, comment or header lines); nothing was committed; give the requests file that bench export wrote"),
-            SignError::OutInsideCa { out, ca_dir } => write!(f, "--out {} is inside the CA directory {}; write bundles somewhere else (e.g. the USB stick), never next to ca.db", out.display(), ca_dir.display()),
-            SignError::BundleAfterCommit(e) => write!(f, "the batch is committed, but its bundle could not be written: {e}; fix that and run the same sign again with a new --out: it gives back the same certificates"),
-        }
-    }
-}
-
-impl std::error::Error for SignError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SignError::Ca(e) => Some(e),
-            SignError::Db(e) => Some(e),
-            SignError::Audit(e) => Some(e),
-            SignError::Requests(e) => Some(e),
-            SignError::Bundle(e) => Some(e),
-            SignError::Issue(e) => Some(e),
-            SignError::Rename { source, .. } => Some(source),
-            SignError::BundleAfterCommit(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<CaError> for SignError {
-    fn from(e: CaError) -> Self {
-        SignError::Ca(e)
-    }
-}
-impl From<DbError> for SignError {
-    fn from(e: DbError) -> Self {
-        SignError::Db(e)
-    }
-}
 impl From<rusqlite::Error> for SignError {
     fn from(e: rusqlite::Error) -> Self {
         SignError::Db(DbError::from(e))
-    }
-}
-impl From<AuditError> for SignError {
-    fn from(e: AuditError) -> Self {
-        SignError::Audit(e)
-    }
-}
-impl From<BundleError> for SignError {
-    fn from(e: BundleError) -> Self {
-        SignError::Bundle(e)
-    }
-}
-impl From<IssueError> for SignError {
-    fn from(e: IssueError) -> Self {
-        SignError::Issue(e)
     }
 }
 
@@ -610,7 +565,7 @@ fn prepare(
             )));
         }
     }
-    let cert = ca::load_cert(ca_dir)?;
+    let cert = ca::load_cert(ca_dir).map_err(CaError::from)?;
     let now = OffsetDateTime::now_utc();
     let not_before = now.replace_nanosecond(0).unwrap_or(now);
     let not_after = not_before + time::Duration::days(i64::from(opts.days));
@@ -683,8 +638,8 @@ pub fn sign(
     // whatever happens next, a later run finds and removes it.
     let (staging, rejects, removed) = Staging::create(&mut conn, &temp, &batch, &parent, &prefix)
         .map_err(|e| match e {
-        staging::StagingError::Bundle(b) => SignError::Bundle(b),
-        other => SignError::Internal(other.to_string()),
+        StagingError::Bundle(b) => SignError::Bundle(b),
+        other => SignError::Staging(other),
     })?;
     let outcome = run_and_commit(
         &mut conn,
@@ -739,13 +694,14 @@ pub fn sign(
     // The batch is committed and the bundle complete: what follows only records where the
     // bundle went, so a failure here is a warning, not "could not run".
     if let Err(e) = bundle::sync_dir(&parent) {
-        report.warnings.push(format!("{e}"));
+        report.warnings.push(crate::error_chain(&e));
     }
     crash_point("after-rename", 0);
     match record_bundle(&mut conn, &unlocked.key, opts, &batch, &finished, &staging) {
         Ok(head) => report.audit_head = Some(head),
         Err(e) => report.warnings.push(format!(
-            "the batch is committed and the bundle complete, but recording bundle-written in the audit log failed: {e}"
+            "the batch is committed and the bundle complete, but recording bundle-written in the audit log failed: {}",
+            crate::error_chain(&e)
         )),
     }
     drop(staging);

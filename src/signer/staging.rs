@@ -82,32 +82,17 @@ fn remove_if_abandoned(path: &Path) -> bool {
 }
 
 /// Why a staging directory could not be set up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StagingError {
     /// `ca.db` failed (or is locked by another command).
-    Db(rusqlite::Error),
+    #[error("registering the temporary bundle directory in ca.db failed; nothing was signed, run sign again")]
+    Db(#[from] rusqlite::Error),
     /// The directory could not be created or written.
+    #[error(transparent)]
     Bundle(BundleError),
     /// The new directory could not be locked.
-    Lock(PathBuf, std::io::Error),
-}
-
-impl std::fmt::Display for StagingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StagingError::Db(e) => write!(f, "registering the temporary bundle directory in ca.db failed: {e}; nothing was signed, run sign again"),
-            StagingError::Bundle(e) => write!(f, "{e}"),
-            StagingError::Lock(p, e) => write!(f, "cannot lock the temporary bundle directory {}: {e}; the file system of --out must support flock; nothing was signed", p.display()),
-        }
-    }
-}
-
-impl std::error::Error for StagingError {}
-
-impl From<rusqlite::Error> for StagingError {
-    fn from(e: rusqlite::Error) -> Self {
-        StagingError::Db(e)
-    }
+    #[error("cannot lock the temporary bundle directory {}; the file system of --out must support flock; nothing was signed", .0.display())]
+    Lock(PathBuf, #[source] std::io::Error),
 }
 
 impl Staging {

@@ -21,46 +21,24 @@ use std::path::Path;
 pub use rusqlite::{Connection, Transaction};
 pub use schema::{SCHEMA, SCHEMA_VERSION};
 
-/// Errors opening or migrating `ca.db`.
-#[derive(Debug)]
+/// Errors opening or migrating `ca.db`. Display is this layer's sentence; the SQLite error is
+/// the `source()`.
+#[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// SQLite said no.
-    Sqlite(rusqlite::Error),
+    #[error("CA database error (check that ca.db is not open elsewhere and the disk is writable)")]
+    Sqlite(#[from] rusqlite::Error),
     /// The database was written by a newer nrfca.
+    #[error(
+        "ca.db has schema version {0}, newer than this nrfca ({SCHEMA_VERSION}); upgrade nrfca"
+    )]
     NewerSchema(i64),
     /// `ca.db` does not exist where an existing CA was expected.
+    #[error("{} does not exist; check --ca-dir, or create a CA with `nrfca ca init`", .0.display())]
     Missing(std::path::PathBuf),
     /// An older `ca.db` could not be brought to the current schema (it is unchanged).
+    #[error("ca.db could not be upgraded to schema {SCHEMA_VERSION} ({0}); it is unchanged: keep a copy and report this")]
     Migration(String),
-}
-
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DbError::Sqlite(e) => write!(f, "CA database error: {e}; check that ca.db is not open elsewhere and the disk is writable"),
-            DbError::NewerSchema(v) => write!(f, "ca.db has schema version {v}, newer than this nrfca ({SCHEMA_VERSION}); upgrade nrfca"),
-            DbError::Missing(p) => write!(f, "{} does not exist; check --ca-dir, or create a CA with `nrfca ca init`", p.display()),
-            DbError::Migration(m) => write!(f, "ca.db could not be upgraded to schema {SCHEMA_VERSION} ({m}); it is unchanged: keep a copy and report this"),
-        }
-    }
-}
-
-impl std::error::Error for DbError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Display already includes the SQLite message.
-            DbError::Sqlite(_)
-            | DbError::NewerSchema(_)
-            | DbError::Missing(_)
-            | DbError::Migration(_) => None,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for DbError {
-    fn from(e: rusqlite::Error) -> Self {
-        DbError::Sqlite(e)
-    }
 }
 
 /// Open (creating if needed) the database at `path` with the pragmas nrfca relies on:
