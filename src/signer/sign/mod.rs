@@ -512,7 +512,7 @@ pub fn sign(
         progress,
         started,
     );
-    let (mut report, rejects, seqs, first_rowid) = match outcome {
+    let (mut report, rejects, records) = match outcome {
         Ok(r) => r,
         Err(e) => {
             staging.discard(&conn);
@@ -524,22 +524,14 @@ pub fn sign(
     progress(SignEvent::WritingBundle);
 
     // Committed: the bundle, from ca.db, manifest signed last.
-    let finished = match output::write_bundle(
-        &conn,
-        &unlocked.key,
-        cert,
-        opts,
-        &report,
-        rejects,
-        seqs,
-        first_rowid,
-    ) {
-        Ok(m) => m,
-        Err(e) => {
-            staging.discard(&conn);
-            return Err(SignError::BundleAfterCommit(e));
-        }
-    };
+    let finished =
+        match output::write_bundle(&conn, &unlocked.key, cert, opts, &report, rejects, records) {
+            Ok(m) => m,
+            Err(e) => {
+                staging.discard(&conn);
+                return Err(SignError::BundleAfterCommit(e));
+            }
+        };
     crash_point("bundle-finished", 0);
     if let Err(source) = std::fs::rename(staging.path(), &opts.out) {
         // Keep the complete bundle out of the cleaners' way: a name without the partial
@@ -582,7 +574,7 @@ fn run_and_commit(
     rejects: RejectsWriter,
     progress: &mut dyn FnMut(SignEvent),
     started: Instant,
-) -> Result<(SignReport, RejectsWriter, (u64, u64), i64), SignError> {
+) -> Result<(SignReport, RejectsWriter, pipeline::Records), SignError> {
     let tx = db::begin_immediate(conn)?;
     if opts.out.symlink_metadata().is_ok() {
         return Err(SignError::OutExists(opts.out.clone()));
@@ -598,5 +590,5 @@ fn run_and_commit(
         return Err(SignError::Interrupted(sig));
     }
     tx.commit()?;
-    Ok((ran.report, rejects, ran.seqs, ran.first_rowid))
+    Ok((ran.report, rejects, ran.records))
 }

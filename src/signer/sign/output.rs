@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use serde_json::json;
 
 use super::crash::crash_point;
+use super::pipeline::Records;
 use super::{AuditHead, SignError, SignOptions, SignReport};
 use crate::bundle::{self, BundleError, BundleOptions, CertRow, Counts, Manifest, RejectsWriter};
 use crate::signer::audit::AuditWriter;
@@ -23,7 +24,6 @@ use crate::signer::staging::Staging;
 /// This thread reads `ca.db` and builds the rows; two more format, hash and write
 /// `certs.csv` and the onboarding files, so the three overlap (serial, the phase took 0.8 s
 /// at 100 000 requests on the 2-core bench machine).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn write_bundle(
     conn: &Connection,
     key: &CaKey,
@@ -31,8 +31,7 @@ pub(super) fn write_bundle(
     opts: &SignOptions,
     report: &SignReport,
     rejects: RejectsWriter,
-    (first, last): (u64, u64),
-    first_rowid: i64,
+    records: Records,
 ) -> Result<bundle::Finished, BundleError> {
     let mut b = rejects.into_bundle(
         cert.pem.as_bytes(),
@@ -72,7 +71,7 @@ pub(super) fn write_bundle(
         };
         let mut chunk = Vec::with_capacity(ROWS_PER_MSG);
         let mut n = 0u64;
-        let read = read_batch_certs(conn, (first, last), first_rowid, |device_id, row| {
+        let read = read_batch_certs(conn, records, |device_id, row| {
             chunk.push((device_id, row));
             n += 1;
             if chunk.len() == ROWS_PER_MSG {
@@ -121,18 +120,17 @@ pub(super) fn write_bundle(
 }
 
 /// Call `each(device_id, row)` for every certificate of the committed batch, in input order:
-/// walk the batch's audit records (seq between `seqs`); a `certificate-issued` record takes
+/// walk the batch's audit records (seq between `records.seqs`); a `certificate-issued` record takes
 /// the next row of the certificates inserted by the batch (rowid from `first_rowid` on, the
 /// same order: the batch held the write lock), a `certificate-returned` record looks its
 /// serial up. Every issued row must carry the serial its record names. `each` returns false
 /// to stop early.
 fn read_batch_certs(
     conn: &Connection,
-    (first, last): (u64, u64),
-    first_rowid: i64,
+    records: Records,
     mut each: impl FnMut(String, CertRow) -> bool,
 ) -> Result<(), BundleError> {
-    db::certificates::for_each_in_batch(conn, (first, last), first_rowid, |c| {
+    db::certificates::for_each_in_batch(conn, records.seqs, records.first_rowid, |c| {
         let pem = crate::util::pem_encode("CERTIFICATE", &c.der);
         if crate::crypto::sha256_hex(pem.as_bytes()) != c.cert_sha256 {
             return Err(BundleError::HashMismatch(format!(

@@ -108,10 +108,16 @@ impl Known {
     }
 }
 
-/// What [`run`] hands back: the report, and the audit seqs of `batch-started` and
-/// `batch-committed` (0, 0 for a dry run).
+/// What [`run`] hands back: the report, and where the batch's records are.
 pub(super) struct Ran {
     pub report: SignReport,
+    pub records: Records,
+}
+
+/// Where a batch's records are in `ca.db`, to read it back after the commit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Records {
+    /// The audit seqs of `batch-started` and `batch-committed` (0, 0 for a dry run).
     pub seqs: (u64, u64),
     /// The rowid the batch's first certificate row got (rows follow in input order).
     pub first_rowid: i64,
@@ -365,8 +371,10 @@ fn finish<'k, S: Sink<'k>>(
     };
     Ok(Ran {
         report,
-        seqs: (first_seq, committed.last_seq),
-        first_rowid,
+        records: Records {
+            seqs: (first_seq, committed.last_seq),
+            first_rowid,
+        },
     })
 }
 

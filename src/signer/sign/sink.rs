@@ -237,21 +237,8 @@ impl<'k> Sink<'k> for Recording<'k> {
                 c.serial_hex, c.want_rowid
             )));
         }
-        self.audit.append_canonical(
-            self.conn,
-            "certificate-issued",
-            &issued_details(
-                b.id,
-                c.serial_hex,
-                c.device_id,
-                c.keygen_sha256,
-                c.cert_sha256,
-                c.reissue,
-                c.uuid,
-                c.imei,
-                c.sec_tag,
-            ),
-        )?;
+        self.audit
+            .append_canonical(self.conn, "certificate-issued", &issued_details(b.id, c))?;
         Ok(())
     }
 
@@ -300,28 +287,17 @@ impl<'k> Sink<'k> for Recording<'k> {
 /// Details of `certificate-issued` (canonical: keys in byte order).
 /// `imei`, `sec_tag` and `uuid` let `audit verify` check those `certificates` columns too
 /// (records written before they were added are not checked for them).
-#[allow(clippy::too_many_arguments)]
-fn issued_details(
-    batch: &str,
-    serial: &str,
-    device_id: &str,
-    keygen_sha256: &str,
-    cert_sha256: &str,
-    reissue: bool,
-    uuid: &str,
-    imei: Option<&str>,
-    sec_tag: u32,
-) -> String {
+fn issued_details(batch: &str, c: &IssuedOut<'_>) -> String {
     Details::with_capacity(400)
         .str("batch", batch)
-        .str("cert_sha256", cert_sha256)
-        .str("device_id", device_id)
-        .opt_str("imei", imei)
-        .str("keygen_sha256", keygen_sha256)
-        .bool("reissue", reissue)
-        .uint("sec_tag", u64::from(sec_tag))
-        .str("serial", serial)
-        .str("uuid", uuid)
+        .str("cert_sha256", c.cert_sha256)
+        .str("device_id", c.device_id)
+        .opt_str("imei", c.imei)
+        .str("keygen_sha256", c.keygen_sha256)
+        .bool("reissue", c.reissue)
+        .uint("sec_tag", u64::from(c.sec_tag))
+        .str("serial", c.serial_hex)
+        .str("uuid", c.uuid)
         .finish()
 }
 
@@ -369,14 +345,27 @@ mod tests {
     fn hand_built_details_are_canonical() {
         let odd = "a \"quoted\", back\\slash, tab\t, nl\n, ctrl \u{1}, é, 😀";
         for (s, b) in [("b1", "plain"), (odd, odd), ("", "")] {
+            let issued = |reissue, imei, sec_tag| IssuedOut {
+                serial_hex: s,
+                device_id: s,
+                uuid: s,
+                imei,
+                sec_tag,
+                public_key: &[],
+                keygen_sha256: s,
+                cert_sha256: s,
+                der: &[],
+                reissue,
+                want_rowid: 0,
+            };
             assert_eq!(
-                issued_details(b, s, s, s, s, true, s, Some(s), 16842753),
+                issued_details(b, &issued(true, Some(s), 16842753)),
                 canonical_json(&json!({"batch": b, "serial": s, "device_id": s,
                     "keygen_sha256": s, "cert_sha256": s, "reissue": true, "uuid": s,
                     "imei": s, "sec_tag": 16842753}))
             );
             assert_eq!(
-                issued_details(b, s, s, s, s, false, s, None, 0),
+                issued_details(b, &issued(false, None, 0)),
                 canonical_json(&json!({"batch": b, "serial": s, "device_id": s,
                     "keygen_sha256": s, "cert_sha256": s, "reissue": false, "uuid": s,
                     "imei": null, "sec_tag": 0}))
