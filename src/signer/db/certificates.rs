@@ -201,24 +201,20 @@ pub struct BatchCert {
 }
 
 /// Why a committed batch could not be read back.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BatchReadError {
     /// SQLite said no.
-    Sqlite(rusqlite::Error),
+    #[error("reading the committed batch from ca.db failed")]
+    Sqlite(#[from] rusqlite::Error),
     /// An audit record names a serial with no certificate row (`issued`: a
     /// `certificate-issued` record, else `certificate-returned`).
+    #[error("ca.db has no certificate row for the {} serial {serial}", if *issued { "issued" } else { "returned" })]
     NoRow {
         /// The serial the record names.
         serial: String,
         /// Which record.
         issued: bool,
     },
-}
-
-impl From<rusqlite::Error> for BatchReadError {
-    fn from(e: rusqlite::Error) -> Self {
-        BatchReadError::Sqlite(e)
-    }
 }
 
 /// Call `each` for every certificate of the committed batch, in input order: walk the batch's

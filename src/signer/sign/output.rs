@@ -159,16 +159,15 @@ fn read_batch_certs(
 }
 
 impl From<db::certificates::BatchReadError> for BundleError {
+    // BundleError (crate::bundle) keeps its String payloads; the words are the read error's
+    // own, with its cause.
     fn from(e: db::certificates::BatchReadError) -> Self {
         match e {
-            db::certificates::BatchReadError::Sqlite(e) => BundleError::Sign(format!(
-                "reading the committed batch from ca.db failed: {e}"
-            )),
-            db::certificates::BatchReadError::NoRow { serial, issued } => {
-                BundleError::MalformedManifest(format!(
-                    "ca.db has no certificate row for the {} serial {serial}",
-                    if issued { "issued" } else { "returned" }
-                ))
+            db::certificates::BatchReadError::Sqlite(_) => {
+                BundleError::Sign(crate::error_chain(&e))
+            }
+            db::certificates::BatchReadError::NoRow { .. } => {
+                BundleError::MalformedManifest(e.to_string())
             }
         }
     }
