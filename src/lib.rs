@@ -21,6 +21,7 @@
 pub mod bundle;
 pub mod checkpoint;
 pub mod crypto;
+pub mod error;
 pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
@@ -37,3 +38,5 @@ pub mod bench;
 pub mod demo;
 #[cfg(feature = "bench")]
 pub mod sim;
+
+pub use error::error_chain;

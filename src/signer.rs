@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod ca;
+pub mod ca_files;
 pub mod db;
 pub mod issue;
 pub mod key;

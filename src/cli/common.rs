@@ -59,23 +59,10 @@ pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The text printed for an error that stopped a command: `error: <message>` and one
-/// `caused by:` line per source, leaving out a source whose text the lines above already
-/// say (library errors often repeat their cause in their own message).
+/// The text printed for an error that stopped a command: `error: <message>: <cause>: …` on
+/// one line ([`nrfca::error_chain`]: each layer says its own sentence, the causes follow).
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = format!("error: {e}\n");
-    let mut said = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !said.contains(&text) {
-            out.push_str(&format!("  caused by: {text}\n"));
-            said.push('\n');
-            said.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    format!("error: {}\n", nrfca::error_chain(e))
 }
 
 // ------------------------------------------------------------------ secrets and operator

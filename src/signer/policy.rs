@@ -11,36 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::signer::db::{self, Connection};
 
 use crate::keygen::Verified;
 use crate::reject::{Reject, RejectCode};
 use crate::requests::RequestRow;
 
-/// A certificate already in `ca.db`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// Serial, lowercase hex.
-    pub serial: String,
-    /// The certificate CN.
-    pub device_id: String,
-    /// Attested UUID.
-    pub uuid: String,
-    /// IMEI, when known.
-    pub imei: Option<String>,
-    /// Attested sec_tag.
-    pub sec_tag: u32,
-    /// SHA-256 of the KEYGEN string it was issued for, hex.
-    pub keygen_sha256: String,
-    /// SHA-256 of the PEM, hex.
-    pub cert_sha256: String,
-    /// The PEM.
-    pub pem: String,
-    /// RFC 3339.
-    pub not_before: String,
-    /// RFC 3339.
-    pub not_after: String,
-}
+pub use crate::signer::db::certificates::Stored;
 
 /// What the policy needs to know about `ca.db`.
 pub trait Lookup {
@@ -312,40 +289,15 @@ impl Lookup for DbLookup<'_> {
         keygen_sha256_hex: &str,
         public_key: &[u8; 65],
     ) -> Result<Option<Stored>, rusqlite::Error> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT serial, device_id, uuid, imei, sec_tag, keygen_sha256, cert_sha256, der, \
-             not_before, not_after FROM certificates WHERE public_key = ?1 AND keygen_sha256 = ?2",
-        )?;
-        st.query_row(rusqlite::params![&public_key[..], keygen_sha256_hex], |r| {
-            let der: Vec<u8> = r.get(7)?;
-            Ok(Stored {
-                serial: r.get(0)?,
-                device_id: r.get(1)?,
-                uuid: r.get(2)?,
-                imei: r.get(3)?,
-                sec_tag: r.get(4)?,
-                keygen_sha256: r.get(5)?,
-                cert_sha256: r.get(6)?,
-                pem: crate::util::pem_encode("CERTIFICATE", &der),
-                not_before: r.get(8)?,
-                not_after: r.get(9)?,
-            })
-        })
-        .optional()
+        db::certificates::by_key_and_keygen(self.conn, public_key, keygen_sha256_hex)
     }
 
     fn device_has_certificate(&mut self, uuid: &str) -> Result<bool, rusqlite::Error> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT 1 FROM certificates WHERE uuid = ?1 LIMIT 1")?;
-        st.exists([uuid])
+        db::certificates::uuid_exists(self.conn, uuid)
     }
 
     fn key_owner(&mut self, public_key: &[u8; 65]) -> Result<Option<String>, rusqlite::Error> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT device_id FROM certificates WHERE public_key = ?1 LIMIT 1")?;
-        st.query_row([&public_key[..]], |r| r.get(0)).optional()
+        db::certificates::device_by_key(self.conn, public_key)
     }
 }
 
@@ -362,18 +314,12 @@ fn fp(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn sorted_fps(conn: &Connection, sql: &str) -> Result<Vec<u64>, rusqlite::Error> {
-    let mut st = conn.prepare(sql)?;
-    let mut rows = st.query([])?;
+fn sorted_fps(
+    conn: &Connection,
+    column: db::certificates::LookupColumn,
+) -> Result<Vec<u64>, rusqlite::Error> {
     let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let v = r.get_ref(0)?;
-        let b = match v {
-            rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b,
-            _ => continue,
-        };
-        out.push(fp(b));
-    }
+    db::certificates::scan(conn, column, |b| out.push(fp(b)))?;
     out.sort_unstable();
     out.dedup();
     Ok(out)
@@ -395,9 +341,9 @@ impl KnownFilter {
     /// Scan `ca.db`'s certificate indexes.
     pub fn load(conn: &Connection) -> Result<KnownFilter, rusqlite::Error> {
         Ok(KnownFilter {
-            devices: sorted_fps(conn, "SELECT uuid FROM certificates")?,
-            keys: sorted_fps(conn, "SELECT public_key FROM certificates")?,
-            serials: sorted_fps(conn, "SELECT serial FROM certificates")?,
+            devices: sorted_fps(conn, db::certificates::LookupColumn::Uuid)?,
+            keys: sorted_fps(conn, db::certificates::LookupColumn::PublicKey)?,
+            serials: sorted_fps(conn, db::certificates::LookupColumn::Serial)?,
         })
     }
 
@@ -663,18 +609,27 @@ mod tests {
     #[test]
     fn filtered_lookup_agrees_with_sqlite() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::signer::db::open(&dir.path().join("ca.db")).unwrap();
-        conn.execute(
-            "INSERT INTO batches(id, started_at, operator, inputs) VALUES ('b', 't', 'o', '[]')",
-            [],
-        )
-        .unwrap();
+        let conn = db::open(&dir.path().join("ca.db")).unwrap();
+        db::batches::start(&conn, "b", "t", "o").unwrap();
         let v = verified(U1, 3, 4);
-        conn.execute(
-            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id) VALUES ('0102', ?1, ?1, 1, ?2, ?3, 'c', x'3000', 'a', 'b', 'b')",
-            rusqlite::params![U1, &v.public_key[..], hex::encode(v.keygen_sha256)],
-        )
-        .unwrap();
+        let row =
+            |serial, device_id, uuid, public_key, keygen_sha256| db::certificates::NewCertificate {
+                serial,
+                device_id,
+                uuid,
+                imei: None,
+                sec_tag: 1,
+                public_key,
+                keygen_sha256,
+                cert_sha256: "c",
+                der: &[0x30, 0],
+                not_before: "a",
+                not_after: "b",
+                batch_id: "b",
+                reissue: false,
+            };
+        let kg = hex::encode(v.keygen_sha256);
+        db::certificates::insert(&conn, &row("0102", U1, U1, &v.public_key[..], &kg)).unwrap();
         let f = KnownFilter::load(&conn).unwrap();
         assert!(f.may_have_serial("0102") && !f.may_have_serial("0103"));
         assert!(KnownFilter::worth_it(1, 1));
@@ -688,11 +643,8 @@ mod tests {
         assert!(!l.device_has_certificate(U2).unwrap());
         // Keyed on the attested UUID, not the CN: a certificate with CN nrf-<IMEI> counts
         // for its UUID, in the filter and in SQLite.
-        conn.execute(
-            "INSERT INTO certificates(serial, device_id, uuid, sec_tag, public_key, keygen_sha256, cert_sha256, der, not_before, not_after, batch_id) VALUES ('0104', 'nrf-352656100000009', ?1, 1, x'04', 'k', 'c', x'3000', 'a', 'b', 'b')",
-            [U3],
-        )
-        .unwrap();
+        db::certificates::insert(&conn, &row("0104", "nrf-352656100000009", U3, &[4], "k"))
+            .unwrap();
         let f = KnownFilter::load(&conn).unwrap();
         for filter in [Some(&f), None] {
             let mut l = FilteredLookup {

@@ -30,7 +30,6 @@ use crate::signer::ca::{self, CaError, CA_DB, CA_KEY};
 use crate::signer::db;
 use crate::signer::secret::{self, CaKey, FileProtection, Protection, Unlock};
 use age::secrecy::ExposeSecret;
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 use serde_json::json;
 use std::io;
@@ -129,11 +128,12 @@ fn prove(
     for u in &unlocks {
         let opened = secret::decrypt(&ciphertext, u).map_err(|e| {
             CaError::Protect(format!(
-                "the new key file does not open with the new {}: {e}; nothing was changed",
+                "the new key file does not open with the new {}: {}; nothing was changed",
                 match u {
                     Unlock::Passphrase(_) => "passphrase".to_string(),
                     Unlock::Identity(p) => format!("identity {}", p.display()),
-                }
+                },
+                crate::error::error_chain(&e)
             ))
         })?;
         let key = CaKey::from_pkcs8(&opened)?;
@@ -207,12 +207,10 @@ pub fn protect(
     };
     // From here on a failure rolls back to this savepoint and still commits the run's
     // `key-unlocked` (no decryption goes unrecorded).
-    tx.execute_batch("SAVEPOINT protect")?;
+    db::savepoint(&tx, "protect")?;
     let result = change(ca_dir, &tx, &cert, &opened, new, new_identities, operator);
     if result.is_err() {
-        let _ = tx
-            .execute_batch("ROLLBACK TO protect; RELEASE protect")
-            .and_then(|()| tx.commit());
+        let _ = db::savepoint_rollback(&tx, "protect").and_then(|()| tx.commit());
     }
     result
 }
@@ -220,7 +218,7 @@ pub fn protect(
 /// The part of [`protect`] after the unlock, inside its transaction; commits on success.
 fn change(
     ca_dir: &Path,
-    tx: &rusqlite::Transaction<'_>,
+    tx: &db::Transaction<'_>,
     cert: &ca::CaCert,
     opened: &ca::Opened,
     new: &Protection,
@@ -233,14 +231,8 @@ fn change(
         FileProtection::Passphrase => "passphrase",
         FileProtection::Recipients => "recipients",
     };
-    let old_protection: String = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'key_protection'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or_else(|| old_method.to_string());
+    let old_protection: String =
+        db::meta::get(tx, db::meta::KEY_PROTECTION)?.unwrap_or_else(|| old_method.to_string());
 
     // New file, proven, before anything is replaced.
     let ciphertext = secret::encrypt(&opened.pkcs8, new)?;
@@ -269,6 +261,7 @@ fn change(
         });
     }
     let undo = |why: CaError| -> CaError {
+        let why = crate::error::error_chain(&why);
         let restored = std::fs::rename(ca_dir.join(&retired), &key_path)
             .and_then(|()| std::fs::File::open(ca_dir).and_then(|d| d.sync_all()));
         match restored {
@@ -296,12 +289,9 @@ fn change(
     let record = (|| -> Result<(), CaError> {
         let mut w = AuditWriter::new(tx, operator)?;
         w.append(tx, "key-protection-changed", &details)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('key_protection', ?1)",
-            [new.describe()],
-        )?;
+        db::meta::set(tx, db::meta::KEY_PROTECTION, &new.describe())?;
         w.checkpoint(tx, &opened.key)?;
-        tx.execute_batch("RELEASE protect; COMMIT")?;
+        db::savepoint_release_and_commit(tx, "protect")?;
         Ok(())
     })();
     if let Err(e) = record {

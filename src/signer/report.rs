@@ -5,13 +5,11 @@
 
 use crate::bundle::FileDigest;
 use crate::signer::audit::{self, AuditError, Finding};
-use crate::signer::ca::{self, CaError};
-use crate::signer::db::{self, DbError};
-use rusqlite::{Connection, OptionalExtension};
+use crate::signer::ca_files::{self as ca, CaFileError};
+use crate::signer::db::{self, Connection, DbError};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use crate::util::term_escape;
@@ -22,68 +20,31 @@ pub const MAX_LISTED_REJECTS: usize = 50;
 /// Shortest batch id prefix accepted for `--batch`.
 pub const MIN_PREFIX: usize = 6;
 
-/// Why a report could not be made.
-#[derive(Debug)]
+/// Why a report could not be made. Display is this layer's sentence; the cause is the
+/// `source()`.
+#[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// `ca.db` could not be opened.
+    #[error(transparent)]
     Open(DbError),
     /// SQLite failed while reading.
-    Db(rusqlite::Error),
+    #[error("CA database error (check that ca.db is not in use by another nrfca)")]
+    Db(#[from] rusqlite::Error),
     /// `ca.pem` could not be loaded.
-    Ca(CaError),
+    #[error(transparent)]
+    Ca(CaFileError),
     /// Verifying the audit chain could not run.
+    #[error(transparent)]
     Audit(AuditError),
     /// The CA has not committed any batch yet.
+    #[error("this CA has not signed any batch yet; run `nrfca sign` first")]
     NoBatches,
     /// No batch has this id (or prefix).
+    #[error("no batch `{0}` in this CA; list the batches with `nrfca audit report --list`")]
     UnknownBatch(String),
     /// Several batches start with this prefix.
+    #[error("`{0}` matches {n} batches ({list}); give more of the id", n = .1.len(), list = .1.join(", "))]
     Ambiguous(String, Vec<String>),
-}
-
-impl fmt::Display for ReportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReportError::Open(e) => write!(f, "{e}"),
-            ReportError::Db(e) => write!(
-                f,
-                "CA database error: {e}; check that ca.db is not in use by another nrfca"
-            ),
-            ReportError::Ca(e) => write!(f, "{e}"),
-            ReportError::Audit(e) => write!(f, "{e}"),
-            ReportError::NoBatches => write!(
-                f,
-                "this CA has not signed any batch yet; run `nrfca sign` first"
-            ),
-            ReportError::UnknownBatch(b) => write!(
-                f,
-                "no batch `{b}` in this CA; list the batches with `nrfca audit report --list`"
-            ),
-            ReportError::Ambiguous(b, ids) => write!(
-                f,
-                "`{b}` matches {} batches ({}); give more of the id",
-                ids.len(),
-                ids.join(", ")
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ReportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ReportError::Open(e) => e.source(),
-            ReportError::Ca(e) => e.source(),
-            ReportError::Audit(e) => e.source(),
-            _ => None,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for ReportError {
-    fn from(e: rusqlite::Error) -> Self {
-        ReportError::Db(e)
-    }
 }
 
 /// One line of `audit report --list`.
@@ -231,22 +192,20 @@ struct BatchRecord {
     details: Value,
 }
 
-fn read_records(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<BatchRecord>, ReportError> {
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map(params, |r| {
-        Ok(BatchRecord {
-            seq: r.get::<_, i64>(0)?.max(0) as u64,
-            time: r.get(1)?,
-            operator: r.get(2)?,
-            event: r.get(3)?,
-            details: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+impl From<db::audit::RawRecord> for BatchRecord {
+    fn from(r: db::audit::RawRecord) -> Self {
+        BatchRecord {
+            seq: r.seq.max(0) as u64,
+            time: r.time,
+            operator: r.operator,
+            event: r.event,
+            details: serde_json::from_str(&r.details).unwrap_or(Value::Null),
+        }
+    }
+}
+
+fn batch_records(raw: Vec<db::audit::RawRecord>) -> Vec<BatchRecord> {
+    raw.into_iter().map(BatchRecord::from).collect()
 }
 
 fn str_of(v: &Value, key: &str) -> String {
@@ -264,12 +223,10 @@ pub fn list_batches(ca_dir: &Path) -> Result<Vec<BatchSummary>, ReportError> {
 }
 
 fn chained_batches(conn: &Connection) -> Result<Vec<BatchSummary>, ReportError> {
-    let records = read_records(
+    let records = batch_records(db::audit::of_events(
         conn,
-        "SELECT seq, time, operator, event, details FROM audit \
-         WHERE event IN ('batch-started', 'batch-committed') ORDER BY seq",
-        [],
-    )?;
+        &["batch-started", "batch-committed"],
+    )?);
     let mut out: Vec<BatchSummary> = Vec::new();
     for r in records {
         let batch = str_of(&r.details, "batch");
@@ -338,16 +295,11 @@ fn u64_of(v: &Value, key: &str) -> u64 {
 pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, ReportError> {
     let cert = ca::load_cert(ca_dir).map_err(ReportError::Ca)?;
     let conn = open(ca_dir)?;
-    let tx = conn.unchecked_transaction()?;
+    let tx = db::begin_read(&conn)?;
     let conn: &Connection = &tx;
     let batch = resolve(conn, wanted)?;
 
-    let records = read_records(
-        conn,
-        "SELECT seq, time, operator, event, details FROM audit \
-         WHERE json_extract(details, '$.batch') = ?1 ORDER BY seq",
-        [&batch],
-    )?;
+    let records = batch_records(db::audit::of_batch(conn, &batch)?);
     let first = |event: &str| records.iter().find(|r| r.event == event);
     let started = first("batch-started");
     let committed = first("batch-committed");
@@ -439,38 +391,18 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
 
     let first_seq = records.first().map_or(0, |r| r.seq);
     let last_seq = records.last().map_or(0, |r| r.seq);
-    let unlocked = read_records(
-        conn,
-        "SELECT seq, time, operator, event, details FROM audit WHERE event = 'key-unlocked' \
-         AND seq < ?1 ORDER BY seq DESC LIMIT 1",
-        [first_seq as i64],
-    )?
-    .into_iter()
-    .next();
+    let unlocked =
+        db::audit::last_before(conn, "key-unlocked", first_seq as i64)?.map(BatchRecord::from);
     let unlock_method = unlocked
         .as_ref()
         .and_then(|r| r.details.get("method")?.as_str().map(str::to_string));
     let checkpoint = match committed {
-        Some(c) => read_records(
-            conn,
-            "SELECT seq, time, operator, event, details FROM audit WHERE event = 'checkpoint' \
-             AND seq > ?1 ORDER BY seq LIMIT 1",
-            [c.seq as i64],
-        )?
-        .into_iter()
-        .next(),
+        Some(c) => db::audit::first_after(conn, "checkpoint", c.seq as i64)?.map(BatchRecord::from),
         None => None,
     };
 
-    let (head_after_seq, head_after_hash): (i64, String) = conn
-        .query_row(
-            "SELECT seq, hash FROM audit WHERE (seq = ?1 + 1 AND event = 'checkpoint') OR seq = ?1 \
-             ORDER BY seq DESC LIMIT 1",
-            [last_seq as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .unwrap_or((0, String::new()));
+    let (head_after_seq, head_after_hash) =
+        db::audit::head_after(conn, last_seq as i64)?.unwrap_or((0, String::new()));
 
     let verify = audit::verify_conn(conn, &cert.public_key, &cert.fingerprint)
         .map_err(ReportError::Audit)?;
@@ -679,7 +611,7 @@ pub fn render_text(r: &BatchReport) -> String {
 mod tests {
     use super::*;
     use crate::keygen::generate::{write_requests, BatchOptions};
-    use crate::signer::ca::InitOptions;
+    use crate::signer::ca::{self, InitOptions};
     use crate::signer::secret::{Protection, Unlock};
     use crate::signer::sign::{self, SignOptions};
 

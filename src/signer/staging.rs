@@ -15,8 +15,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::signer::db::{self, Connection};
 use nix::fcntl::{Flock, FlockArg};
-use rusqlite::{Connection, TransactionBehavior};
 
 use crate::bundle::{BundleError, RejectsWriter, PARTIAL_MARK};
 
@@ -82,32 +82,17 @@ fn remove_if_abandoned(path: &Path) -> bool {
 }
 
 /// Why a staging directory could not be set up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StagingError {
     /// `ca.db` failed (or is locked by another command).
-    Db(rusqlite::Error),
+    #[error("registering the temporary bundle directory in ca.db failed; nothing was signed, run sign again")]
+    Db(#[from] rusqlite::Error),
     /// The directory could not be created or written.
+    #[error(transparent)]
     Bundle(BundleError),
     /// The new directory could not be locked.
-    Lock(PathBuf, std::io::Error),
-}
-
-impl std::fmt::Display for StagingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StagingError::Db(e) => write!(f, "registering the temporary bundle directory in ca.db failed: {e}; nothing was signed, run sign again"),
-            StagingError::Bundle(e) => write!(f, "{e}"),
-            StagingError::Lock(p, e) => write!(f, "cannot lock the temporary bundle directory {}: {e}; the file system of --out must support flock; nothing was signed", p.display()),
-        }
-    }
-}
-
-impl std::error::Error for StagingError {}
-
-impl From<rusqlite::Error> for StagingError {
-    fn from(e: rusqlite::Error) -> Self {
-        StagingError::Db(e)
-    }
+    #[error("cannot lock the temporary bundle directory {}; the file system of --out must support flock; nothing was signed", .0.display())]
+    Lock(PathBuf, #[source] std::io::Error),
 }
 
 impl Staging {
@@ -124,13 +109,9 @@ impl Staging {
         prefix: &str,
     ) -> Result<(Staging, RejectsWriter, Vec<PathBuf>), StagingError> {
         let key = format!("{META_PREFIX}{batch}");
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db::begin_immediate(conn)?;
         let mut removed = Vec::new();
-        let registered: Vec<(String, String)> = {
-            let mut st = tx.prepare("SELECT key, value FROM meta WHERE key LIKE 'staging:%'")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let registered = db::meta::with_prefix(&tx, META_PREFIX)?;
         for (k, p) in registered {
             let p = PathBuf::from(p);
             let existed = p.exists();
@@ -138,7 +119,7 @@ impl Staging {
                 if existed {
                     removed.push(p);
                 }
-                tx.execute("DELETE FROM meta WHERE key = ?1", [&k])?;
+                db::meta::delete(&tx, &k)?;
             }
         }
         if let Ok(rd) = std::fs::read_dir(parent) {
@@ -172,12 +153,8 @@ impl Staging {
             }
         };
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let registered = tx
-            .execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
-                rusqlite::params![key, abs.to_string_lossy()],
-            )
-            .and_then(|_| tx.commit());
+        let registered =
+            db::meta::set(&tx, &key, &abs.to_string_lossy()).and_then(|()| tx.commit());
         if let Err(e) = registered {
             let _ = std::fs::remove_dir_all(path);
             return Err(e.into());
@@ -201,8 +178,7 @@ impl Staging {
     /// Forget the registration inside the caller's transaction (the directory was renamed
     /// into place, or removed).
     pub fn unregister_in(&self, conn: &Connection) -> Result<(), rusqlite::Error> {
-        conn.execute("DELETE FROM meta WHERE key = ?1", [&self.key])?;
-        Ok(())
+        db::meta::delete(conn, &self.key)
     }
 
     /// The batch committed and the bundle is complete, but it could not be renamed to `out`:
@@ -228,22 +204,16 @@ impl Staging {
 
 /// Staging directories registered in `ca.db` (for `ca show` and the tests).
 pub fn registered(conn: &Connection) -> Result<Vec<PathBuf>, rusqlite::Error> {
-    let mut st = conn.prepare("SELECT value FROM meta WHERE key LIKE 'staging:%' ORDER BY key")?;
-    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-    rows.map(|r| r.map(PathBuf::from)).collect()
+    Ok(db::meta::with_prefix(conn, META_PREFIX)?
+        .into_iter()
+        .map(|(_, v)| PathBuf::from(v))
+        .collect())
 }
 
 /// Whether `batch` is registered (for tests).
 #[cfg(test)]
 fn is_registered(conn: &Connection, batch: &str) -> Result<bool, rusqlite::Error> {
-    use rusqlite::OptionalExtension;
-    conn.query_row(
-        "SELECT 1 FROM meta WHERE key = ?1",
-        [format!("{META_PREFIX}{batch}")],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|o| o.is_some())
+    Ok(db::meta::get(conn, &format!("{META_PREFIX}{batch}"))?.is_some())
 }
 
 #[cfg(test)]

@@ -1,17 +1,14 @@
-//! `ca.db`: the CA's SQLite database (issued certificates, batches, rejects, audit log).
-//!
-//! The schema lives here and only here. Every write that `sign` makes for one batch happens in
-//! one transaction together with its audit records (SPEC §5), so a crash leaves either the
-//! whole batch or none of it.
+//! The schema of `ca.db` (DDL, version) and the migrations from older versions.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
-use std::path::Path;
+
+use super::DbError;
 
 /// Current schema version, stored in `meta`. Version 1 (nrfca before the speed work) kept
 /// the certificate as PEM text and a UNIQUE index on `keygen_sha256`; version 2 indexed
 /// certificates by CN (`device_id`) where already-issued now looks them up by attested UUID
-/// (`uuid`); [`open`] migrates both.
+/// (`uuid`); [`super::open`] migrates both.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// The DDL of `ca.db`, version [`SCHEMA_VERSION`].
@@ -71,78 +68,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 "#;
 
-/// Errors opening or migrating `ca.db`.
-#[derive(Debug)]
-pub enum DbError {
-    /// SQLite said no.
-    Sqlite(rusqlite::Error),
-    /// The database was written by a newer nrfca.
-    NewerSchema(i64),
-    /// `ca.db` does not exist where an existing CA was expected.
-    Missing(std::path::PathBuf),
-    /// An older `ca.db` could not be brought to the current schema (it is unchanged).
-    Migration(String),
-}
-
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DbError::Sqlite(e) => write!(f, "CA database error: {e}; check that ca.db is not open elsewhere and the disk is writable"),
-            DbError::NewerSchema(v) => write!(f, "ca.db has schema version {v}, newer than this nrfca ({SCHEMA_VERSION}); upgrade nrfca"),
-            DbError::Missing(p) => write!(f, "{} does not exist; check --ca-dir, or create a CA with `nrfca ca init`", p.display()),
-            DbError::Migration(m) => write!(f, "ca.db could not be upgraded to schema {SCHEMA_VERSION} ({m}); it is unchanged: keep a copy and report this"),
-        }
-    }
-}
-
-impl std::error::Error for DbError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Display already includes the SQLite message.
-            DbError::Sqlite(_)
-            | DbError::NewerSchema(_)
-            | DbError::Missing(_)
-            | DbError::Migration(_) => None,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for DbError {
-    fn from(e: rusqlite::Error) -> Self {
-        DbError::Sqlite(e)
-    }
-}
-
-/// Open (creating if needed) the database at `path` with the pragmas nrfca relies on:
-/// rollback journal (`DELETE`), `synchronous=FULL` (a committed batch survives power loss),
-/// 16 KiB pages, foreign keys. A batch is one big transaction of mostly new pages: a rollback
-/// journal writes them once into `ca.db`, where WAL wrote them twice (WAL, then checkpoint);
-/// 100 000 requests went from 12.1 s to 8.2 s. It also keeps `ca.db` one self-contained file.
-pub fn open(path: &Path) -> Result<Connection, DbError> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // Page size only takes effect on a new database (before the first table).
-    conn.pragma_update(None, "page_size", 16384)?;
-    conn.pragma_update(None, "journal_mode", "DELETE")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.execute_batch(SCHEMA)?;
-    match schema_version(&conn)? {
-        None => {
-            conn.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
-                [SCHEMA_VERSION.to_string()],
-            )?;
-        }
-        Some(v) if v > SCHEMA_VERSION => return Err(DbError::NewerSchema(v)),
-        Some(1) => migrate_v1(&mut conn)?,
-        Some(2) => migrate_v2(&mut conn)?,
-        Some(_) => {}
-    }
-    Ok(conn)
-}
-
-fn schema_version(conn: &Connection) -> Result<Option<i64>, DbError> {
+pub(super) fn schema_version(conn: &Connection) -> Result<Option<i64>, DbError> {
     let v: Option<String> = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -157,7 +83,7 @@ fn schema_version(conn: &Connection) -> Result<Option<i64>, DbError> {
 /// re-created byte for byte by `util::pem_encode`, which is checked for every row, so
 /// `cert_sha256` and the audit records stay valid) and the UNIQUE index on `keygen_sha256`
 /// goes. A row whose PEM would not come back identical stops the migration (nothing changes).
-fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
+pub(super) fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Another process may have migrated while this one waited for the lock.
     if schema_version(&tx)? != Some(1) {
@@ -217,9 +143,9 @@ fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
 
 /// Schema 2 → 3, in one transaction: already-issued is keyed on the attested UUID, so the
 /// index on `device_id` (the CN) gives way to one on `uuid` (SCHEMA creates it, here or in
-/// [`open`] just before). The number of indexes, each a B-tree insert per certificate, stays
+/// [`super::open`] just before). The number of indexes, each a B-tree insert per certificate, stays
 /// three.
-fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
+pub(super) fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if schema_version(&tx)? != Some(2) {
         return Ok(());
@@ -234,17 +160,11 @@ fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Open an existing `ca.db` (as [`open`]), refusing to create a new one.
-pub fn open_existing(path: &Path) -> Result<Connection, DbError> {
-    if !path.is_file() {
-        return Err(DbError::Missing(path.to_path_buf()));
-    }
-    open(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signer::db::open;
+    use std::path::Path;
 
     #[test]
     fn open_creates_schema_and_is_idempotent() {

@@ -1,0 +1,801 @@
+//! `audit verify`: the chain, the sequence, every checkpoint signature, the last checkpoint
+//! noted in `meta`, and the agreement of the `certificates` table with the
+//! `certificate-issued` records, over `ca.db` or an exported file (JSONL or CSV).
+
+use super::*;
+use crate::signer::ca_files as ca;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+
+/// The first place where the log stops being trustworthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Sequence number of the first bad record (for a missing record: the seq it should have).
+    pub seq: u64,
+    /// What is wrong, in words.
+    pub problem: String,
+}
+
+/// Result of verifying a log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Number of records read.
+    pub records: u64,
+    /// Hash of the last record read (64 zeros for an empty log).
+    pub head_hash: String,
+    /// Seq of the last checkpoint whose signature verified (0: none).
+    pub last_checkpoint_seq: u64,
+    /// Records after the last valid checkpoint (not covered by a CA signature yet).
+    pub unsigned_tail: u64,
+    /// The first problem found, if any.
+    pub first_bad: Option<Finding>,
+    /// SHA-256 fingerprint of the CA certificate the log was checked against.
+    pub ca_fingerprint: String,
+}
+
+impl VerifyReport {
+    /// True when no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+#[derive(Debug)]
+struct IssuedRec {
+    seq: u64,
+    device_id: String,
+    keygen_sha256: String,
+    cert_sha256: String,
+    batch: String,
+    reissue: bool,
+    /// Recorded by nrfca since Hardening II; `None` in older records (then not checked).
+    uuid: Option<String>,
+    /// `Some(None)`: recorded as null (no IMEI); `None`: not recorded (older record).
+    imei: Option<Option<String>>,
+    /// `None`: not recorded (older record).
+    sec_tag: Option<u64>,
+}
+
+/// Streaming verifier: feed records in file/seq order.
+struct Verifier {
+    ca_public: [u8; 65],
+    ca_fingerprint: String,
+    expected_seq: u64,
+    prev_hash: String,
+    records: u64,
+    head_hash: String,
+    last_checkpoint_seq: u64,
+    first_bad: Option<Finding>,
+    issued: Option<HashMap<String, IssuedRec>>,
+    /// The first batch or certificate event after the last valid checkpoint: (seq, event).
+    unsigned_batch_event: Option<(u64, String)>,
+}
+
+/// Events that `sign` (and `ca protect`, for `key-protection-changed`) always follows with a
+/// CA-signed checkpoint in the same transaction: one of them after the last checkpoint means
+/// the tail was cut and a new one made up.
+pub const CHECKPOINTED_EVENTS: &[&str] = &[
+    "key-protection-changed",
+    "batch-started",
+    "certificate-issued",
+    "certificate-returned",
+    "request-rejected",
+    "batch-committed",
+    "bundle-written",
+];
+
+impl Verifier {
+    fn new(ca_public: [u8; 65], ca_fingerprint: String, collect_issued: bool) -> Self {
+        Verifier {
+            ca_public,
+            ca_fingerprint,
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_string(),
+            records: 0,
+            head_hash: GENESIS_HASH.to_string(),
+            last_checkpoint_seq: 0,
+            first_bad: None,
+            issued: collect_issued.then(HashMap::new),
+            unsigned_batch_event: None,
+        }
+    }
+
+    /// A record whose line is not in canonical form (what it hashes is not what it says).
+    fn not_canonical(&mut self, seq: u64, what: &str) {
+        self.bad(
+            seq,
+            format!(
+                "record {seq} is not in canonical form ({what}): the exact line is not what the chain hashed (edited, e.g. duplicate JSON keys spliced in)"
+            ),
+        );
+    }
+
+    /// End-of-log checks, once every record was fed: an empty log, a log without any
+    /// CA-signed checkpoint, and batch or certificate events after the last checkpoint.
+    fn finish(&mut self) {
+        if self.first_bad.is_some() {
+            return;
+        }
+        if self.records == 0 {
+            self.bad(
+                1,
+                "the log is empty: every nrfca log starts with ca-created or ca-imported and a checkpoint (an empty file or a CSV header alone is not an export)".into(),
+            );
+        } else if self.last_checkpoint_seq == 0 {
+            self.bad(
+                self.records + 1,
+                "the log has no CA-signed checkpoint: nrfca signs one when the CA is created, so records were cut from it".into(),
+            );
+        } else if let Some((seq, event)) = self.unsigned_batch_event.take() {
+            // Reported where the missing checkpoint should be: the records from the last
+            // checkpoint on may be made up, and the real tail is missing.
+            self.bad(
+                self.records + 1,
+                format!(
+                    "uncheckpointed tail: {event} record {seq} comes after the last CA-signed checkpoint (record {}), but sign always checkpoints its batch: the log was cut and records after record {} may be made up",
+                    self.last_checkpoint_seq, self.last_checkpoint_seq
+                ),
+            );
+        }
+    }
+
+    fn bad(&mut self, seq: u64, problem: String) {
+        if self.first_bad.is_none() {
+            self.first_bad = Some(Finding { seq, problem });
+        }
+    }
+
+    /// A line/row that could not be parsed as a record.
+    fn feed_unparsable(&mut self, what: String) {
+        self.records += 1;
+        let seq = self.expected_seq;
+        self.bad(seq, format!("record {seq} cannot be read: {what}"));
+        self.expected_seq += 1;
+    }
+
+    fn feed(&mut self, r: &Record) {
+        self.records += 1;
+        self.head_hash = r.hash.clone();
+        if self.first_bad.is_some() {
+            return;
+        }
+        let expected = self.expected_seq;
+        self.expected_seq += 1;
+        if r.seq != expected {
+            let problem = if r.seq > expected {
+                format!("sequence broken: expected record {expected}, found {} (records missing or reordered)", r.seq)
+            } else {
+                format!("sequence broken: expected record {expected}, found {} again or out of order (record inserted, duplicated or reordered)", r.seq)
+            };
+            self.bad(expected, problem);
+            return;
+        }
+        if r.prev_hash != self.prev_hash {
+            self.bad(
+                r.seq,
+                format!(
+                    "hash chain broken: prev_hash does not match the hash of record {} (a record before it was altered, removed or inserted)",
+                    r.seq - 1
+                ),
+            );
+            return;
+        }
+        match r.compute_hash() {
+            Some(h) if h == r.hash => {}
+            _ => {
+                self.bad(
+                    r.seq,
+                    "record does not match its hash (its content was altered)".to_string(),
+                );
+                return;
+            }
+        }
+        self.prev_hash = r.hash.clone();
+        if let Err(problem) = self.check_content(r) {
+            self.bad(r.seq, problem);
+        }
+    }
+
+    fn check_content(&mut self, r: &Record) -> Result<(), String> {
+        if !is_kebab(&r.event) {
+            return Err(format!("event name {:?} is not kebab-case", r.event));
+        }
+        if time::OffsetDateTime::parse(&r.time, &time::format_description::well_known::Rfc3339)
+            .is_err()
+        {
+            return Err(format!("time {:?} is not RFC 3339", r.time));
+        }
+        let Some(details) = r.details.as_object() else {
+            return Err("details are not a JSON object".into());
+        };
+        if r.seq == 1 {
+            if r.event != "ca-created" && r.event != "ca-imported" {
+                return Err(format!(
+                    "the log starts with {:?}, not ca-created or ca-imported",
+                    r.event
+                ));
+            }
+            let fp = details.get("fingerprint").and_then(Value::as_str);
+            if fp != Some(self.ca_fingerprint.as_str()) {
+                return Err(format!(
+                    "the log belongs to another CA (fingerprint {}, expected {})",
+                    fp.unwrap_or("missing"),
+                    self.ca_fingerprint
+                ));
+            }
+        }
+        if CHECKPOINTED_EVENTS.contains(&r.event.as_str()) && self.unsigned_batch_event.is_none() {
+            self.unsigned_batch_event = Some((r.seq, r.event.clone()));
+        }
+        match r.event.as_str() {
+            "checkpoint" => self.check_checkpoint(r, details)?,
+            "certificate-issued" => {
+                if let Some(map) = self.issued.as_mut() {
+                    let s = |k: &str| {
+                        details
+                            .get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let serial = s("serial");
+                    if serial.is_empty() {
+                        return Err("certificate-issued record without serial".into());
+                    }
+                    let rec = IssuedRec {
+                        seq: r.seq,
+                        device_id: s("device_id"),
+                        keygen_sha256: s("keygen_sha256"),
+                        cert_sha256: s("cert_sha256"),
+                        batch: s("batch"),
+                        reissue: details
+                            .get("reissue")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                        uuid: details
+                            .get("uuid")
+                            .map(|u| u.as_str().unwrap_or_default().to_string()),
+                        imei: details.get("imei").map(|i| i.as_str().map(str::to_string)),
+                        sec_tag: details
+                            .get("sec_tag")
+                            .map(|t| t.as_u64().unwrap_or(u64::MAX)),
+                    };
+                    if let Some(prev) = map.insert(serial.clone(), rec) {
+                        return Err(format!(
+                            "serial {serial} is recorded as issued twice (first at record {})",
+                            prev.seq
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_checkpoint(
+        &mut self,
+        r: &Record,
+        details: &serde_json::Map<String, Value>,
+    ) -> Result<(), String> {
+        let head_seq = details.get("head_seq").and_then(Value::as_u64);
+        let head_hash = details.get("head_hash").and_then(Value::as_str);
+        let sig = details.get("signature").and_then(Value::as_str);
+        let (Some(head_seq), Some(head_hash), Some(sig)) = (head_seq, head_hash, sig) else {
+            return Err("checkpoint without head_seq, head_hash or signature".into());
+        };
+        if head_seq.checked_add(1) != Some(r.seq) || head_hash != r.prev_hash {
+            return Err(format!(
+                "checkpoint signs record {head_seq}, not the record before it"
+            ));
+        }
+        let Ok(sig) = crypto::b64_decode(sig) else {
+            return Err("checkpoint signature is not base64".into());
+        };
+        if !crypto::verify_p256_sha256(
+            &self.ca_public,
+            &checkpoint_message(head_seq, head_hash),
+            &sig,
+        ) {
+            return Err(format!(
+                "checkpoint signature does not verify with the CA key: records after the last good checkpoint ({}) may have been rewritten",
+                self.last_checkpoint_seq
+            ));
+        }
+        self.last_checkpoint_seq = r.seq;
+        self.unsigned_batch_event = None;
+        Ok(())
+    }
+
+    fn report(self) -> VerifyReport {
+        let signed = if self.first_bad.is_some() {
+            self.last_checkpoint_seq.min(self.records)
+        } else {
+            self.last_checkpoint_seq
+        };
+        VerifyReport {
+            records: self.records,
+            head_hash: self.head_hash,
+            last_checkpoint_seq: self.last_checkpoint_seq,
+            unsigned_tail: self.records.saturating_sub(signed),
+            first_bad: self.first_bad,
+            ca_fingerprint: self.ca_fingerprint,
+        }
+    }
+}
+
+pub(super) fn raw_to_record(r: db::audit::RawRecord) -> Result<Record, String> {
+    let details = match serde_json::from_str::<Value>(&r.details) {
+        Ok(v) => v,
+        Err(e) => return Err(format!("details are not JSON: {e}")),
+    };
+    let Ok(seq) = u64::try_from(r.seq) else {
+        return Err(format!("seq {} is negative", r.seq));
+    };
+    Ok(Record {
+        seq,
+        time: r.time,
+        operator: r.operator,
+        event: r.event,
+        details,
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+    })
+}
+
+/// Verify the log in `ca_dir/ca.db` against `ca_dir/ca.pem`: the chain, the sequence, every
+/// checkpoint signature, and the agreement between the `certificates` table and the
+/// `certificate-issued` records (same serial, device, KEYGEN and certificate hashes, batch
+/// and reissue flag, both ways), and the last checkpoint noted in `meta`.
+pub fn verify_db(ca_dir: &Path) -> Result<VerifyReport, AuditError> {
+    let cert = ca::load_cert(ca_dir)?;
+    let conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
+    verify_conn(&conn, &cert.public_key, &cert.fingerprint)
+}
+
+/// [`verify_db`] on an open connection (used inside other commands, e.g. after a batch).
+pub fn verify_conn(
+    conn: &Connection,
+    ca_public: &[u8; 65],
+    ca_fingerprint: &str,
+) -> Result<VerifyReport, AuditError> {
+    let mut v = Verifier::new(*ca_public, ca_fingerprint.to_string(), true);
+    db::audit::for_each::<AuditError>(conn, |row| {
+        match row {
+            Ok(raw) => {
+                // Readers (json_extract, `audit report`) read the stored text: it must be
+                // exactly what the chain hashed (no duplicate keys, no other spelling).
+                let stored = raw.details.clone();
+                match raw_to_record(raw) {
+                    Ok(rec) => {
+                        if stored != canonical_json(&rec.details) {
+                            v.not_canonical(
+                                v.expected_seq,
+                                "the details stored in ca.db are not canonical JSON",
+                            );
+                        }
+                        v.feed(&rec)
+                    }
+                    Err(why) => v.feed_unparsable(why),
+                }
+            }
+            Err(e) => v.feed_unparsable(e.to_string()),
+        }
+        Ok(())
+    })?;
+    v.finish();
+    let records = v.records;
+    let chain_ok = v.first_bad.is_none();
+    let last_checkpoint = v.last_checkpoint_seq;
+    let mut findings: Vec<Finding> = Vec::new();
+
+    // meta's note of the last checkpoint: catches a table truncated to before it.
+    let noted = db::meta::get(conn, db::meta::AUDIT_CHECKPOINT)?;
+    if let Some(noted) = noted {
+        let mut it = noted.splitn(2, ' ');
+        let seq = it.next().and_then(|s| s.parse::<u64>().ok());
+        let hash = it.next().unwrap_or_default().to_string();
+        match seq {
+            Some(seq) if seq > records => findings.push(Finding {
+                seq: records + 1,
+                problem: format!(
+                    "log truncated: ca.db noted a checkpoint at record {seq} but the log ends at {records}"
+                ),
+            }),
+            Some(seq) if chain_ok && seq != last_checkpoint => findings.push(Finding {
+                seq: seq.min(last_checkpoint) + 1,
+                problem: format!(
+                    "ca.db noted its last checkpoint at record {seq}, but the last CA-signed checkpoint in the log is record {last_checkpoint}: records were removed, or the note was rewritten"
+                ),
+            }),
+            Some(seq) => {
+                let stored = db::audit::hash_at(conn, seq as i64)?;
+                if stored.as_deref() != Some(hash.as_str()) {
+                    findings.push(Finding {
+                        seq,
+                        problem: format!(
+                            "checkpoint {seq} differs from the one ca.db noted when it was written"
+                        ),
+                    });
+                }
+            }
+            None => findings.push(Finding {
+                seq: 1,
+                problem: "ca.db's note of the last checkpoint is unreadable".into(),
+            }),
+        }
+    } else if records > 0 {
+        // Every checkpoint writes the note in its own transaction (ca init and import
+        // included), so a log without one lost its tail together with the note.
+        findings.push(Finding {
+            seq: records + 1,
+            problem: "ca.db has no note of its last checkpoint (meta audit_checkpoint), which every nrfca CA writes: the end of the log was deleted together with the note, or ca.db was edited".into(),
+        });
+    }
+
+    // certificates ↔ certificate-issued agreement.
+    if let Some(mut issued) = v.issued.take() {
+        db::certificates::for_each(conn, |row| {
+            let db::certificates::Row {
+                serial,
+                device_id,
+                keygen_sha256: keygen,
+                cert_sha256: cert,
+                batch_id: batch,
+                reissue,
+                der,
+                uuid,
+                imei,
+                sec_tag,
+                public_key,
+                not_before,
+                not_after,
+            } = row;
+            let (der, public_key) = (&der[..], &public_key[..]);
+            // The stored certificate must be the one whose PEM hash the audit log holds.
+            let bytes_ok =
+                crypto::sha256_hex(crate::util::pem_encode("CERTIFICATE", der).as_bytes()) == cert;
+            // The columns the certificate itself states must be what it states (the DER is
+            // covered by the chain through cert_sha256 when the bytes agree).
+            let mut cert_diffs = if bytes_ok {
+                cert_column_diffs(
+                    der,
+                    &CertColumns {
+                        serial: &serial,
+                        device_id: &device_id,
+                        public_key,
+                        not_before: &not_before,
+                        not_after: &not_after,
+                    },
+                )
+            } else {
+                Vec::new()
+            };
+            match issued.remove(&serial) {
+                None => findings.push(Finding {
+                    seq: records + 1,
+                    problem: format!(
+                        "certificate {serial} (device {device_id}) is in ca.db but has no certificate-issued record: audit records are missing"
+                    ),
+                }),
+                Some(rec) => {
+                    let mut diffs = Vec::new();
+                    if rec.device_id != device_id {
+                        diffs.push("device_id");
+                    }
+                    if rec.keygen_sha256 != keygen {
+                        diffs.push("keygen_sha256");
+                    }
+                    if rec.cert_sha256 != cert {
+                        diffs.push("cert_sha256");
+                    }
+                    if !bytes_ok {
+                        diffs.push("certificate bytes");
+                    }
+                    if rec.batch != batch {
+                        diffs.push("batch");
+                    }
+                    if rec.reissue != (reissue != 0) {
+                        diffs.push("reissue");
+                    }
+                    if rec.uuid.as_ref().is_some_and(|u| *u != uuid) {
+                        diffs.push("uuid");
+                    }
+                    if rec.imei.as_ref().is_some_and(|i| *i != imei) {
+                        diffs.push("imei");
+                    }
+                    if rec
+                        .sec_tag
+                        .is_some_and(|t| i64::try_from(t).ok() != Some(sec_tag))
+                    {
+                        diffs.push("sec_tag");
+                    }
+                    diffs.append(&mut cert_diffs);
+                    if !diffs.is_empty() {
+                        findings.push(Finding {
+                            seq: rec.seq,
+                            problem: format!(
+                                "certificate {serial} in ca.db disagrees with its certificate-issued record ({})",
+                                diffs.join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+        })?;
+        for (serial, rec) in issued {
+            findings.push(Finding {
+                seq: rec.seq,
+                problem: format!(
+                    "certificate-issued record for serial {serial} has no row in ca.db's certificates"
+                ),
+            });
+        }
+    }
+    let mut report = v.report();
+    if let Some(f) = report.first_bad.take() {
+        findings.push(f);
+    }
+    report.first_bad = findings.into_iter().min_by_key(|f| f.seq);
+    Ok(report)
+}
+
+/// The `certificates` columns that the certificate DER states itself.
+struct CertColumns<'a> {
+    serial: &'a str,
+    device_id: &'a str,
+    public_key: &'a [u8],
+    not_before: &'a str,
+    not_after: &'a str,
+}
+
+/// Which of `cols` disagree with the certificate `der` (every column when it does not parse).
+fn cert_column_diffs(der: &[u8], cols: &CertColumns<'_>) -> Vec<&'static str> {
+    use der::Decode;
+    let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+        return vec!["certificate DER (does not parse)"];
+    };
+    let tbs = &cert.tbs_certificate;
+    let mut diffs = Vec::new();
+    if hex::encode(tbs.serial_number.as_bytes()) != cols.serial {
+        diffs.push("serial");
+    }
+    if tbs.subject.to_string() != format!("CN={}", cols.device_id) {
+        diffs.push("device_id (certificate CN)");
+    }
+    if tbs.subject_public_key_info.subject_public_key.as_bytes() != Some(cols.public_key) {
+        diffs.push("public_key");
+    }
+    let same_time = |t: &x509_cert::time::Time, text: &str| {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .and_then(|c| u64::try_from(c.unix_timestamp()).ok())
+            == Some(t.to_unix_duration().as_secs())
+    };
+    if !same_time(&tbs.validity.not_before, cols.not_before) {
+        diffs.push("not_before");
+    }
+    if !same_time(&tbs.validity.not_after, cols.not_after) {
+        diffs.push("not_after");
+    }
+    diffs
+}
+
+/// Verify an exported log (JSONL or CSV, detected from the first byte) against a CA
+/// certificate PEM file. Every line must be the canonical form of its record (JSONL: the
+/// exact bytes; CSV: `seq` and `details` as the chain hashes them). An empty log, a log
+/// without any checkpoint, and batch or certificate events after the last checkpoint
+/// ([`CHECKPOINTED_EVENTS`]) are findings. A log cut exactly after a checkpoint cannot be
+/// told from a complete one by the file alone; compare `records`/`head_hash` with
+/// `nrfca audit verify --ca-dir`.
+pub fn verify_file(log: &Path, ca_cert_pem: &Path) -> Result<VerifyReport, AuditError> {
+    let cert = ca::load_cert_file(ca_cert_pem)?;
+    let f = std::fs::File::open(log).map_err(io_err(log))?;
+    let mut reader = BufReader::new(f);
+    let first = reader.fill_buf().map_err(io_err(log))?.first().copied();
+    let mut v = Verifier::new(cert.public_key, cert.fingerprint.clone(), false);
+    match first {
+        None => {}
+        Some(b'{') => verify_jsonl(reader, &mut v, log)?,
+        Some(_) => verify_csv(reader, &mut v)?,
+    }
+    v.finish();
+    Ok(v.report())
+}
+
+/// Consume the rest of the current line (through its LF) without keeping it: an over-long
+/// line costs no memory however long it is.
+fn skip_line<R: BufRead>(reader: &mut R) -> io::Result<()> {
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
+}
+
+fn verify_jsonl<R: BufRead>(
+    mut reader: R,
+    v: &mut Verifier,
+    path: &Path,
+) -> Result<(), AuditError> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // At most MAX_LINE bytes of content plus the LF are kept.
+        let n = io::Read::take(&mut reader, MAX_LINE as u64 + 2)
+            .read_until(b'\n', &mut line)
+            .map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        if line.len() - usize::from(line.ends_with(b"\n")) > MAX_LINE {
+            v.feed_unparsable("line longer than 1 MiB".into());
+            if !line.ends_with(b"\n") {
+                skip_line(&mut reader).map_err(io_err(path))?;
+            }
+            continue;
+        }
+        let text = match std::str::from_utf8(&line) {
+            Ok(t) => t,
+            Err(_) => {
+                v.feed_unparsable("not UTF-8".into());
+                continue;
+            }
+        };
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        if !line.ends_with(b"\n") {
+            // The last line of an export always ends with LF: a missing one means a cut.
+            v.feed_unparsable("truncated line (no line end)".into());
+            continue;
+        }
+        if text.trim().is_empty() {
+            v.feed_unparsable("empty line".into());
+            continue;
+        }
+        match serde_json::from_str::<Record>(text) {
+            Ok(r) => {
+                // The chain hashes the canonical form; the line must be exactly it, so that
+                // what a reader sees (e.g. the first of duplicate keys) is what was hashed.
+                if r.to_export_json() != text {
+                    v.not_canonical(
+                        v.expected_seq,
+                        "the line differs from the canonical JSON of its record",
+                    );
+                }
+                v.feed(&r)
+            }
+            Err(e) => v.feed_unparsable(format!("not a record: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Header of the CSV form of the log (`audit export --format csv`, `audit show --csv`).
+pub const CSV_HEADER: [&str; 7] = [
+    "seq",
+    "time",
+    "operator",
+    "event",
+    "details",
+    "prev_hash",
+    "hash",
+];
+
+/// Longest physical line of a CSV export: a record's JSON details are quoted with doubled
+/// quotes, so a CSV line can be about twice its JSONL form ([`MAX_LINE`]).
+const MAX_CSV_LINE: usize = 4 * MAX_LINE;
+
+/// A `Read` that fails once a physical line exceeds [`MAX_CSV_LINE`] bytes and reads as end of
+/// input after that, so the CSV reader never buffers an unbounded record.
+struct LineLimit<R> {
+    inner: R,
+    run: usize,
+    tripped: bool,
+}
+
+impl<R: io::Read> io::Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tripped {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        let chunk = buf.get(..n).unwrap_or_default();
+        let mut segments = chunk.split(|&b| b == b'\n');
+        let head = segments.next().map_or(0, <[u8]>::len);
+        let mut longest = self.run + head;
+        let mut tail = None;
+        for seg in segments {
+            longest = longest.max(seg.len());
+            tail = Some(seg.len());
+        }
+        self.run = tail.unwrap_or(self.run + head);
+        if longest > MAX_CSV_LINE {
+            self.tripped = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a line is longer than {MAX_CSV_LINE} bytes"),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+fn verify_csv<R: io::Read>(reader: R, v: &mut Verifier) -> Result<(), AuditError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(LineLimit {
+            inner: reader,
+            run: 0,
+            tripped: false,
+        });
+    let header_ok = match rdr.headers() {
+        Ok(h) => h.iter().eq(CSV_HEADER.iter().copied()),
+        Err(_) => false,
+    };
+    if !header_ok {
+        v.feed_unparsable(format!(
+            "not an nrfca audit export (JSONL, or CSV with header {})",
+            CSV_HEADER.join(",")
+        ));
+        return Ok(());
+    }
+    for row in rdr.records() {
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                v.feed_unparsable(format!("bad CSV: {e}"));
+                continue;
+            }
+        };
+        if row.len() != 7 {
+            v.feed_unparsable(format!("row has {} fields, expected 7", row.len()));
+            continue;
+        }
+        let field = |i: usize| row.get(i).unwrap_or_default().to_string();
+        let Ok(seq) = field(0).parse::<u64>() else {
+            v.feed_unparsable(format!("seq {:?} is not a number", field(0)));
+            continue;
+        };
+        let details = match serde_json::from_str::<Value>(&field(4)) {
+            Ok(d) => d,
+            Err(e) => {
+                v.feed_unparsable(format!("details are not JSON: {e}"));
+                continue;
+            }
+        };
+        if field(0) != seq.to_string() {
+            v.not_canonical(
+                v.expected_seq,
+                "seq is not written as a plain decimal number",
+            );
+        } else if field(4) != canonical_json(&details) {
+            v.not_canonical(v.expected_seq, "details are not canonical JSON");
+        }
+        v.feed(&Record {
+            seq,
+            time: field(1),
+            operator: field(2),
+            event: field(3),
+            details,
+            prev_hash: field(5),
+            hash: field(6),
+        });
+    }
+    Ok(())
+}

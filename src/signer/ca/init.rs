@@ -1,0 +1,313 @@
+//! `ca init` (a new P-256 CA) and `ca import` (adopt an existing one): the CA's files written
+//! once, each published without replacing anything, with the first audit records.
+
+use super::profile::{parse_subject, Attr};
+use super::show::show;
+use super::{io_err, CaError, CaInfo, InitOptions, MAX_DAYS};
+use crate::crypto::{self, P256Key};
+use crate::signer::audit::{self, AuditWriter};
+use crate::signer::ca_files::{
+    analyze_cert, cert_der_from_pem_file, prefix_path, read_limited, rfc3339, CaCert, CA_DB,
+    CA_KEY, CA_PEM,
+};
+use crate::signer::db;
+use crate::signer::secret::{self, CaKey, Protection};
+use serde_json::json;
+use std::io;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+fn refuse_existing(ca_dir: &Path) -> Result<(), CaError> {
+    for name in [CA_PEM, CA_KEY, CA_DB] {
+        let p = ca_dir.join(name);
+        if p.symlink_metadata().is_ok() {
+            return Err(CaError::Exists(p));
+        }
+    }
+    Ok(())
+}
+
+fn ensure_dir(ca_dir: &Path) -> Result<(), CaError> {
+    if ca_dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(ca_dir).map_err(io_err(ca_dir))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ca_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(ca_dir))?;
+    Ok(())
+}
+
+pub(crate) fn tmp_name(ca_dir: &Path, name: &str) -> PathBuf {
+    let r: [u8; 6] = crypto::random_bytes();
+    ca_dir.join(format!(".{name}.tmp-{}", hex::encode(r)))
+}
+
+/// Publish `tmp` as `final_path` without ever replacing an existing file (link + unlink).
+fn publish(tmp: &Path, final_path: &Path) -> Result<(), CaError> {
+    let res = std::fs::hard_link(tmp, final_path);
+    let _ = std::fs::remove_file(tmp);
+    match res {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(CaError::Exists(final_path.to_path_buf()))
+        }
+        Err(e) => Err(io_err(final_path)(e)),
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), CaError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Write the three CA files. On failure, removes whatever this call created.
+#[allow(clippy::too_many_arguments)]
+fn write_ca_files(
+    ca_dir: &Path,
+    cert: &CaCert,
+    key: &CaKey,
+    ciphertext: &[u8],
+    protection_desc: &str,
+    event: &str,
+    extra_details: serde_json::Value,
+    operator: &str,
+) -> Result<(), CaError> {
+    // What every CA record says, then what is particular to `event`.
+    let mut details = json!({
+        "subject": cert.subject,
+        "serial": cert.serial,
+        "fingerprint": cert.fingerprint,
+        "not_before": rfc3339(cert.not_before),
+        "not_after": rfc3339(cert.not_after),
+        "key_protection": protection_desc,
+    });
+    if let (Some(d), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra_details) {
+        d.extend(extra);
+    }
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = (|| -> Result<(), CaError> {
+        // Key first: once a certificate exists, its key must too.
+        let tmp = tmp_name(ca_dir, CA_KEY);
+        secret::write_secret_file(&tmp, ciphertext)?;
+        publish(&tmp, &ca_dir.join(CA_KEY))?;
+        created.push(ca_dir.join(CA_KEY));
+
+        let tmp = tmp_name(ca_dir, CA_PEM);
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(cert.pem.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(io_err(&tmp))?;
+        }
+        publish(&tmp, &ca_dir.join(CA_PEM))?;
+        created.push(ca_dir.join(CA_PEM));
+
+        let tmp = tmp_name(ca_dir, CA_DB);
+        let fill = (|| -> Result<(), CaError> {
+            let mut conn = db::open(&tmp)?;
+            let tx = db::begin_immediate(&mut conn)?;
+            let now = audit::now_rfc3339();
+            for (k, v) in [
+                (db::meta::CA_FINGERPRINT, cert.fingerprint.as_str()),
+                (db::meta::KEY_PROTECTION, protection_desc),
+                (db::meta::CREATED_AT, now.as_str()),
+            ] {
+                db::meta::set(&tx, k, v)?;
+            }
+            let mut w = AuditWriter::new(&tx, operator)?;
+            w.append(&tx, event, &details)?;
+            w.checkpoint(&tx, key)?;
+            drop(w);
+            tx.commit()?;
+            // Leave a single self-contained file: fold the WAL back in before closing.
+            db::close(conn).map_err(CaError::Sqlite)?;
+            Ok(())
+        })();
+        if let Err(e) = fill {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+            }
+            return Err(e);
+        }
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp))?;
+        publish(&tmp, &ca_dir.join(CA_DB))?;
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+        }
+        created.push(ca_dir.join(CA_DB));
+        sync_dir(ca_dir)
+    })();
+    if result.is_err() {
+        for p in created {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    result
+}
+
+pub(super) fn random_serial() -> [u8; 20] {
+    // 158 random bits; top bits 01 so the value is positive, exactly 20 DER bytes, < 2^159.
+    let mut s: [u8; 20] = crypto::random_bytes();
+    if let Some(b) = s.first_mut() {
+        *b = (*b & 0x3f) | 0x40;
+    }
+    s
+}
+
+/// RFC 7093 method 1: the leftmost 160 bits of SHA-256 of the subjectPublicKey bits.
+pub fn key_identifier(public_key: &[u8]) -> Vec<u8> {
+    crypto::sha256(public_key)
+        .get(..20)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}
+
+/// Create a new CA in `ca_dir` (SPEC §4): `ca.pem`, `ca.key.age` (0600), `ca.db` with the
+/// `ca-created` record and a signed checkpoint. Refuses if any of the three exists.
+pub fn init(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
+    secret::harden_process()?;
+    if opts.days == 0 || opts.days > MAX_DAYS {
+        return Err(CaError::BadDays(opts.days));
+    }
+    let attrs = parse_subject(&opts.subject)?;
+    if let Protection::Recipients(r) = &opts.protection {
+        secret::parse_recipients(r)?;
+    }
+    ensure_dir(ca_dir)?;
+    refuse_existing(ca_dir)?;
+
+    let (p256, pkcs8) = P256Key::generate()?;
+    let key = CaKey::new(p256);
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let not_after = now + time::Duration::days(i64::from(opts.days));
+
+    let mut params = rcgen::CertificateParams::default();
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
+    params.not_before = now;
+    params.not_after = not_after;
+    let mut dn = rcgen::DistinguishedName::new();
+    // RFC 4514 strings list the most specific attribute first; DER order is the reverse.
+    for (attr, value) in attrs.iter().rev() {
+        let v = if *attr == Attr::C {
+            rcgen::DnValue::PrintableString(
+                rcgen::string::PrintableString::try_from(value.as_str())
+                    .map_err(|e| CaError::BadSubject(e.to_string()))?,
+            )
+        } else {
+            rcgen::DnValue::Utf8String(value.clone())
+        };
+        dn.push(attr.dn_type(), v);
+    }
+    params.distinguished_name = dn;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params.key_identifier_method =
+        rcgen::KeyIdMethod::PreSpecified(key_identifier(&key.public_key()));
+    params.use_authority_key_identifier_extension = false;
+    let built = params.self_signed(&key).map_err(CaError::Build)?;
+    let (cert, _) = analyze_cert(built.der(), now)?;
+
+    let ciphertext = secret::encrypt(&pkcs8, &opts.protection)?;
+    drop(pkcs8);
+    let protection_desc = opts.protection.describe();
+    let details = json!({ "days": opts.days });
+    write_ca_files(
+        ca_dir,
+        &cert,
+        &key,
+        &ciphertext,
+        &protection_desc,
+        "ca-created",
+        details,
+        &opts.operator,
+    )?;
+    show(ca_dir)
+}
+
+/// Adopt a CA made by Nordic's `create_ca_cert` (or any self-signed P-256 CA with a
+/// plaintext SEC1 or PKCS#8 PEM key): checks that the key matches the certificate, encrypts
+/// the key into `ca.key.age`, copies the certificate to `ca.pem`, and records `ca-imported`
+/// with its warnings. The plaintext key file is left untouched: destroy it afterwards.
+pub fn import(
+    ca_dir: &Path,
+    cert_pem: &Path,
+    key_pem: &Path,
+    protection: &Protection,
+    operator: &str,
+) -> Result<CaInfo, CaError> {
+    secret::harden_process()?;
+    if let Protection::Recipients(r) = protection {
+        secret::parse_recipients(r)?;
+    }
+    let der = cert_der_from_pem_file(cert_pem)?;
+    let (cert, mut warnings) =
+        analyze_cert(&der, OffsetDateTime::now_utc()).map_err(|e| prefix_path(e, cert_pem))?;
+
+    let key_bytes = read_limited(key_pem)?;
+    let key_text = std::str::from_utf8(&key_bytes).map_err(|_| {
+        CaError::KeyMismatch(format!("{} is not a PEM text file", key_pem.display()))
+    })?;
+    let pkcs8 = crypto::pkcs8_from_pem_any(key_text).map_err(|e| {
+        CaError::KeyMismatch(format!(
+            "{}: {e}; give the CA's plaintext private key (create_ca_cert's <prefix>_prv.pem)",
+            key_pem.display()
+        ))
+    })?;
+    drop(key_bytes);
+    let key = CaKey::from_pkcs8(&pkcs8)?;
+    if key.public_key() != cert.public_key {
+        return Err(CaError::KeyMismatch(format!(
+            "the private key in {} does not belong to the certificate in {}; give the _prv.pem written together with that _ca.pem",
+            key_pem.display(),
+            cert_pem.display()
+        )));
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(key_pem) {
+            if m.permissions().mode() & 0o077 != 0 {
+                warnings.push(format!(
+                    "the plaintext key file {} was readable by group or others",
+                    key_pem.display()
+                ));
+            }
+        }
+    }
+
+    ensure_dir(ca_dir)?;
+    refuse_existing(ca_dir)?;
+    let ciphertext = secret::encrypt(&pkcs8, protection)?;
+    drop(pkcs8);
+    let protection_desc = protection.describe();
+    let details = json!({
+        "source_cert": cert_pem.display().to_string(),
+        "source_key": key_pem.display().to_string(),
+        "warnings": warnings,
+    });
+    write_ca_files(
+        ca_dir,
+        &cert,
+        &key,
+        &ciphertext,
+        &protection_desc,
+        "ca-imported",
+        details,
+        operator,
+    )?;
+    show(ca_dir)
+}
