@@ -9,11 +9,11 @@
 use std::time::Instant;
 
 use nrfca::crypto;
-use nrfca::keygen::generate::{GenOptions, ModemIdentity};
 use nrfca::keygen::{self, check, CheckOptions};
 use nrfca::signer::audit::{self, AuditWriter};
 use nrfca::signer::ca::{self, InitOptions};
 use nrfca::signer::secret::{Protection, Unlock};
+use nrfca::sim::generate::{GenOptions, ModemIdentity};
 
 fn keygen_check() {
     let m = ModemIdentity::random().expect("modem identity");

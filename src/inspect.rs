@@ -4,7 +4,7 @@
 //! out. Replaces Nordic's `modem_credentials_parser`.
 
 use crate::crypto;
-use crate::keygen::{self, cose, csr, der, CheckOptions, Csr};
+use crate::keygen::{self, cose, csr, tlv, CheckOptions, Csr};
 use crate::reject::{Reject, RejectCode};
 use crate::requests::{Entry, SourceReader};
 use crate::signer::policy::{BatchPolicy, Decision, Lookup};
@@ -276,14 +276,14 @@ const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 fn key_algorithm_name(s: &csr::Spki<'_>) -> String {
     if s.alg_oid == csr::OID_EC_PUBLIC_KEY {
         return match s.params {
-            Some(p) if p.tag == der::tag::OID => format!("EC {}", csr::oid_name(p.value)),
+            Some(p) if p.tag == tlv::tag::OID => format!("EC {}", csr::oid_name(p.value)),
             _ => "EC (no named curve)".into(),
         };
     }
     if s.alg_oid == OID_RSA {
-        let bits = der::parse_one(s.key)
+        let bits = tlv::parse_one(s.key)
             .ok()
-            .and_then(|t| t.children().expect(der::tag::INTEGER).ok())
+            .and_then(|t| t.children().expect(tlv::tag::INTEGER).ok())
             .map(|n| {
                 let m = n.value.strip_prefix(&[0]).unwrap_or(n.value);
                 m.len() * 8
@@ -313,7 +313,7 @@ fn verify_with_spki(
     const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
     let curve = issuer
         .params
-        .filter(|p| p.tag == der::tag::OID)
+        .filter(|p| p.tag == tlv::tag::OID)
         .map(|p| p.value);
     let alg: &dyn rs::VerificationAlgorithm = if issuer.alg_oid == csr::OID_EC_PUBLIC_KEY {
         match (sig_alg, curve) {
@@ -359,7 +359,7 @@ fn ext_name(oid: &[u8]) -> String {
         .iter()
         .find(|(o, _)| *o == oid)
         .map(|(_, n)| (*n).to_string())
-        .or_else(|| der::oid_string(oid))
+        .or_else(|| tlv::oid_string(oid))
         .unwrap_or_else(|| hex::encode(oid))
 }
 
@@ -375,8 +375,8 @@ fn key_usage_text(bits: &[u8]) -> Option<String> {
         "encipherOnly",
         "decipherOnly",
     ];
-    let t = der::parse_one(bits).ok()?;
-    if t.tag != der::tag::BIT_STRING {
+    let t = tlv::parse_one(bits).ok()?;
+    if t.tag != tlv::tag::BIT_STRING {
         return None;
     }
     let (_, data) = t.value.split_first()?;
@@ -393,13 +393,13 @@ fn key_usage_text(bits: &[u8]) -> Option<String> {
 fn ext_value_text(oid: &[u8], v: &[u8]) -> String {
     let decoded = match oid {
         [0x55, 0x1d, 0x0f] => key_usage_text(v),
-        [0x55, 0x1d, 0x13] => der::parse_one(v).ok().and_then(|t| {
+        [0x55, 0x1d, 0x13] => tlv::parse_one(v).ok().and_then(|t| {
             let mut r = t.children();
             let ca = r
-                .optional(der::tag::BOOLEAN)
+                .optional(tlv::tag::BOOLEAN)
                 .ok()?
                 .is_some_and(|b| b.value == [0xff]);
-            let path = r.optional(der::tag::INTEGER).ok()?.map(|i| {
+            let path = r.optional(tlv::tag::INTEGER).ok()?.map(|i| {
                 format!(
                     ", pathlen {}",
                     i.value.iter().fold(0u64, |a, b| a
@@ -413,20 +413,20 @@ fn ext_value_text(oid: &[u8], v: &[u8]) -> String {
                 path.unwrap_or_default()
             ))
         }),
-        [0x55, 0x1d, 0x25] => der::parse_one(v).ok().map(|t| {
+        [0x55, 0x1d, 0x25] => tlv::parse_one(v).ok().map(|t| {
             let mut r = t.children();
             let mut names = Vec::new();
             while let Ok(o) = r.read() {
                 names.push(match o.value {
                     [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01] => "serverAuth".to_string(),
                     [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02] => "clientAuth".to_string(),
-                    other => der::oid_string(other).unwrap_or_default(),
+                    other => tlv::oid_string(other).unwrap_or_default(),
                 });
             }
             names.join(", ")
         }),
-        [0x55, 0x1d, 0x0e] => der::parse_one(v).ok().map(|t| hex::encode(t.value)),
-        [0x55, 0x1d, 0x23] => der::parse_one(v).ok().and_then(|t| {
+        [0x55, 0x1d, 0x0e] => tlv::parse_one(v).ok().map(|t| hex::encode(t.value)),
+        [0x55, 0x1d, 0x23] => tlv::parse_one(v).ok().and_then(|t| {
             let mut r = t.children();
             // keyIdentifier is [0] IMPLICIT OCTET STRING (primitive 0x80).
             r.optional(0x80)
@@ -638,15 +638,15 @@ struct RawCert<'a> {
     info: CertInfo,
 }
 
-fn time_text(t: der::Tlv<'_>) -> String {
+fn time_text(t: tlv::Tlv<'_>) -> String {
     let s = std::str::from_utf8(t.value).unwrap_or("");
     let (full, ok) = match (t.tag, s.len()) {
-        (der::tag::UTC_TIME, 13) => {
+        (tlv::tag::UTC_TIME, 13) => {
             let yy: u32 = s.get(0..2).and_then(|y| y.parse().ok()).unwrap_or(0);
             let century = if yy >= 50 { "19" } else { "20" };
             (format!("{century}{s}"), true)
         }
-        (der::tag::GENERALIZED_TIME, 15) => (s.to_string(), true),
+        (tlv::tag::GENERALIZED_TIME, 15) => (s.to_string(), true),
         _ => (s.to_string(), false),
     };
     if !ok || !full.bytes().take(14).all(|b| b.is_ascii_digit()) {
@@ -664,39 +664,39 @@ fn time_text(t: der::Tlv<'_>) -> String {
     )
 }
 
-fn parse_cert(d: &[u8]) -> Result<RawCert<'_>, der::DerError> {
-    let outer = der::parse_one(d)?;
-    if outer.tag != der::tag::SEQUENCE {
-        return Err(der::DerError::Invalid("not a SEQUENCE"));
+fn parse_cert(d: &[u8]) -> Result<RawCert<'_>, tlv::DerError> {
+    let outer = tlv::parse_one(d)?;
+    if outer.tag != tlv::tag::SEQUENCE {
+        return Err(tlv::DerError::Invalid("not a SEQUENCE"));
     }
     let mut r = outer.children();
-    let tbs = r.expect(der::tag::SEQUENCE)?;
-    let sig_alg = r.expect(der::tag::SEQUENCE)?;
-    let sig = r.expect(der::tag::BIT_STRING)?;
+    let tbs = r.expect(tlv::tag::SEQUENCE)?;
+    let sig_alg = r.expect(tlv::tag::SEQUENCE)?;
+    let sig = r.expect(tlv::tag::BIT_STRING)?;
     r.finish()?;
     let mut t = tbs.children();
-    t.optional(der::tag::CONTEXT_0)?;
-    let serial = t.expect(der::tag::INTEGER)?;
-    t.expect(der::tag::SEQUENCE)?;
-    let issuer = t.expect(der::tag::SEQUENCE)?;
-    let validity = t.expect(der::tag::SEQUENCE)?;
-    let subject = t.expect(der::tag::SEQUENCE)?;
-    let spki_t = t.expect(der::tag::SEQUENCE)?;
+    t.optional(tlv::tag::CONTEXT_0)?;
+    let serial = t.expect(tlv::tag::INTEGER)?;
+    t.expect(tlv::tag::SEQUENCE)?;
+    let issuer = t.expect(tlv::tag::SEQUENCE)?;
+    let validity = t.expect(tlv::tag::SEQUENCE)?;
+    let subject = t.expect(tlv::tag::SEQUENCE)?;
+    let spki_t = t.expect(tlv::tag::SEQUENCE)?;
     let spki = csr::Spki::parse(spki_t.raw)?;
     let mut extensions = Vec::new();
     while !t.is_empty() {
         let x = t.read()?;
-        if x.tag == der::tag::CONTEXT_3 {
-            let seq = der::parse_one(x.value)?;
+        if x.tag == tlv::tag::CONTEXT_3 {
+            let seq = tlv::parse_one(x.value)?;
             let mut er = seq.children();
             while !er.is_empty() {
-                let ext = er.expect(der::tag::SEQUENCE)?;
+                let ext = er.expect(tlv::tag::SEQUENCE)?;
                 let mut f = ext.children();
-                let oid = f.expect(der::tag::OID)?;
+                let oid = f.expect(tlv::tag::OID)?;
                 let critical = f
-                    .optional(der::tag::BOOLEAN)?
+                    .optional(tlv::tag::BOOLEAN)?
                     .is_some_and(|b| b.value == [0xff]);
-                let v = f.expect(der::tag::OCTET_STRING)?;
+                let v = f.expect(tlv::tag::OCTET_STRING)?;
                 extensions.push(ExtInfo {
                     name: ext_name(oid.value),
                     critical,
@@ -708,9 +708,9 @@ fn parse_cert(d: &[u8]) -> Result<RawCert<'_>, der::DerError> {
     let mut v = validity.children();
     let nb = v.read()?;
     let na = v.read()?;
-    let alg_oid = der::parse_one(sig_alg.raw)?
+    let alg_oid = tlv::parse_one(sig_alg.raw)?
         .children()
-        .expect(der::tag::OID)?
+        .expect(tlv::tag::OID)?
         .value;
     let name = |n: &[u8]| {
         csr::parse_name_der(n)
@@ -733,7 +733,7 @@ fn parse_cert(d: &[u8]) -> Result<RawCert<'_>, der::DerError> {
     Ok(RawCert {
         tbs: tbs.raw,
         sig_alg: alg_oid,
-        signature: der::bit_string_bytes(&sig)?,
+        signature: tlv::bit_string_bytes(&sig)?,
         issuer: issuer.raw,
         subject: subject.raw,
         spki,
@@ -1257,10 +1257,10 @@ fn escape_lines(text: &str) -> String {
     out
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "bench"))]
 mod tests {
     use super::*;
-    use crate::keygen::generate::{GenOptions, ModemIdentity};
+    use crate::sim::generate::{GenOptions, ModemIdentity};
 
     const SEED: &str = "MIIBCzCBrwIBADAvMS0wKwYDVQQDDCQ1MDUwMzA0MS0zNTM5LTQ3ZWItODA3Yi0xMDJkYmI0MjNiOWEwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARhKkti_3EVfSEy7oDyaqqj2cTmlfmhuMdcMOH9xkIX3okdPIFrAZ0sI5xt6WdY56IyQSj8Ce5SxGzMKUuP5ueDoB4wHAYJKoZIhvcNAQkOMQ8wDTALBgNVHQ8EBAMCA-gwDAYIKoZIzj0EAwIFAANJADBGAiEA3AZcIwq61M7PRjdA04z863FmW7mvbgb3lB7YU0bi16QCIQCMbqds9nxdq0XL61QxyuKUgZjPc6Za2-1OUPCVXz9rng.0oRDoQEmoQRBIVhP2dn3hQlQUFAwQTU5R-uAexAtu0I7mkUaAQEAAVgg5g6Cvkt1g0bATSADOVi0euYSuu-7bbBOGYZxgsDyI8tQfQoWN1WvLWECCTaLfZZH1FhAKXmhC0HEeHTZy7qAmgLFx0eRCrFHoHs7UmJ9nsgCgAwWTOEuMH0C6vaQ0OsUT-pDcEWP8tstbFsuvySeOEzHog";
 

@@ -6,10 +6,10 @@ use nrfca::crypto::{self, P256Key};
 use nrfca::keygen::cbor;
 use nrfca::keygen::cose;
 use nrfca::keygen::csr::{self, SubjectAttr};
-use nrfca::keygen::der::{self, tag};
-use nrfca::keygen::generate::{self, GenOptions, ModemIdentity};
+use nrfca::keygen::tlv::{self, tag};
 use nrfca::keygen::{self, check, CheckOptions, DeviceIdMode};
 use nrfca::reject::RejectCode;
+use nrfca::sim::generate::{self, GenOptions, ModemIdentity};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -273,10 +273,10 @@ fn malformed_csr() {
     // Version 1.
     let name = csr::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
     let spki = csr::spki_p256_der(&key.public_key());
-    let info = der::cons(
+    let info = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::INTEGER, &[1]),
+            &tlv::tlv(tag::INTEGER, &[1]),
             &name,
             &spki,
             &csr::modem_extension_request(),
@@ -290,11 +290,11 @@ fn malformed_csr() {
     // ecdsa-with-SHA256 with an INTEGER parameter.
     let info = csr::info_der(&name, &spki, &csr::modem_extension_request());
     let sig = key.sign_der(&info).unwrap();
-    let alg = der::cons(
+    let alg = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::OID, csr::OID_ECDSA_SHA256),
-            &der::tlv(tag::INTEGER, &[0]),
+            &tlv::tlv(tag::OID, csr::OID_ECDSA_SHA256),
+            &tlv::tlv(tag::INTEGER, &[0]),
         ],
     );
     let d = csr::assemble(&info, &alg, &sig);
@@ -330,46 +330,46 @@ fn unsupported_key() {
     use ring::signature::KeyPair as _;
     let mut bits = vec![0u8];
     bits.extend_from_slice(kp.public_key().as_ref());
-    let p384_spki = der::cons(
+    let p384_spki = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::cons(
+            &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &der::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
-                    &der::tlv(tag::OID, &[0x2b, 0x81, 0x04, 0x00, 0x22]),
+                    &tlv::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
+                    &tlv::tlv(tag::OID, &[0x2b, 0x81, 0x04, 0x00, 0x22]),
                 ],
             ),
-            &der::tlv(tag::BIT_STRING, &bits),
+            &tlv::tlv(tag::BIT_STRING, &bits),
         ],
     );
     let r = check(&craft(&p384_spki), &opts()).unwrap_err();
     assert_eq!(r.code, RejectCode::UnsupportedKey);
     assert!(r.detail.contains("P-384"), "{r}");
     // An RSA SPKI.
-    let rsa_key = der::cons(
+    let rsa_key = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::INTEGER, &[0x00, 0xc1, 0x02, 0x03]),
-            &der::tlv(tag::INTEGER, &[1, 0, 1]),
+            &tlv::tlv(tag::INTEGER, &[0x00, 0xc1, 0x02, 0x03]),
+            &tlv::tlv(tag::INTEGER, &[1, 0, 1]),
         ],
     );
     let mut bits = vec![0u8];
     bits.extend_from_slice(&rsa_key);
-    let rsa_spki = der::cons(
+    let rsa_spki = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::cons(
+            &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &der::tlv(
+                    &tlv::tlv(
                         tag::OID,
                         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
                     ),
                     &[0x05, 0x00],
                 ],
             ),
-            &der::tlv(tag::BIT_STRING, &bits),
+            &tlv::tlv(tag::BIT_STRING, &bits),
         ],
     );
     assert_eq!(
@@ -386,25 +386,25 @@ fn unsupported_key() {
     // A compressed point (the modem never sends one).
     let mut compressed = vec![0x02 | (key.public_key()[64] & 1)];
     compressed.extend_from_slice(&key.public_key()[1..33]);
-    let spki = der::cons(
+    let spki = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::cons(
+            &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &der::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
-                    &der::tlv(tag::OID, csr::OID_P256),
+                    &tlv::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
+                    &tlv::tlv(tag::OID, csr::OID_P256),
                 ],
             ),
-            &der::tlv(tag::BIT_STRING, &[&[0u8][..], &compressed].concat()),
+            &tlv::tlv(tag::BIT_STRING, &[&[0u8][..], &compressed].concat()),
         ],
     );
     assert_eq!(code_of(&craft(&spki), &opts()), RejectCode::UnsupportedKey);
     // ecdsa-with-SHA384 signature algorithm on a P-256 key.
     let info = csr::info_der(&name, &csr::spki_p256_der(&key.public_key()), &[]);
-    let alg = der::cons(
+    let alg = tlv::cons(
         tag::SEQUENCE,
-        &[&der::tlv(
+        &[&tlv::tlv(
             tag::OID,
             &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
         )],

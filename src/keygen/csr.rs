@@ -2,7 +2,7 @@
 //! exact CertificationRequestInfo bytes, accepts the modem's `SEQUENCE { ecdsa-with-SHA256,
 //! NULL }` signature algorithm) and the builder the modem simulator uses.
 
-use super::der::{self, tag, DerError, Tlv};
+use super::tlv::{self, tag, DerError, Tlv};
 use crate::crypto::{CryptoError, P256Key};
 
 /// id-ecPublicKey 1.2.840.10045.2.1 (content bytes).
@@ -48,7 +48,7 @@ impl NameAttr<'_> {
     pub fn name(&self) -> String {
         attr_short_name(self.oid)
             .map(str::to_string)
-            .or_else(|| der::oid_string(self.oid))
+            .or_else(|| tlv::oid_string(self.oid))
             .unwrap_or_else(|| "?".into())
     }
 }
@@ -69,7 +69,7 @@ pub struct Spki<'a> {
 impl<'a> Spki<'a> {
     /// Parse an SPKI (the whole input must be one SEQUENCE).
     pub fn parse(der_bytes: &'a [u8]) -> Result<Self, DerError> {
-        let t = der::parse_one(der_bytes)?;
+        let t = tlv::parse_one(der_bytes)?;
         Self::from_tlv(t)
     }
 
@@ -89,7 +89,7 @@ impl<'a> Spki<'a> {
             raw: t.raw,
             alg_oid,
             params,
-            key: der::bit_string_bytes(&key)?,
+            key: tlv::bit_string_bytes(&key)?,
         })
     }
 
@@ -187,7 +187,7 @@ fn parse_name(t: Tlv<'_>) -> Result<Vec<NameAttr<'_>>, DerError> {
 
 /// Parse a Name (SEQUENCE OF RDN) into its attributes (for certificates in `inspect`).
 pub fn parse_name_der(name: &[u8]) -> Result<Vec<NameAttr<'_>>, DerError> {
-    let t = der::parse_one(name)?;
+    let t = tlv::parse_one(name)?;
     if t.tag != tag::SEQUENCE {
         return Err(DerError::UnexpectedTag {
             wanted: tag::SEQUENCE,
@@ -237,7 +237,7 @@ fn rfc4514_escape(v: &str) -> String {
 impl<'a> Csr<'a> {
     /// Parse a DER CSR. Structure only: the key type and signature are judged by the caller.
     pub fn parse(input: &'a [u8]) -> Result<Self, DerError> {
-        let outer = der::parse_one(input)?;
+        let outer = tlv::parse_one(input)?;
         if outer.tag != tag::SEQUENCE {
             return Err(DerError::UnexpectedTag {
                 wanted: tag::SEQUENCE,
@@ -280,7 +280,7 @@ impl<'a> Csr<'a> {
             attributes: attributes.map(|a| a.raw),
             sig_alg_oid,
             sig_alg_params,
-            signature: der::bit_string_bytes(&sig)?,
+            signature: tlv::bit_string_bytes(&sig)?,
         })
     }
 
@@ -321,7 +321,7 @@ impl<'a> Csr<'a> {
         let Some(attrs) = self.attributes else {
             return out;
         };
-        let Ok(a) = der::parse_one(attrs) else {
+        let Ok(a) = tlv::parse_one(attrs) else {
             return out;
         };
         let mut ar = a.children();
@@ -387,7 +387,7 @@ pub fn oid_name(oid: &[u8]) -> String {
         .iter()
         .find(|(o, _)| *o == oid)
         .map(|(_, n)| (*n).to_string())
-        .or_else(|| der::oid_string(oid))
+        .or_else(|| tlv::oid_string(oid))
         .unwrap_or_else(|| format!("OID {}", hex::encode(oid)))
 }
 
@@ -479,69 +479,69 @@ pub fn subject_from_attributes(s: &str) -> Result<Vec<SubjectAttr>, CryptoError>
 pub fn name_der(attrs: &[SubjectAttr]) -> Vec<u8> {
     let mut rdns = Vec::new();
     for a in attrs {
-        let atv = der::cons(
+        let atv = tlv::cons(
             tag::SEQUENCE,
             &[
-                &der::tlv(tag::OID, &a.oid),
-                &der::tlv(a.tag, a.value.as_bytes()),
+                &tlv::tlv(tag::OID, &a.oid),
+                &tlv::tlv(a.tag, a.value.as_bytes()),
             ],
         );
-        der::write_tlv(&mut rdns, tag::SET, &atv);
+        tlv::write_tlv(&mut rdns, tag::SET, &atv);
     }
-    der::tlv(tag::SEQUENCE, &rdns)
+    tlv::tlv(tag::SEQUENCE, &rdns)
 }
 
 /// SubjectPublicKeyInfo of an uncompressed P-256 point (91 bytes).
 pub fn spki_p256_der(point: &[u8; 65]) -> Vec<u8> {
-    let alg = der::cons(
+    let alg = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::OID, OID_EC_PUBLIC_KEY),
-            &der::tlv(tag::OID, OID_P256),
+            &tlv::tlv(tag::OID, OID_EC_PUBLIC_KEY),
+            &tlv::tlv(tag::OID, OID_P256),
         ],
     );
     let mut bits = Vec::with_capacity(66);
     bits.push(0);
     bits.extend_from_slice(point);
-    der::cons(tag::SEQUENCE, &[&alg, &der::tlv(tag::BIT_STRING, &bits)])
+    tlv::cons(tag::SEQUENCE, &[&alg, &tlv::tlv(tag::BIT_STRING, &bits)])
 }
 
 /// The modem's `[0]` attributes: extensionRequest with keyUsage digitalSignature,
 /// nonRepudiation, keyEncipherment, keyAgreement (`03 02 03 E8`, non-critical).
 pub fn modem_extension_request() -> Vec<u8> {
-    let ku = der::cons(
+    let ku = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::OID, OID_KEY_USAGE),
-            &der::tlv(tag::OCTET_STRING, &[0x03, 0x02, 0x03, 0xe8]),
+            &tlv::tlv(tag::OID, OID_KEY_USAGE),
+            &tlv::tlv(tag::OCTET_STRING, &[0x03, 0x02, 0x03, 0xe8]),
         ],
     );
-    let exts = der::cons(tag::SEQUENCE, &[&ku]);
-    let attr = der::cons(
+    let exts = tlv::cons(tag::SEQUENCE, &[&ku]);
+    let attr = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::OID, OID_EXTENSION_REQUEST),
-            &der::tlv(tag::SET, &exts),
+            &tlv::tlv(tag::OID, OID_EXTENSION_REQUEST),
+            &tlv::tlv(tag::SET, &exts),
         ],
     );
-    der::tlv(tag::CONTEXT_0, &attr)
+    tlv::tlv(tag::CONTEXT_0, &attr)
 }
 
 /// A CertificationRequestInfo from encoded parts (version 0).
 pub fn info_der(name: &[u8], spki: &[u8], attributes: &[u8]) -> Vec<u8> {
-    der::cons(
+    tlv::cons(
         tag::SEQUENCE,
-        &[&der::tlv(tag::INTEGER, &[0]), name, spki, attributes],
+        &[&tlv::tlv(tag::INTEGER, &[0]), name, spki, attributes],
     )
 }
 
 /// The signatureAlgorithm `SEQUENCE { ecdsa-with-SHA256 [, NULL] }`.
 pub fn ecdsa_sha256_alg(null_param: bool) -> Vec<u8> {
-    let oid = der::tlv(tag::OID, OID_ECDSA_SHA256);
+    let oid = tlv::tlv(tag::OID, OID_ECDSA_SHA256);
     if null_param {
-        der::cons(tag::SEQUENCE, &[&oid, &[0x05, 0x00]])
+        tlv::cons(tag::SEQUENCE, &[&oid, &[0x05, 0x00]])
     } else {
-        der::cons(tag::SEQUENCE, &[&oid])
+        tlv::cons(tag::SEQUENCE, &[&oid])
     }
 }
 
@@ -551,9 +551,9 @@ pub fn assemble(info: &[u8], sig_alg: &[u8], signature: &[u8]) -> Vec<u8> {
     let mut bits = Vec::with_capacity(signature.len() + 1);
     bits.push(0);
     bits.extend_from_slice(signature);
-    der::cons(
+    tlv::cons(
         tag::SEQUENCE,
-        &[info, sig_alg, &der::tlv(tag::BIT_STRING, &bits)],
+        &[info, sig_alg, &tlv::tlv(tag::BIT_STRING, &bits)],
     )
 }
 

@@ -3,14 +3,16 @@
 //! simulated identity key. Used by tests, `nrfca gen` and the simulator. The low-level
 //! builders are public so tests can craft every kind of bad request.
 
-use super::cose::{self, MSG_TYPE_CSR, MSG_TYPE_PUBLIC_KEY};
-use super::csr;
 use crate::crypto::{self, CryptoError, P256Key};
+use crate::keygen::cose::{self, MSG_TYPE_CSR, MSG_TYPE_PUBLIC_KEY};
+use crate::keygen::csr;
 use std::fmt;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-pub use super::csr::{build_csr, build_csr_from_info, subject_from_attributes, SubjectAttr};
+pub use crate::keygen::csr::{
+    build_csr, build_csr_from_info, subject_from_attributes, SubjectAttr,
+};
 
 /// Options of [`ModemIdentity::keygen`], mirroring `AT%KEYGEN`'s optional arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +229,7 @@ impl Default for BatchOptions {
     fn default() -> Self {
         BatchOptions {
             count: 1,
-            sec_tag: super::DEFAULT_SEC_TAG,
+            sec_tag: crate::keygen::DEFAULT_SEC_TAG,
             threads: 0,
             format: BatchFormat::Csv,
             gen: GenOptions::default(),
