@@ -276,7 +276,7 @@ pub fn check(keygen: &str, opts: &CheckOptions) -> Result<Verified, Reject> {
             format!("first half is not a PKCS#10 CSR: {e}"),
         )
     })?;
-    if csr.sig_alg_oid == csr::OID_ECDSA_SHA256 && !csr.is_ecdsa_sha256() {
+    if csr.sig_alg_oid == crate::oid::ECDSA_WITH_SHA256.as_bytes() && !csr.is_ecdsa_sha256() {
         return Err(reject(
             RejectCode::MalformedCsr,
             "ecdsa-with-SHA256 carries parameters other than NULL",

@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
+pub mod oid;
 pub mod reject;
 pub mod requests;
 pub mod signer;

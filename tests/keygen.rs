@@ -293,7 +293,7 @@ fn malformed_csr() {
     let alg = tlv::cons(
         tag::SEQUENCE,
         &[
-            &tlv::tlv(tag::OID, csr::OID_ECDSA_SHA256),
+            &tlv::tlv(tag::OID, nrfca::oid::ECDSA_WITH_SHA256.as_bytes()),
             &tlv::tlv(tag::INTEGER, &[0]),
         ],
     );
@@ -336,7 +336,7 @@ fn unsupported_key() {
             &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &tlv::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
+                    &tlv::tlv(tag::OID, nrfca::oid::EC_PUBLIC_KEY.as_bytes()),
                     &tlv::tlv(tag::OID, &[0x2b, 0x81, 0x04, 0x00, 0x22]),
                 ],
             ),
@@ -392,8 +392,8 @@ fn unsupported_key() {
             &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &tlv::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
-                    &tlv::tlv(tag::OID, csr::OID_P256),
+                    &tlv::tlv(tag::OID, nrfca::oid::EC_PUBLIC_KEY.as_bytes()),
+                    &tlv::tlv(tag::OID, nrfca::oid::SECP256R1.as_bytes()),
                 ],
             ),
             &tlv::tlv(tag::BIT_STRING, &[&[0u8][..], &compressed].concat()),

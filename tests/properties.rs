@@ -326,7 +326,7 @@ fn der_limits() {
     let atv = tlv::cons(
         tlv::tag::SEQUENCE,
         &[
-            &tlv::tlv(tlv::tag::OID, csr::OID_CN),
+            &tlv::tlv(tlv::tag::OID, nrfca::oid::CN.as_bytes()),
             &tlv::tlv(tlv::tag::UTF8_STRING, b"x"),
         ],
     );
@@ -740,7 +740,7 @@ fn test_ca_pem(key: &crypto::P256Key) -> String {
             &[&tlv::cons(
                 tlv::tag::SEQUENCE,
                 &[
-                    &tlv::tlv(tlv::tag::OID, csr::OID_CN),
+                    &tlv::tlv(tlv::tag::OID, nrfca::oid::CN.as_bytes()),
                     &tlv::tlv(tlv::tag::UTF8_STRING, b"Prop CA"),
                 ],
             )],

@@ -4,19 +4,7 @@
 
 use super::tlv::{self, tag, DerError, Tlv};
 use crate::crypto::{CryptoError, P256Key};
-
-/// id-ecPublicKey 1.2.840.10045.2.1 (content bytes).
-pub const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-/// prime256v1 / secp256r1 1.2.840.10045.3.1.7.
-pub const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-/// ecdsa-with-SHA256 1.2.840.10045.4.3.2.
-pub const OID_ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-/// commonName 2.5.4.3.
-pub const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
-/// PKCS#9 extensionRequest 1.2.840.113549.1.9.14.
-pub const OID_EXTENSION_REQUEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
-/// keyUsage 2.5.29.15.
-pub const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
+use crate::oid;
 
 /// Most subject attributes a CSR may carry before it is judged malformed.
 pub const MAX_SUBJECT_ATTRS: usize = 64;
@@ -96,14 +84,14 @@ impl<'a> Spki<'a> {
     /// The uncompressed P-256 point if this is an id-ecPublicKey / prime256v1 key with a
     /// 65-byte `04 …` point; otherwise a description of what the key is.
     pub fn p256_point(&self) -> Result<[u8; 65], String> {
-        if self.alg_oid != OID_EC_PUBLIC_KEY {
+        if self.alg_oid != oid::EC_PUBLIC_KEY.as_bytes() {
             return Err(format!("key algorithm is {}", oid_name(self.alg_oid)));
         }
         let curve = match self.params {
             Some(p) if p.tag == tag::OID => p.value,
             _ => return Err("EC key without a named curve".into()),
         };
-        if curve != OID_P256 {
+        if curve != oid::SECP256R1.as_bytes() {
             return Err(format!("EC key on curve {}", oid_name(curve)));
         }
         if self.key.len() != 65 || self.key.first() != Some(&0x04) {
@@ -291,14 +279,15 @@ impl<'a> Csr<'a> {
 
     /// Whether the signature algorithm is ecdsa-with-SHA256 with no parameters or NULL.
     pub fn is_ecdsa_sha256(&self) -> bool {
-        self.sig_alg_oid == OID_ECDSA_SHA256 && (self.sig_alg_params.is_none() || self.null_param())
+        self.sig_alg_oid == oid::ECDSA_WITH_SHA256.as_bytes()
+            && (self.sig_alg_params.is_none() || self.null_param())
     }
 
     /// Every commonName value (text), in order; a non-text CN yields None in its place.
     pub fn common_names(&self) -> Vec<Option<&'a str>> {
         self.subject
             .iter()
-            .filter(|a| a.oid == OID_CN)
+            .filter(|a| a.oid == oid::CN.as_bytes())
             .map(|a| {
                 // Copy out so the lifetime is the input's, not the Vec's.
                 let a: NameAttr<'a> = *a;
@@ -330,7 +319,7 @@ impl<'a> Csr<'a> {
             let (Ok(oid), Ok(set)) = (f.read(), f.read()) else {
                 continue;
             };
-            if oid.value != OID_EXTENSION_REQUEST {
+            if oid.value != oid::EXTENSION_REQUEST.as_bytes() {
                 continue;
             }
             let mut sr = set.children();
@@ -357,64 +346,29 @@ impl<'a> Csr<'a> {
 
 /// Short names of the subject attributes we know.
 pub fn attr_short_name(oid: &[u8]) -> Option<&'static str> {
-    ATTRS.iter().find(|(_, o, _)| *o == oid).map(|(n, _, _)| *n)
+    oid::lookup(oid::ATTRIBUTES, oid)
 }
 
 /// Readable name of an algorithm / curve OID.
 pub fn oid_name(oid: &[u8]) -> String {
-    const KNOWN: &[(&[u8], &str)] = &[
-        (OID_EC_PUBLIC_KEY, "id-ecPublicKey"),
-        (OID_P256, "P-256"),
-        (&[0x2b, 0x81, 0x04, 0x00, 0x22], "P-384"),
-        (&[0x2b, 0x81, 0x04, 0x00, 0x23], "P-521"),
-        (&[0x2b, 0x81, 0x04, 0x00, 0x0a], "secp256k1"),
-        (
-            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
-            "rsaEncryption",
-        ),
-        (&[0x2b, 0x65, 0x70], "Ed25519"),
-        (OID_ECDSA_SHA256, "ecdsa-with-SHA256"),
-        (
-            &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
-            "ecdsa-with-SHA384",
-        ),
-        (
-            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
-            "sha256WithRSAEncryption",
-        ),
-    ];
-    KNOWN
-        .iter()
-        .find(|(o, _)| *o == oid)
-        .map(|(_, n)| (*n).to_string())
+    oid::lookup(oid::ALGORITHMS, oid)
+        .map(str::to_string)
         .or_else(|| tlv::oid_string(oid))
         .unwrap_or_else(|| format!("OID {}", hex::encode(oid)))
 }
 
-/// Attribute short names, OIDs and the string tag used when building.
-const ATTRS: &[(&str, &[u8], u8)] = &[
-    ("CN", OID_CN, tag::UTF8_STRING),
-    ("SN", &[0x55, 0x04, 0x04], tag::UTF8_STRING),
-    ("serialNumber", &[0x55, 0x04, 0x05], tag::PRINTABLE_STRING),
-    ("C", &[0x55, 0x04, 0x06], tag::PRINTABLE_STRING),
-    ("L", &[0x55, 0x04, 0x07], tag::UTF8_STRING),
-    ("ST", &[0x55, 0x04, 0x08], tag::UTF8_STRING),
-    ("street", &[0x55, 0x04, 0x09], tag::UTF8_STRING),
-    ("O", &[0x55, 0x04, 0x0a], tag::UTF8_STRING),
-    ("OU", &[0x55, 0x04, 0x0b], tag::UTF8_STRING),
-    ("title", &[0x55, 0x04, 0x0c], tag::UTF8_STRING),
-    ("GN", &[0x55, 0x04, 0x2a], tag::UTF8_STRING),
-    (
-        "emailAddress",
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01],
-        tag::IA5_STRING,
-    ),
-    (
-        "DC",
-        &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19],
-        tag::IA5_STRING,
-    ),
-];
+/// The string type a subject attribute is written with when building: PrintableString for
+/// countryName and serialNumber (RFC 5280 Appendix A), IA5String for emailAddress and
+/// domainComponent, UTF8String (RFC 5280 §4.1.2.6) for the rest.
+fn attr_string_tag(o: &oid::Oid) -> u8 {
+    if *o == oid::COUNTRY || *o == oid::SERIAL_NUMBER {
+        tag::PRINTABLE_STRING
+    } else if *o == oid::EMAIL_ADDRESS || *o == oid::DOMAIN_COMPONENT {
+        tag::IA5_STRING
+    } else {
+        tag::UTF8_STRING
+    }
+}
 
 /// One subject attribute to encode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,7 +385,7 @@ impl SubjectAttr {
     /// `CN=<value>` as UTF8String, the way the modem writes it.
     pub fn cn(value: &str) -> Self {
         SubjectAttr {
-            oid: OID_CN.to_vec(),
+            oid: oid::CN.as_bytes().to_vec(),
             tag: tag::UTF8_STRING,
             value: value.to_string(),
         }
@@ -452,9 +406,7 @@ pub fn subject_from_attributes(s: &str) -> Result<Vec<SubjectAttr>, CryptoError>
             CryptoError::InvalidInput(format!("attribute `{part}` is not KEY=value"))
         })?;
         let (k, v) = (k.trim(), v.trim());
-        let (_, oid, t) = ATTRS
-            .iter()
-            .find(|(n, _, _)| n.eq_ignore_ascii_case(k))
+        let (_, o) = oid::attribute_by_name(k)
             .ok_or_else(|| CryptoError::InvalidInput(format!("unknown attribute `{k}`")))?;
         if v.is_empty() {
             return Err(CryptoError::InvalidInput(format!(
@@ -462,8 +414,8 @@ pub fn subject_from_attributes(s: &str) -> Result<Vec<SubjectAttr>, CryptoError>
             )));
         }
         out.push(SubjectAttr {
-            oid: oid.to_vec(),
-            tag: *t,
+            oid: o.as_bytes().to_vec(),
+            tag: attr_string_tag(&o),
             value: v.to_string(),
         });
     }
@@ -496,8 +448,8 @@ pub fn spki_p256_der(point: &[u8; 65]) -> Vec<u8> {
     let alg = tlv::cons(
         tag::SEQUENCE,
         &[
-            &tlv::tlv(tag::OID, OID_EC_PUBLIC_KEY),
-            &tlv::tlv(tag::OID, OID_P256),
+            &tlv::tlv(tag::OID, oid::EC_PUBLIC_KEY.as_bytes()),
+            &tlv::tlv(tag::OID, oid::SECP256R1.as_bytes()),
         ],
     );
     let mut bits = Vec::with_capacity(66);
@@ -512,7 +464,7 @@ pub fn modem_extension_request() -> Vec<u8> {
     let ku = tlv::cons(
         tag::SEQUENCE,
         &[
-            &tlv::tlv(tag::OID, OID_KEY_USAGE),
+            &tlv::tlv(tag::OID, oid::KEY_USAGE.as_bytes()),
             &tlv::tlv(tag::OCTET_STRING, &[0x03, 0x02, 0x03, 0xe8]),
         ],
     );
@@ -520,7 +472,7 @@ pub fn modem_extension_request() -> Vec<u8> {
     let attr = tlv::cons(
         tag::SEQUENCE,
         &[
-            &tlv::tlv(tag::OID, OID_EXTENSION_REQUEST),
+            &tlv::tlv(tag::OID, oid::EXTENSION_REQUEST.as_bytes()),
             &tlv::tlv(tag::SET, &exts),
         ],
     );
@@ -537,7 +489,7 @@ pub fn info_der(name: &[u8], spki: &[u8], attributes: &[u8]) -> Vec<u8> {
 
 /// The signatureAlgorithm `SEQUENCE { ecdsa-with-SHA256 [, NULL] }`.
 pub fn ecdsa_sha256_alg(null_param: bool) -> Vec<u8> {
-    let oid = tlv::tlv(tag::OID, OID_ECDSA_SHA256);
+    let oid = tlv::tlv(tag::OID, oid::ECDSA_WITH_SHA256.as_bytes());
     if null_param {
         tlv::cons(tag::SEQUENCE, &[&oid, &[0x05, 0x00]])
     } else {
@@ -602,7 +554,10 @@ mod tests {
         assert!(crate::crypto::verify_p256_sha256(&pt, c.info, c.signature));
         assert_eq!(c.info.len(), 0xaf + 3);
         let exts = c.requested_extensions();
-        assert_eq!(exts, vec![(OID_KEY_USAGE, false, &[3u8, 2, 3, 0xe8][..])]);
+        assert_eq!(
+            exts,
+            vec![(oid::KEY_USAGE.as_bytes(), false, &[3u8, 2, 3, 0xe8][..])]
+        );
         // Our builder reproduces the seed's structure byte for byte up to the key/signature.
         let info = info_der(
             c.subject_raw,
