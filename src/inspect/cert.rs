@@ -23,11 +23,9 @@ fn time_text(t: &x509_cert::time::Time) -> String {
     t.to_date_time().to_string()
 }
 
-/// A Name in DER as RFC 4514 text, through the one renderer (`keygen::csr::name_to_string`).
+/// A Name in DER as RFC 4514 text, through the one renderer (`keygen::csr`).
 fn name_text(der: &[u8]) -> String {
-    csr::parse_name_der(der)
-        .map(|a| csr::name_to_string(&a))
-        .unwrap_or_else(|e| format!("(unreadable: {e})"))
+    csr::name_der_to_string(der).unwrap_or_else(|e| format!("(unreadable: {e})"))
 }
 
 /// Decode one certificate with `x509-cert`. The TBSCertificate bytes the signature covers

@@ -192,6 +192,12 @@ pub fn parse_name_der(name: &[u8]) -> Result<Vec<NameAttr<'_>>, DerError> {
     parse_name(t)
 }
 
+/// A Name in DER as RFC 4514 text ([`parse_name_der`] then [`name_to_string`]): the one
+/// renderer for subjects and issuers of CSRs and certificates.
+pub fn name_der_to_string(name: &[u8]) -> Result<String, DerError> {
+    parse_name_der(name).map(|a| name_to_string(&a))
+}
+
 /// Render attributes as an RFC 4514 string (`CN=x,O=y,C=z`, most specific first, values
 /// escaped), the form `ca show` and `--subject` use.
 pub fn name_to_string(attrs: &[NameAttr<'_>]) -> String {
