@@ -5,11 +5,10 @@
 use nrfca::crypto::{self, P256Key};
 use nrfca::keygen::cbor;
 use nrfca::keygen::cose;
-use nrfca::keygen::csr::{self, SubjectAttr};
 use nrfca::keygen::tlv::{self, tag};
 use nrfca::keygen::{self, check, CheckOptions, DeviceIdMode};
 use nrfca::reject::RejectCode;
-use nrfca::sim::generate::{self, GenOptions, ModemIdentity};
+use nrfca::sim::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -271,24 +270,24 @@ fn malformed_csr() {
         RejectCode::MalformedCsr
     );
     // Version 1.
-    let name = csr::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
-    let spki = csr::spki_p256_der(&key.public_key());
+    let name = generate::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
+    let spki = generate::spki_p256_der(&key.public_key());
     let info = tlv::cons(
         tag::SEQUENCE,
         &[
             &tlv::tlv(tag::INTEGER, &[1]),
             &name,
             &spki,
-            &csr::modem_extension_request(),
+            &generate::modem_extension_request(),
         ],
     );
-    let d = csr::build_csr_from_info(&key, &info, true).unwrap();
+    let d = generate::build_csr_from_info(&key, &info, true).unwrap();
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::MalformedCsr
     );
     // ecdsa-with-SHA256 with an INTEGER parameter.
-    let info = csr::info_der(&name, &spki, &csr::modem_extension_request());
+    let info = generate::info_der(&name, &spki, &generate::modem_extension_request());
     let sig = key.sign_der(&info).unwrap();
     let alg = tlv::cons(
         tag::SEQUENCE,
@@ -297,7 +296,7 @@ fn malformed_csr() {
             &tlv::tlv(tag::INTEGER, &[0]),
         ],
     );
-    let d = csr::assemble(&info, &alg, &sig);
+    let d = generate::assemble(&info, &alg, &sig);
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::MalformedCsr
@@ -308,10 +307,10 @@ fn malformed_csr() {
 fn unsupported_key() {
     let m = ModemIdentity::random().unwrap();
     let (key, _) = P256Key::generate().unwrap();
-    let name = csr::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
+    let name = generate::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
     let craft = |spki: &[u8]| {
-        let info = csr::info_der(&name, spki, &csr::modem_extension_request());
-        let d = csr::build_csr_from_info(&key, &info, true).unwrap();
+        let info = generate::info_der(&name, spki, &generate::modem_extension_request());
+        let d = generate::build_csr_from_info(&key, &info, true).unwrap();
         wrap(&m, &d, 9, 16842753)
     };
     // A real P-384 key (ring), its SPKI.
@@ -380,7 +379,7 @@ fn unsupported_key() {
     let mut bad_point = key.public_key();
     bad_point[64] ^= 1;
     assert_eq!(
-        code_of(&craft(&csr::spki_p256_der(&bad_point)), &opts()),
+        code_of(&craft(&generate::spki_p256_der(&bad_point)), &opts()),
         RejectCode::UnsupportedKey
     );
     // A compressed point (the modem never sends one).
@@ -401,7 +400,7 @@ fn unsupported_key() {
     );
     assert_eq!(code_of(&craft(&spki), &opts()), RejectCode::UnsupportedKey);
     // ecdsa-with-SHA384 signature algorithm on a P-256 key.
-    let info = csr::info_der(&name, &csr::spki_p256_der(&key.public_key()), &[]);
+    let info = generate::info_der(&name, &generate::spki_p256_der(&key.public_key()), &[]);
     let alg = tlv::cons(
         tag::SEQUENCE,
         &[&tlv::tlv(
@@ -409,7 +408,7 @@ fn unsupported_key() {
             &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
         )],
     );
-    let d = csr::assemble(&info, &alg, &key.sign_der(&info).unwrap());
+    let d = generate::assemble(&info, &alg, &key.sign_der(&info).unwrap());
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::UnsupportedKey
@@ -422,12 +421,12 @@ fn bad_csr_signature() {
     let (key, _) = P256Key::generate().unwrap();
     let (other, _) = P256Key::generate().unwrap();
     // Signed by another key.
-    let info = csr::info_der(
-        &csr::name_der(&[SubjectAttr::cn(&m.uuid_string())]),
-        &csr::spki_p256_der(&key.public_key()),
-        &csr::modem_extension_request(),
+    let info = generate::info_der(
+        &generate::name_der(&[SubjectAttr::cn(&m.uuid_string())]),
+        &generate::spki_p256_der(&key.public_key()),
+        &generate::modem_extension_request(),
     );
-    let d = csr::build_csr_from_info(&other, &info, true).unwrap();
+    let d = generate::build_csr_from_info(&other, &info, true).unwrap();
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::BadCsrSignature
@@ -565,12 +564,12 @@ fn checks_run_in_spec_order() {
     let (key, _) = P256Key::generate().unwrap();
     let (other, _) = P256Key::generate().unwrap();
     // Bad signature + wrong CN + wrong sec_tag → bad-csr-signature.
-    let info = csr::info_der(
-        &csr::name_der(&[SubjectAttr::cn("evil")]),
-        &csr::spki_p256_der(&key.public_key()),
+    let info = generate::info_der(
+        &generate::name_der(&[SubjectAttr::cn("evil")]),
+        &generate::spki_p256_der(&key.public_key()),
         &[],
     );
-    let d = csr::build_csr_from_info(&other, &info, true).unwrap();
+    let d = generate::build_csr_from_info(&other, &info, true).unwrap();
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 5), &opts()),
         RejectCode::BadCsrSignature

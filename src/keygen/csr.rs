@@ -1,16 +1,14 @@
 //! PKCS#10 certification requests: a byte-exact reader (keeps the DER as given, exposes the
 //! exact CertificationRequestInfo bytes, accepts the modem's `SEQUENCE { ecdsa-with-SHA256,
-//! NULL }` signature algorithm) and the builder the modem simulator uses.
+//! NULL }` signature algorithm). The builder the modem simulator uses is in `sim::generate`.
 //!
 //! Why not `x509-cert`'s `CertReq`: this reader runs on every request of a batch and borrows
 //! the signed bytes where they lie; measured in `benches/micro.rs` it takes 0.11 µs a CSR,
 //! `CertReq::from_der` plus re-encoding the info for the signature check 5.2 µs (≈ 7 % of
-//! the whole per-request check). The builder writes the modem's exact bytes, NULL quirk
-//! included, for the simulator. The test `x509_cert_reads_the_same_csr` cross-checks the
+//! the whole per-request check). The test `x509_cert_reads_the_same_csr` cross-checks the
 //! reader against `x509-cert`.
 
 use super::tlv::{self, tag, DerError, Tlv};
-use crate::crypto::{CryptoError, P256Key};
 use crate::oid;
 
 /// Most subject attributes a CSR may carry before it is judged malformed.
@@ -370,183 +368,6 @@ pub fn oid_name(oid: &[u8]) -> String {
         .unwrap_or_else(|| format!("OID {}", hex::encode(oid)))
 }
 
-/// The string type a subject attribute is written with when building: PrintableString for
-/// countryName and serialNumber (RFC 5280 Appendix A), IA5String for emailAddress and
-/// domainComponent, UTF8String (RFC 5280 §4.1.2.6) for the rest.
-fn attr_string_tag(o: &oid::Oid) -> u8 {
-    if *o == oid::COUNTRY || *o == oid::SERIAL_NUMBER {
-        tag::PRINTABLE_STRING
-    } else if *o == oid::EMAIL_ADDRESS || *o == oid::DOMAIN_COMPONENT {
-        tag::IA5_STRING
-    } else {
-        tag::UTF8_STRING
-    }
-}
-
-/// One subject attribute to encode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubjectAttr {
-    /// OID content bytes.
-    pub oid: Vec<u8>,
-    /// String tag for the value.
-    pub tag: u8,
-    /// The value.
-    pub value: String,
-}
-
-impl SubjectAttr {
-    /// `CN=<value>` as UTF8String, the way the modem writes it.
-    pub fn cn(value: &str) -> Self {
-        SubjectAttr {
-            oid: oid::CN.as_bytes().to_vec(),
-            tag: tag::UTF8_STRING,
-            value: value.to_string(),
-        }
-    }
-}
-
-/// Parse a KEYGEN `<attributes>` argument such as `O=Nordic Semiconductor,L=Trondheim,C=no,
-/// CN=mydevice` into subject attributes (one RDN each, in order). Keys are the usual short
-/// names (CN, O, OU, L, ST, C, SN, serialNumber, emailAddress, DC, …), case-insensitive.
-pub fn subject_from_attributes(s: &str) -> Result<Vec<SubjectAttr>, CryptoError> {
-    let mut out = Vec::new();
-    for part in s.split(',') {
-        let part = part.trim();
-        if part.is_empty() {
-            continue;
-        }
-        let (k, v) = part.split_once('=').ok_or_else(|| {
-            CryptoError::InvalidInput(format!("attribute `{part}` is not KEY=value"))
-        })?;
-        let (k, v) = (k.trim(), v.trim());
-        let (_, o) = oid::attribute_by_name(k)
-            .ok_or_else(|| CryptoError::InvalidInput(format!("unknown attribute `{k}`")))?;
-        if v.is_empty() {
-            return Err(CryptoError::InvalidInput(format!(
-                "attribute `{k}` is empty"
-            )));
-        }
-        out.push(SubjectAttr {
-            oid: o.as_bytes().to_vec(),
-            tag: attr_string_tag(&o),
-            value: v.to_string(),
-        });
-    }
-    if out.is_empty() {
-        return Err(CryptoError::InvalidInput(
-            "no subject attributes given".into(),
-        ));
-    }
-    Ok(out)
-}
-
-/// Encode a Name with one attribute per RDN.
-pub fn name_der(attrs: &[SubjectAttr]) -> Vec<u8> {
-    let mut rdns = Vec::new();
-    for a in attrs {
-        let atv = tlv::cons(
-            tag::SEQUENCE,
-            &[
-                &tlv::tlv(tag::OID, &a.oid),
-                &tlv::tlv(a.tag, a.value.as_bytes()),
-            ],
-        );
-        tlv::write_tlv(&mut rdns, tag::SET, &atv);
-    }
-    tlv::tlv(tag::SEQUENCE, &rdns)
-}
-
-/// SubjectPublicKeyInfo of an uncompressed P-256 point (91 bytes).
-pub fn spki_p256_der(point: &[u8; 65]) -> Vec<u8> {
-    let alg = tlv::cons(
-        tag::SEQUENCE,
-        &[
-            &tlv::tlv(tag::OID, oid::EC_PUBLIC_KEY.as_bytes()),
-            &tlv::tlv(tag::OID, oid::SECP256R1.as_bytes()),
-        ],
-    );
-    let mut bits = Vec::with_capacity(66);
-    bits.push(0);
-    bits.extend_from_slice(point);
-    tlv::cons(tag::SEQUENCE, &[&alg, &tlv::tlv(tag::BIT_STRING, &bits)])
-}
-
-/// The modem's `[0]` attributes: extensionRequest with keyUsage digitalSignature,
-/// nonRepudiation, keyEncipherment, keyAgreement (`03 02 03 E8`, non-critical).
-pub fn modem_extension_request() -> Vec<u8> {
-    let ku = tlv::cons(
-        tag::SEQUENCE,
-        &[
-            &tlv::tlv(tag::OID, oid::KEY_USAGE.as_bytes()),
-            &tlv::tlv(tag::OCTET_STRING, &[0x03, 0x02, 0x03, 0xe8]),
-        ],
-    );
-    let exts = tlv::cons(tag::SEQUENCE, &[&ku]);
-    let attr = tlv::cons(
-        tag::SEQUENCE,
-        &[
-            &tlv::tlv(tag::OID, oid::EXTENSION_REQUEST.as_bytes()),
-            &tlv::tlv(tag::SET, &exts),
-        ],
-    );
-    tlv::tlv(tag::CONTEXT_0, &attr)
-}
-
-/// A CertificationRequestInfo from encoded parts (version 0).
-pub fn info_der(name: &[u8], spki: &[u8], attributes: &[u8]) -> Vec<u8> {
-    tlv::cons(
-        tag::SEQUENCE,
-        &[&tlv::tlv(tag::INTEGER, &[0]), name, spki, attributes],
-    )
-}
-
-/// The signatureAlgorithm `SEQUENCE { ecdsa-with-SHA256 [, NULL] }`.
-pub fn ecdsa_sha256_alg(null_param: bool) -> Vec<u8> {
-    let oid = tlv::tlv(tag::OID, oid::ECDSA_WITH_SHA256.as_bytes());
-    if null_param {
-        tlv::cons(tag::SEQUENCE, &[&oid, &[0x05, 0x00]])
-    } else {
-        tlv::cons(tag::SEQUENCE, &[&oid])
-    }
-}
-
-/// Assemble a CSR from an already-encoded info, signature algorithm and signature bytes
-/// (tests use this to craft bad requests).
-pub fn assemble(info: &[u8], sig_alg: &[u8], signature: &[u8]) -> Vec<u8> {
-    let mut bits = Vec::with_capacity(signature.len() + 1);
-    bits.push(0);
-    bits.extend_from_slice(signature);
-    tlv::cons(
-        tag::SEQUENCE,
-        &[info, sig_alg, &tlv::tlv(tag::BIT_STRING, &bits)],
-    )
-}
-
-/// Sign an encoded CertificationRequestInfo with `key` and assemble the CSR.
-pub fn build_csr_from_info(
-    key: &P256Key,
-    info: &[u8],
-    null_param: bool,
-) -> Result<Vec<u8>, CryptoError> {
-    let sig = key.sign_der(info)?;
-    Ok(assemble(info, &ecdsa_sha256_alg(null_param), &sig))
-}
-
-/// A CSR like the modem's: `subject`, `key`'s public key, the modem's keyUsage
-/// extensionRequest, ecdsa-with-SHA256 (with the NULL quirk when `null_param`).
-pub fn build_csr(
-    key: &P256Key,
-    subject: &[SubjectAttr],
-    null_param: bool,
-) -> Result<Vec<u8>, CryptoError> {
-    let info = info_der(
-        &name_der(subject),
-        &spki_p256_der(&key.public_key()),
-        &modem_extension_request(),
-    );
-    build_csr_from_info(key, &info, null_param)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,17 +412,6 @@ mod tests {
             exts,
             vec![(oid::KEY_USAGE.as_bytes(), false, &[3u8, 2, 3, 0xe8][..])]
         );
-        // Our builder reproduces the seed's structure byte for byte up to the key/signature.
-        let info = info_der(
-            c.subject_raw,
-            &spki_p256_der(&pt),
-            &modem_extension_request(),
-        );
-        assert_eq!(info, c.info);
-        assert_eq!(
-            ecdsa_sha256_alg(true),
-            &der_bytes[0xaf + 3 + 4..0xaf + 3 + 4 + 14]
-        );
     }
 
     #[test]
@@ -617,42 +427,6 @@ mod tests {
         assert_eq!(rfc4514_escape("nul\0"), "nul\\00");
         assert_eq!(rfc4514_escape(""), "");
         assert_eq!(rfc4514_escape(" "), "\\ ");
-    }
-
-    #[test]
-    fn build_round_trip_with_and_without_null() {
-        let (k, _) = P256Key::generate().unwrap();
-        for null in [true, false] {
-            let subj = subject_from_attributes("O=Nordic Semiconductor,C=no,CN=mydevice").unwrap();
-            let d = build_csr(&k, &subj, null).unwrap();
-            let c = Csr::parse(&d).unwrap();
-            assert_eq!(c.null_param(), null);
-            assert!(c.is_ecdsa_sha256());
-            assert_eq!(c.common_names(), vec![Some("mydevice")]);
-            // DER order O, C, CN; RFC 4514 prints the last RDN first.
-            assert_eq!(
-                name_to_string(&c.subject),
-                "CN=mydevice,C=no,O=Nordic Semiconductor"
-            );
-            assert_eq!(c.spki.p256_point().unwrap(), k.public_key());
-            assert!(crate::crypto::verify_p256_sha256(
-                &k.public_key(),
-                c.info,
-                c.signature
-            ));
-        }
-    }
-
-    #[test]
-    fn attributes_errors() {
-        assert!(subject_from_attributes("").is_err());
-        assert!(subject_from_attributes("XX=1").is_err());
-        assert!(subject_from_attributes("CN").is_err());
-        assert!(subject_from_attributes("CN=").is_err());
-        assert_eq!(
-            subject_from_attributes("cn=a").unwrap(),
-            vec![SubjectAttr::cn("a")]
-        );
     }
 
     #[test]
