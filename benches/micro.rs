@@ -5,15 +5,18 @@
 //! - KEYGEN check (parse + CSR signature verify): µs per request on one core, requests/s on
 //!   all cores, parse alone, and a bare ring verify (the floor).
 //! - Audit log: 100 000 appends in one transaction, then a full verify.
+//! - Device certificate: the hand TBS template (`issue::build_tbs`) against the same bytes
+//!   from `x509-cert`'s types (`issue::build_tbs_x509_cert`), alone and with the CA signature.
 
+use std::str::FromStr;
 use std::time::Instant;
 
 use nrfca::crypto;
-use nrfca::keygen::generate::{GenOptions, ModemIdentity};
 use nrfca::keygen::{self, check, CheckOptions};
 use nrfca::signer::audit::{self, AuditWriter};
 use nrfca::signer::ca::{self, InitOptions};
 use nrfca::signer::secret::{Protection, Unlock};
+use nrfca::sim::generate::{GenOptions, ModemIdentity};
 
 fn keygen_check() {
     let m = ModemIdentity::random().expect("modem identity");
@@ -62,14 +65,29 @@ fn keygen_check() {
         assert!(crypto::verify_p256_sha256(k, c.info, c.signature));
     }
     let verify_only = t.elapsed();
+    let t = Instant::now();
+    for (d, _) in &csrs {
+        std::hint::black_box(keygen::Csr::parse(d).expect("csr"));
+    }
+    let csr_ours = t.elapsed();
+    let t = Instant::now();
+    for (d, _) in &csrs {
+        use der::{Decode, Encode};
+        let c = x509_cert::request::CertReq::from_der(d).expect("csr");
+        std::hint::black_box(c.info.to_der().expect("info"));
+    }
+    let csr_crate = t.elapsed();
     println!(
         "keygen check: {:.1} µs/request on one core ({:.0}/s); {:.0}/s on {threads} threads; \
-         parse only {:.2} µs; bare ring verify {:.1} µs",
+         parse only {:.2} µs; bare ring verify {:.1} µs; CSR alone: keygen::Csr {:.2} µs, \
+         x509-cert CertReq + info re-encoded {:.2} µs",
         one.as_secs_f64() * 1e6 / n as f64,
         n as f64 / one.as_secs_f64(),
         n as f64 / all.as_secs_f64(),
         parse_only.as_secs_f64() * 1e6 / n as f64,
-        verify_only.as_secs_f64() * 1e6 / n as f64
+        verify_only.as_secs_f64() * 1e6 / n as f64,
+        csr_ours.as_secs_f64() * 1e6 / n as f64,
+        csr_crate.as_secs_f64() * 1e6 / n as f64
     );
 }
 
@@ -123,7 +141,81 @@ fn audit_append() {
     );
 }
 
+fn device_certificate() {
+    use nrfca::crypto::P256Key;
+    use nrfca::signer::issue::{self, Issuance, IssuerProfile, Serial};
+    use time::OffsetDateTime;
+    let (ca_key, _) = P256Key::generate().expect("ca key");
+    let ca_name =
+        x509_cert::name::Name::from_str("CN=nrfca Bench CA,O=Example,C=NO").expect("name");
+    let ca = IssuerProfile {
+        subject_der: der::Encode::to_der(&ca_name).expect("name der"),
+        ski: issue::key_identifier(&ca_key.public_key()).to_vec(),
+        not_after: OffsetDateTime::now_utc() + time::Duration::days(7300),
+    };
+    let (dev, _) = P256Key::generate().expect("device key");
+    let nb = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("time");
+    let n = 20_000;
+    let items: Vec<Issuance> = (0..n)
+        .map(|_| Issuance {
+            device_id: ModemIdentity::random().expect("id").uuid_string(),
+            public_key: dev.public_key(),
+            serial: Serial::random().expect("serial"),
+            not_before: nb,
+            not_after: nb + time::Duration::days(3650),
+        })
+        .collect();
+    for i in items.iter().take(100) {
+        assert_eq!(
+            issue::build_tbs(&ca, i).expect("tbs"),
+            issue::build_tbs_x509_cert(&ca, i).expect("tbs")
+        );
+    }
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let t = Instant::now();
+    for i in &items {
+        std::hint::black_box(issue::build_tbs(&ca, i).expect("tbs"));
+    }
+    let hand = per(t.elapsed());
+    let t = Instant::now();
+    for i in &items {
+        std::hint::black_box(issue::build_tbs_x509_cert(&ca, i).expect("tbs"));
+    }
+    let crate_tbs = per(t.elapsed());
+    let t = Instant::now();
+    for i in &items {
+        std::hint::black_box(issue::issue(&ca, i, |t| ca_key.sign_der(t)).expect("issue"));
+    }
+    let hand_full = per(t.elapsed());
+    let t = Instant::now();
+    for i in &items {
+        let tbs = issue::build_tbs_x509_cert(&ca, i).expect("tbs");
+        let sig = ca_key.sign_der(&tbs).expect("sign");
+        let der = issue::assemble(&tbs, &sig);
+        let pem = nrfca::util::pem_encode("CERTIFICATE", &der);
+        std::hint::black_box(crypto::sha256(pem.as_bytes()));
+    }
+    let crate_full = per(t.elapsed());
+    println!(
+        "device certificate TBS: hand template {hand:.2} µs, x509-cert {crate_tbs:.2} µs; \
+         TBS + sign + PEM: hand {hand_full:.1} µs, x509-cert {crate_full:.1} µs \
+         ({:+.1}% per certificate)",
+        (crate_full - hand_full) / hand_full * 100.0
+    );
+}
+
 fn main() {
-    keygen_check();
-    audit_append();
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |name: &str| only.as_deref().map_or(true, |o| name.contains(o));
+    if run("keygen") {
+        keygen_check();
+    }
+    if run("audit") {
+        audit_append();
+    }
+    if run("certificate") {
+        device_certificate();
+    }
 }

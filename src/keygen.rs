@@ -1,16 +1,16 @@
 //! The modem's KEYGEN string `base64url(DER).base64url(COSE_Sign1)`: pure parsing with size
 //! limits, the per-string checks of SPEC §3 in order (shared by `sign` and `bench export`),
-//! the ATTESTTOKEN string, and (in [`generate`]) the simulated modem that produces both.
+//! and the ATTESTTOKEN string. The simulated modem that produces both lives in `sim::generate`
+//! (bench build only: the air-gapped signer ships no request generator).
 //!
-//! Layout: [`cbor`] (bounded CBOR reader/writer), [`der`] (byte-exact DER walker/writer),
-//! [`csr`] (PKCS#10 with the NULL quirk), [`cose`] (COSE_Sign1 and payloads), [`generate`].
+//! Layout: [`cbor`] (bounded CBOR reader/writer), [`tlv`] (byte-exact DER walker/writer),
+//! [`csr`] (PKCS#10 with the NULL quirk), [`cose`] (COSE_Sign1 and payloads).
 //! Format reference: `docs/keygen-format.md`.
 
 pub mod cbor;
 pub mod cose;
 pub mod csr;
-pub mod der;
-pub mod generate;
+pub mod tlv;
 
 use crate::crypto;
 use crate::reject::{Reject, RejectCode};
@@ -215,12 +215,12 @@ pub struct Parsed {
 
 impl Parsed {
     /// Parse the first half as a CSR.
-    pub fn csr(&self) -> Result<Csr<'_>, der::DerError> {
+    pub fn csr(&self) -> Result<Csr<'_>, tlv::DerError> {
         Csr::parse(&self.der)
     }
 
     /// Parse the first half as a SubjectPublicKeyInfo (response_content 1).
-    pub fn spki(&self) -> Result<csr::Spki<'_>, der::DerError> {
+    pub fn spki(&self) -> Result<csr::Spki<'_>, tlv::DerError> {
         csr::Spki::parse(&self.der)
     }
 
@@ -276,7 +276,7 @@ pub fn check(keygen: &str, opts: &CheckOptions) -> Result<Verified, Reject> {
             format!("first half is not a PKCS#10 CSR: {e}"),
         )
     })?;
-    if csr.sig_alg_oid == csr::OID_ECDSA_SHA256 && !csr.is_ecdsa_sha256() {
+    if csr.sig_alg_oid == crate::oid::ECDSA_WITH_SHA256.as_bytes() && !csr.is_ecdsa_sha256() {
         return Err(reject(
             RejectCode::MalformedCsr,
             "ecdsa-with-SHA256 carries parameters other than NULL",

@@ -26,6 +26,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
 pub mod merkle;
+pub mod oid;
 pub mod provenance;
 pub mod reject;
 pub mod requests;

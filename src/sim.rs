@@ -20,6 +20,7 @@
 pub mod engine;
 pub mod fault;
 pub mod framing;
+pub mod generate;
 pub mod identity;
 pub mod profile;
 pub mod pty;

@@ -32,31 +32,24 @@ pub fn first_cert_der(text: &str) -> Option<Vec<u8>> {
 pub const MAX_PEM_BLOCKS: usize = 1024;
 
 /// A PEM block `label` of `der`, as nrfca writes every PEM: LF line ends, 64-column base64
-/// and a final LF (the bytes `cert_sha256` and the bundle digests are taken over).
+/// and a final LF (the bytes `cert_sha256` and the bundle digests are taken over), written by
+/// `pem-rfc7468`. `label` is one of nrfca's own constants (`CERTIFICATE`, …), all valid
+/// RFC 7468 labels; the test `pem_encode_layout` pins the bytes.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(der)
-    };
-    let mut s = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
-    s.push_str("-----BEGIN ");
-    s.push_str(label);
-    s.push_str("-----\n");
-    let mut rest = b64.as_str();
-    while !rest.is_empty() {
-        let (line, tail) = rest.split_at(rest.len().min(64));
-        s.push_str(line);
-        s.push('\n');
-        rest = tail;
+    if der.is_empty() {
+        // pem-rfc7468 writes an empty body line here; nrfca always wrote none.
+        return format!("-----BEGIN {label}-----\n-----END {label}-----\n");
     }
-    s.push_str("-----END ");
-    s.push_str(label);
-    s.push_str("-----\n");
-    s
+    // An invalid label (never one of nrfca's) gives an empty string, not a panic.
+    pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).unwrap_or_default()
 }
 
-/// Every `-----BEGIN X-----` … `-----END X-----` block of `text`, in order. Lines outside
-/// blocks are ignored (OpenSSL's "Bag Attributes", comments); an unterminated block or a
+/// Every `-----BEGIN X-----` … `-----END X-----` block of `text`, in order.
+///
+/// Hand-written on purpose: `pem-rfc7468` decodes one strictly formed block (64-column
+/// lines, nothing around it), while nrfca reads files people assemble — several blocks with
+/// explanatory text or OpenSSL "Bag Attributes" between them, other line widths, CRLF (the
+/// test `pem_blocks_scan` has each case). Lines outside blocks are ignored (OpenSSL's "Bag Attributes", comments); an unterminated block or a
 /// block whose END label differs is dropped; headers (`Proc-Type:`) make a block's body
 /// invalid base64, which [`PemBlock::decode`] reports. Never panics.
 pub fn pem_blocks(text: &str) -> Vec<PemBlock> {
@@ -260,6 +253,47 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].label, "A");
         assert_eq!(b[0].decode().unwrap(), b"ABCDEF");
+        // What pem-rfc7468 refuses and nrfca must read: text and Bag Attributes around two
+        // blocks, CRLF, a 76-column body.
+        let der: Vec<u8> = (0..=255u8).collect();
+        let wide = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&der)
+        };
+        let wide: Vec<&str> = wide
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let t = format!(
+            "Bag Attributes\r\n    localKeyID: 01\r\n{}subject=CN=x\r\n-----BEGIN CERTIFICATE-----\r\n{}\r\n-----END CERTIFICATE-----\r\n",
+            pem_encode("CERTIFICATE", b"first"),
+            wide.join("\r\n")
+        );
+        assert!(pem_rfc7468::decode_vec(t.as_bytes()).is_err());
+        let b = pem_blocks(&t);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].decode().unwrap(), b"first");
+        assert_eq!(b[1].decode().unwrap(), der);
+    }
+
+    #[test]
+    fn pem_encode_layout() {
+        use base64::Engine as _;
+        // The layout cert_sha256 is taken over: LF, 64 columns, final LF, nothing else.
+        for n in [0usize, 1, 2, 3, 47, 48, 49, 95, 96, 97, 300, 1000] {
+            let der: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+            let mut want = String::from("-----BEGIN CERTIFICATE-----\n");
+            for line in b64.as_bytes().chunks(64) {
+                want.push_str(std::str::from_utf8(line).unwrap());
+                want.push('\n');
+            }
+            want.push_str("-----END CERTIFICATE-----\n");
+            assert_eq!(pem_encode("CERTIFICATE", &der), want, "{n} bytes");
+        }
+        assert_eq!(pem_encode("not\na label", b"x"), "");
+        assert_eq!(pem_encode("X", b""), "-----BEGIN X-----\n-----END X-----\n");
     }
 
     #[test]

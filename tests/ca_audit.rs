@@ -1094,8 +1094,8 @@ const EVIL_NAME: &str = "req\u{1b}]0;pwned\u{7}\rX.csv";
 /// A CA with one batch really signed by `sign`: 3 good requests and one junk line, read
 /// from a requests file whose name holds terminal escapes. Returns (tempdir, ca_dir, batch).
 fn signed_ca() -> (tempfile::TempDir, PathBuf, String) {
-    use nrfca::keygen::generate::{write_requests, BatchOptions};
     use nrfca::signer::sign::{self, SignOptions};
+    use nrfca::sim::generate::{write_requests, BatchOptions};
     let root = tempfile::tempdir().unwrap();
     let (ca_dir, idf) = recipient_ca(root.path(), "ca");
     let mut buf = Vec::new();

@@ -5,11 +5,10 @@
 use nrfca::crypto::{self, P256Key};
 use nrfca::keygen::cbor;
 use nrfca::keygen::cose;
-use nrfca::keygen::csr::{self, SubjectAttr};
-use nrfca::keygen::der::{self, tag};
-use nrfca::keygen::generate::{self, GenOptions, ModemIdentity};
+use nrfca::keygen::tlv::{self, tag};
 use nrfca::keygen::{self, check, CheckOptions, DeviceIdMode};
 use nrfca::reject::RejectCode;
+use nrfca::sim::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -271,33 +270,33 @@ fn malformed_csr() {
         RejectCode::MalformedCsr
     );
     // Version 1.
-    let name = csr::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
-    let spki = csr::spki_p256_der(&key.public_key());
-    let info = der::cons(
+    let name = generate::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
+    let spki = generate::spki_p256_der(&key.public_key());
+    let info = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::INTEGER, &[1]),
+            &tlv::tlv(tag::INTEGER, &[1]),
             &name,
             &spki,
-            &csr::modem_extension_request(),
+            &generate::modem_extension_request(),
         ],
     );
-    let d = csr::build_csr_from_info(&key, &info, true).unwrap();
+    let d = generate::build_csr_from_info(&key, &info, true).unwrap();
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::MalformedCsr
     );
     // ecdsa-with-SHA256 with an INTEGER parameter.
-    let info = csr::info_der(&name, &spki, &csr::modem_extension_request());
+    let info = generate::info_der(&name, &spki, &generate::modem_extension_request());
     let sig = key.sign_der(&info).unwrap();
-    let alg = der::cons(
+    let alg = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::OID, csr::OID_ECDSA_SHA256),
-            &der::tlv(tag::INTEGER, &[0]),
+            &tlv::tlv(tag::OID, nrfca::oid::ECDSA_WITH_SHA256.as_bytes()),
+            &tlv::tlv(tag::INTEGER, &[0]),
         ],
     );
-    let d = csr::assemble(&info, &alg, &sig);
+    let d = generate::assemble(&info, &alg, &sig);
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::MalformedCsr
@@ -308,10 +307,10 @@ fn malformed_csr() {
 fn unsupported_key() {
     let m = ModemIdentity::random().unwrap();
     let (key, _) = P256Key::generate().unwrap();
-    let name = csr::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
+    let name = generate::name_der(&[SubjectAttr::cn(&m.uuid_string())]);
     let craft = |spki: &[u8]| {
-        let info = csr::info_der(&name, spki, &csr::modem_extension_request());
-        let d = csr::build_csr_from_info(&key, &info, true).unwrap();
+        let info = generate::info_der(&name, spki, &generate::modem_extension_request());
+        let d = generate::build_csr_from_info(&key, &info, true).unwrap();
         wrap(&m, &d, 9, 16842753)
     };
     // A real P-384 key (ring), its SPKI.
@@ -330,46 +329,46 @@ fn unsupported_key() {
     use ring::signature::KeyPair as _;
     let mut bits = vec![0u8];
     bits.extend_from_slice(kp.public_key().as_ref());
-    let p384_spki = der::cons(
+    let p384_spki = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::cons(
+            &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &der::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
-                    &der::tlv(tag::OID, &[0x2b, 0x81, 0x04, 0x00, 0x22]),
+                    &tlv::tlv(tag::OID, nrfca::oid::EC_PUBLIC_KEY.as_bytes()),
+                    &tlv::tlv(tag::OID, &[0x2b, 0x81, 0x04, 0x00, 0x22]),
                 ],
             ),
-            &der::tlv(tag::BIT_STRING, &bits),
+            &tlv::tlv(tag::BIT_STRING, &bits),
         ],
     );
     let r = check(&craft(&p384_spki), &opts()).unwrap_err();
     assert_eq!(r.code, RejectCode::UnsupportedKey);
     assert!(r.detail.contains("P-384"), "{r}");
     // An RSA SPKI.
-    let rsa_key = der::cons(
+    let rsa_key = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::tlv(tag::INTEGER, &[0x00, 0xc1, 0x02, 0x03]),
-            &der::tlv(tag::INTEGER, &[1, 0, 1]),
+            &tlv::tlv(tag::INTEGER, &[0x00, 0xc1, 0x02, 0x03]),
+            &tlv::tlv(tag::INTEGER, &[1, 0, 1]),
         ],
     );
     let mut bits = vec![0u8];
     bits.extend_from_slice(&rsa_key);
-    let rsa_spki = der::cons(
+    let rsa_spki = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::cons(
+            &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &der::tlv(
+                    &tlv::tlv(
                         tag::OID,
                         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
                     ),
                     &[0x05, 0x00],
                 ],
             ),
-            &der::tlv(tag::BIT_STRING, &bits),
+            &tlv::tlv(tag::BIT_STRING, &bits),
         ],
     );
     assert_eq!(
@@ -380,36 +379,36 @@ fn unsupported_key() {
     let mut bad_point = key.public_key();
     bad_point[64] ^= 1;
     assert_eq!(
-        code_of(&craft(&csr::spki_p256_der(&bad_point)), &opts()),
+        code_of(&craft(&generate::spki_p256_der(&bad_point)), &opts()),
         RejectCode::UnsupportedKey
     );
     // A compressed point (the modem never sends one).
     let mut compressed = vec![0x02 | (key.public_key()[64] & 1)];
     compressed.extend_from_slice(&key.public_key()[1..33]);
-    let spki = der::cons(
+    let spki = tlv::cons(
         tag::SEQUENCE,
         &[
-            &der::cons(
+            &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &der::tlv(tag::OID, csr::OID_EC_PUBLIC_KEY),
-                    &der::tlv(tag::OID, csr::OID_P256),
+                    &tlv::tlv(tag::OID, nrfca::oid::EC_PUBLIC_KEY.as_bytes()),
+                    &tlv::tlv(tag::OID, nrfca::oid::SECP256R1.as_bytes()),
                 ],
             ),
-            &der::tlv(tag::BIT_STRING, &[&[0u8][..], &compressed].concat()),
+            &tlv::tlv(tag::BIT_STRING, &[&[0u8][..], &compressed].concat()),
         ],
     );
     assert_eq!(code_of(&craft(&spki), &opts()), RejectCode::UnsupportedKey);
     // ecdsa-with-SHA384 signature algorithm on a P-256 key.
-    let info = csr::info_der(&name, &csr::spki_p256_der(&key.public_key()), &[]);
-    let alg = der::cons(
+    let info = generate::info_der(&name, &generate::spki_p256_der(&key.public_key()), &[]);
+    let alg = tlv::cons(
         tag::SEQUENCE,
-        &[&der::tlv(
+        &[&tlv::tlv(
             tag::OID,
             &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
         )],
     );
-    let d = csr::assemble(&info, &alg, &key.sign_der(&info).unwrap());
+    let d = generate::assemble(&info, &alg, &key.sign_der(&info).unwrap());
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::UnsupportedKey
@@ -422,12 +421,12 @@ fn bad_csr_signature() {
     let (key, _) = P256Key::generate().unwrap();
     let (other, _) = P256Key::generate().unwrap();
     // Signed by another key.
-    let info = csr::info_der(
-        &csr::name_der(&[SubjectAttr::cn(&m.uuid_string())]),
-        &csr::spki_p256_der(&key.public_key()),
-        &csr::modem_extension_request(),
+    let info = generate::info_der(
+        &generate::name_der(&[SubjectAttr::cn(&m.uuid_string())]),
+        &generate::spki_p256_der(&key.public_key()),
+        &generate::modem_extension_request(),
     );
-    let d = csr::build_csr_from_info(&other, &info, true).unwrap();
+    let d = generate::build_csr_from_info(&other, &info, true).unwrap();
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 16842753), &opts()),
         RejectCode::BadCsrSignature
@@ -565,12 +564,12 @@ fn checks_run_in_spec_order() {
     let (key, _) = P256Key::generate().unwrap();
     let (other, _) = P256Key::generate().unwrap();
     // Bad signature + wrong CN + wrong sec_tag → bad-csr-signature.
-    let info = csr::info_der(
-        &csr::name_der(&[SubjectAttr::cn("evil")]),
-        &csr::spki_p256_der(&key.public_key()),
+    let info = generate::info_der(
+        &generate::name_der(&[SubjectAttr::cn("evil")]),
+        &generate::spki_p256_der(&key.public_key()),
         &[],
     );
-    let d = csr::build_csr_from_info(&other, &info, true).unwrap();
+    let d = generate::build_csr_from_info(&other, &info, true).unwrap();
     assert_eq!(
         code_of(&wrap(&m, &d, 9, 5), &opts()),
         RejectCode::BadCsrSignature

@@ -9,10 +9,10 @@ use std::path::Path;
 use nrfca::bundle;
 use nrfca::crypto;
 use nrfca::inspect::{self, InspectOptions};
-use nrfca::keygen::generate::{GenOptions, ModemIdentity};
-use nrfca::keygen::{self, cbor, cose, csr, der, CheckOptions, DeviceIdMode};
+use nrfca::keygen::{self, cbor, cose, csr, tlv, CheckOptions, DeviceIdMode};
 use nrfca::reject::RejectCode;
 use nrfca::requests::{self, Entry, RequestRow, SourceReader};
+use nrfca::sim::generate::{GenOptions, ModemIdentity};
 use proptest::prelude::*;
 
 mod common;
@@ -285,14 +285,14 @@ proptest! {
 
     #[test]
     fn der_any_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
-        if let Ok(t) = der::parse_one(&b) {
+        if let Ok(t) = tlv::parse_one(&b) {
             prop_assert_eq!(t.raw, &b[..]);
             prop_assert!(t.raw.ends_with(t.value));
         }
         let _ = csr::Csr::parse(&b).map(|c| (c.common_names(), c.requested_extensions()));
         let _ = csr::Spki::parse(&b).map(|s| s.describe());
         let _ = csr::parse_name_der(&b).map(|n| csr::name_to_string(&n));
-        let _ = der::oid_string(&b);
+        let _ = tlv::oid_string(&b);
         let _ = inspect::render_text(&inspect::inspect_csr(&b, &b));
     }
 
@@ -310,8 +310,8 @@ proptest! {
     #[test]
     fn der_tlv_round_trips(tag in any::<u8>().prop_filter("low tag", |t| t & 0x1f != 0x1f),
                            value in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let enc = der::tlv(tag, &value);
-        let t = der::parse_one(&enc).unwrap();
+        let enc = tlv::tlv(tag, &value);
+        let t = tlv::parse_one(&enc).unwrap();
         prop_assert_eq!((t.tag, t.value, t.raw), (tag, &value[..], &enc[..]));
     }
 }
@@ -319,22 +319,22 @@ proptest! {
 #[test]
 fn der_limits() {
     // Length fields over 4 bytes, indefinite lengths and lengths past the end are refused.
-    assert!(der::parse_one(&[0x30, 0x85, 1, 0, 0, 0, 0]).is_err());
-    assert!(der::parse_one(&[0x30, 0x80, 0, 0]).is_err());
-    assert!(der::parse_one(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+    assert!(tlv::parse_one(&[0x30, 0x85, 1, 0, 0, 0, 0]).is_err());
+    assert!(tlv::parse_one(&[0x30, 0x80, 0, 0]).is_err());
+    assert!(tlv::parse_one(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
     // More than MAX_SUBJECT_ATTRS attributes in a subject.
-    let atv = der::cons(
-        der::tag::SEQUENCE,
+    let atv = tlv::cons(
+        tlv::tag::SEQUENCE,
         &[
-            &der::tlv(der::tag::OID, csr::OID_CN),
-            &der::tlv(der::tag::UTF8_STRING, b"x"),
+            &tlv::tlv(tlv::tag::OID, nrfca::oid::CN.as_bytes()),
+            &tlv::tlv(tlv::tag::UTF8_STRING, b"x"),
         ],
     );
-    let rdn = der::cons(der::tag::SET, &[&atv]);
+    let rdn = tlv::cons(tlv::tag::SET, &[&atv]);
     let many: Vec<&[u8]> = std::iter::repeat(&rdn[..])
         .take(csr::MAX_SUBJECT_ATTRS + 1)
         .collect();
-    let name = der::cons(der::tag::SEQUENCE, &many);
+    let name = tlv::cons(tlv::tag::SEQUENCE, &many);
     assert!(csr::parse_name_der(&name).is_err());
 }
 
@@ -733,15 +733,15 @@ fn bundle_verify_does_not_hang_on_special_files() {
 /// `bundle::verify`, which only needs the trusted CA's key and DER.
 fn test_ca_pem(key: &crypto::P256Key) -> String {
     use nrfca::signer::issue::*;
-    let name = der::cons(
-        der::tag::SEQUENCE,
-        &[&der::cons(
-            der::tag::SET,
-            &[&der::cons(
-                der::tag::SEQUENCE,
+    let name = tlv::cons(
+        tlv::tag::SEQUENCE,
+        &[&tlv::cons(
+            tlv::tag::SET,
+            &[&tlv::cons(
+                tlv::tag::SEQUENCE,
                 &[
-                    &der::tlv(der::tag::OID, csr::OID_CN),
-                    &der::tlv(der::tag::UTF8_STRING, b"Prop CA"),
+                    &tlv::tlv(tlv::tag::OID, nrfca::oid::CN.as_bytes()),
+                    &tlv::tlv(tlv::tag::UTF8_STRING, b"Prop CA"),
                 ],
             )],
         )],

@@ -175,7 +175,7 @@ fn device_profile_passes_openssl_and_pkilint() {
 // ---------------------------------------------------------------------------------------
 // a CA, requests and the binary
 
-use nrfca::keygen::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
+use nrfca::sim::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
 use std::process::Output;
 
 struct TestCa {

@@ -1,16 +1,16 @@
-//! DER and PKCS#10: `der::parse_one` (walked recursively to the depth limit), `Csr::parse`
+//! DER and PKCS#10: `tlv::parse_one` (walked recursively to the depth limit), `Csr::parse`
 //! and its accessors, `Spki::parse`, `parse_name_der`, `oid_string`, `inspect::inspect_csr`.
 //! Properties: never panics; TLV ranges are byte-exact (raw = header + value, reparse equal);
 //! a parsed CSR's `info` is a sub-slice of the input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nrfca::keygen::{csr, der};
+use nrfca::keygen::{csr, tlv};
 
-fn walk(t: der::Tlv<'_>, depth: usize) {
+fn walk(t: tlv::Tlv<'_>, depth: usize) {
     assert!(t.raw.ends_with(t.value));
-    assert_eq!(der::parse_one(t.raw), Ok(t));
-    if depth >= der::MAX_DEPTH || t.tag & 0x20 == 0 {
+    assert_eq!(tlv::parse_one(t.raw), Ok(t));
+    if depth >= tlv::MAX_DEPTH || t.tag & 0x20 == 0 {
         return;
     }
     let mut r = t.children();
@@ -20,7 +20,7 @@ fn walk(t: der::Tlv<'_>, depth: usize) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(t) = der::parse_one(data) {
+    if let Ok(t) = tlv::parse_one(data) {
         walk(t, 0);
     }
     if let Ok(c) = csr::Csr::parse(data) {
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(n.len() <= csr::MAX_SUBJECT_ATTRS);
         let _ = csr::name_to_string(&n);
     }
-    if let Some(s) = der::oid_string(data) {
+    if let Some(s) = tlv::oid_string(data) {
         assert!(s.split('.').count() >= 2);
     }
     let r = nrfca::inspect::inspect_csr(data, data);

@@ -46,6 +46,7 @@ pub fn stderr_write(args: std::fmt::Arguments<'_>) {
 }
 
 /// Whether `e` (anywhere in its chain) is a write to a closed pipe.
+#[cfg(feature = "bench")]
 pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(e) = cur {

@@ -2,7 +2,7 @@
 
 use super::common::{is_broken_pipe, CliResult, Outcome};
 use clap::{Args, ValueEnum};
-use nrfca::keygen::generate::{write_requests, BatchFormat, BatchOptions, GenOptions};
+use nrfca::sim::generate::{write_requests, BatchFormat, BatchOptions, GenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;

@@ -36,6 +36,7 @@ pub mod audit;
 pub mod ca;
 pub mod common;
 pub mod completions;
+#[cfg(feature = "bench")]
 pub mod gen;
 pub mod inspect;
 pub mod man;
@@ -145,6 +146,7 @@ enum Command {
     #[cfg(feature = "bench")]
     Sim(sim::SimArgs),
     /// Generate realistic KEYGEN requests from simulated modem keys (tests, benchmarks).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     Gen(gen::GenArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -166,7 +168,6 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Audit(cmd) => audit::run(cmd),
-        Command::Gen(args) => gen::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         #[cfg(feature = "bench")]
@@ -175,6 +176,8 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => sim::run(args),
         #[cfg(feature = "bench")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(feature = "bench")]
+        Command::Gen(args) => gen::run(args),
     };
     common::finish(result)
 }

@@ -607,13 +607,13 @@ pub fn render_text(r: &BatchReport) -> String {
     out
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "bench"))]
 mod tests {
     use super::*;
-    use crate::keygen::generate::{write_requests, BatchOptions};
     use crate::signer::ca::{self, InitOptions};
     use crate::signer::secret::{Protection, Unlock};
     use crate::signer::sign::{self, SignOptions};
+    use crate::sim::generate::{write_requests, BatchOptions};
 
     /// A CA (age recipient, so no scrypt) with two committed batches: 3 good requests, then
     /// the same 3 again (returned) plus one line that is not a KEYGEN string.

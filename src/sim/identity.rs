@@ -1,10 +1,10 @@
 //! Who a simulated modem is: IMEI (Luhn-valid), device UUID and the simulated identity key
 //! that signs KEYGEN and ATTESTTOKEN COSE structures; the only file that talks to
-//! `keygen::generate`.
+//! `sim::generate`.
 
 use super::rng::SimRng;
 use super::SimError;
-use crate::keygen::generate::{GenOptions, Generated, ModemIdentity};
+use crate::sim::generate::{GenOptions, Generated, ModemIdentity};
 use zeroize::Zeroizing;
 
 /// A modem's identity. The identity private key is simulated secret material (zeroized on

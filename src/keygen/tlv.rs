@@ -1,6 +1,10 @@
 //! A minimal DER walker and writer: borrowed TLVs with their exact byte ranges, no copies,
 //! no re-encoding. Only definite lengths of at most 4 length bytes; single-byte tags only
 //! (high tag numbers are refused), which is all PKCS#10 and X.509 need.
+//!
+//! Kept beside the `der` crate for the modem's CSR only (`keygen::csr`: zero-copy on the
+//! per-request hot path, and the NULL-quirk bytes the simulator writes; the measurement is
+//! in that module's doc). Certificates are read with `x509-cert` (`inspect`).
 
 use std::fmt;
 

@@ -3,14 +3,14 @@
 //! simulated identity key. Used by tests, `nrfca gen` and the simulator. The low-level
 //! builders are public so tests can craft every kind of bad request.
 
-use super::cose::{self, MSG_TYPE_CSR, MSG_TYPE_PUBLIC_KEY};
-use super::csr;
 use crate::crypto::{self, CryptoError, P256Key};
+use crate::keygen::cose::{self, MSG_TYPE_CSR, MSG_TYPE_PUBLIC_KEY};
 use std::fmt;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-pub use super::csr::{build_csr, build_csr_from_info, subject_from_attributes, SubjectAttr};
+use crate::keygen::tlv::{self, tag};
+use crate::oid;
 
 /// Options of [`ModemIdentity::keygen`], mirroring `AT%KEYGEN`'s optional arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl ModemIdentity {
                 };
                 (build_csr(&key, &subject, opts.null_param)?, MSG_TYPE_CSR)
             }
-            1 => (csr::spki_p256_der(&key.public_key()), MSG_TYPE_PUBLIC_KEY),
+            1 => (spki_p256_der(&key.public_key()), MSG_TYPE_PUBLIC_KEY),
             n => {
                 return Err(CryptoError::InvalidInput(format!(
                     "response_content {n} is not supported (0 CSR, 1 public key)"
@@ -227,7 +227,7 @@ impl Default for BatchOptions {
     fn default() -> Self {
         BatchOptions {
             count: 1,
-            sec_tag: super::DEFAULT_SEC_TAG,
+            sec_tag: crate::keygen::DEFAULT_SEC_TAG,
             threads: 0,
             format: BatchFormat::Csv,
             gen: GenOptions::default(),
@@ -421,6 +421,187 @@ pub fn write_requests<W: std::io::Write>(
     Ok(written)
 }
 
+// ---------------------------------------------------------------------------------------
+// The modem's CSR, built byte for byte as the nRF91 writes it (NULL quirk included) with the
+// project's DER writer (`keygen::tlv`): public so tests can craft every kind of bad request.
+
+/// The string type a subject attribute is written with when building: PrintableString for
+/// countryName and serialNumber (RFC 5280 Appendix A), IA5String for emailAddress and
+/// domainComponent, UTF8String (RFC 5280 §4.1.2.6) for the rest.
+fn attr_string_tag(o: &oid::Oid) -> u8 {
+    if *o == oid::COUNTRY || *o == oid::SERIAL_NUMBER {
+        tag::PRINTABLE_STRING
+    } else if *o == oid::EMAIL_ADDRESS || *o == oid::DOMAIN_COMPONENT {
+        tag::IA5_STRING
+    } else {
+        tag::UTF8_STRING
+    }
+}
+
+/// One subject attribute to encode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectAttr {
+    /// OID content bytes.
+    pub oid: Vec<u8>,
+    /// String tag for the value.
+    pub tag: u8,
+    /// The value.
+    pub value: String,
+}
+
+impl SubjectAttr {
+    /// `CN=<value>` as UTF8String, the way the modem writes it.
+    pub fn cn(value: &str) -> Self {
+        SubjectAttr {
+            oid: oid::CN.as_bytes().to_vec(),
+            tag: tag::UTF8_STRING,
+            value: value.to_string(),
+        }
+    }
+}
+
+/// Parse a KEYGEN `<attributes>` argument such as `O=Nordic Semiconductor,L=Trondheim,C=no,
+/// CN=mydevice` into subject attributes (one RDN each, in order). Keys are the usual short
+/// names (CN, O, OU, L, ST, C, SN, serialNumber, emailAddress, DC, …), case-insensitive.
+pub fn subject_from_attributes(s: &str) -> Result<Vec<SubjectAttr>, CryptoError> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            CryptoError::InvalidInput(format!("attribute `{part}` is not KEY=value"))
+        })?;
+        let (k, v) = (k.trim(), v.trim());
+        let (_, o) = oid::attribute_by_name(k)
+            .ok_or_else(|| CryptoError::InvalidInput(format!("unknown attribute `{k}`")))?;
+        if v.is_empty() {
+            return Err(CryptoError::InvalidInput(format!(
+                "attribute `{k}` is empty"
+            )));
+        }
+        out.push(SubjectAttr {
+            oid: o.as_bytes().to_vec(),
+            tag: attr_string_tag(&o),
+            value: v.to_string(),
+        });
+    }
+    if out.is_empty() {
+        return Err(CryptoError::InvalidInput(
+            "no subject attributes given".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Encode a Name with one attribute per RDN.
+pub fn name_der(attrs: &[SubjectAttr]) -> Vec<u8> {
+    let mut rdns = Vec::new();
+    for a in attrs {
+        let atv = tlv::cons(
+            tag::SEQUENCE,
+            &[
+                &tlv::tlv(tag::OID, &a.oid),
+                &tlv::tlv(a.tag, a.value.as_bytes()),
+            ],
+        );
+        tlv::write_tlv(&mut rdns, tag::SET, &atv);
+    }
+    tlv::tlv(tag::SEQUENCE, &rdns)
+}
+
+/// SubjectPublicKeyInfo of an uncompressed P-256 point (91 bytes).
+pub fn spki_p256_der(point: &[u8; 65]) -> Vec<u8> {
+    let alg = tlv::cons(
+        tag::SEQUENCE,
+        &[
+            &tlv::tlv(tag::OID, oid::EC_PUBLIC_KEY.as_bytes()),
+            &tlv::tlv(tag::OID, oid::SECP256R1.as_bytes()),
+        ],
+    );
+    let mut bits = Vec::with_capacity(66);
+    bits.push(0);
+    bits.extend_from_slice(point);
+    tlv::cons(tag::SEQUENCE, &[&alg, &tlv::tlv(tag::BIT_STRING, &bits)])
+}
+
+/// The modem's `[0]` attributes: extensionRequest with keyUsage digitalSignature,
+/// nonRepudiation, keyEncipherment, keyAgreement (`03 02 03 E8`, non-critical).
+pub fn modem_extension_request() -> Vec<u8> {
+    let ku = tlv::cons(
+        tag::SEQUENCE,
+        &[
+            &tlv::tlv(tag::OID, oid::KEY_USAGE.as_bytes()),
+            &tlv::tlv(tag::OCTET_STRING, &[0x03, 0x02, 0x03, 0xe8]),
+        ],
+    );
+    let exts = tlv::cons(tag::SEQUENCE, &[&ku]);
+    let attr = tlv::cons(
+        tag::SEQUENCE,
+        &[
+            &tlv::tlv(tag::OID, oid::EXTENSION_REQUEST.as_bytes()),
+            &tlv::tlv(tag::SET, &exts),
+        ],
+    );
+    tlv::tlv(tag::CONTEXT_0, &attr)
+}
+
+/// A CertificationRequestInfo from encoded parts (version 0).
+pub fn info_der(name: &[u8], spki: &[u8], attributes: &[u8]) -> Vec<u8> {
+    tlv::cons(
+        tag::SEQUENCE,
+        &[&tlv::tlv(tag::INTEGER, &[0]), name, spki, attributes],
+    )
+}
+
+/// The signatureAlgorithm `SEQUENCE { ecdsa-with-SHA256 [, NULL] }`.
+pub fn ecdsa_sha256_alg(null_param: bool) -> Vec<u8> {
+    let oid = tlv::tlv(tag::OID, oid::ECDSA_WITH_SHA256.as_bytes());
+    if null_param {
+        tlv::cons(tag::SEQUENCE, &[&oid, &[0x05, 0x00]])
+    } else {
+        tlv::cons(tag::SEQUENCE, &[&oid])
+    }
+}
+
+/// Assemble a CSR from an already-encoded info, signature algorithm and signature bytes
+/// (tests use this to craft bad requests).
+pub fn assemble(info: &[u8], sig_alg: &[u8], signature: &[u8]) -> Vec<u8> {
+    let mut bits = Vec::with_capacity(signature.len() + 1);
+    bits.push(0);
+    bits.extend_from_slice(signature);
+    tlv::cons(
+        tag::SEQUENCE,
+        &[info, sig_alg, &tlv::tlv(tag::BIT_STRING, &bits)],
+    )
+}
+
+/// Sign an encoded CertificationRequestInfo with `key` and assemble the CSR.
+pub fn build_csr_from_info(
+    key: &P256Key,
+    info: &[u8],
+    null_param: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    let sig = key.sign_der(info)?;
+    Ok(assemble(info, &ecdsa_sha256_alg(null_param), &sig))
+}
+
+/// A CSR like the modem's: `subject`, `key`'s public key, the modem's keyUsage
+/// extensionRequest, ecdsa-with-SHA256 (with the NULL quirk when `null_param`).
+pub fn build_csr(
+    key: &P256Key,
+    subject: &[SubjectAttr],
+    null_param: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    let info = info_der(
+        &name_der(subject),
+        &spki_p256_der(&key.public_key()),
+        &modem_extension_request(),
+    );
+    build_csr_from_info(key, &info, null_param)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,5 +757,60 @@ mod tests {
         ));
         let again = ModemIdentity::from_parts(m.uuid(), m.identity_pkcs8()).unwrap();
         assert_eq!(again.identity_public_key(), m.identity_public_key());
+    }
+
+    #[test]
+    fn builder_reproduces_the_seed_csr() {
+        use crate::keygen::csr::Csr;
+        let der_bytes = hex::decode("3082010b3081af020100302f312d302b06035504030c2435303530333034312d333533392d343765622d383037622d3130326462623432336239613059301306072a8648ce3d020106082a8648ce3d03010703420004612a4b62ff71157d2132ee80f26aaaa3d9c4e695f9a1b8c75c30e1fdc64217de891d3c816b019d2c239c6de96758e7a2324128fc09ee52c46ccc294b8fe6e783a01e301c06092a864886f70d01090e310f300d300b0603551d0f0404030203e8300c06082a8648ce3d04030205000349003046022100dc065c230abad4cecf463740d38cfceb71665bb9af6e06f7941ed85346e2d7a40221008c6ea76cf67c5dab45cbeb5431cae2948198cf73a65adbed4e50f0955f3f6b9e").unwrap();
+        let c = Csr::parse(&der_bytes).unwrap();
+        let pt = c.spki.p256_point().unwrap();
+        // The builder reproduces the seed's structure byte for byte up to the key/signature.
+        let info = info_der(
+            c.subject_raw,
+            &spki_p256_der(&pt),
+            &modem_extension_request(),
+        );
+        assert_eq!(info, c.info);
+        assert_eq!(
+            ecdsa_sha256_alg(true),
+            &der_bytes[0xaf + 3 + 4..0xaf + 3 + 4 + 14]
+        );
+    }
+
+    #[test]
+    fn build_round_trip_with_and_without_null() {
+        let (k, _) = P256Key::generate().unwrap();
+        for null in [true, false] {
+            let subj = subject_from_attributes("O=Nordic Semiconductor,C=no,CN=mydevice").unwrap();
+            let d = build_csr(&k, &subj, null).unwrap();
+            let c = crate::keygen::csr::Csr::parse(&d).unwrap();
+            assert_eq!(c.null_param(), null);
+            assert!(c.is_ecdsa_sha256());
+            assert_eq!(c.common_names(), vec![Some("mydevice")]);
+            // DER order O, C, CN; RFC 4514 prints the last RDN first.
+            assert_eq!(
+                crate::keygen::csr::name_to_string(&c.subject),
+                "CN=mydevice,C=no,O=Nordic Semiconductor"
+            );
+            assert_eq!(c.spki.p256_point().unwrap(), k.public_key());
+            assert!(crate::crypto::verify_p256_sha256(
+                &k.public_key(),
+                c.info,
+                c.signature
+            ));
+        }
+    }
+
+    #[test]
+    fn attributes_errors() {
+        assert!(subject_from_attributes("").is_err());
+        assert!(subject_from_attributes("XX=1").is_err());
+        assert!(subject_from_attributes("CN").is_err());
+        assert!(subject_from_attributes("CN=").is_err());
+        assert_eq!(
+            subject_from_attributes("cn=a").unwrap(),
+            vec![SubjectAttr::cn("a")]
+        );
     }
 }
