@@ -251,6 +251,13 @@ pub fn parse(keygen: &str) -> Result<Parsed, Reject> {
     })
 }
 
+/// True when `der` is an X.509 certificate (what `AT%KEYGEN=<tag>,14,2` puts where the CSR
+/// goes). Only asked after the CSR parse failed, so the common path pays nothing.
+fn is_certificate(der: &[u8]) -> bool {
+    use der::Decode;
+    x509_cert::Certificate::from_der(der).is_ok()
+}
+
 /// Run SPEC §3's per-string checks in order and return the verified request or the first
 /// reject: malformed-input, bad-base64, missing-attestation, malformed-attestation,
 /// wrong-message-type, malformed-csr, unsupported-key, bad-csr-signature, digest-mismatch,
@@ -271,10 +278,19 @@ pub fn check(keygen: &str, opts: &CheckOptions) -> Result<Verified, Reject> {
         ));
     }
     let csr = Csr::parse(&h.first).map_err(|e| {
-        reject(
-            RejectCode::MalformedCsr,
-            format!("first half is not a PKCS#10 CSR: {e}"),
-        )
+        if is_certificate(&h.first) {
+            reject(
+                RejectCode::MalformedCsr,
+                "first half is an X.509 certificate, not a PKCS#10 CSR: the modem answered \
+                 AT%KEYGEN key_type 14 (a self-signed certificate); nrfca certifies client \
+                 keys, requested with key_type 2 (`nrfca bench export` does)",
+            )
+        } else {
+            reject(
+                RejectCode::MalformedCsr,
+                format!("first half is not a PKCS#10 CSR: {e}"),
+            )
+        }
     })?;
     if csr.sig_alg_oid == crate::oid::ECDSA_WITH_SHA256.as_bytes() && !csr.is_ecdsa_sha256() {
         return Err(reject(

@@ -795,6 +795,13 @@ fn import_device(
     };
     let key = listing.iter().find(|e| e.kind == 2).cloned();
     let key = match key {
+        None if listing.iter().any(|e| e.kind == 8) => {
+            return Err(refused(
+                BenchCode::KeyMissing,
+                format!("sec_tag {tag} holds an endorsement key (type 8, from AT%KEYGEN key_type 8), not the client key (type 2) a device certificate pairs with"),
+                "delete the slot's type 8 key only if it is not used for anything else, then run `nrfca bench export --force` on this device (it asks for key_type 2), sign, and import again",
+            ))
+        }
         None => {
             return Err(refused(
                 BenchCode::KeyMissing,

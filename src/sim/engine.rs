@@ -694,11 +694,18 @@ impl Modem {
             }
         }
         let content = content.unwrap_or(0);
-        // Only client private keys (type 2) are simulated; endorsement (8) and self-signed
-        // certificate (14) keys are not.
-        if kind != 2 || content > 1 {
+        // Key types as the firmware knows them (reference §5.1): 2 client key (CSR or public
+        // key), 8 device endorsement key (built from the existing one if there is one), 14 a
+        // self-signed certificate (`,14,2`) on nRF91x1 mfw ≥ 2.0.2 only. Others: ERROR.
+        let type_ok = match (kind, content) {
+            (2 | 8, 0 | 1) => true,
+            (14, 2) => self.profile.knows_keygen_type_14(),
+            _ => false,
+        };
+        if !type_ok {
             return Final::Error;
         }
+        let stored_kind = if kind == 8 { 8 } else { 2 };
         let attributes = match attributes {
             None => None,
             Some(b) if b.is_empty() => None,
@@ -719,25 +726,42 @@ impl Modem {
         if tag_reserved(self.profile, tag) {
             return self.cme(514);
         }
-        if self.storage.get(tag32, 2).is_some() {
-            return self.cme(519);
-        }
-        if self.faults.fire(Fault::StorageFull, &r.name, true) || !self.storage.fits(300) {
+        // An existing endorsement key is reused, not refused.
+        let existing = match (kind, self.storage.get(tag32, stored_kind)) {
+            (8, Some(e)) => Some(e.content.clone()),
+            (_, Some(_)) => return self.cme(519),
+            (_, None) => None,
+        };
+        if existing.is_none()
+            && (self.faults.fire(Fault::StorageFull, &r.name, true) || !self.storage.fits(300))
+        {
             return self.cme(515);
         }
         if self.faults.fire(Fault::KeygenFail, &r.name, true) {
             return self.cme(523);
         }
         let had_attributes = attributes.is_some();
-        let generated = match self.identity.keygen(tag32, attributes, content as u8) {
+        let made = match &existing {
+            Some(pem) => reuse_key(pem).and_then(|(key, pkcs8)| {
+                self.identity
+                    .keygen_with(key, pkcs8, tag32, attributes, content as u8)
+            }),
+            None => self.identity.keygen(tag32, attributes, content as u8),
+        };
+        let generated = match made {
             Ok(g) => g,
             Err(_) if had_attributes => return Final::Error,
             Err(_) => return self.cme(523),
         };
+        if existing.is_some() {
+            r.info
+                .push(format!("%KEYGEN: \"{}\"", generated.keygen).into_bytes());
+            return Final::Ok;
+        }
         let pem = private_key_pem(&generated.private_key_pkcs8);
         let entry = Entry {
             sec_tag: tag32,
-            kind: 2,
+            kind: stored_kind,
             content: pem,
             origin: Origin::Keygen,
             public_key: Some(generated.public_key),
@@ -781,6 +805,14 @@ impl Modem {
 }
 
 /// PKCS#8 DER as a `PRIVATE KEY` PEM with LF line ends (how the sim stores generated keys).
+/// The stored key of a slot back as a signing key (KEYGEN key_type 8 reuses it).
+fn reuse_key(pem: &[u8]) -> Result<(crate::crypto::P256Key, Zeroizing<Vec<u8>>), String> {
+    let text = std::str::from_utf8(pem).map_err(|e| e.to_string())?;
+    let pkcs8 = crate::crypto::pkcs8_from_pem_any(text).map_err(|e| e.to_string())?;
+    let key = crate::crypto::P256Key::from_pkcs8(&pkcs8).map_err(|e| e.to_string())?;
+    Ok((key, pkcs8))
+}
+
 fn private_key_pem(pkcs8: &[u8]) -> Zeroizing<Vec<u8>> {
     let b64 = Zeroizing::new(crate::crypto::b64_encode(pkcs8));
     let mut out = Zeroizing::new(Vec::with_capacity(b64.len() + 64));
@@ -998,14 +1030,76 @@ mod tests {
         let (info, f) = run(&mut m, "AT%KEYGEN=8,2,1");
         assert_eq!(f, Some(Final::Ok));
         assert!(info[0].starts_with("%KEYGEN: \""));
-        assert_eq!(run(&mut m, "AT%KEYGEN=9,8,0").1, Some(Final::Error));
         assert_eq!(run(&mut m, "AT%KEYGEN=9,2,2").1, Some(Final::Error));
+        // nRF9160 mfw 1.3.7 does not know key_type 14.
+        assert_eq!(run(&mut m, "AT%KEYGEN=9,14,2").1, Some(Final::Error));
         assert_eq!(run(&mut m, "AT%KEYGEN=9").1, Some(Final::Error));
         assert_eq!(run(&mut m, "AT+CMEE=1").1, Some(Final::Ok));
         assert_eq!(
             run(&mut m, "AT%KEYGEN=2147483648,2,0").1,
             Some(Final::Cme(514))
         );
+    }
+
+    #[test]
+    fn keygen_key_types_8_and_14() {
+        use crate::keygen::{check, CheckOptions};
+        use crate::reject::RejectCode;
+        // Type 8: an endorsement key, kept at (tag, 8); a second request is built from the
+        // same key instead of refused with 519.
+        let mut m = modem(Profile::Nrf91x1, vec![]);
+        run(&mut m, "AT+CMEE=1");
+        let (a, f) = run(&mut m, "AT%KEYGEN=77,8,0");
+        assert_eq!(f, Some(Final::Ok), "{a:?}");
+        let (b, f) = run(&mut m, "AT%KEYGEN=77,8,0");
+        assert_eq!(f, Some(Final::Ok), "{b:?}");
+        let key_of = |info: &[String]| {
+            let s = info[0]
+                .strip_prefix("%KEYGEN: \"")
+                .unwrap()
+                .trim_end_matches('"');
+            check(
+                s,
+                &CheckOptions {
+                    sec_tag: None,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .public_key
+        };
+        assert_eq!(key_of(&a), key_of(&b), "the endorsement key is reused");
+        let list = run(&mut m, "AT%CMNG=1,77").0;
+        assert!(
+            list.iter().any(|l| l.starts_with("%CMNG: 77,8,")),
+            "{list:?}"
+        );
+        assert!(
+            !list.iter().any(|l| l.starts_with("%CMNG: 77,2,")),
+            "{list:?}"
+        );
+        // Type 14 with response 2 on mfw 2.0.2: a self-signed certificate, which the CSR
+        // check refuses by name.
+        let (c, f) = run(&mut m, "AT%KEYGEN=78,14,2");
+        assert_eq!(f, Some(Final::Ok), "{c:?}");
+        let s = c[0]
+            .strip_prefix("%KEYGEN: \"")
+            .unwrap()
+            .trim_end_matches('"');
+        let e = check(
+            s,
+            &CheckOptions {
+                sec_tag: None,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code, RejectCode::MalformedCsr);
+        assert!(e.detail.contains("key_type 14"), "{}", e.detail);
+        // key_type 14 needs response 2; the NTN alpha firmware does not know it.
+        assert_eq!(run(&mut m, "AT%KEYGEN=79,14,0").1, Some(Final::Error));
+        let mut ntn = modem(Profile::Nrf9151Ntn, vec![]);
+        assert_eq!(run(&mut ntn, "AT%KEYGEN=79,14,2").1, Some(Final::Error));
     }
 
     #[test]

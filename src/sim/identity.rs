@@ -116,6 +116,26 @@ impl SimIdentity {
         self.modem.keygen(sec_tag, &opts).map_err(|e| e.to_string())
     }
 
+    /// The KEYGEN string for a key the modem already holds (KEYGEN key_type 8 reuses an
+    /// existing endorsement key).
+    pub fn keygen_with(
+        &self,
+        key: crate::crypto::P256Key,
+        pkcs8: zeroize::Zeroizing<Vec<u8>>,
+        sec_tag: u32,
+        attributes: Option<String>,
+        response_content: u8,
+    ) -> Result<Generated, String> {
+        let opts = GenOptions {
+            null_param: true,
+            attributes,
+            response_content,
+        };
+        self.modem
+            .keygen_with(key, pkcs8, sec_tag, &opts)
+            .map_err(|e| e.to_string())
+    }
+
     /// The ATTESTTOKEN string.
     pub fn attesttoken(
         &self,

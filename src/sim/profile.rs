@@ -65,6 +65,12 @@ impl Profile {
         !matches!(self, Profile::Nrf9160 | Profile::Slm)
     }
 
+    /// True when `AT%KEYGEN=<tag>,14,2` (a self-signed certificate) is known: nRF91x1 mfw
+    /// 2.0.2 and later; not mfw 1.3.x, not the NTN 1.0.0 alpha (reference §7).
+    pub fn knows_keygen_type_14(self) -> bool {
+        self.firmware().starts_with("mfw_nrf91x1_2.")
+    }
+
     /// True when the modem sits behind the nRF Connect SDK shell.
     pub fn is_shell(self) -> bool {
         matches!(self, Profile::Shell)
