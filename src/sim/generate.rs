@@ -718,11 +718,31 @@ mod tests {
         let p = parse(&g.keygen).unwrap();
         assert_eq!(p.spki().unwrap().p256_point().unwrap(), g.public_key);
         assert!(p.digest_ok());
-        assert!(m
+        // 2: a self-signed certificate (key_type 14), which x509-cert reads and
+        // whose self-signature verifies; 3 is not a response the firmware knows.
+        let g = m
             .keygen(
                 7,
                 &GenOptions {
                     response_content: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let p = parse(&g.keygen).unwrap();
+        {
+            use der::{Decode, Encode};
+            let cert = x509_cert::Certificate::from_der(&p.der).unwrap();
+            let tbs = cert.tbs_certificate.to_der().unwrap();
+            let sig = cert.signature.raw_bytes();
+            assert!(crypto::verify_p256_sha256(&g.public_key, &tbs, sig));
+            assert_eq!(cert.tbs_certificate.subject, cert.tbs_certificate.issuer);
+        }
+        assert!(m
+            .keygen(
+                7,
+                &GenOptions {
+                    response_content: 3,
                     ..Default::default()
                 }
             )
