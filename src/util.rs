@@ -214,6 +214,20 @@ fn login_name() -> Option<String> {
     })
 }
 
+/// The real modem output of the seed tutorial (nRF9160, mfw 1.3.x), for unit tests: the string
+/// between the quotes of `tests/data/seed-keygen-reply.txt`, the one copy in the repository.
+#[cfg(test)]
+pub(crate) const SEED_KEYGEN_FOR_TESTS: &str = {
+    let reply = include_str!("../tests/data/seed-keygen-reply.txt").as_bytes();
+    // `%KEYGEN: "` … `"\n`
+    let (_, rest) = reply.split_at(10);
+    let (inner, _) = rest.split_at(rest.len() - 2);
+    match std::str::from_utf8(inner) {
+        Ok(s) => s,
+        Err(_) => panic!("seed fixture is not UTF-8"),
+    }
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,17 +323,3 @@ mod tests {
         }
     }
 }
-
-/// The real modem output of the seed tutorial (nRF9160, mfw 1.3.x), for unit tests: the string
-/// between the quotes of `tests/data/seed-keygen-reply.txt`, the one copy in the repository.
-#[cfg(test)]
-pub(crate) const SEED_KEYGEN_FOR_TESTS: &str = {
-    let reply = include_str!("../tests/data/seed-keygen-reply.txt").as_bytes();
-    // `%KEYGEN: "` … `"\n`
-    let (_, rest) = reply.split_at(10);
-    let (inner, _) = rest.split_at(rest.len() - 2);
-    match std::str::from_utf8(inner) {
-        Ok(s) => s,
-        Err(_) => panic!("seed fixture is not UTF-8"),
-    }
-};
