@@ -37,13 +37,16 @@ pub const MAX_PROOF_ENTRIES: usize = 64;
 
 /// Why a checkpoint, a signature or a proof file was refused. [`CheckpointError::code`] is a
 /// stable kebab-case code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
     /// The `checkpoint` text is not the three-line body.
+    #[error("the checkpoint is malformed ({0}); copy the file again from the signer")]
     Malformed(String),
     /// `checkpoint.sig` is not base64 or does not verify with the CA key.
+    #[error("checkpoint.sig does not verify with the CA key: the checkpoint was altered or signed by another key; copy it again from the signer")]
     BadSignature,
     /// The checkpoint names another CA than the one trusted.
+    #[error("the checkpoint is for {found:?}, not for the trusted CA ({expected:?}); use the checkpoint of this CA")]
     WrongOrigin {
         /// Origin in the checkpoint.
         found: String,
@@ -51,14 +54,17 @@ pub enum CheckpointError {
         expected: String,
     },
     /// `checkpoint.proofs` is not in the documented format.
+    #[error("checkpoint.proofs is malformed ({0}); copy the bundle again from the signer")]
     MalformedProofs(String),
     /// No proof in `checkpoint.proofs` starts from the given checkpoint.
+    #[error("the bundle has no consistency proof from the checkpoint of size {size} this bench holds; sign the requests again with the requests.csv.sig this bench wrote")]
     MissingProof {
         /// Size of the checkpoint looked for.
         size: u64,
     },
     /// The log does not extend the older checkpoint: restored from an older copy, truncated,
     /// or another log.
+    #[error("the log of size {new_size} does not extend the checkpoint of size {old_size} ({why}): the CA's ca.db was restored from an older copy, truncated, or is another log; stop and have the officer investigate before signing or importing")]
     NotAnExtension {
         /// The older checkpoint's size.
         old_size: u64,
@@ -68,6 +74,7 @@ pub enum CheckpointError {
         why: String,
     },
     /// Signing failed.
+    #[error("signing the checkpoint failed: {0}")]
     Sign(String),
 }
 
@@ -85,22 +92,6 @@ impl CheckpointError {
         }
     }
 }
-
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CheckpointError::Malformed(why) => write!(f, "the checkpoint is malformed ({why}); copy the file again from the signer"),
-            CheckpointError::BadSignature => f.write_str("checkpoint.sig does not verify with the CA key: the checkpoint was altered or signed by another key; copy it again from the signer"),
-            CheckpointError::WrongOrigin { found, expected } => write!(f, "the checkpoint is for {found:?}, not for the trusted CA ({expected:?}); use the checkpoint of this CA"),
-            CheckpointError::MalformedProofs(why) => write!(f, "checkpoint.proofs is malformed ({why}); copy the bundle again from the signer"),
-            CheckpointError::MissingProof { size } => write!(f, "the bundle has no consistency proof from the checkpoint of size {size} this bench holds; sign the requests again with the requests.csv.sig this bench wrote"),
-            CheckpointError::NotAnExtension { old_size, new_size, why } => write!(f, "the log of size {new_size} does not extend the checkpoint of size {old_size} ({why}): the CA's ca.db was restored from an older copy, truncated, or is another log; stop and have the officer investigate before signing or importing"),
-            CheckpointError::Sign(why) => write!(f, "signing the checkpoint failed: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CheckpointError {}
 
 /// The origin line for the CA whose certificate has SHA-256 `ca_sha256_hex` (lowercase hex).
 pub fn origin_for(ca_sha256_hex: &str) -> String {

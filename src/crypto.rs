@@ -15,41 +15,24 @@ use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
 /// Why a crypto operation failed. Messages say what to do next.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
     /// The operating system's random generator failed.
+    #[error("the system random number generator failed; check /dev/urandom is readable")]
     Rng,
     /// A private key was not accepted (wrong format, curve, or inconsistent public key).
+    #[error("private key rejected ({0}); give an EC P-256 key in PKCS#8 or SEC1 form")]
     KeyRejected(String),
     /// Signing failed.
+    #[error("ECDSA signing failed")]
     Sign,
     /// A PEM input had no usable block or a bad body.
+    #[error("{0}; expected a PEM block `EC PRIVATE KEY` or `PRIVATE KEY`")]
     Pem(String),
     /// An argument was not usable (e.g. an unknown subject attribute).
+    #[error("{0}")]
     InvalidInput(String),
 }
-
-impl fmt::Display for CryptoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CryptoError::Rng => f.write_str(
-                "the system random number generator failed; check /dev/urandom is readable",
-            ),
-            CryptoError::KeyRejected(why) => write!(
-                f,
-                "private key rejected ({why}); give an EC P-256 key in PKCS#8 or SEC1 form"
-            ),
-            CryptoError::Sign => f.write_str("ECDSA signing failed"),
-            CryptoError::Pem(why) => write!(
-                f,
-                "{why}; expected a PEM block `EC PRIVATE KEY` or `PRIVATE KEY`"
-            ),
-            CryptoError::InvalidInput(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for CryptoError {}
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {

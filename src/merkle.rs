@@ -30,9 +30,10 @@ pub const EMPTY_ROOT: Hash = [
 pub const MAX_PROOF_HASHES: usize = 65;
 
 /// Why a root or a proof could not be made, or a proof did not verify.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MerkleError {
     /// A size or index beyond what the tree (or the statement) holds.
+    #[error("{asked} is beyond a tree of {size} leaves: the log is shorter than what is claimed")]
     OutOfRange {
         /// What was asked for (a size or a leaf index).
         asked: u64,
@@ -40,22 +41,9 @@ pub enum MerkleError {
         size: u64,
     },
     /// The proof does not prove the statement (wrong root, size or hashes).
+    #[error("the Merkle proof does not verify ({0})")]
     Mismatch(&'static str),
 }
-
-impl fmt::Display for MerkleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MerkleError::OutOfRange { asked, size } => write!(
-                f,
-                "{asked} is beyond a tree of {size} leaves: the log is shorter than what is claimed"
-            ),
-            MerkleError::Mismatch(why) => write!(f, "the Merkle proof does not verify ({why})"),
-        }
-    }
-}
-
-impl std::error::Error for MerkleError {}
 
 /// `SHA-256(0x00 || data)`: the hash of one leaf (RFC 9162 §2.1.1).
 pub fn leaf_hash(data: &[u8]) -> Hash {

@@ -30,13 +30,18 @@ pub const MAX_CHECKPOINTS: usize = 64;
 pub const MAX_NAME: usize = 64;
 
 /// Why a statement was refused. [`ProvenanceError::code`] is a stable kebab-case code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProvenanceError {
     /// Not in the documented format.
+    #[error(
+        "the requests signature file is malformed ({0}); export the requests again on the bench"
+    )]
     Malformed(String),
     /// The bench name is unusable.
+    #[error("bad bench name: {0}; use 1 to {max} printable characters, no leading or trailing space", max = MAX_NAME)]
     BadName(String),
     /// The statement names a key other than the one it is checked with.
+    #[error("the requests were signed by bench key {stated}, not {given}; check which bench exported them")]
     WrongKey {
         /// Fingerprint in the statement.
         stated: String,
@@ -44,8 +49,10 @@ pub enum ProvenanceError {
         given: String,
     },
     /// The signature does not verify with the bench key.
+    #[error("the requests signature does not verify with the bench key: the statement was altered or signed by another key; export the requests again on a trusted bench")]
     BadSignature,
     /// The requests file is not the one the statement covers (altered after export).
+    #[error("the requests file was changed after the bench signed it (SHA-256 {actual}, signed {stated}); copy requests.csv and requests.csv.sig again from the bench, or export again")]
     RequestsAltered {
         /// SHA-256 in the statement.
         stated: String,
@@ -53,8 +60,10 @@ pub enum ProvenanceError {
         actual: String,
     },
     /// A public key PEM could not be read.
+    #[error("the bench public key is unusable ({0}); give the bench.pem that `nrfca bench init` printed")]
     BadPublicKey(String),
     /// Signing failed.
+    #[error("signing the requests statement failed: {0}")]
     Sign(String),
 }
 
@@ -72,22 +81,6 @@ impl ProvenanceError {
         }
     }
 }
-
-impl fmt::Display for ProvenanceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProvenanceError::Malformed(why) => write!(f, "the requests signature file is malformed ({why}); export the requests again on the bench"),
-            ProvenanceError::BadName(why) => write!(f, "bad bench name: {why}; use 1 to {MAX_NAME} printable characters, no leading or trailing space"),
-            ProvenanceError::WrongKey { stated, given } => write!(f, "the requests were signed by bench key {stated}, not {given}; check which bench exported them"),
-            ProvenanceError::BadSignature => f.write_str("the requests signature does not verify with the bench key: the statement was altered or signed by another key; export the requests again on a trusted bench"),
-            ProvenanceError::RequestsAltered { stated, actual } => write!(f, "the requests file was changed after the bench signed it (SHA-256 {actual}, signed {stated}); copy requests.csv and requests.csv.sig again from the bench, or export again"),
-            ProvenanceError::BadPublicKey(why) => write!(f, "the bench public key is unusable ({why}); give the bench.pem that `nrfca bench init` printed"),
-            ProvenanceError::Sign(why) => write!(f, "signing the requests statement failed: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for ProvenanceError {}
 
 /// Where `sign` looks for the statement of a requests file: the same path with `.sig`
 /// appended (`requests.csv` → `requests.csv.sig`).

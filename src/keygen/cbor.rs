@@ -4,29 +4,34 @@
 //! decode, every length checked against the bytes actually left before anything is sliced or
 //! allocated. Byte and text strings borrow from the input. Writer: the few heads we emit.
 
-use std::fmt;
-
 /// Deepest nesting the reader follows (arrays, maps and tags each count one level).
 pub const MAX_DEPTH: usize = 16;
 /// Most data items one [`decode`] call will visit.
 pub const MAX_ITEMS: usize = 4096;
 
 /// Why CBOR bytes were refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CborError {
     /// The input ended inside an item.
+    #[error("CBOR ends in the middle of an item")]
     Truncated,
     /// A claimed length is larger than the bytes left.
+    #[error("CBOR length runs past the end of the data")]
     TooLong,
     /// Nesting deeper than [`MAX_DEPTH`] or more than [`MAX_ITEMS`] items.
+    #[error("CBOR nested too deeply or has too many items")]
     TooDeep,
     /// Indefinite lengths, reserved additional info, or a break outside a container.
+    #[error("unsupported CBOR: {0}")]
     Unsupported(&'static str),
     /// A text string is not UTF-8.
+    #[error("CBOR text string is not UTF-8")]
     BadUtf8,
     /// Bytes left after the top-level item.
+    #[error("{0} unexpected bytes after the CBOR item")]
     TrailingBytes(usize),
     /// An item has the wrong type for where it sits.
+    #[error("expected CBOR {wanted}, found {found}")]
     Unexpected {
         /// What the caller wanted.
         wanted: &'static str,
@@ -34,24 +39,6 @@ pub enum CborError {
         found: &'static str,
     },
 }
-
-impl fmt::Display for CborError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CborError::Truncated => f.write_str("CBOR ends in the middle of an item"),
-            CborError::TooLong => f.write_str("CBOR length runs past the end of the data"),
-            CborError::TooDeep => f.write_str("CBOR nested too deeply or has too many items"),
-            CborError::Unsupported(what) => write!(f, "unsupported CBOR: {what}"),
-            CborError::BadUtf8 => f.write_str("CBOR text string is not UTF-8"),
-            CborError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the CBOR item"),
-            CborError::Unexpected { wanted, found } => {
-                write!(f, "expected CBOR {wanted}, found {found}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for CborError {}
 
 /// A decoded CBOR data item borrowing strings from the input.
 #[derive(Debug, Clone, PartialEq)]

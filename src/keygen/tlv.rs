@@ -6,20 +6,21 @@
 //! per-request hot path, and the NULL-quirk bytes the simulator writes; the measurement is
 //! in that module's doc). Certificates are read with `x509-cert` (`inspect`).
 
-use std::fmt;
-
 /// Deepest nesting [`Tlv::children`] walkers are expected to follow; callers walking
 /// recursively must stop there.
 pub const MAX_DEPTH: usize = 32;
 
 /// Why DER bytes were refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DerError {
     /// Input ended inside a tag, length or value.
+    #[error("DER ends in the middle of an element")]
     Truncated,
     /// Indefinite length (BER), over-long length field or high-tag-number form.
+    #[error("unsupported DER: {0}")]
     Unsupported(&'static str),
     /// An element with another tag than the one required.
+    #[error("expected DER tag 0x{wanted:02x}, found 0x{found:02x}")]
     UnexpectedTag {
         /// Expected tag byte.
         wanted: u8,
@@ -27,26 +28,12 @@ pub enum DerError {
         found: u8,
     },
     /// Bytes left over where the structure should have ended.
+    #[error("{0} unexpected bytes after a DER element")]
     TrailingBytes(usize),
     /// A value that is not what its type requires.
+    #[error("invalid DER: {0}")]
     Invalid(&'static str),
 }
-
-impl fmt::Display for DerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DerError::Truncated => f.write_str("DER ends in the middle of an element"),
-            DerError::Unsupported(what) => write!(f, "unsupported DER: {what}"),
-            DerError::UnexpectedTag { wanted, found } => {
-                write!(f, "expected DER tag 0x{wanted:02x}, found 0x{found:02x}")
-            }
-            DerError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after a DER element"),
-            DerError::Invalid(what) => write!(f, "invalid DER: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for DerError {}
 
 /// DER tag bytes used here.
 pub mod tag {
