@@ -243,7 +243,21 @@ pub fn check_bundle(
             signed,
             from: Some(h.checkpoint),
         }),
-        Err(CheckpointError::MissingProof { .. }) => Err(EvidenceError::MissingProof(Box::new(h))),
+        Err(CheckpointError::MissingProof { .. }) => {
+            // A verified proof from the held size with another root shows the CA's log had
+            // other records at that size: a fork, not a missing proof.
+            if proofs
+                .proofs
+                .iter()
+                .any(|p| p.old_size == h.checkpoint.size)
+            {
+                return Err(rolled_back(format!(
+                    "the log's first {} records differ from those this bench verified",
+                    h.checkpoint.size
+                )));
+            }
+            Err(EvidenceError::MissingProof(Box::new(h)))
+        }
         Err(e @ CheckpointError::NotAnExtension { .. }) => Err(rolled_back(e.to_string())),
         Err(e) => Err(EvidenceError::Invalid(e)),
     }

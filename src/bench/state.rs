@@ -1082,6 +1082,97 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION.to_string());
     }
 
+    fn signed(fp: &str, size: u64, salt: u8) -> SignedCheckpoint {
+        let cp = Checkpoint::new(fp, size, crate::crypto::sha256(&[salt, size as u8])).unwrap();
+        cp.sign(|m| Ok::<_, String>(m.to_vec())).unwrap()
+    }
+
+    /// Checkpoints: the newest per CA, the history, idempotent adoption, a different root at
+    /// a held size refused, append-only, adoption journaled.
+    #[test]
+    fn checkpoints_held_per_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        assert!(s.newest_checkpoint(&a).unwrap().is_none());
+        assert!(s.newest_checkpoints().unwrap().is_empty());
+        let who = Actor {
+            operator: "t".into(),
+            bench: "b".into(),
+        };
+        let adopt = |c: &SignedCheckpoint| {
+            s.adopt_checkpoint(
+                &AdoptCheckpoint {
+                    signed: c,
+                    bundle: "bundle1",
+                    batch: "batch1",
+                    verified: "test",
+                },
+                &who,
+            )
+        };
+        let (a5, a9, b3) = (signed(&a, 5, 1), signed(&a, 9, 1), signed(&b, 3, 2));
+        assert!(adopt(&a5).unwrap());
+        assert!(adopt(&a9).unwrap());
+        assert!(!adopt(&a9).unwrap());
+        assert!(adopt(&b3).unwrap());
+        assert!(matches!(
+            adopt(&signed(&a, 9, 7)),
+            Err(StateError::Corrupt { .. })
+        ));
+        let newest = s.newest_checkpoint(&a).unwrap().unwrap();
+        assert_eq!(newest.checkpoint, a9.checkpoint);
+        assert_eq!(newest.bundle, "bundle1");
+        let all: Vec<Checkpoint> = s
+            .newest_checkpoints()
+            .unwrap()
+            .into_iter()
+            .map(|h| h.checkpoint)
+            .collect();
+        assert_eq!(all, [a9.checkpoint.clone(), b3.checkpoint.clone()]);
+        assert!(s.holds_checkpoint(&a5.checkpoint).unwrap());
+        assert!(!s.holds_checkpoint(&signed(&a, 5, 3).checkpoint).unwrap());
+        assert!(!s.holds_checkpoint(&signed(&a, 6, 1).checkpoint).unwrap());
+        let j = s.journal_entries(None).unwrap();
+        assert_eq!(j.len(), 3);
+        assert!(j.iter().all(|e| e.action == "checkpoint"));
+        let conn = Connection::open(s.path()).unwrap();
+        assert!(conn.execute("DELETE FROM checkpoints", []).is_err());
+        assert!(conn.execute("UPDATE checkpoints SET size = 1", []).is_err());
+    }
+
+    /// A state of schema 2 (no checkpoints table) opens as schema 3 with no checkpoint held.
+    #[test]
+    fn schema_2_gains_the_checkpoints_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path).unwrap();
+            let v2 = &SCHEMA[..SCHEMA
+                .find("CREATE TABLE IF NOT EXISTS checkpoints")
+                .unwrap()];
+            c.execute_batch(v2).unwrap();
+            c.execute_batch(
+                "INSERT INTO meta(key, value) VALUES ('schema', '2');
+                 INSERT INTO devices(imei, sec_tag, state, updated_at, ca_sha256)
+                 VALUES ('352656109480783', 16842753, 'imported', 't', 'cd');",
+            )
+            .unwrap();
+        }
+        let s = State::open(dir.path()).unwrap();
+        assert!(s.newest_checkpoints().unwrap().is_empty());
+        let r = s.device("352656109480783", 16842753).unwrap().unwrap();
+        assert_eq!(r.ca_sha256.as_deref(), Some("cd"));
+        let v: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(v, "3");
+    }
+
     #[test]
     fn states_round_trip() {
         for s in DeviceState::ALL {
