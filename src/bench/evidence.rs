@@ -389,3 +389,16 @@ pub fn identity_summary(state_dir: &Path) -> Result<Option<(String, String)>, Ev
     let id = BenchIdentity::load(state_dir)?;
     Ok(Some((id.name().to_string(), id.fingerprint().to_string())))
 }
+
+#[cfg(test)]
+mod tests {
+    /// `bundle::verify` tolerates these names unlisted; they must stay the checkpoint files.
+    #[test]
+    fn bundle_tolerates_exactly_the_checkpoint_files() {
+        use crate::checkpoint::{CHECKPOINT_FILE, CHECKPOINT_SIG_FILE, PROOFS_FILE};
+        assert_eq!(
+            [CHECKPOINT_FILE, CHECKPOINT_SIG_FILE, PROOFS_FILE],
+            ["checkpoint", "checkpoint.sig", "checkpoint.proofs"]
+        );
+    }
+}
