@@ -75,7 +75,8 @@ impl Lab {
                 "ca_sec1.pem",
                 "-sha256",
                 "-days",
-                "3650",
+                // Longer than `sign`'s default certificate validity (3650 days).
+                "7300",
                 "-subj",
                 "/C=NO/O=Test/CN=Evidence Bench CA",
                 "-addext",
