@@ -514,6 +514,20 @@ fn unenrolled_bench_exports_unsigned_with_one_warning() {
     // A key readable by others is refused before any modem is touched.
     let o = lab.nrfca(&["bench", "init", "--state", "S", "--name", "line-4"]);
     assert!(o.status.success(), "{}", text(&o));
+    // Once enrolled, the bench does not sign a file holding rows of another bench name.
+    let writes = lab.writes(1);
+    let o = lab.export(&[1]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("line 2 was written by bench"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(lab.writes(1), writes);
+    assert!(!lab.p("requests.csv.sig").exists());
+    let o = lab.bench("export", &[1], &["--out", "new.csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    openssl_check_statement(lab.dir.path(), "new.csv");
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(lab.p("S/bench.key"), fs::Permissions::from_mode(0o644)).unwrap();
     let writes = lab.writes(1);

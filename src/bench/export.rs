@@ -179,6 +179,9 @@ pub(crate) fn export_with(
         (Some(id), _) => Some(id.name()),
         (None, given) => given,
     };
+    if let Some(name) = bench_name.filter(|_| identity.is_some()) {
+        rows_name_bench(&opts.out, name)?;
+    }
     let state = Arc::new(State::open(&opts.state_dir)?);
     let writer = RequestWriter::open(&opts.out).map_err(BenchError::Requests)?;
     let ctx = Ctx {
@@ -205,6 +208,30 @@ pub(crate) fn export_with(
         elapsed_ms: start.elapsed().as_millis(),
         signature,
     })
+}
+
+/// An enrolled bench signs the whole requests file it appends to: refuse (before any modem is
+/// touched) a file holding rows written under another bench name, which `sign` would refuse.
+fn rows_name_bench(out: &std::path::Path, name: &str) -> Result<(), BenchError> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let mut reader = crate::requests::RequestReader::open(&[out.to_path_buf()]);
+    while let Some(entry) = reader.next_entry() {
+        let Ok(crate::requests::Entry::Request(req)) = entry else {
+            continue;
+        };
+        if let Some(row) = req.row.filter(|r| r.bench != name) {
+            return Err(BenchError::Usage(format!(
+                "{} line {} was written by bench {:?}, but this bench is enrolled as {name:?}: its signed statement would cover rows naming another bench, which `nrfca sign` refuses. Export into a new requests file (--out NEW.csv); the rows already in {} can only be accepted by the officer with `nrfca sign --unsigned`",
+                out.display(),
+                req.line,
+                crate::util::term_escape(&row.bench),
+                out.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {
