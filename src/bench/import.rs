@@ -17,7 +17,7 @@ use super::at;
 use super::code::BenchCode;
 use super::evidence::{self, CheckpointVerdict};
 use super::modem::Modem;
-use super::state::{now, Actor, AdoptCheckpoint, DeviceRecord, DeviceState, State};
+use super::state::{now, Actor, AdoptCheckpoint, Adoption, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
     emit_step, open_serial, refused, run_port, run_ports, BenchError, DeviceResult, Fail, Journal,
@@ -100,6 +100,10 @@ pub struct ImportReport {
     pub devices: Vec<DeviceResult>,
     /// Wall time.
     pub elapsed_ms: u128,
+    /// What the bundle's checkpoint meant (see [`CheckpointVerdict::describe`]).
+    pub checkpoint: String,
+    /// Whether its checkpoint was kept (`None`: nothing new to keep).
+    pub adoption: Option<Adoption>,
 }
 
 impl ImportReport {
@@ -422,21 +426,23 @@ pub(crate) fn import_with(
     };
     let devices = run_ports(&opts.ports, 0, "import", |p| import_port(&ctx, p, opener));
     // The bundle verified: keep its checkpoint, the one the next bundle must extend.
+    let mut adoption = None;
     if let CheckpointVerdict::Extends { signed, from } = &v.evidence {
         let verified = match from {
             Some(f) => format!("signature by the CA, consistency from size {}", f.size),
             None => "signature by the CA (first checkpoint of this CA)".into(),
         };
         let bundle_name = opts.bundle.display().to_string();
-        ctx.state.adopt_checkpoint(
+        adoption = Some(ctx.state.adopt_checkpoint(
             &AdoptCheckpoint {
                 signed,
                 bundle: &bundle_name,
                 batch: &batch,
                 verified: &verified,
+                from: from.as_ref(),
             },
             &ctx.actor,
-        )?;
+        )?);
     }
     Ok(ImportReport {
         bundle: opts.bundle.clone(),
@@ -444,6 +450,8 @@ pub(crate) fn import_with(
         root_sha256: root_sha,
         devices,
         elapsed_ms: start.elapsed().as_millis(),
+        checkpoint: v.evidence.describe(),
+        adoption,
     })
 }
 

@@ -662,57 +662,79 @@ impl State {
     }
 
     /// Keep a checkpoint verified at `bench import` (signature by the trusted CA, consistency
-    /// with the newest one held) and journal its adoption (action `checkpoint`), in one
-    /// transaction. Adopting a checkpoint already held (same origin, size and root) changes
-    /// nothing; one of the same size with another root is refused (`Corrupt`): the caller
-    /// must have refused it as not extending the log.
+    /// with [`AdoptCheckpoint::from`], the newest one held then) and journal its adoption
+    /// (action `checkpoint`), in one IMMEDIATE transaction. Adopting a checkpoint already held
+    /// (same origin, size and root) changes nothing. When the newest held checkpoint is no
+    /// longer `from` (another import adopted one meanwhile), the new one was not checked
+    /// against it and is not kept ([`Adoption::Superseded`], journaled). A held checkpoint of
+    /// the same size with another root is refused (`Corrupt`): the caller must have refused it
+    /// as not extending the log.
     pub fn adopt_checkpoint(
         &self,
         adopted: &AdoptCheckpoint<'_>,
         who: &Actor,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Adoption, StateError> {
         let cp = &adopted.signed.checkpoint;
         let size = i64::try_from(cp.size).map_err(|_| StateError::Corrupt {
             path: self.path.clone(),
             detail: format!("tree size {} out of range", cp.size),
         })?;
+        let from_text = adopted.from.map(Checkpoint::to_text);
         let t = now();
-        let existing: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT checkpoint FROM checkpoints WHERE origin = ?1 AND size = ?2",
-                params![cp.origin, size],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        if let Some(text) = existing {
-            if text == adopted.signed.text {
-                return Ok(false);
-            }
-            return Err(StateError::Corrupt {
-                path: self.path.clone(),
-                detail: format!(
-                    "a checkpoint of {} at size {} with another root is already held",
-                    cp.origin, cp.size
-                ),
-            });
-        }
-        let outcome = format!("adopted {cp} from bundle {}", adopted.bundle);
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute(
-                "INSERT INTO checkpoints(origin, size, checkpoint, signature, bundle, batch, adopted_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    cp.origin,
-                    size,
-                    adopted.signed.text,
-                    adopted.signed.sig_file().trim_end(),
-                    adopted.bundle,
-                    adopted.batch,
-                    t
-                ],
+        let outcome = self.with(|c| {
+            let tx = rusqlite::Transaction::new_unchecked(
+                c,
+                rusqlite::TransactionBehavior::Immediate,
             )?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT checkpoint FROM checkpoints WHERE origin = ?1 AND size = ?2",
+                    params![cp.origin, size],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(text) = existing {
+                return Ok(if text == adopted.signed.text {
+                    Adoption::AlreadyHeld
+                } else {
+                    Adoption::Conflict
+                });
+            }
+            let newest: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT checkpoint, size FROM checkpoints WHERE origin = ?1 \
+                     ORDER BY size DESC LIMIT 1",
+                    params![cp.origin],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (adoption, outcome) = match newest {
+                Some((text, n)) if Some(&text) != from_text.as_ref() => (
+                    Adoption::Superseded(u64::try_from(n).unwrap_or(0)),
+                    format!(
+                        "not adopted: {cp} was checked against another checkpoint than the newest held now (size {n}, adopted meanwhile); import the bundle again to check it against that"
+                    ),
+                ),
+                _ => {
+                    tx.execute(
+                        "INSERT INTO checkpoints(origin, size, checkpoint, signature, bundle, batch, adopted_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            cp.origin,
+                            size,
+                            adopted.signed.text,
+                            adopted.signed.sig_file().trim_end(),
+                            adopted.bundle,
+                            adopted.batch,
+                            t
+                        ],
+                    )?;
+                    (
+                        Adoption::Adopted,
+                        format!("adopted {cp} from bundle {}", adopted.bundle),
+                    )
+                }
+            };
             insert_journal(
                 &tx,
                 &t,
@@ -723,9 +745,19 @@ impl State {
                 &format!("verify {}", adopted.verified),
                 &outcome,
             )?;
-            tx.commit()
+            tx.commit()?;
+            Ok(adoption)
         })?;
-        Ok(true)
+        if outcome == Adoption::Conflict {
+            return Err(StateError::Corrupt {
+                path: self.path.clone(),
+                detail: format!(
+                    "a checkpoint of {} at size {} with another root is already held",
+                    cp.origin, cp.size
+                ),
+            });
+        }
+        Ok(outcome)
     }
 
     /// The newest (largest) checkpoint held for the CA with certificate SHA-256
@@ -819,6 +851,22 @@ pub struct AdoptCheckpoint<'a> {
     pub batch: &'a str,
     /// What was verified, for the journal (e.g. `consistency from size 12`).
     pub verified: &'a str,
+    /// The newest checkpoint held when it was verified (`None`: none was held).
+    pub from: Option<&'a Checkpoint>,
+}
+
+/// What [`State::adopt_checkpoint`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Adoption {
+    /// Kept: it is now the newest held for its CA.
+    Adopted,
+    /// Already held: nothing changed.
+    AlreadyHeld,
+    /// Not kept: another checkpoint (of this size) was adopted after the verification.
+    Superseded(u64),
+    /// Internal: a held checkpoint of the same size has another root.
+    Conflict,
 }
 
 /// A checkpoint the bench verified and keeps.
@@ -1101,24 +1149,31 @@ mod tests {
             operator: "t".into(),
             bench: "b".into(),
         };
-        let adopt = |c: &SignedCheckpoint| {
+        let adopt_from = |c: &SignedCheckpoint, from: Option<Checkpoint>| {
             s.adopt_checkpoint(
                 &AdoptCheckpoint {
                     signed: c,
                     bundle: "bundle1",
                     batch: "batch1",
                     verified: "test",
+                    from: from.as_ref(),
                 },
                 &who,
             )
         };
         let (a5, a9, b3) = (signed(&a, 5, 1), signed(&a, 9, 1), signed(&b, 3, 2));
-        assert!(adopt(&a5).unwrap());
-        assert!(adopt(&a9).unwrap());
-        assert!(!adopt(&a9).unwrap());
-        assert!(adopt(&b3).unwrap());
+        let adopt = |c: &SignedCheckpoint, from: Option<&SignedCheckpoint>| {
+            let from = from.map(|f| f.checkpoint.clone());
+            adopt_from(c, from)
+        };
+        assert_eq!(adopt(&a5, None).unwrap(), Adoption::Adopted);
+        // Checked against nothing while a5 was already held: not kept.
+        assert_eq!(adopt(&a9, None).unwrap(), Adoption::Superseded(5));
+        assert_eq!(adopt(&a9, Some(&a5)).unwrap(), Adoption::Adopted);
+        assert_eq!(adopt(&a9, Some(&a5)).unwrap(), Adoption::AlreadyHeld);
+        assert_eq!(adopt(&b3, None).unwrap(), Adoption::Adopted);
         assert!(matches!(
-            adopt(&signed(&a, 9, 7)),
+            adopt(&signed(&a, 9, 7), Some(&a9)),
             Err(StateError::Corrupt { .. })
         ));
         let newest = s.newest_checkpoint(&a).unwrap().unwrap();
@@ -1135,7 +1190,8 @@ mod tests {
         assert!(!s.holds_checkpoint(&signed(&a, 5, 3).checkpoint).unwrap());
         assert!(!s.holds_checkpoint(&signed(&a, 6, 1).checkpoint).unwrap());
         let j = s.journal_entries(None).unwrap();
-        assert_eq!(j.len(), 3);
+        assert_eq!(j.len(), 4);
+        assert!(j[1].outcome.starts_with("not adopted"), "{:?}", j[1]);
         assert!(j.iter().all(|e| e.action == "checkpoint"));
         let conn = Connection::open(s.path()).unwrap();
         assert!(conn.execute("DELETE FROM checkpoints", []).is_err());

@@ -657,6 +657,11 @@ fn run_import(a: ImportArgs) -> CliResult {
         print_json(&report)?;
     }
     let outcome = summary("import", &report.devices, report.elapsed_ms);
+    if let Some(nrfca::bench::state::Adoption::Superseded(n)) = report.adoption {
+        say!(
+            "warning: the bundle's checkpoint was not kept: another import adopted a checkpoint (size {n}) while this one ran; run this import again to check the bundle against it"
+        );
+    }
     if outcome == Outcome::Done {
         say!(
             "next: upload {} to nRF Cloud (Devices > Add devices > bulk onboarding) so the devices can connect",
