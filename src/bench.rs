@@ -8,6 +8,7 @@
 pub mod at;
 pub mod claim;
 pub mod code;
+pub mod evidence;
 pub mod export;
 pub mod identity;
 pub mod import;

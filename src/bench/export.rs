@@ -7,10 +7,16 @@
 //! sent (export-unknown), so a timeout, an unplug or a crash of the bench itself can never be
 //! mistaken for "no key was made". Export leaves the device in CFUN=4 on success; import
 //! restores the mode found before export.
+//!
+//! On an enrolled bench (`bench init`), every row names the bench as enrolled and, after the
+//! run, `F.sig` is written beside the requests file `F`: the bench's signed statement over
+//! the file as it then stands, quoting the newest checkpoint held per CA ([`super::evidence`]).
 
 use super::at;
 use super::claim;
 use super::code::BenchCode;
+use super::evidence::{self, StatementReport};
+use super::identity::BenchIdentity;
 use super::modem::{keygen_from_lines, Modem, ModemError};
 use super::state::{now, Actor, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
@@ -106,6 +112,9 @@ pub struct ExportReport {
     pub devices: Vec<DeviceResult>,
     /// Wall time.
     pub elapsed_ms: u128,
+    /// The `requests.csv.sig` written after the run; `None` when the bench has no identity
+    /// (`bench init` not run): `sign` refuses the file once the CA trusts a bench.
+    pub signature: Option<StatementReport>,
 }
 
 impl ExportReport {
@@ -152,23 +161,77 @@ pub(crate) fn export_with(
         )));
     }
     let start = Instant::now();
+    // An enrolled bench signs what it exports: its key must load before any modem is touched,
+    // and its name is the `bench` of every row (`sign` refuses rows naming another bench).
+    let identity = if BenchIdentity::exists(&opts.state_dir) {
+        Some(BenchIdentity::load(&opts.state_dir).map_err(BenchError::Identity)?)
+    } else {
+        None
+    };
+    let bench_name = match (&identity, opts.bench_name.as_deref()) {
+        (Some(id), Some(given)) if given != id.name() => {
+            return Err(BenchError::Usage(format!(
+                "--bench {given:?}: this bench is enrolled as {:?} (`nrfca bench init`), and its requests must name it so; drop --bench or give --bench {:?}",
+                crate::util::term_escape(id.name()),
+                crate::util::term_escape(id.name())
+            )))
+        }
+        (Some(id), _) => Some(id.name()),
+        (None, given) => given,
+    };
+    if let Some(name) = bench_name.filter(|_| identity.is_some()) {
+        rows_name_bench(&opts.out, name)?;
+    }
     let state = Arc::new(State::open(&opts.state_dir)?);
     let writer = RequestWriter::open(&opts.out).map_err(BenchError::Requests)?;
     let ctx = Ctx {
         opts,
-        state,
-        actor: Actor::resolve(opts.operator.as_deref(), opts.bench_name.as_deref()),
+        state: state.clone(),
+        actor: Actor::resolve(opts.operator.as_deref(), bench_name),
         writer: Mutex::new(writer),
         progress,
     };
     let devices = run_ports(&opts.ports, opts.sec_tag, "export", |p| {
         export_port(&ctx, p, opener)
     });
+    // Every row is fsync'd; close the writer, then sign the file as it now stands.
+    drop(ctx);
+    let signature = match &identity {
+        Some(id) => {
+            Some(evidence::write_statement(id, &state, &opts.out).map_err(BenchError::Statement)?)
+        }
+        None => None,
+    };
     Ok(ExportReport {
         out: opts.out.clone(),
         devices,
         elapsed_ms: start.elapsed().as_millis(),
+        signature,
     })
+}
+
+/// An enrolled bench signs the whole requests file it appends to: refuse (before any modem is
+/// touched) a file holding rows written under another bench name, which `sign` would refuse.
+fn rows_name_bench(out: &std::path::Path, name: &str) -> Result<(), BenchError> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let mut reader = crate::requests::RequestReader::open(&[out.to_path_buf()]);
+    while let Some(entry) = reader.next_entry() {
+        let Ok(crate::requests::Entry::Request(req)) = entry else {
+            continue;
+        };
+        if let Some(row) = req.row.filter(|r| r.bench != name) {
+            return Err(BenchError::Usage(format!(
+                "{} line {} was written by bench {:?}, but this bench is enrolled as {name:?}: its signed statement would cover rows naming another bench, which `nrfca sign` refuses. Export into a new requests file (--out NEW.csv); the rows already in {} can only be accepted by the officer with `nrfca sign --unsigned`",
+                out.display(),
+                req.line,
+                crate::util::term_escape(&row.bench),
+                out.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn step(ctx: &Ctx<'_>, port: &str, imei: Option<&str>, what: &str) {

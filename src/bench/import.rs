@@ -8,11 +8,16 @@
 //! public key recorded at export and name the device (CN = its UUID or `nrf-<IMEI>`), and
 //! come from the CA pinned for that device by its last verified import (another CA only with
 //! `--force`, journaled). The private key (type 2) is never touched.
+//!
+//! The bundle's `checkpoint` must also be signed by the trusted CA and extend the newest
+//! checkpoint this bench holds for it ([`super::evidence`]); after the run it is kept in the
+//! bench state, journaled.
 
 use super::at;
 use super::code::BenchCode;
+use super::evidence::{self, CheckpointVerdict};
 use super::modem::Modem;
-use super::state::{now, Actor, DeviceRecord, DeviceState, State};
+use super::state::{now, Actor, AdoptCheckpoint, Adoption, DeviceRecord, DeviceState, State};
 use super::transport::Transport;
 use super::worker::{
     emit_step, open_serial, refused, run_port, run_ports, BenchError, DeviceResult, Fail, Journal,
@@ -95,6 +100,10 @@ pub struct ImportReport {
     pub devices: Vec<DeviceResult>,
     /// Wall time.
     pub elapsed_ms: u128,
+    /// What the bundle's checkpoint meant (see [`CheckpointVerdict::describe`]).
+    pub checkpoint: String,
+    /// Whether its checkpoint was kept (`None`: nothing new to keep).
+    pub adoption: Option<Adoption>,
 }
 
 impl ImportReport {
@@ -293,6 +302,8 @@ pub struct VerifiedImport {
     start: Instant,
     /// Batch id of the bundle (from its signed manifest).
     pub batch: String,
+    /// What the bundle's checkpoint means for this bench (kept after the run when new).
+    pub evidence: CheckpointVerdict,
 }
 
 impl VerifiedImport {
@@ -347,6 +358,29 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
     let ca = trusted_ca(&trust_pem, &opts.trust)?;
     let verified =
         bundle::verify(&opts.bundle, trust_pem.as_bytes()).map_err(BenchError::Bundle)?;
+    // The CA's log must extend what this bench saw before (SPEC §11).
+    let trust_der = first_cert_der(&trust_pem).ok_or_else(|| BenchError::File {
+        path: opts.trust.clone(),
+        detail: "no CERTIFICATE in the --trust file; pass the signer's ca.pem".into(),
+    })?;
+    let state = State::open(&opts.state_dir)?;
+    let evidence = match evidence::check_bundle(&opts.bundle, &trust_der, &state) {
+        Ok(v) => v,
+        Err(e) => {
+            // A refused checkpoint is evidence too: journal it (best effort, the refusal
+            // stands whatever happens to the journal).
+            let who = Actor::resolve(opts.operator.as_deref(), opts.bench_name.as_deref());
+            let _ = state.journal(
+                &who,
+                "-",
+                None,
+                "checkpoint",
+                &format!("verify bundle {}", opts.bundle.display()),
+                &format!("refused: {}", e.code()),
+            );
+            return Err(BenchError::Evidence(e));
+        }
+    };
     let root = root_bundle(&opts.root_ca)?;
     let root_sha = crate::crypto::sha256_hex(root.as_bytes());
     Ok(VerifiedImport {
@@ -357,6 +391,7 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
         root,
         root_sha,
         start,
+        evidence,
     })
 }
 
@@ -390,12 +425,33 @@ pub(crate) fn import_with(
         progress,
     };
     let devices = run_ports(&opts.ports, 0, "import", |p| import_port(&ctx, p, opener));
+    // The bundle verified: keep its checkpoint, the one the next bundle must extend.
+    let mut adoption = None;
+    if let CheckpointVerdict::Extends { signed, from } = &v.evidence {
+        let verified = match from {
+            Some(f) => format!("signature by the CA, consistency from size {}", f.size),
+            None => "signature by the CA (first checkpoint of this CA)".into(),
+        };
+        let bundle_name = opts.bundle.display().to_string();
+        adoption = Some(ctx.state.adopt_checkpoint(
+            &AdoptCheckpoint {
+                signed,
+                bundle: &bundle_name,
+                batch: &batch,
+                verified: &verified,
+                from: from.as_ref(),
+            },
+            &ctx.actor,
+        )?);
+    }
     Ok(ImportReport {
         bundle: opts.bundle.clone(),
         batch,
         root_sha256: root_sha,
         devices,
         elapsed_ms: start.elapsed().as_millis(),
+        checkpoint: v.evidence.describe(),
+        adoption,
     })
 }
 

@@ -3,7 +3,11 @@
 //! which port, by whom.
 //!
 //! Devices are keyed by (IMEI, sec_tag). The journal refuses UPDATE and DELETE (triggers).
+//! `checkpoints` keeps every CA checkpoint (SPEC §11) the bench verified at `bench import`,
+//! also append-only: the newest per CA is what the next bundle must extend and what
+//! `bench export` quotes in `requests.csv.sig`.
 
+use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,8 +17,9 @@ use std::sync::Mutex;
 pub const DEFAULT_DIR: &str = "nrfca-bench";
 /// Database file name inside the state directory.
 pub const DB_FILE: &str = "bench.db";
-/// Version 1 had no `ca_sha256` column (no CA pinned per device); [`State::open`] adds it.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 1 had no `ca_sha256` column (no CA pinned per device); version 2 no
+/// `checkpoints` table. [`State::open`] migrates both.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -63,6 +68,20 @@ CREATE TRIGGER IF NOT EXISTS journal_no_update BEFORE UPDATE ON journal
 BEGIN SELECT RAISE(ABORT, 'the bench journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal
 BEGIN SELECT RAISE(ABORT, 'the bench journal is append-only'); END;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    origin     TEXT NOT NULL,       -- nrfca/<CA sha256 hex>
+    size       INTEGER NOT NULL,    -- tree size
+    checkpoint TEXT NOT NULL,       -- the exact signed `checkpoint` text (origin, size, root)
+    signature  TEXT NOT NULL,       -- `checkpoint.sig` (base64 DER ECDSA by the CA key)
+    bundle     TEXT NOT NULL,       -- the bundle it came in
+    batch      TEXT NOT NULL,       -- that bundle's batch id
+    adopted_at TEXT NOT NULL,
+    PRIMARY KEY (origin, size)
+);
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'the bench checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'the bench checkpoints are append-only'); END;
 "#;
 
 /// Where a device stands.
@@ -398,7 +417,7 @@ impl State {
                 .map_err(db)?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) if v == "1" => migrate_v1(&conn).map_err(db)?,
+            Some(v) if v == "1" || v == "2" => migrate(&conn).map_err(db)?,
             Some(v) => {
                 return Err(StateError::Corrupt {
                     path,
@@ -641,12 +660,246 @@ impl State {
             rows.collect()
         })
     }
+
+    /// Keep a checkpoint verified at `bench import` (signature by the trusted CA, consistency
+    /// with [`AdoptCheckpoint::from`], the newest one held then) and journal its adoption
+    /// (action `checkpoint`), in one IMMEDIATE transaction. Adopting a checkpoint already held
+    /// (same origin, size and root) changes nothing. When the newest held checkpoint is no
+    /// longer `from` (another import adopted one meanwhile), the new one was not checked
+    /// against it and is not kept ([`Adoption::Superseded`], journaled). A held checkpoint of
+    /// the same size with another root is refused (`Corrupt`): the caller must have refused it
+    /// as not extending the log.
+    pub fn adopt_checkpoint(
+        &self,
+        adopted: &AdoptCheckpoint<'_>,
+        who: &Actor,
+    ) -> Result<Adoption, StateError> {
+        let cp = &adopted.signed.checkpoint;
+        let size = i64::try_from(cp.size).map_err(|_| StateError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("tree size {} out of range", cp.size),
+        })?;
+        let from_text = adopted.from.map(Checkpoint::to_text);
+        let t = now();
+        let outcome = self.with(|c| {
+            let tx = rusqlite::Transaction::new_unchecked(
+                c,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT checkpoint FROM checkpoints WHERE origin = ?1 AND size = ?2",
+                    params![cp.origin, size],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(text) = existing {
+                return Ok(if text == adopted.signed.text {
+                    Adoption::AlreadyHeld
+                } else {
+                    Adoption::Conflict
+                });
+            }
+            let newest: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT checkpoint, size FROM checkpoints WHERE origin = ?1 \
+                     ORDER BY size DESC LIMIT 1",
+                    params![cp.origin],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (adoption, outcome) = match newest {
+                Some((text, n)) if Some(&text) != from_text.as_ref() => (
+                    Adoption::Superseded(u64::try_from(n).unwrap_or(0)),
+                    format!(
+                        "not adopted: {cp} was checked against another checkpoint than the newest held now (size {n}, adopted meanwhile); import the bundle again to check it against that"
+                    ),
+                ),
+                _ => {
+                    tx.execute(
+                        "INSERT INTO checkpoints(origin, size, checkpoint, signature, bundle, batch, adopted_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            cp.origin,
+                            size,
+                            adopted.signed.text,
+                            adopted.signed.sig_file().trim_end(),
+                            adopted.bundle,
+                            adopted.batch,
+                            t
+                        ],
+                    )?;
+                    (
+                        Adoption::Adopted,
+                        format!("adopted {cp} from bundle {}", adopted.bundle),
+                    )
+                }
+            };
+            insert_journal(
+                &tx,
+                &t,
+                who,
+                "-",
+                None,
+                "checkpoint",
+                &format!("verify {}", adopted.verified),
+                &outcome,
+            )?;
+            tx.commit()?;
+            Ok(adoption)
+        })?;
+        if outcome == Adoption::Conflict {
+            return Err(StateError::Corrupt {
+                path: self.path.clone(),
+                detail: format!(
+                    "a checkpoint of {} at size {} with another root is already held",
+                    cp.origin, cp.size
+                ),
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// The newest (largest) checkpoint held for the CA with certificate SHA-256
+    /// `ca_sha256_hex`, if the bench ever verified one.
+    pub fn newest_checkpoint(
+        &self,
+        ca_sha256_hex: &str,
+    ) -> Result<Option<HeldCheckpoint>, StateError> {
+        let origin = crate::checkpoint::origin_for(ca_sha256_hex);
+        Ok(self
+            .query_checkpoints(
+                "SELECT checkpoint, signature, bundle, batch, adopted_at FROM checkpoints \
+                 WHERE origin = ?1 ORDER BY size DESC LIMIT 1",
+                params![origin],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    /// The newest checkpoint held per CA, sorted by origin: what `bench export` quotes in
+    /// `requests.csv.sig`.
+    pub fn newest_checkpoints(&self) -> Result<Vec<HeldCheckpoint>, StateError> {
+        self.query_checkpoints(
+            "SELECT c.checkpoint, c.signature, c.bundle, c.batch, c.adopted_at FROM checkpoints c \
+             WHERE c.size = (SELECT MAX(size) FROM checkpoints d WHERE d.origin = c.origin) \
+             ORDER BY c.origin",
+            params![],
+        )
+    }
+
+    /// Whether exactly `cp` (origin, size and root) was adopted at some time: an older
+    /// bundle of the same log, imported again.
+    pub fn holds_checkpoint(&self, cp: &Checkpoint) -> Result<bool, StateError> {
+        let size = i64::try_from(cp.size).unwrap_or(i64::MAX);
+        let text: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT checkpoint FROM checkpoints WHERE origin = ?1 AND size = ?2",
+                params![cp.origin, size],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(text.is_some_and(|t| t == cp.to_text()))
+    }
+
+    fn query_checkpoints(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<HeldCheckpoint>, StateError> {
+        let raw = self.with(|c| {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt.query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?;
+        raw.into_iter()
+            .map(|(text, signature, bundle, batch, adopted_at)| {
+                let checkpoint =
+                    Checkpoint::parse(text.as_bytes()).map_err(|e| StateError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("a held checkpoint is unreadable: {e}"),
+                    })?;
+                Ok(HeldCheckpoint {
+                    checkpoint,
+                    signature,
+                    bundle,
+                    batch,
+                    adopted_at,
+                })
+            })
+            .collect()
+    }
 }
 
-/// State schema 1 → 2, in one transaction: the `ca_sha256` column (the CA pinned per
-/// device). Devices imported before it have none: their CA is unknown, and import treats a
-/// different certificate for them as a change of CA (`ca-unpinned`, `--force` to accept).
-fn migrate_v1(conn: &Connection) -> Result<(), rusqlite::Error> {
+/// A checkpoint to keep: verified, with where it came from.
+#[derive(Debug, Clone)]
+pub struct AdoptCheckpoint<'a> {
+    /// The checkpoint with its CA signature (verified by the caller).
+    pub signed: &'a SignedCheckpoint,
+    /// The bundle directory it came in.
+    pub bundle: &'a str,
+    /// That bundle's batch id.
+    pub batch: &'a str,
+    /// What was verified, for the journal (e.g. `consistency from size 12`).
+    pub verified: &'a str,
+    /// The newest checkpoint held when it was verified (`None`: none was held).
+    pub from: Option<&'a Checkpoint>,
+}
+
+/// What [`State::adopt_checkpoint`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Adoption {
+    /// Kept: it is now the newest held for its CA.
+    Adopted,
+    /// Already held: nothing changed.
+    AlreadyHeld,
+    /// Not kept: another checkpoint (of this size) was adopted after the verification.
+    Superseded(u64),
+    /// Internal: a held checkpoint of the same size has another root.
+    Conflict,
+}
+
+/// A checkpoint the bench verified and keeps.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldCheckpoint {
+    /// The checkpoint.
+    #[serde(serialize_with = "ser_checkpoint")]
+    pub checkpoint: Checkpoint,
+    /// Its `checkpoint.sig` (base64 DER ECDSA by the CA key).
+    pub signature: String,
+    /// The bundle it came in.
+    pub bundle: String,
+    /// That bundle's batch id.
+    pub batch: String,
+    /// When it was adopted (RFC 3339 UTC).
+    pub adopted_at: String,
+}
+
+fn ser_checkpoint<S: serde::Serializer>(cp: &Checkpoint, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Checkpoint", 3)?;
+    st.serialize_field("origin", &cp.origin)?;
+    st.serialize_field("size", &cp.size)?;
+    st.serialize_field("root", &crate::crypto::b64_encode(&cp.root))?;
+    st.end()
+}
+
+/// State schema 1 or 2 → 3, in one transaction. 1 → 2: the `ca_sha256` column (the CA
+/// pinned per device). Devices imported before it have none: their CA is unknown, and import
+/// treats a different certificate for them as a change of CA (`ca-unpinned`, `--force` to
+/// accept). 2 → 3: the `checkpoints` table (created empty by the schema itself): until the
+/// bench has verified a checkpoint of a CA, a bundle without one still imports, with a warning.
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     // IMMEDIATE: another nrfca opening the same state waits instead of failing to upgrade.
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let version: Option<String> = tx
@@ -654,7 +907,7 @@ fn migrate_v1(conn: &Connection) -> Result<(), rusqlite::Error> {
             r.get(0)
         })
         .optional()?;
-    if version.as_deref() != Some("1") {
+    if !matches!(version.as_deref(), Some("1") | Some("2")) {
         return Ok(());
     }
     let has_column: bool = tx
@@ -875,6 +1128,105 @@ mod tests {
             })
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION.to_string());
+    }
+
+    fn signed(fp: &str, size: u64, salt: u8) -> SignedCheckpoint {
+        let cp = Checkpoint::new(fp, size, crate::crypto::sha256(&[salt, size as u8])).unwrap();
+        cp.sign(|m| Ok::<_, String>(m.to_vec())).unwrap()
+    }
+
+    /// Checkpoints: the newest per CA, the history, idempotent adoption, a different root at
+    /// a held size refused, append-only, adoption journaled.
+    #[test]
+    fn checkpoints_held_per_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        assert!(s.newest_checkpoint(&a).unwrap().is_none());
+        assert!(s.newest_checkpoints().unwrap().is_empty());
+        let who = Actor {
+            operator: "t".into(),
+            bench: "b".into(),
+        };
+        let adopt_from = |c: &SignedCheckpoint, from: Option<Checkpoint>| {
+            s.adopt_checkpoint(
+                &AdoptCheckpoint {
+                    signed: c,
+                    bundle: "bundle1",
+                    batch: "batch1",
+                    verified: "test",
+                    from: from.as_ref(),
+                },
+                &who,
+            )
+        };
+        let (a5, a9, b3) = (signed(&a, 5, 1), signed(&a, 9, 1), signed(&b, 3, 2));
+        let adopt = |c: &SignedCheckpoint, from: Option<&SignedCheckpoint>| {
+            let from = from.map(|f| f.checkpoint.clone());
+            adopt_from(c, from)
+        };
+        assert_eq!(adopt(&a5, None).unwrap(), Adoption::Adopted);
+        // Checked against nothing while a5 was already held: not kept.
+        assert_eq!(adopt(&a9, None).unwrap(), Adoption::Superseded(5));
+        assert_eq!(adopt(&a9, Some(&a5)).unwrap(), Adoption::Adopted);
+        assert_eq!(adopt(&a9, Some(&a5)).unwrap(), Adoption::AlreadyHeld);
+        assert_eq!(adopt(&b3, None).unwrap(), Adoption::Adopted);
+        assert!(matches!(
+            adopt(&signed(&a, 9, 7), Some(&a9)),
+            Err(StateError::Corrupt { .. })
+        ));
+        let newest = s.newest_checkpoint(&a).unwrap().unwrap();
+        assert_eq!(newest.checkpoint, a9.checkpoint);
+        assert_eq!(newest.bundle, "bundle1");
+        let all: Vec<Checkpoint> = s
+            .newest_checkpoints()
+            .unwrap()
+            .into_iter()
+            .map(|h| h.checkpoint)
+            .collect();
+        assert_eq!(all, [a9.checkpoint.clone(), b3.checkpoint.clone()]);
+        assert!(s.holds_checkpoint(&a5.checkpoint).unwrap());
+        assert!(!s.holds_checkpoint(&signed(&a, 5, 3).checkpoint).unwrap());
+        assert!(!s.holds_checkpoint(&signed(&a, 6, 1).checkpoint).unwrap());
+        let j = s.journal_entries(None).unwrap();
+        assert_eq!(j.len(), 4);
+        assert!(j[1].outcome.starts_with("not adopted"), "{:?}", j[1]);
+        assert!(j.iter().all(|e| e.action == "checkpoint"));
+        let conn = Connection::open(s.path()).unwrap();
+        assert!(conn.execute("DELETE FROM checkpoints", []).is_err());
+        assert!(conn.execute("UPDATE checkpoints SET size = 1", []).is_err());
+    }
+
+    /// A state of schema 2 (no checkpoints table) opens as schema 3 with no checkpoint held.
+    #[test]
+    fn schema_2_gains_the_checkpoints_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path).unwrap();
+            let v2 = &SCHEMA[..SCHEMA
+                .find("CREATE TABLE IF NOT EXISTS checkpoints")
+                .unwrap()];
+            c.execute_batch(v2).unwrap();
+            c.execute_batch(
+                "INSERT INTO meta(key, value) VALUES ('schema', '2');
+                 INSERT INTO devices(imei, sec_tag, state, updated_at, ca_sha256)
+                 VALUES ('352656109480783', 16842753, 'imported', 't', 'cd');",
+            )
+            .unwrap();
+        }
+        let s = State::open(dir.path()).unwrap();
+        assert!(s.newest_checkpoints().unwrap().is_empty());
+        let r = s.device("352656109480783", 16842753).unwrap().unwrap();
+        assert_eq!(r.ca_sha256.as_deref(), Some("cd"));
+        let v: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(v, "3");
     }
 
     #[test]

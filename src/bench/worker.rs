@@ -106,6 +106,12 @@ pub enum BenchError {
         /// What is wrong and what to do.
         detail: String,
     },
+    /// The bundle's checkpoint was refused (forged, rolled back, missing): before any modem.
+    Evidence(super::evidence::EvidenceError),
+    /// The bench identity is unusable (checked before any modem).
+    Identity(super::identity::IdentityError),
+    /// The requests were exported but their `requests.csv.sig` could not be written.
+    Statement(super::evidence::EvidenceError),
 }
 
 impl fmt::Display for BenchError {
@@ -118,6 +124,14 @@ impl fmt::Display for BenchError {
                 write!(f, "the bundle was refused before touching any modem: {e}")
             }
             BenchError::File { path, detail } => write!(f, "{}: {detail}", path.display()),
+            BenchError::Evidence(e) => {
+                write!(f, "the bundle was refused before touching any modem: {e}")
+            }
+            BenchError::Identity(e) => write!(f, "{e} (nothing was sent to any modem)"),
+            BenchError::Statement(e) => write!(
+                f,
+                "the requests were written, but their signed statement was not: {e}; run the same `nrfca bench export` again to write it (devices already exported are not touched again)"
+            ),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `nrfca bench ports | export | import | status`.
+//! `nrfca bench init | ports | export | import | status`.
 
 use super::common::{print_json, print_stdout, progress_enabled, CliResult, Outcome};
 use clap::{Args, Subcommand};
@@ -17,6 +17,17 @@ use std::time::Duration;
 /// Bench subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
+    /// Enrol this bench: create its signing key and print the public key for the officer.
+    ///
+    /// Creates a P-256 key in the bench state (bench.key, mode 0600), its public key
+    /// (bench.pem) and name (bench.name). From then on every `bench export` writes
+    /// requests.csv.sig beside the requests file, signed by this key, and every requests row
+    /// names this bench. Give bench.pem to the CA officer and read the fingerprint out to them:
+    /// they run `nrfca ca trust-bench`. Refused when the state already has a key.
+    #[command(
+        after_help = "Example:\n  nrfca bench init --name line-3\n  nrfca bench init --state /srv/bench --name line-3\n\nExit status: 0 key created, 2 refused (already initialised, bad name, unwritable state)."
+    )]
+    Init(InitArgs),
     /// List serial ports; Nordic/SEGGER kits are marked.
     #[command(after_help = "Example:\n  nrfca bench ports\n  nrfca bench ports --json")]
     Ports(PortsArgs),
@@ -48,6 +59,24 @@ pub enum BenchCmd {
         after_help = "Example:\n  nrfca bench status\n  nrfca bench status --state /srv/bench --json\n  nrfca bench status --journal 352656109480783"
     )]
     Status(StatusArgs),
+}
+
+/// Arguments of `bench init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Bench state directory (created if missing).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    state: PathBuf,
+    /// The bench's name: in every requests row it exports and in the CA's list of trusted
+    /// benches (printable ASCII, at most 64 characters).
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// Operator name for the journal (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    operator: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `bench ports`.
@@ -236,10 +265,48 @@ pub struct StatusArgs {
 /// Run a bench subcommand.
 pub fn run(cmd: BenchCmd) -> CliResult {
     match cmd {
+        BenchCmd::Init(a) => init(a),
         BenchCmd::Ports(a) => ports(a),
         BenchCmd::Export(a) => run_export(a),
         BenchCmd::Import(a) => run_import(a),
         BenchCmd::Status(a) => status(a),
+    }
+}
+
+fn init(a: InitArgs) -> CliResult {
+    let r = nrfca::bench::evidence::init(&a.state, &a.name, a.operator.as_deref())?;
+    if a.json {
+        print_json(&r)?;
+        return Ok(Outcome::Done);
+    }
+    say!(
+        "bench {:?} enrolled: its signing key is in {} (mode 0600; back it up with the state)",
+        r.name,
+        a.state.display()
+    );
+    print_stdout(&format!(
+        "public key: {}\n{}fingerprint (SHA-256): {}\n",
+        r.public_key_file.display(),
+        r.public_key_pem,
+        r.fingerprint
+    ))?;
+    say!(
+        "next: give {} to the CA officer and read them the fingerprint; they run\n  nrfca ca trust-bench --ca-dir CA --name {} --key bench.pem\nFrom now on `nrfca bench export` writes a signed requests.csv.sig beside each requests file: carry both.",
+        r.public_key_file.display(),
+        shell_word(&r.name)
+    );
+    Ok(Outcome::Done)
+}
+
+/// `s` as one shell word (single-quoted unless plainly safe).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.,:/@+=".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -499,6 +566,23 @@ fn run_export(a: ExportArgs) -> CliResult {
         print_json(&report)?;
     }
     let outcome = summary("export", &report.devices, report.elapsed_ms);
+    match &report.signature {
+        Some(sig) => say!(
+            "signed {} as bench {:?} in {}{}",
+            report.out.display(),
+            sig.bench,
+            sig.path.display(),
+            match sig.checkpoints {
+                0 => String::new(),
+                n => format!(" (quoting the newest checkpoint of {n} CA(s))"),
+            }
+        ),
+        None => say!(
+            "warning: this bench is not enrolled, so {} is not signed; `nrfca sign` refuses it once the officer trusts a bench. Run `nrfca bench init --state {} --name NAME`, have the officer trust its bench.pem, then run this export again to sign the file",
+            report.out.display(),
+            a.serial.state.display()
+        ),
+    }
     let rows = request_rows(&report.out);
     if rows == 0 {
         // A header-only file: nothing to carry.
@@ -517,7 +601,10 @@ fn run_export(a: ExportArgs) -> CliResult {
     } else if report.exported() > 0 || outcome == Outcome::Done {
         say!(
             "next: carry {} to the air-gapped signer, who runs\n  nrfca sign --ca-dir CA --out BUNDLE{} {}\nthen install the certificates with\n  nrfca bench import --port ... --bundle BUNDLE --trust ca.pem",
-            report.out.display(),
+            match &report.signature {
+                Some(sig) => format!("{} and {}", report.out.display(), sig.path.display()),
+                None => report.out.display().to_string(),
+            },
             if a.device_id == DeviceIdArg::Imei { " --device-id cn" } else { "" },
             report.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| report.out.display().to_string())
         );
@@ -552,12 +639,16 @@ fn run_import(a: ImportArgs) -> CliResult {
     };
     let verified = verify_bundle(&opts)?;
     say!(
-        "bundle {} (batch {}, {} certificates) verified with {}",
+        "bundle {} (batch {}, {} certificates) verified with {}; {}",
         opts.bundle.display(),
         verified.batch,
         verified.certificates(),
-        a.trust.display()
+        a.trust.display(),
+        verified.evidence.describe()
     );
+    if let Some(w) = verified.evidence.warning() {
+        say!("{w}");
+    }
     let render = Arc::new(Render::new(&opts.ports));
     render.watch_interrupts("import")?;
     let report = import_verified(&opts, verified, &|e| render.event(e))?;
@@ -566,6 +657,11 @@ fn run_import(a: ImportArgs) -> CliResult {
         print_json(&report)?;
     }
     let outcome = summary("import", &report.devices, report.elapsed_ms);
+    if let Some(nrfca::bench::state::Adoption::Superseded(n)) = report.adoption {
+        say!(
+            "warning: the bundle's checkpoint was not kept: another import adopted a checkpoint (size {n}) while this one ran; run this import again to check the bundle against it"
+        );
+    }
     if outcome == Outcome::Done {
         say!(
             "next: upload {} to nRF Cloud (Devices > Add devices > bulk onboarding) so the devices can connect",
@@ -637,6 +733,8 @@ fn status(a: StatusArgs) -> CliResult {
         }
         None => None,
     };
+    let identity = nrfca::bench::evidence::identity_summary(&a.state)?;
+    let checkpoints = state.newest_checkpoints()?;
     if a.json {
         let rows: Vec<StatusRow<'_>> = devices
             .iter()
@@ -646,16 +744,42 @@ fn status(a: StatusArgs) -> CliResult {
             })
             .collect();
         #[derive(serde::Serialize)]
+        struct Identity<'a> {
+            name: &'a str,
+            fingerprint: &'a str,
+        }
+        #[derive(serde::Serialize)]
         struct Out<'a> {
+            bench: Option<Identity<'a>>,
+            checkpoints: &'a [nrfca::bench::state::HeldCheckpoint],
             devices: Vec<StatusRow<'a>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             journal: Option<&'a Vec<nrfca::bench::state::JournalEntry>>,
         }
         print_json(&Out {
+            bench: identity
+                .as_ref()
+                .map(|(name, fingerprint)| Identity { name, fingerprint }),
+            checkpoints: &checkpoints,
             devices: rows,
             journal: journal.as_ref(),
         })?;
     } else {
+        match &identity {
+            Some((name, fp)) => say!("bench {name:?}, key fingerprint {fp}"),
+            None => say!(
+                "bench not enrolled (no bench key): its requests files are not signed; run `nrfca bench init --state {} --name NAME`",
+                a.state.display()
+            ),
+        }
+        for h in &checkpoints {
+            say!(
+                "checkpoint held: {} (verified {} from bundle {})",
+                h.checkpoint,
+                h.adopted_at,
+                h.bundle
+            );
+        }
         if devices.is_empty() {
             say!(
                 "no devices in {} yet; run `nrfca bench export --state {} ...` first",
