@@ -133,7 +133,11 @@ impl fmt::Display for DemoError {
                 "cannot use {} as the demo directory: {e}; give an empty or new directory with --dir",
                 p.display()
             ),
-            DemoError::Step(step, e) => write!(f, "demo step `{step}` failed: {e}"),
+            DemoError::Step(step, e) => write!(
+                f,
+                "demo step `{step}` failed: {}",
+                crate::error::error_chain(e.as_ref())
+            ),
             DemoError::Check(s) => write!(f, "demo check failed: {s}"),
         }
     }

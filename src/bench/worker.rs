@@ -5,7 +5,6 @@ use super::code::BenchCode;
 use super::modem::{CommandRecord, DialectChoice, Modem, ModemError, Timeouts};
 use super::state::{Actor, State, StateError};
 use super::transport::{self, SerialSettings, Transport};
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,18 +87,24 @@ pub enum PortEventKind {
 /// Progress callback type.
 pub type Progress<'a> = &'a (dyn Fn(PortEvent) + Sync);
 
-/// Why a bench command could not run at all (exit 2).
-#[derive(Debug)]
+/// Why a bench command could not run at all (exit 2). Display is this layer's sentence; the
+/// cause is the error's `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// Bad arguments.
+    #[error("{0}")]
     Usage(String),
     /// The bench state is unreadable.
-    State(StateError),
+    #[error(transparent)]
+    State(#[from] StateError),
     /// The requests file cannot be opened/written.
+    #[error(transparent)]
     Requests(crate::requests::RequestsError),
     /// The bundle failed verification (tampered, wrong CA, missing files).
-    Bundle(crate::bundle::BundleError),
+    #[error("the bundle was refused before touching any modem")]
+    Bundle(#[source] crate::bundle::BundleError),
     /// A file given on the command line is unusable.
+    #[error("{}: {detail}", path.display())]
     File {
         /// The file.
         path: PathBuf,
@@ -107,42 +112,16 @@ pub enum BenchError {
         detail: String,
     },
     /// The bundle's checkpoint was refused (forged, rolled back, missing): before any modem.
-    Evidence(super::evidence::EvidenceError),
+    #[error("the bundle was refused before touching any modem")]
+    Evidence(#[source] super::evidence::EvidenceError),
     /// The bench identity is unusable (checked before any modem).
-    Identity(super::identity::IdentityError),
+    #[error("the bench identity is unusable; nothing was sent to any modem")]
+    Identity(#[source] super::identity::IdentityError),
     /// The requests were exported but their `requests.csv.sig` could not be written.
-    Statement(super::evidence::EvidenceError),
-}
-
-impl fmt::Display for BenchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BenchError::Usage(s) => f.write_str(s),
-            BenchError::State(e) => write!(f, "{e}"),
-            BenchError::Requests(e) => write!(f, "{e}"),
-            BenchError::Bundle(e) => {
-                write!(f, "the bundle was refused before touching any modem: {e}")
-            }
-            BenchError::File { path, detail } => write!(f, "{}: {detail}", path.display()),
-            BenchError::Evidence(e) => {
-                write!(f, "the bundle was refused before touching any modem: {e}")
-            }
-            BenchError::Identity(e) => write!(f, "{e} (nothing was sent to any modem)"),
-            BenchError::Statement(e) => write!(
-                f,
-                "the requests were written, but their signed statement was not: {e}; run the same `nrfca bench export` again to write it (devices already exported are not touched again)"
-            ),
-        }
-    }
-}
-
-/// The wrapped errors are already part of the message, so no `source` chain is exposed.
-impl std::error::Error for BenchError {}
-
-impl From<StateError> for BenchError {
-    fn from(e: StateError) -> Self {
-        BenchError::State(e)
-    }
+    #[error(
+        "the requests were written, but their signed statement was not; run the same `nrfca bench export` again to write it (devices already exported are not touched again)"
+    )]
+    Statement(#[source] super::evidence::EvidenceError),
 }
 
 /// Settings every port worker needs.
