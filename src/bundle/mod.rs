@@ -23,7 +23,6 @@
 mod read;
 mod write;
 
-#[cfg(feature = "bench")]
 pub(crate) use read::cert_public_key;
 pub use read::{parse_certs_csv, parse_csv, verify, VerifiedBundle};
 pub use write::{
