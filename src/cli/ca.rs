@@ -351,6 +351,12 @@ fn render(info: &CaInfo) -> String {
             info.issued, info.batches, info.rejected
         ),
     );
+    if info.revoked > 0 || info.crls > 0 {
+        line(
+            "revoked",
+            &format!("{} certificates; {} CRLs issued", info.revoked, info.crls),
+        );
+    }
     line(
         "audit",
         &format!(

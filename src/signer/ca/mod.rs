@@ -181,6 +181,10 @@ pub struct CaInfo {
     pub rejected: u64,
     /// Batches signed.
     pub batches: u64,
+    /// Certificates revoked (`nrfca revoke`).
+    pub revoked: u64,
+    /// CRLs issued (`nrfca crl`).
+    pub crls: u64,
     /// Records in the audit log.
     pub audit_records: u64,
     /// Hash of the last audit record.
