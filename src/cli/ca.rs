@@ -41,6 +41,13 @@ pub enum CaCmd {
         after_help = "The current key is unlocked as for `sign` (--passphrase-file, NRFCA_PASSPHRASE, prompt, or --identity).\nThe new passphrase comes from --new-passphrase-file, else NRFCA_NEW_PASSPHRASE, else is asked twice on the terminal.\nFor recipients, --new-identity (the identity file of at least one new recipient) proves the new file opens.\nAfterwards remove the retired file (shred -u) once the old secret is no longer needed; `ca show` warns until then.\n\nExample:\n  nrfca ca protect --ca-dir /media/ca --passphrase-file old.pw --new-passphrase-file new.pw\n  nrfca ca protect --ca-dir /media/ca --new-recipient age1...new1 --new-recipient age1...new2 --new-identity new1.agekey"
     )]
     Protect(ProtectKeyArgs),
+    // ---- lifecycle (issue 14) ----
+    /// Make the certificate AWS IoT asks for to register this CA: CN = the registration code,
+    /// a fresh key of its own (AWS's throwaway proof key), signed by the CA; audited.
+    #[command(
+        after_help = "Example:\n  CODE=$(aws iot get-registration-code --query registrationCode --output text)   # online machine\n  nrfca ca verification-cert --ca-dir /media/ca --cn \"$CODE\" --out aws-verification\n  aws iot register-ca-certificate --ca-certificate file://ca.pem \\\n      --verification-cert file://aws-verification/verification.pem\n\nverification.key (mode 0600) is only for AWS's proof of possession: delete it (shred -u) after\nregistering."
+    )]
+    VerificationCert(crate::cli::ca_lifecycle::VerificationCertArgs),
 }
 
 /// Arguments of `ca protect`.
@@ -157,6 +164,8 @@ pub struct ShowArgs {
 /// Run a CA subcommand.
 pub fn run(cmd: CaCmd) -> CliResult {
     match cmd {
+        // ---- lifecycle (issue 14) ----
+        CaCmd::VerificationCert(a) => crate::cli::ca_lifecycle::verification_cert(a),
         CaCmd::Init(a) => {
             let protection = a.protect.protection()?;
             let opts = InitOptions {

@@ -34,6 +34,7 @@ use std::process::ExitCode;
 
 pub mod audit;
 pub mod ca;
+pub mod ca_lifecycle;
 pub mod common;
 pub mod completions;
 pub mod crl;

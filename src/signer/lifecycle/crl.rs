@@ -2,10 +2,14 @@
 //! `x509-cert`'s CRL types, with `revoked.csv` (the nRF Cloud removal list: nRF Cloud has no
 //! CRL) and a signed manifest, written atomically (a temporary directory renamed into place).
 //!
-//! **CRL numbers never go back.** The number is `max(last stored + 1, unix seconds now)`: the
-//! stored number makes it increase within one `ca.db`, the clock makes it increase across a
-//! `ca.db` restored from an old backup (whose stored number is behind CRLs already published).
-//! It stays below 2^63, far inside RFC 5280's 20 octets. The issuance is audited
+//! **CRL numbers never go back.** The number is `max(last stored + 1, Unix time now in
+//! milliseconds)`: the stored number makes it increase within one `ca.db` whatever the clock
+//! does, the clock makes it increase across a `ca.db` restored from an old backup (whose stored
+//! number is behind CRLs already published). A run holds `ca.db`'s write lock from taking the
+//! number through several fsyncs, so two runs are always more than a millisecond apart and
+//! every number is at most its issue time: a later run's clock is past every number issued
+//! before, restored database or not (as long as the signer's clock is not set back). It stays
+//! below 2^63, far inside RFC 5280's 20 octets. The issuance is audited
 //! (`crl-issued`, with the number) and checkpointed with the CA key, which also signs any
 //! `certificate-revoked` records written since the last checkpoint.
 //!
@@ -173,10 +177,10 @@ pub fn build_crl(
     .map_err(bad)
 }
 
-/// The next CRL number: `max(last + 1, now_unix)` (see the module docs).
-pub fn next_crl_number(last: u64, now_unix: i64) -> u64 {
+/// The next CRL number: `max(last + 1, now_unix_ms)` (see the module docs).
+pub fn next_crl_number(last: u64, now_unix_ms: i128) -> u64 {
     last.saturating_add(1)
-        .max(u64::try_from(now_unix).unwrap_or(0))
+        .max(u64::try_from(now_unix_ms).unwrap_or(0))
 }
 
 /// What [`issue_crl`] made.
@@ -239,7 +243,10 @@ pub fn issue_crl(
         .replace_nanosecond(0)
         .unwrap_or(OffsetDateTime::now_utc());
     let next = now + time::Duration::days(i64::from(opts.next_update_days));
-    let number = next_crl_number(revocations::last_crl_number(&tx)?, now.unix_timestamp());
+    let number = next_crl_number(
+        revocations::last_crl_number(&tx)?,
+        OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000,
+    );
     let rows = revocations::all(&tx)?;
     let mut entries = Vec::with_capacity(rows.len());
     let mut csv = Vec::new();
@@ -435,9 +442,12 @@ mod tests {
     #[test]
     fn crl_numbers_move_forward_after_a_restore() {
         // Normal: one more than the last.
-        assert_eq!(next_crl_number(2_000_000_000, 1_900_000_000), 2_000_000_001);
+        assert_eq!(
+            next_crl_number(2_000_000_000_000, 1_900_000_000_000),
+            2_000_000_000_001
+        );
         // ca.db restored from a backup whose stored number is behind: the clock wins.
-        assert_eq!(next_crl_number(5, 1_900_000_000), 1_900_000_000);
+        assert_eq!(next_crl_number(5, 1_900_000_000_000), 1_900_000_000_000);
         assert_eq!(next_crl_number(u64::MAX, 0), u64::MAX);
     }
 }
