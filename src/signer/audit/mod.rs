@@ -68,6 +68,7 @@ pub const EVENTS: &[&str] = &[
     "certificate-revoked",
     "crl-issued",
     "verification-cert-issued",
+    "intermediate-issued",
 ];
 
 /// Errors of the audit layer ("could not run"; tampering is a [`Finding`], not an error).

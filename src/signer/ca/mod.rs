@@ -16,9 +16,11 @@ mod show;
 mod unlock;
 
 pub use crate::signer::ca_files::{
-    load_cert, load_cert_file, CaCert, CaFileError, CA_DB, CA_KEY, CA_PEM, MAX_PEM_FILE,
+    load_cert, load_cert_file, load_parent, CaCert, CaFileError, CA_DB, CA_KEY, CA_PEM,
+    MAX_PEM_FILE, PARENT_PEM,
 };
-pub use init::{import, init, key_identifier};
+pub(crate) use init::init_intermediate;
+pub use init::{import, init, init_root, key_identifier, META_ROLE};
 pub(crate) use init::{sync_dir, tmp_name};
 pub use show::show;
 pub use unlock::unlock;

@@ -1,9 +1,10 @@
 //! The lifecycle of issued certificates and of the CA (SPEC §12): [`revoke`] records
 //! revocations in `ca.db` and the audit log, [`crl`] publishes them as a signed X.509 v2 CRL
 //! with the nRF Cloud removal list, [`verification`] makes the AWS IoT verification
-//! certificate. Nothing here prints.
+//! certificate, [`hierarchy`] the offline root above the signing CA. Nothing here prints.
 
 pub mod crl;
+pub mod hierarchy;
 pub mod revoke;
 pub mod verification;
 
