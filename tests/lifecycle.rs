@@ -393,3 +393,214 @@ fn verification_cert_for_aws_iot() {
         assert_eq!(o.status.code(), Some(2), "{cn}: {}", stderr(&o));
     }
 }
+
+// ------------------------------------------------------------------ hierarchy (bench build)
+
+#[cfg(feature = "bench")]
+fn audit_events(ca: &Path) -> Vec<String> {
+    let o = run(bin().args(["audit", "show", "--json", "--ca-dir"]).arg(ca));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Root → intermediate → batch → `bench import --trust ROOT.pem` on simulated modems; the
+/// root refuses to sign devices; revoke two devices of the intermediate and check its CRL;
+/// pkilint on root → SUB and SUB → device; bad input.
+#[cfg(feature = "bench")]
+#[test]
+fn root_intermediate_batch_import_trusting_the_root() {
+    use nrfca::bench::{export, import, ExportOptions, ImportOptions, Status};
+    use nrfca::sim::{Latency, SimConfig, Simulator};
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let sim = Simulator::start(SimConfig {
+        count: 3,
+        latency: Latency::Test,
+        link_dir: Some(r.join("modems")),
+        ..SimConfig::default()
+    })
+    .expect("simulator starts");
+    let ports = common::port_names(&sim);
+    let settings = common::port_settings(1500, 600, 5);
+    let req = r.join("requests.csv");
+    let mut eo = ExportOptions::new(ports.clone(), req.clone());
+    eo.state_dir = r.join("S");
+    eo.operator = Some("tester".into());
+    eo.settings = settings.clone();
+    let er = export(&eo, &|_| {}).expect("export runs");
+    assert!(er.devices.iter().all(|d| d.status == Status::Done));
+
+    // The root.
+    let root = r.join("root");
+    let root_id = r.join("root.agekey");
+    common::ca_init_age(
+        &root,
+        &root_id,
+        "CN=Lifecycle Root,O=Test",
+        &["--root", "--days", "3650"],
+    );
+    // It refuses device batches before unlocking: exit 2, no bundle, no unlock recorded.
+    let before = audit_events(&root);
+    let o = run(&mut sign_cmd(&root, &root_id, &r.join("b-root"), &req));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a root CA signs CAs and CRLs only"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!r.join("b-root").exists());
+    assert_eq!(audit_events(&root), before);
+
+    // The intermediate, its key protected like any CA key (an age recipient here).
+    let sub = r.join("sub");
+    let sub_id = r.join("sub.agekey");
+    let sub_recipient = common::age_identity(&sub_id);
+    let issue = |days: &str, into: &Path| {
+        run(bin()
+            .args(["ca", "issue-intermediate", "--ca-dir"])
+            .arg(&root)
+            .arg("--root-identity")
+            .arg(&root_id)
+            .arg("--new-ca-dir")
+            .arg(into)
+            .args(["--subject", "CN=Lifecycle Device CA,O=Test", "--days", days])
+            .args(["--recipient", &sub_recipient, "--operator", "officer"]))
+    };
+    // Outliving the root is refused, nothing created.
+    let o = issue("4000", &sub);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("outlive its root"), "{}", stderr(&o));
+    assert!(!sub.exists());
+    let o = issue("1000", &sub);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(audit_events(&root).contains(&"intermediate-issued".to_string()));
+    // SUB's creation names its parent.
+    let o = run(bin()
+        .args([
+            "audit",
+            "show",
+            "--json",
+            "--event",
+            "ca-created",
+            "--ca-dir",
+        ])
+        .arg(&sub));
+    let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let root_fp = nrfca::signer::ca::load_cert(&root).unwrap().fingerprint;
+    assert_eq!(
+        created[0]["details"]["parent_fingerprint"],
+        root_fp.as_str()
+    );
+    // Into an existing directory: refused.
+    let o = issue("100", &sub);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    audit_ok(&root);
+    audit_ok(&sub);
+
+    // A batch from SUB carries chain.pem, listed in the signed manifest.
+    let bundle = r.join("bundle");
+    let o = run(&mut sign_cmd(&sub, &sub_id, &bundle, &req));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let chain = std::fs::read_to_string(bundle.join("chain.pem")).unwrap();
+    let sub_pem = std::fs::read_to_string(sub.join("ca.pem")).unwrap();
+    let root_pem = std::fs::read_to_string(root.join("ca.pem")).unwrap();
+    assert_eq!(chain, format!("{sub_pem}{root_pem}"));
+    let manifest = std::fs::read_to_string(bundle.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"chain.pem\""));
+    // The bundle verifies with SUB or ROOT, not with an unrelated root.
+    nrfca::bundle::verify(&bundle, sub_pem.as_bytes()).unwrap();
+    nrfca::bundle::verify(&bundle, root_pem.as_bytes()).unwrap();
+    let other = r.join("other");
+    common::ca_init_age(
+        &other,
+        &r.join("other.agekey"),
+        "CN=Unrelated Root",
+        &["--root"],
+    );
+    let other_pem = std::fs::read(other.join("ca.pem")).unwrap();
+    let e = nrfca::bundle::verify(&bundle, &other_pem).unwrap_err();
+    assert!(e.to_string().contains("not the trusted CA"), "{e}");
+
+    // bench import trusting ROOT.pem installs every device.
+    let mut io = ImportOptions::new(ports.clone(), bundle.clone(), root.join("ca.pem"));
+    io.state_dir = r.join("S");
+    io.operator = Some("tester".into());
+    io.settings = settings.clone();
+    let ir = import(&io, &|_| {}).expect("import runs");
+    assert!(
+        ir.devices.iter().all(|d| d.status == Status::Done),
+        "{:?}",
+        ir.devices
+    );
+    // The unrelated root is refused before any modem is touched.
+    let mut io2 = ImportOptions::new(ports.clone(), bundle.clone(), other.join("ca.pem"));
+    io2.state_dir = r.join("S");
+    io2.settings = settings;
+    assert!(import(&io2, &|_| {}).is_err());
+    drop(sim);
+
+    let rows = certs(&bundle);
+    for (i, (_, _, pem)) in rows.iter().enumerate() {
+        std::fs::write(r.join(format!("dev{i}.pem")), pem).unwrap();
+    }
+    if let Some(lint) = venv_tool("lint_pkix_signer_signee_cert_chain") {
+        for (signer, signee) in [("root/ca.pem", "sub/ca.pem"), ("sub/ca.pem", "dev0.pem")] {
+            let o = Command::new(&lint)
+                .args(["lint", "-s", "WARNING", signer, signee])
+                .current_dir(r)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success() && o.stdout.trim_ascii().is_empty(),
+                "{signer} -> {signee}: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+        }
+    }
+
+    // Revoke two devices of SUB; SUB's CRL refuses them and accepts the third.
+    let o = revoke(&sub, &["--device", &rows[0].0, &rows[1].0], "keyCompromise");
+    assert!(o.status.success(), "{}", stderr(&o));
+    crl_number(&crl(&sub, &sub_id, &r.join("crl")));
+    if have_openssl() {
+        let o = openssl(
+            r,
+            &[
+                "crl",
+                "-in",
+                "crl/crl.pem",
+                "-CAfile",
+                "sub/ca.pem",
+                "-noout",
+                "-verify",
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v = |i: usize| {
+            openssl(
+                r,
+                &[
+                    "verify",
+                    "-crl_check",
+                    "-CRLfile",
+                    "crl/crl.pem",
+                    "-CAfile",
+                    "root/ca.pem",
+                    "-untrusted",
+                    "sub/ca.pem",
+                    &format!("dev{i}.pem"),
+                ],
+            )
+        };
+        assert!(!v(0).status.success());
+        assert!(!v(1).status.success());
+        let o = v(2);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    audit_ok(&sub);
+}

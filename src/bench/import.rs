@@ -164,6 +164,20 @@ fn trusted_ca(pem: &str, path: &Path) -> Result<TrustedCa, BenchError> {
     })
 }
 
+/// Device → intermediate → root: when `--trust` is the root of the bundle's CA,
+/// [`bundle::verify`] checked the intermediate in `chain.pem` against it; the device
+/// certificates are then checked against that intermediate. Otherwise the trusted CA itself.
+fn issuing_ca(
+    trusted: TrustedCa,
+    verified: &bundle::VerifiedBundle,
+    path: &Path,
+) -> Result<TrustedCa, BenchError> {
+    match &verified.via_chain {
+        None => Ok(trusted),
+        Some(pem) => trusted_ca(pem, path),
+    }
+}
+
 /// `--trust` must not come from the bundle it is to check: whoever can write the bundle could
 /// then put their own CA beside their own certificates. Refused when the trust file, with
 /// symlinks resolved, lies inside the bundle directory, or is a hard link to a file in it.
@@ -347,6 +361,7 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
     let ca = trusted_ca(&trust_pem, &opts.trust)?;
     let verified =
         bundle::verify(&opts.bundle, trust_pem.as_bytes()).map_err(BenchError::Bundle)?;
+    let ca = issuing_ca(ca, &verified, &opts.trust)?;
     let root = root_bundle(&opts.root_ca)?;
     let root_sha = crate::crypto::sha256_hex(root.as_bytes());
     Ok(VerifiedImport {

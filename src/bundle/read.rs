@@ -13,6 +13,9 @@ pub struct VerifiedBundle {
     pub manifest: Manifest,
     /// Every row of `certs.csv`, in file order.
     pub certs: Vec<CertRow>,
+    /// The bundle's CA (PEM) when it was trusted through `chain.pem` (the trusted certificate
+    /// is its root): the device certificates' issuer. `None`: the trusted CA itself.
+    pub via_chain: Option<String>,
 }
 
 /// The DER of the first CERTIFICATE block of a PEM text.
@@ -298,7 +301,11 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
 
     let certs_csv = certs_csv.ok_or_else(|| BundleError::MissingFile("certs.csv".into()))?;
     let certs = parse_certs_csv(&certs_csv)?;
-    Ok(VerifiedBundle { manifest, certs })
+    Ok(VerifiedBundle {
+        manifest,
+        certs,
+        via_chain: through_chain.map(|p| String::from_utf8_lossy(&p).into_owned()),
+    })
 }
 
 /// Split CSV text into records: (start line, fields). Quoted fields may span lines.
