@@ -4,7 +4,8 @@
 //! place the key is unlocked). The subject syntax is [`profile`]'s; the CA's files and its
 //! certificate are [`crate::signer::ca_files`]'s.
 //!
-//! The CA directory holds exactly `ca.pem`, `ca.key.age` (age-encrypted PKCS#8, mode 0600) and
+//! The CA directory holds exactly `ca.pem`, `ca.key.age` (age-encrypted PKCS#8, mode 0600),
+//! `parent.pem` for an intermediate (its root's certificate: `ca issue-intermediate`) and
 //! `ca.db` (plus `ca.key.age.retired-*` files that `ca protect` leaves until the officer
 //! removes them). None of them is ever overwritten, except `ca.key.age` by
 //! [`crate::signer::protect::protect`], atomically, after the new file is proven; the
