@@ -603,4 +603,25 @@ fn root_intermediate_batch_import_trusting_the_root() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     audit_ok(&sub);
+    // SUB's exported log verifies alone against the bundle's chain.pem (SUB checked by ROOT);
+    // SUB's ca.pem alone is not self-signed and says what to give instead.
+    let log = r.join("sub.jsonl");
+    let o = run(bin()
+        .args(["audit", "export", "--ca-dir"])
+        .arg(&sub)
+        .arg("--out")
+        .arg(&log));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let verify_with = |pem: &Path| {
+        run(bin()
+            .args(["audit", "verify", "--file"])
+            .arg(&log)
+            .arg("--ca-cert")
+            .arg(pem))
+    };
+    let o = verify_with(&bundle.join("chain.pem"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = verify_with(&sub.join("ca.pem"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("chain.pem"), "{}", stderr(&o));
 }

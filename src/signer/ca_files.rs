@@ -188,7 +188,7 @@ pub(crate) fn analyze_cert_issued_by(
         return Err(CaFileError::BadCert(if parent.is_some() {
             "the CA certificate's issuer is not the subject of its parent (parent.pem)".into()
         } else {
-            "the certificate is not self-signed (issuer ≠ subject); nrfca adopts root CAs only"
+            "the certificate is not self-signed (issuer ≠ subject); nrfca adopts root CAs only (for an intermediate made by `ca issue-intermediate`, give a bundle's chain.pem: the CA, then its root)"
                 .into()
         }));
     }
@@ -418,9 +418,35 @@ pub(crate) fn cert_der_from_pem_file(path: &Path) -> Result<Vec<u8>, CaFileError
     }
 }
 
+/// The two certificates of a chain file (CA, then its issuer), `None` for anything else.
+fn two_cert_chain(path: &Path) -> Result<Option<(Vec<u8>, Vec<u8>)>, CaFileError> {
+    let bytes = read_limited(path)?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok(None);
+    };
+    let certs: Vec<Vec<u8>> = crate::util::pem_blocks(text)
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .filter_map(|b| b.decode().ok())
+        .collect();
+    Ok(match <[Vec<u8>; 2]>::try_from(certs) {
+        Ok([ca, root]) if ca != root => Some((ca, root)),
+        _ => None,
+    })
+}
+
 /// Load and check a CA certificate from any PEM file (e.g. `--ca-cert` of `audit verify`,
-/// `--trust` of `bench import`). Fails on anything that is not a P-256 self-signed CA.
+/// `--trust` of `bench import`). Fails on anything that is not a P-256 self-signed CA, except
+/// a chain of exactly two certificates (an intermediate's `chain.pem`: the CA, then the root
+/// that issued it), which gives the intermediate, checked against the root.
 pub fn load_cert_file(path: &Path) -> Result<CaCert, CaFileError> {
+    if let Some((ca_der, root_der)) = two_cert_chain(path)? {
+        let (root, _) = analyze_cert(&root_der, OffsetDateTime::UNIX_EPOCH)
+            .map_err(|e| prefix_path(e, path))?;
+        let (cert, _) = analyze_cert_issued_by(&ca_der, OffsetDateTime::UNIX_EPOCH, Some(&root))
+            .map_err(|e| prefix_path(e, path))?;
+        return Ok(cert);
+    }
     let der = cert_der_from_pem_file(path)?;
     // Expiry is not a reason to refuse reading an existing CA (audit of an old log).
     let (cert, _) =

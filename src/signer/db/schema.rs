@@ -358,6 +358,25 @@ mod tests {
         assert_eq!(certificate_indexes(&c), CERTIFICATE_INDEXES);
     }
 
+    /// Schema 3 had no `revocations` table.
+    #[test]
+    fn schema_3_gains_the_revocations_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.db");
+        let c = open(&p).unwrap();
+        c.execute_batch(
+            "DROP TABLE revocations; UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        drop(c);
+        let c = open(&p).unwrap();
+        assert_eq!(schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM revocations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
     #[test]
     fn schema_1_with_a_foreign_pem_is_left_unchanged() {
         let dir = tempfile::tempdir().unwrap();

@@ -226,6 +226,7 @@ pub fn issue_crl(
         .into_owned();
     crate::signer::secret::harden_process().map_err(ca::CaError::from)?;
     let cert = ca::load_cert(ca_dir).map_err(ca::CaError::from)?;
+    super::refuse_expired(&cert)?;
     ca::check_ca_files(ca_dir)?;
     let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;

@@ -93,3 +93,15 @@ pub(crate) fn x509_time(t: time::OffsetDateTime) -> Result<x509_cert::time::Time
         x509_cert::time::Time::GeneralTime(GeneralizedTime::from_date_time(dt))
     })
 }
+
+/// Refuse to sign with a CA past its notAfter (checked before the key is unlocked): what it
+/// signs would not verify.
+pub(crate) fn refuse_expired(cert: &crate::signer::ca::CaCert) -> Result<(), LifecycleError> {
+    if time::OffsetDateTime::now_utc() > cert.not_after {
+        return Err(LifecycleError::BadInput(format!(
+            "the CA expired on {}: nothing it signs would verify; use its successor (see \"Rotate\" in docs/officer-guide.md)",
+            crate::signer::issue::rfc3339(cert.not_after)
+        )));
+    }
+    Ok(())
+}
