@@ -418,8 +418,11 @@ pub(crate) fn cert_der_from_pem_file(path: &Path) -> Result<Vec<u8>, CaFileError
     }
 }
 
+/// DER of a CA certificate and of its issuer.
+type ChainDers = (Vec<u8>, Vec<u8>);
+
 /// The two certificates of a chain file (CA, then its issuer), `None` for anything else.
-fn two_cert_chain(path: &Path) -> Result<Option<(Vec<u8>, Vec<u8>)>, CaFileError> {
+fn two_cert_chain(path: &Path) -> Result<Option<ChainDers>, CaFileError> {
     let bytes = read_limited(path)?;
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return Ok(None);

@@ -84,6 +84,10 @@ pub struct CrlEntry {
     pub reason: Reason,
 }
 
+/// The CA key's DER ECDSA-SHA256 signer, as [`build_crl`] takes it (e.g.
+/// `|m| signer.sign_der(m).map_err(|e| e.to_string())` for any `CaSigner`).
+pub type SignFn<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
+
 /// Build and sign a CRL (DER). `sign` is the CA key's DER ECDSA-SHA256 signer over the
 /// TBSCertList. Reason codes are written except for `unspecified` (RFC 5280 §5.3.1: SHOULD
 /// be absent rather than unspecified).
@@ -93,7 +97,7 @@ pub fn build_crl(
     number: u64,
     this_update: OffsetDateTime,
     next_update: OffsetDateTime,
-    sign: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>, String>,
+    sign: &mut SignFn<'_>,
 ) -> Result<Vec<u8>, LifecycleError> {
     use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
     use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlNumber, CrlReason};

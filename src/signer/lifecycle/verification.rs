@@ -112,7 +112,7 @@ pub fn verification_cert(
         &Issuance {
             device_id: opts.cn.clone(),
             public_key: pair.public_key(),
-            serial: serial.clone(),
+            serial,
             not_before: now,
             not_after,
         },
