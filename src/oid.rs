@@ -81,6 +81,10 @@ pub const KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.15");
 pub const SUBJECT_ALT_NAME: Oid = Oid::new_unwrap("2.5.29.17");
 /// basicConstraints (RFC 5280 §4.2.1.9).
 pub const BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
+/// cRLNumber (RFC 5280 §5.2.3), a CRL extension.
+pub const CRL_NUMBER: Oid = Oid::new_unwrap("2.5.29.20");
+/// reasonCode (RFC 5280 §5.3.1), a CRL entry extension.
+pub const CRL_REASON: Oid = Oid::new_unwrap("2.5.29.21");
 /// cRLDistributionPoints (RFC 5280 §4.2.1.13).
 pub const CRL_DISTRIBUTION_POINTS: Oid = Oid::new_unwrap("2.5.29.31");
 /// certificatePolicies (RFC 5280 §4.2.1.4).
@@ -144,6 +148,8 @@ pub const EXTENSIONS: &[(&str, Oid)] = &[
     ("cRLDistributionPoints", CRL_DISTRIBUTION_POINTS),
     ("certificatePolicies", CERTIFICATE_POLICIES),
     ("authorityInfoAccess", AUTHORITY_INFO_ACCESS),
+    ("cRLNumber", CRL_NUMBER),
+    ("reasonCode", CRL_REASON),
 ];
 
 /// Extended key usages by their RFC 5280 names.

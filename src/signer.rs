@@ -12,6 +12,7 @@ pub mod ca_files;
 pub mod db;
 pub mod issue;
 pub mod key;
+pub mod lifecycle;
 pub mod policy;
 pub mod protect;
 pub mod report;

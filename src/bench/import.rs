@@ -173,6 +173,20 @@ fn trusted_ca(pem: &str, path: &Path) -> Result<TrustedCa, BenchError> {
     })
 }
 
+/// Device → intermediate → root: when `--trust` is the root of the bundle's CA,
+/// [`bundle::verify`] checked the intermediate in `chain.pem` against it; the device
+/// certificates are then checked against that intermediate. Otherwise the trusted CA itself.
+fn issuing_ca(
+    trusted: TrustedCa,
+    verified: &bundle::VerifiedBundle,
+    path: &Path,
+) -> Result<TrustedCa, BenchError> {
+    match &verified.via_chain {
+        None => Ok(trusted),
+        Some(pem) => trusted_ca(pem, path),
+    }
+}
+
 /// `--trust` must not come from the bundle it is to check: whoever can write the bundle could
 /// then put their own CA beside their own certificates. Refused when the trust file, with
 /// symlinks resolved, lies inside the bundle directory, or is a hard link to a file in it.
@@ -358,8 +372,11 @@ pub fn verify_bundle(opts: &ImportOptions) -> Result<VerifiedImport, BenchError>
     let ca = trusted_ca(&trust_pem, &opts.trust)?;
     let verified =
         bundle::verify(&opts.bundle, trust_pem.as_bytes()).map_err(BenchError::Bundle)?;
-    // The CA's log must extend what this bench saw before (SPEC §11).
-    let trust_der = first_cert_der(&trust_pem).ok_or_else(|| BenchError::File {
+    let ca = issuing_ca(ca, &verified, &opts.trust)?;
+    // The CA's log must extend what this bench saw before (SPEC §11). The log and its
+    // checkpoints are the signing CA's: the intermediate of chain.pem when --trust is a root.
+    let issuer_pem = verified.via_chain.as_deref().unwrap_or(&trust_pem);
+    let trust_der = first_cert_der(issuer_pem).ok_or_else(|| BenchError::File {
         path: opts.trust.clone(),
         detail: "no CERTIFICATE in the --trust file; pass the signer's ca.pem".into(),
     })?;

@@ -13,6 +13,9 @@ pub struct VerifiedBundle {
     pub manifest: Manifest,
     /// Every row of `certs.csv`, in file order.
     pub certs: Vec<CertRow>,
+    /// The bundle's CA (PEM) when it was trusted through `chain.pem` (the trusted certificate
+    /// is its root): the device certificates' issuer. `None`: the trusted CA itself.
+    pub via_chain: Option<String>,
 }
 
 /// The DER of the first CERTIFICATE block of a PEM text.
@@ -126,6 +129,66 @@ fn list_files(
     Ok(())
 }
 
+/// When `trusted_ca_pem` is the root of the bundle's CA: the bundle's `chain.pem` (its CA's
+/// certificate, then the root's) ends with exactly the trusted certificate, and its first
+/// certificate is a CA certificate issued and signed by the trusted one. Returns that CA's
+/// certificate as PEM, to be trusted in place of the root (device → CA → root); `None` when
+/// there is no chain.pem or the trusted certificate is not its root (then the bundle must be
+/// signed by the trusted CA itself, as without a hierarchy).
+fn trust_through_chain(dir: &Path, trusted_ca_pem: &[u8]) -> Result<Option<Vec<u8>>, BundleError> {
+    use der::{Decode, Encode};
+    let path = dir.join("chain.pem");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let Some(trusted_der) = pem_cert_der(trusted_ca_pem) else {
+        return Ok(None);
+    };
+    let chain = read_limited(&path, "chain.pem", MAX_MANIFEST)?;
+    let text = String::from_utf8_lossy(&chain);
+    let ders: Vec<Vec<u8>> = crate::util::pem_blocks(&text)
+        .iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .filter_map(|b| b.decode().ok())
+        .collect();
+    if ders.len() != 2 || ders[1] != trusted_der {
+        return Ok(None);
+    }
+    let bad = |m: &str| BundleError::BadTrustedCa(format!("chain.pem: {m}"));
+    let root = x509_cert::Certificate::from_der(&trusted_der)
+        .map_err(|_| bad("the root cannot be parsed"))?;
+    let sub = x509_cert::Certificate::from_der(&ders[0])
+        .map_err(|_| bad("the CA certificate cannot be parsed"))?;
+    if sub.tbs_certificate.issuer != root.tbs_certificate.subject {
+        return Err(bad("the CA certificate is not issued by the trusted root"));
+    }
+    let root_key = cert_public_key(&trusted_der).map_err(|e| bad(&e))?;
+    let tbs = sub
+        .tbs_certificate
+        .to_der()
+        .map_err(|_| bad("the CA certificate cannot be encoded"))?;
+    let sig = sub.signature.as_bytes().unwrap_or_default();
+    if !crate::crypto::verify_p256_sha256(&root_key, &tbs, sig) {
+        return Err(bad("the CA certificate is not signed by the trusted root"));
+    }
+    let is_ca = sub
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == crate::oid::BASIC_CONSTRAINTS)
+        .filter_map(|e| {
+            x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).ok()
+        })
+        .any(|bc| bc.ca);
+    if !is_ca {
+        return Err(bad("the first certificate is not a CA certificate"));
+    }
+    Ok(Some(
+        crate::util::pem_encode("CERTIFICATE", &ders[0]).into_bytes(),
+    ))
+}
+
 /// Check a bundle against the CA the bench trusts: `manifest.sig` verifies with the trusted
 /// CA's key, the bundle's `ca.pem` is that CA, every listed file has its SHA-256, nothing is
 /// unlisted, `certs.csv` parses and each row's `sha256` is the SHA-256 of its PEM.
@@ -141,6 +204,9 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
             return Err(BundleError::Partial(dir.to_path_buf()));
         }
     }
+    // Trusting the root of an intermediate: the bundle's chain.pem makes its CA trusted.
+    let through_chain = trust_through_chain(dir, trusted_ca_pem)?;
+    let trusted_ca_pem = through_chain.as_deref().unwrap_or(trusted_ca_pem);
     let trusted_der = pem_cert_der(trusted_ca_pem)
         .ok_or_else(|| BundleError::BadTrustedCa("no CERTIFICATE PEM block".into()))?;
     let trusted_key = cert_public_key(&trusted_der).map_err(BundleError::BadTrustedCa)?;
@@ -243,7 +309,11 @@ pub fn verify(dir: &Path, trusted_ca_pem: &[u8]) -> Result<VerifiedBundle, Bundl
 
     let certs_csv = certs_csv.ok_or_else(|| BundleError::MissingFile("certs.csv".into()))?;
     let certs = parse_certs_csv(&certs_csv)?;
-    Ok(VerifiedBundle { manifest, certs })
+    Ok(VerifiedBundle {
+        manifest,
+        certs,
+        via_chain: through_chain.map(|p| String::from_utf8_lossy(&p).into_owned()),
+    })
 }
 
 /// Split CSV text into records: (start line, fields). Quoted fields may span lines.

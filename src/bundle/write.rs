@@ -115,6 +115,8 @@ pub struct BundleOptions {
     pub fw_types: Vec<String>,
     /// Also write `certs/<deviceId>_crt.pem`.
     pub pem_files: bool,
+    /// `chain.pem` (an intermediate CA's certificate then its root's), when the CA is one.
+    pub chain_pem: Option<Vec<u8>>,
 }
 
 /// Whether `id` is safe as the stem of a file name.
@@ -212,7 +214,10 @@ impl RejectsWriter {
                 .create(&c)
                 .map_err(io_err(&c))?;
         }
-        let done = vec![write_whole(&dir, "ca.pem", ca_pem, false)?];
+        let mut done = vec![write_whole(&dir, "ca.pem", ca_pem, false)?];
+        if let Some(chain) = &opts.chain_pem {
+            done.push(write_whole(&dir, "chain.pem", chain, false)?);
+        }
         let mut certs = HashedFile::create(&dir, "certs.csv")?;
         certs.write(CERTS_HEADER.as_bytes())?;
         certs.write(b"\n")?;

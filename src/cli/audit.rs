@@ -98,6 +98,13 @@ pub struct ShowArgs {
     /// Only records with this event name (e.g. certificate-issued, request-rejected).
     #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
+    /// List the revoked certificates (serial, device, reason, time) instead of records.
+    #[arg(long, conflicts_with_all = ["device", "batch", "since", "until", "event", "expiring"])]
+    pub revoked: bool,
+    /// List the certificates (not revoked) that expire within DAYS days, or already have,
+    /// instead of records.
+    #[arg(long, value_name = "DAYS", conflicts_with_all = ["device", "batch", "since", "until", "event"])]
+    pub expiring: Option<u32>,
     /// Print the records as a JSON array on stdout.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -355,7 +362,65 @@ fn full_batch_id(ca_dir: &std::path::Path, b: &str) -> Result<String, Box<dyn st
     }
 }
 
+/// `audit show --revoked` / `--expiring DAYS`: certificate lists, not records.
+fn show_certificates(a: &ShowArgs) -> CliResult {
+    use nrfca::signer::lifecycle::revoke;
+    let (header, rows): (&[&str], Vec<Vec<String>>) = if let Some(days) = a.expiring {
+        let list = revoke::list_expiring(&a.ca_dir, days)?;
+        if a.json {
+            print_json(&list)?;
+            return Ok(Outcome::Done);
+        }
+        (
+            &["serial", "device_id", "not_after", "batch"],
+            list.into_iter()
+                .map(|e| vec![e.serial, e.device_id, e.not_after, e.batch_id])
+                .collect(),
+        )
+    } else {
+        let list = revoke::list_revoked(&a.ca_dir)?;
+        if a.json {
+            print_json(&list)?;
+            return Ok(Outcome::Done);
+        }
+        (
+            &["serial", "device_id", "reason", "revoked_at", "operator"],
+            list.into_iter()
+                .map(|r| vec![r.serial, r.device_id, r.reason, r.revoked_at, r.operator])
+                .collect(),
+        )
+    };
+    let n = rows.len();
+    if a.csv {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        w.write_record(header)?;
+        for r in &rows {
+            w.write_record(r.iter().map(|c| nrfca::bundle::safe_cell(c).into_owned()))?;
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| format!("cannot build the CSV: {}", e.error()))?;
+        print_stdout(&String::from_utf8_lossy(&bytes))?;
+    } else {
+        let mut out = header.join("  ");
+        out.push('\n');
+        for r in rows {
+            let cells: Vec<String> = r.iter().map(|c| term_escape(c).into_owned()).collect();
+            out.push_str(&cells.join("  "));
+            out.push('\n');
+        }
+        print_stdout(&out)?;
+        say!("{n} certificate(s)");
+    }
+    Ok(Outcome::Done)
+}
+
 fn show(a: ShowArgs) -> CliResult {
+    if a.revoked || a.expiring.is_some() {
+        return show_certificates(&a);
+    }
     if let Some(e) = a.event.as_deref() {
         if !audit::EVENTS.contains(&e) {
             return Err(format!(

@@ -41,6 +41,19 @@ pub enum CaCmd {
         after_help = "The current key is unlocked as for `sign` (--passphrase-file, NRFCA_PASSPHRASE, prompt, or --identity).\nThe new passphrase comes from --new-passphrase-file, else NRFCA_NEW_PASSPHRASE, else is asked twice on the terminal.\nFor recipients, --new-identity (the identity file of at least one new recipient) proves the new file opens.\nAfterwards remove the retired file (shred -u) once the old secret is no longer needed; `ca show` warns until then.\n\nExample:\n  nrfca ca protect --ca-dir /media/ca --passphrase-file old.pw --new-passphrase-file new.pw\n  nrfca ca protect --ca-dir /media/ca --new-recipient age1...new1 --new-recipient age1...new2 --new-identity new1.agekey"
     )]
     Protect(ProtectKeyArgs),
+    // ---- lifecycle (issue 14) ----
+    /// Make the certificate AWS IoT asks for to register this CA: CN = the registration code,
+    /// a fresh key of its own (AWS's throwaway proof key), signed by the CA; audited.
+    #[command(
+        after_help = "Example:\n  CODE=$(aws iot get-registration-code --query registrationCode --output text)   # online machine\n  nrfca ca verification-cert --ca-dir /media/ca --cn \"$CODE\" --out aws-verification\n  aws iot register-ca-certificate --ca-certificate file://ca.pem \\\n      --verification-cert file://aws-verification/verification.pem\n\nverification.key (mode 0600) is only for AWS's proof of possession: delete it (shred -u) after\nregistering."
+    )]
+    VerificationCert(crate::cli::ca_lifecycle::VerificationCertArgs),
+    /// Make a new intermediate (signing) CA under a root made by `ca init --root`: its own key,
+    /// protected like any CA key, and a certificate from the root (pathLen 0); audited in both.
+    #[command(
+        after_help = "The root key is unlocked with --root-identity or --root-passphrase-file (else NRFCA_PASSPHRASE,\nelse a prompt); the new key is protected with --recipient or --passphrase-file as for `ca init`.\n\nExample:\n  nrfca ca issue-intermediate --ca-dir /media/root --root-identity root.agekey \\\n      --new-ca-dir /media/ca-2026 --subject \"CN=Acme Device CA 2026,O=Acme\" --recipient age1...\n\nBundles from the new CA carry chain.pem; the bench may trust either ca.pem."
+    )]
+    IssueIntermediate(crate::cli::ca_lifecycle::IssueIntermediateArgs),
 }
 
 /// Arguments of `ca protect`.
@@ -101,7 +114,7 @@ pub struct ProtectArgs {
 }
 
 impl ProtectArgs {
-    fn protection(&self) -> Result<Protection, Box<dyn std::error::Error>> {
+    pub(super) fn protection(&self) -> Result<Protection, Box<dyn std::error::Error>> {
         if !self.recipient.is_empty() {
             return Ok(Protection::Recipients(self.recipient.clone()));
         }
@@ -123,6 +136,10 @@ pub struct InitArgs {
     /// Validity of the CA certificate in days.
     #[arg(long, default_value_t = ca::DEFAULT_DAYS)]
     pub days: u32,
+    /// Make an offline root CA (no pathLen limit) that signs CAs and CRLs only, never device
+    /// batches: issue the signing CA from it with `nrfca ca issue-intermediate`.
+    #[arg(long)]
+    pub root: bool,
     #[command(flatten)]
     pub protect: ProtectArgs,
 }
@@ -157,6 +174,9 @@ pub struct ShowArgs {
 /// Run a CA subcommand.
 pub fn run(cmd: CaCmd) -> CliResult {
     match cmd {
+        // ---- lifecycle (issue 14) ----
+        CaCmd::VerificationCert(a) => crate::cli::ca_lifecycle::verification_cert(a),
+        CaCmd::IssueIntermediate(a) => crate::cli::ca_lifecycle::issue_intermediate(a),
         CaCmd::Init(a) => {
             let protection = a.protect.protection()?;
             let opts = InitOptions {
@@ -166,7 +186,11 @@ pub fn run(cmd: CaCmd) -> CliResult {
                 operator: operator(a.protect.operator.clone()),
             };
             let info = with_spinner(encrypt_message(&opts.protection), || {
-                ca::init(&a.ca_dir, &opts)
+                if a.root {
+                    ca::init_root(&a.ca_dir, &opts)
+                } else {
+                    ca::init(&a.ca_dir, &opts)
+                }
             })?;
             if a.protect.json {
                 print_json(&info)?;
@@ -312,7 +336,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
 }
 
 /// What the spinner says while the new key is encrypted (scrypt takes about a second).
-fn encrypt_message(p: &Protection) -> &'static str {
+pub(super) fn encrypt_message(p: &Protection) -> &'static str {
     match p {
         Protection::Passphrase(_) => "encrypting the CA key (scrypt, about a second)",
         _ => "encrypting the CA key",
@@ -328,7 +352,7 @@ fn secret_name(p: &Protection) -> &'static str {
 }
 
 /// Human rendering of [`CaInfo`].
-fn render(info: &CaInfo) -> String {
+pub(super) fn render(info: &CaInfo) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: &str| s.push_str(&format!("  {k:<12} {v}\n"));
     line("subject", &info.subject);
@@ -351,6 +375,12 @@ fn render(info: &CaInfo) -> String {
             info.issued, info.batches, info.rejected
         ),
     );
+    if info.revoked > 0 || info.crls > 0 {
+        line(
+            "revoked",
+            &format!("{} certificates; {} CRLs issued", info.revoked, info.crls),
+        );
+    }
     line(
         "audit",
         &format!(

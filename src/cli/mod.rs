@@ -34,12 +34,15 @@ use std::process::ExitCode;
 
 pub mod audit;
 pub mod ca;
+pub mod ca_lifecycle;
 pub mod common;
 pub mod completions;
+pub mod crl;
 #[cfg(feature = "bench")]
 pub mod gen;
 pub mod inspect;
 pub mod man;
+pub mod revoke;
 pub mod sign;
 
 #[cfg(feature = "bench")]
@@ -135,6 +138,18 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check every request and issue certificates in one atomic batch; write a signed bundle.
     Sign(sign::SignArgs),
+    /// Revoke certificates (by device, serial, batch or list); recorded in ca.db and the audit
+    /// log, no key needed.
+    #[command(
+        after_help = "Example:\n  nrfca revoke --ca-dir /media/ca --device nrf-352656100000009 --reason keyCompromise\n  nrfca revoke --ca-dir /media/ca --file returned.csv --reason cessationOfOperation\n\nRevoking again is a no-op. Exit 1: some serials/devices are unknown (listed; the others are\nrevoked). Then publish: nrfca crl --ca-dir /media/ca --out crl-001"
+    )]
+    Revoke(revoke::RevokeArgs),
+    /// Sign a CRL of every revoked certificate; write crl.pem/crl.der, revoked.csv (the nRF
+    /// Cloud removal list) and a signed manifest.
+    #[command(
+        after_help = "Example:\n  nrfca crl --ca-dir /media/ca --out crl-2025-06 --next-update-days 30\n\nThe CRL number never repeats, even after ca.db is restored from a backup. nRF Cloud has no\nCRL: delete the devices in revoked.csv from nRF Cloud."
+    )]
+    Crl(crl::CrlArgs),
     /// Verify, review, export and report on the hash-chained, CA-signed audit log.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -168,6 +183,8 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Revoke(args) => revoke::run(args),
+        Command::Crl(args) => crl::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         #[cfg(feature = "bench")]

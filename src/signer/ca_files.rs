@@ -127,6 +127,17 @@ pub(crate) fn analyze_cert(
     der: &[u8],
     now: OffsetDateTime,
 ) -> Result<(CaCert, Vec<String>), CaFileError> {
+    analyze_cert_issued_by(der, now, None)
+}
+
+/// [`analyze_cert`] for a CA certificate issued by `parent` (an intermediate made by
+/// `nrfca ca issue-intermediate`): its issuer must be the parent's subject and its signature
+/// the parent key's, instead of self-signed. `None`: self-signed, as [`analyze_cert`].
+pub(crate) fn analyze_cert_issued_by(
+    der: &[u8],
+    now: OffsetDateTime,
+    parent: Option<&CaCert>,
+) -> Result<(CaCert, Vec<String>), CaFileError> {
     let bad = |m: &str| {
         CaFileError::BadCert(format!(
             "{m}; give the CA certificate (PEM) made for this CA"
@@ -172,17 +183,26 @@ pub(crate) fn analyze_cert(
             "the CA certificate is not X.509 v3 (no extensions); it cannot be a CA".into(),
         ));
     }
-    if issuer_raw != subject_raw {
-        return Err(CaFileError::BadCert(
-            "the certificate is not self-signed (issuer ≠ subject); nrfca adopts root CAs only"
-                .into(),
-        ));
+    let expected_issuer = parent.map_or(subject_raw, |p| p.subject_der.as_slice());
+    if issuer_raw != expected_issuer {
+        return Err(CaFileError::BadCert(if parent.is_some() {
+            "the CA certificate's issuer is not the subject of its parent (parent.pem)".into()
+        } else {
+            "the certificate is not self-signed (issuer ≠ subject); nrfca adopts root CAs only (for an intermediate made by `ca issue-intermediate`, give a bundle's chain.pem: the CA, then its root)"
+                .into()
+        }));
     }
     let sig = cert
         .signature
         .as_bytes()
         .ok_or_else(|| bad("the signature BIT STRING has unused bits"))?;
-    if !crypto::verify_p256_sha256(&public_key, tbs_raw, sig) {
+    if let Some(p) = parent {
+        if !crypto::verify_p256_sha256(&p.public_key, tbs_raw, sig) {
+            return Err(CaFileError::BadCert(
+                "the CA certificate is not signed by its parent (parent.pem); restore both from the same backup".into(),
+            ));
+        }
+    } else if !crypto::verify_p256_sha256(&public_key, tbs_raw, sig) {
         return Err(CaFileError::BadCert(
             "the certificate's self-signature does not verify; the file is damaged or not a root CA".into(),
         ));
@@ -398,9 +418,38 @@ pub(crate) fn cert_der_from_pem_file(path: &Path) -> Result<Vec<u8>, CaFileError
     }
 }
 
+/// DER of a CA certificate and of its issuer.
+type ChainDers = (Vec<u8>, Vec<u8>);
+
+/// The two certificates of a chain file (CA, then its issuer), `None` for anything else.
+fn two_cert_chain(path: &Path) -> Result<Option<ChainDers>, CaFileError> {
+    let bytes = read_limited(path)?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok(None);
+    };
+    let certs: Vec<Vec<u8>> = crate::util::pem_blocks(text)
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .filter_map(|b| b.decode().ok())
+        .collect();
+    Ok(match <[Vec<u8>; 2]>::try_from(certs) {
+        Ok([ca, root]) if ca != root => Some((ca, root)),
+        _ => None,
+    })
+}
+
 /// Load and check a CA certificate from any PEM file (e.g. `--ca-cert` of `audit verify`,
-/// `--trust` of `bench import`). Fails on anything that is not a P-256 self-signed CA.
+/// `--trust` of `bench import`). Fails on anything that is not a P-256 self-signed CA, except
+/// a chain of exactly two certificates (an intermediate's `chain.pem`: the CA, then the root
+/// that issued it), which gives the intermediate, checked against the root.
 pub fn load_cert_file(path: &Path) -> Result<CaCert, CaFileError> {
+    if let Some((ca_der, root_der)) = two_cert_chain(path)? {
+        let (root, _) = analyze_cert(&root_der, OffsetDateTime::UNIX_EPOCH)
+            .map_err(|e| prefix_path(e, path))?;
+        let (cert, _) = analyze_cert_issued_by(&ca_der, OffsetDateTime::UNIX_EPOCH, Some(&root))
+            .map_err(|e| prefix_path(e, path))?;
+        return Ok(cert);
+    }
     let der = cert_der_from_pem_file(path)?;
     // Expiry is not a reason to refuse reading an existing CA (audit of an old log).
     let (cert, _) =
@@ -415,9 +464,31 @@ pub(crate) fn prefix_path(e: CaFileError, path: &Path) -> CaFileError {
     }
 }
 
-/// Load `ca_dir/ca.pem` (no secret needed).
+/// The parent's certificate in an intermediate CA's directory (`ca issue-intermediate`).
+pub const PARENT_PEM: &str = "parent.pem";
+
+/// Load `ca_dir/ca.pem` (no secret needed). An intermediate CA's directory also holds
+/// `parent.pem` (the root that issued it): then `ca.pem` must be issued and signed by it.
 pub fn load_cert(ca_dir: &Path) -> Result<CaCert, CaFileError> {
-    load_cert_file(&ca_dir.join(CA_PEM))
+    let parent_path = ca_dir.join(PARENT_PEM);
+    if !parent_path.exists() {
+        return load_cert_file(&ca_dir.join(CA_PEM));
+    }
+    let parent = load_cert_file(&parent_path)?;
+    let path = ca_dir.join(CA_PEM);
+    let der = cert_der_from_pem_file(&path)?;
+    let (cert, _) = analyze_cert_issued_by(&der, OffsetDateTime::UNIX_EPOCH, Some(&parent))
+        .map_err(|e| prefix_path(e, &path))?;
+    Ok(cert)
+}
+
+/// The parent (root) certificate of an intermediate CA, if `ca_dir` is one.
+pub fn load_parent(ca_dir: &Path) -> Result<Option<CaCert>, CaFileError> {
+    let p = ca_dir.join(PARENT_PEM);
+    if !p.exists() {
+        return Ok(None);
+    }
+    load_cert_file(&p).map(Some)
 }
 
 #[cfg(test)]

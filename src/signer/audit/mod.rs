@@ -65,6 +65,10 @@ pub const EVENTS: &[&str] = &[
     "checkpoint",
     "bundle-written",
     "audit-exported",
+    "certificate-revoked",
+    "crl-issued",
+    "verification-cert-issued",
+    "intermediate-issued",
 ];
 
 /// Errors of the audit layer ("could not run"; tampering is a [`Finding`], not an error).

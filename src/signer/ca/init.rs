@@ -7,8 +7,8 @@ use super::{io_err, CaError, CaInfo, InitOptions, MAX_DAYS};
 use crate::crypto::{self, P256Key};
 use crate::signer::audit::{self, AuditWriter};
 use crate::signer::ca_files::{
-    analyze_cert, cert_der_from_pem_file, prefix_path, read_limited, rfc3339, CaCert, CA_DB,
-    CA_KEY, CA_PEM,
+    analyze_cert, analyze_cert_issued_by, cert_der_from_pem_file, prefix_path, read_limited,
+    rfc3339, CaCert, CA_DB, CA_KEY, CA_PEM, PARENT_PEM,
 };
 use crate::signer::db;
 use crate::signer::secret::{self, CaKey, Protection};
@@ -73,6 +73,7 @@ fn write_ca_files(
     event: &str,
     extra_details: serde_json::Value,
     operator: &str,
+    role: Option<&str>,
 ) -> Result<(), CaError> {
     // What every CA record says, then what is particular to `event`.
     let mut details = json!({
@@ -120,6 +121,9 @@ fn write_ca_files(
                 (db::meta::CREATED_AT, now.as_str()),
             ] {
                 db::meta::set(&tx, k, v)?;
+            }
+            if let Some(r) = role {
+                db::meta::set(&tx, META_ROLE, r)?;
             }
             let mut w = AuditWriter::new(&tx, operator)?;
             w.append(&tx, event, &details)?;
@@ -174,6 +178,52 @@ pub fn key_identifier(public_key: &[u8]) -> Vec<u8> {
 /// Create a new CA in `ca_dir` (SPEC §4): `ca.pem`, `ca.key.age` (0600), `ca.db` with the
 /// `ca-created` record and a signed checkpoint. Refuses if any of the three exists.
 pub fn init(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
+    init_with(ca_dir, opts, Role::Signing)
+}
+
+/// `meta` key of the CA's role: `root` (made by `ca init --root`), `intermediate` (made by
+/// `ca issue-intermediate`); absent for a signing CA made by `ca init`/`ca import`.
+pub const META_ROLE: &str = "ca_role";
+
+/// What kind of CA [`init_with`] makes.
+pub(crate) enum Role<'a> {
+    /// Self-signed, pathLen 0: signs devices (`ca init`).
+    Signing,
+    /// Self-signed, no pathLen limit: signs CAs and CRLs only (`ca init --root`).
+    Root,
+    /// Issued by `parent` with its key, pathLen 0: signs devices (`ca issue-intermediate`).
+    Intermediate {
+        /// The root's certificate.
+        parent: &'a CaCert,
+        /// The root's key, unlocked.
+        parent_key: &'a CaKey,
+    },
+}
+
+/// Create an offline root CA in `ca_dir` (`ca init --root`): as [`init`] but without the
+/// pathLen 0 limit, and recorded as a root (`ca_role` = `root`), which `sign` refuses: a
+/// root signs CAs (`ca issue-intermediate`) and CRLs only.
+pub fn init_root(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
+    init_with(ca_dir, opts, Role::Root)
+}
+
+/// An intermediate CA in `ca_dir`, issued by `parent` with `parent_key` (the body of
+/// `ca issue-intermediate`, [`crate::signer::lifecycle::hierarchy::issue_intermediate`]).
+pub(crate) fn init_intermediate(
+    ca_dir: &Path,
+    opts: &InitOptions,
+    parent: &CaCert,
+    parent_key: &CaKey,
+) -> Result<CaInfo, CaError> {
+    init_with(ca_dir, opts, Role::Intermediate { parent, parent_key })
+}
+
+/// The body of [`init`], [`init_root`] and `ca issue-intermediate`.
+pub(crate) fn init_with(
+    ca_dir: &Path,
+    opts: &InitOptions,
+    role: Role<'_>,
+) -> Result<CaInfo, CaError> {
     secret::harden_process()?;
     if opts.days == 0 || opts.days > MAX_DAYS {
         return Err(CaError::BadDays(opts.days));
@@ -191,11 +241,104 @@ pub fn init(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
         .replace_nanosecond(0)
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
     let not_after = now + time::Duration::days(i64::from(opts.days));
+    if let Role::Intermediate { parent, .. } = &role {
+        if not_after > parent.not_after {
+            return Err(CaError::BadCert(format!(
+                "the intermediate would be valid until {}, past its root's notAfter {}; give --days of at most {}",
+                rfc3339(not_after),
+                rfc3339(parent.not_after),
+                (parent.not_after - now).whole_days()
+            )));
+        }
+    }
 
     let mut params = rcgen::CertificateParams::default();
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
     params.not_before = now;
     params.not_after = not_after;
+    params.distinguished_name = distinguished_name(&attrs)?;
+    params.is_ca = match role {
+        Role::Root => rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained),
+        _ => rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0)),
+    };
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params.key_identifier_method =
+        rcgen::KeyIdMethod::PreSpecified(key_identifier(&key.public_key()));
+    params.use_authority_key_identifier_extension = false;
+    let (cert, role_name, parent_fp) = match &role {
+        Role::Signing | Role::Root => {
+            let built = params.self_signed(&key).map_err(CaError::Build)?;
+            let (cert, _) = analyze_cert(built.der(), now)?;
+            let name = matches!(role, Role::Root).then_some("root");
+            (cert, name, None)
+        }
+        Role::Intermediate { parent, parent_key } => {
+            params.use_authority_key_identifier_extension = true;
+            let issuer = rcgen::Issuer::new(issuer_params(parent)?, *parent_key);
+            let built = params.signed_by(&key, &issuer).map_err(CaError::Build)?;
+            let (cert, _) = analyze_cert_issued_by(built.der(), now, Some(parent))?;
+            (cert, Some("intermediate"), Some(parent.fingerprint.clone()))
+        }
+    };
+
+    let ciphertext = secret::encrypt(&pkcs8, &opts.protection)?;
+    drop(pkcs8);
+    let protection_desc = opts.protection.describe();
+    let mut details = json!({ "days": opts.days });
+    if let (Some(d), Some(r)) = (details.as_object_mut(), role_name) {
+        d.insert("role".into(), json!(r));
+        if let Some(fp) = &parent_fp {
+            d.insert("parent_fingerprint".into(), json!(fp));
+        }
+    }
+    if let Role::Intermediate { parent, .. } = &role {
+        // The parent first: a SUB directory with ca.pem always has the root to check it by.
+        let tmp = tmp_name(ca_dir, PARENT_PEM);
+        std::fs::write(&tmp, parent.pem.as_bytes()).map_err(io_err(&tmp))?;
+        publish(&tmp, &ca_dir.join(PARENT_PEM))?;
+    }
+    let written = write_ca_files(
+        ca_dir,
+        &cert,
+        &key,
+        &ciphertext,
+        &protection_desc,
+        "ca-created",
+        details,
+        &opts.operator,
+        role_name,
+    );
+    if let Err(e) = written {
+        if matches!(role, Role::Intermediate { .. }) {
+            let _ = std::fs::remove_file(ca_dir.join(PARENT_PEM));
+        }
+        return Err(e);
+    }
+    show(ca_dir)
+}
+
+/// The parent as an rcgen issuer: its subject (re-built from its RFC 4514 text the way
+/// `ca init` builds one; the result is checked against the parent's subject bytes by
+/// [`analyze_cert_issued_by`]), its SKI, keyCertSign.
+fn issuer_params(parent: &CaCert) -> Result<rcgen::CertificateParams, CaError> {
+    let attrs = parse_subject(&parent.subject).map_err(|_| {
+        CaError::BadCert("the root's subject cannot be re-created; issue the intermediate from a root made by `nrfca ca init --root`".into())
+    })?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = distinguished_name(&attrs)?;
+    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(parent.ski.clone());
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    Ok(params)
+}
+
+fn distinguished_name(attrs: &[(Attr, String)]) -> Result<rcgen::DistinguishedName, CaError> {
     let mut dn = rcgen::DistinguishedName::new();
     // RFC 4514 strings list the most specific attribute first; DER order is the reverse.
     for (attr, value) in attrs.iter().rev() {
@@ -209,34 +352,7 @@ pub fn init(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
         };
         dn.push(attr.dn_type(), v);
     }
-    params.distinguished_name = dn;
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::DigitalSignature,
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    params.key_identifier_method =
-        rcgen::KeyIdMethod::PreSpecified(key_identifier(&key.public_key()));
-    params.use_authority_key_identifier_extension = false;
-    let built = params.self_signed(&key).map_err(CaError::Build)?;
-    let (cert, _) = analyze_cert(built.der(), now)?;
-
-    let ciphertext = secret::encrypt(&pkcs8, &opts.protection)?;
-    drop(pkcs8);
-    let protection_desc = opts.protection.describe();
-    let details = json!({ "days": opts.days });
-    write_ca_files(
-        ca_dir,
-        &cert,
-        &key,
-        &ciphertext,
-        &protection_desc,
-        "ca-created",
-        details,
-        &opts.operator,
-    )?;
-    show(ca_dir)
+    Ok(dn)
 }
 
 /// Adopt a CA made by Nordic's `create_ca_cert` (or any self-signed P-256 CA with a
@@ -308,6 +424,7 @@ pub fn import(
         "ca-imported",
         details,
         operator,
+        None,
     )?;
     show(ca_dir)
 }

@@ -4,7 +4,8 @@
 //! place the key is unlocked). The subject syntax is [`profile`]'s; the CA's files and its
 //! certificate are [`crate::signer::ca_files`]'s.
 //!
-//! The CA directory holds exactly `ca.pem`, `ca.key.age` (age-encrypted PKCS#8, mode 0600) and
+//! The CA directory holds exactly `ca.pem`, `ca.key.age` (age-encrypted PKCS#8, mode 0600),
+//! `parent.pem` for an intermediate (its root's certificate: `ca issue-intermediate`) and
 //! `ca.db` (plus `ca.key.age.retired-*` files that `ca protect` leaves until the officer
 //! removes them). None of them is ever overwritten, except `ca.key.age` by
 //! [`crate::signer::protect::protect`], atomically, after the new file is proven; the
@@ -16,9 +17,11 @@ mod show;
 mod unlock;
 
 pub use crate::signer::ca_files::{
-    load_cert, load_cert_file, CaCert, CaFileError, CA_DB, CA_KEY, CA_PEM, MAX_PEM_FILE,
+    load_cert, load_cert_file, load_parent, CaCert, CaFileError, CA_DB, CA_KEY, CA_PEM,
+    MAX_PEM_FILE, PARENT_PEM,
 };
-pub use init::{import, init, key_identifier};
+pub(crate) use init::init_intermediate;
+pub use init::{import, init, init_root, key_identifier, META_ROLE};
 pub(crate) use init::{sync_dir, tmp_name};
 pub use show::show;
 pub use unlock::unlock;
@@ -181,6 +184,10 @@ pub struct CaInfo {
     pub rejected: u64,
     /// Batches signed.
     pub batches: u64,
+    /// Certificates revoked (`nrfca revoke`).
+    pub revoked: u64,
+    /// CRLs issued (`nrfca crl`).
+    pub crls: u64,
     /// Records in the audit log.
     pub audit_records: u64,
     /// Hash of the last audit record.

@@ -76,6 +76,8 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         issued: db::audit::count(&conn, Some("certificate-issued"))?,
         rejected: db::audit::rejected_total(&conn)?,
         batches: db::audit::count(&conn, Some("batch-committed"))?,
+        revoked: db::audit::count(&conn, Some("certificate-revoked"))?,
+        crls: db::audit::count(&conn, Some("crl-issued"))?,
         audit_records: db::audit::count(&conn, None)?,
         audit_head_hash: head.unwrap_or_else(|| audit::GENESIS_HASH.to_string()),
         warnings,

@@ -3,7 +3,7 @@
 //!
 //! [`open`] / [`open_existing`] give a connection with nrfca's pragmas and the current schema
 //! ([`schema`]); the typed queries are grouped by what they touch: [`meta`], [`batches`],
-//! [`certificates`], [`rejects`], [`audit`]. Every function takes the connection or the
+//! [`certificates`], [`rejects`], [`revocations`], [`audit`]. Every function takes the connection or the
 //! caller's transaction (`&Connection`; a `Transaction` derefs to one), so every write that
 //! `sign` makes for one batch happens in one transaction together with its audit records
 //! (SPEC §5), and a crash leaves either the whole batch or none of it. Queries on the
@@ -14,6 +14,7 @@ pub mod batches;
 pub mod certificates;
 pub mod meta;
 pub mod rejects;
+pub mod revocations;
 pub mod schema;
 
 use std::path::Path;
@@ -60,6 +61,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         Some(v) if v > SCHEMA_VERSION => return Err(DbError::NewerSchema(v)),
         Some(1) => schema::migrate_v1(&mut conn)?,
         Some(2) => schema::migrate_v2(&mut conn)?,
+        Some(3) => schema::migrate_v3(&mut conn)?,
         Some(_) => {}
     }
     Ok(conn)

@@ -8,8 +8,8 @@ use super::DbError;
 /// Current schema version, stored in `meta`. Version 1 (nrfca before the speed work) kept
 /// the certificate as PEM text and a UNIQUE index on `keygen_sha256`; version 2 indexed
 /// certificates by CN (`device_id`) where already-issued now looks them up by attested UUID
-/// (`uuid`); [`super::open`] migrates both.
-pub const SCHEMA_VERSION: i64 = 3;
+/// (`uuid`); version 3 had no `revocations` table; [`super::open`] migrates all three.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The DDL of `ca.db`, version [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = r#"
@@ -65,6 +65,13 @@ CREATE TABLE IF NOT EXISTS audit (
     details   TEXT NOT NULL,                 -- canonical JSON object
     prev_hash TEXT NOT NULL,                 -- lowercase hex; 64 zeros for seq 1
     hash      TEXT NOT NULL                  -- SHA-256(prev_hash || canonical record), lowercase hex
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    serial     TEXT PRIMARY KEY REFERENCES certificates(serial), -- revoked once, never undone
+    device_id  TEXT NOT NULL,                -- the certificate CN (nRF Cloud's device id)
+    reason     TEXT NOT NULL,                -- RFC 5280 reason name: keyCompromise, superseded...
+    revoked_at TEXT NOT NULL,                -- RFC 3339 UTC
+    operator   TEXT NOT NULL
 );
 "#;
 
@@ -152,6 +159,22 @@ pub(super) fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
     }
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch("DROP INDEX IF EXISTS certificates_device;")?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Schema 3 → 4: the `revocations` table (SCHEMA creates it, here or in [`super::open`] just
+/// before); nothing else changes.
+pub(super) fn migrate_v3(conn: &mut Connection) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if schema_version(&tx)? != Some(3) {
+        return Ok(());
+    }
+    tx.execute_batch(SCHEMA)?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
         [SCHEMA_VERSION.to_string()],
@@ -333,6 +356,25 @@ mod tests {
         drop(c);
         let c = open(&p).unwrap();
         assert_eq!(certificate_indexes(&c), CERTIFICATE_INDEXES);
+    }
+
+    /// Schema 3 had no `revocations` table.
+    #[test]
+    fn schema_3_gains_the_revocations_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.db");
+        let c = open(&p).unwrap();
+        c.execute_batch(
+            "DROP TABLE revocations; UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        drop(c);
+        let c = open(&p).unwrap();
+        assert_eq!(schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM revocations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]

@@ -384,6 +384,8 @@ fn not_a_file(p: &Path) -> RequestsError {
 pub(crate) struct Plan {
     /// The CA certificate.
     pub(crate) cert: CaCert,
+    /// `chain.pem` of the bundle (an intermediate CA: its certificate and its root's).
+    pub(crate) chain_pem: Option<Vec<u8>>,
     /// A new batch id.
     pub(crate) batch: String,
     /// Validity of the certificates.
@@ -424,12 +426,16 @@ fn plan(ca_dir: &Path, opts: &SignOptions) -> Result<Plan, SignError> {
         }
     }
     let cert = ca::load_cert(ca_dir).map_err(CaError::from)?;
+    crate::signer::lifecycle::hierarchy::refuse_root(ca_dir).map_err(SignError::Usage)?;
+    let chain_pem =
+        crate::signer::lifecycle::hierarchy::chain_pem(ca_dir).map_err(CaError::from)?;
     let now = OffsetDateTime::now_utc();
     let not_before = now.replace_nanosecond(0).unwrap_or(now);
     let not_after = not_before + time::Duration::days(i64::from(opts.days));
     issue::check_validity(not_before, not_after, cert.not_after)?;
     Ok(Plan {
         cert,
+        chain_pem,
         batch: random_batch_id()?,
         not_before,
         not_after,
@@ -524,14 +530,22 @@ pub fn sign(
     progress(SignEvent::WritingBundle);
 
     // Committed: the bundle, from ca.db, manifest signed last.
-    let finished =
-        match output::write_bundle(&conn, &unlocked.key, cert, opts, &report, rejects, records) {
-            Ok(m) => m,
-            Err(e) => {
-                staging.discard(&conn);
-                return Err(SignError::BundleAfterCommit(e));
-            }
-        };
+    let finished = match output::write_bundle(
+        &conn,
+        &unlocked.key,
+        cert,
+        opts,
+        &report,
+        rejects,
+        records,
+        plan.chain_pem.clone(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            staging.discard(&conn);
+            return Err(SignError::BundleAfterCommit(e));
+        }
+    };
     crash_point("bundle-finished", 0);
     if let Err(source) = std::fs::rename(staging.path(), &opts.out) {
         // Keep the complete bundle out of the cleaners' way: a name without the partial

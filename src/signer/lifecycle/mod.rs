@@ -1,0 +1,107 @@
+//! The lifecycle of issued certificates and of the CA (SPEC §12): [`revoke`] records
+//! revocations in `ca.db` and the audit log, [`crl`] publishes them as a signed X.509 v2 CRL
+//! with the nRF Cloud removal list, [`verification`] makes the AWS IoT verification
+//! certificate, [`hierarchy`] the offline root above the signing CA. Nothing here prints.
+
+pub mod crl;
+pub mod hierarchy;
+pub mod revoke;
+pub mod verification;
+
+use crate::signer::audit::AuditError;
+use crate::signer::ca::CaError;
+use crate::signer::db::DbError;
+use std::path::PathBuf;
+
+/// Errors of the lifecycle commands ("could not run": exit 2). Display is this layer's
+/// sentence; the cause is the `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The CA could not be opened or unlocked.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// Opening ca.db failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// SQLite failed.
+    #[error("CA database error (check that ca.db is not open elsewhere and the disk is writable)")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Writing the audit record failed.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A file could not be read or written.
+    #[error("{}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output already exists; nothing is overwritten.
+    #[error("{} already exists; nrfca never overwrites: choose another --out", .0.display())]
+    Exists(PathBuf),
+    /// Bad input (a file, a value): the message says what to fix.
+    #[error("{0}")]
+    BadInput(String),
+    /// Building or signing a structure failed.
+    #[error("{0}")]
+    Build(String),
+}
+
+impl LifecycleError {
+    /// Stable kebab-case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LifecycleError::Ca(_) => "ca-unusable",
+            LifecycleError::Db(_) | LifecycleError::Sqlite(_) => "database-error",
+            LifecycleError::Audit(_) => "audit-error",
+            LifecycleError::Io { .. } => "io-error",
+            LifecycleError::Exists(_) => "output-exists",
+            LifecycleError::BadInput(_) => "bad-input",
+            LifecycleError::Build(_) => "build-failed",
+        }
+    }
+}
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> LifecycleError + '_ {
+    move |source| LifecycleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An X.509 `Time` for `t` (UTCTime 1950–2049, else GeneralizedTime, RFC 5280 §4.1.2.5),
+/// whole seconds.
+pub(crate) fn x509_time(t: time::OffsetDateTime) -> Result<x509_cert::time::Time, LifecycleError> {
+    use der::asn1::{GeneralizedTime, UtcTime};
+    let bad = || LifecycleError::Build("time out of range".into());
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let y = u16::try_from(t.year()).map_err(|_| bad())?;
+    let dt = der::DateTime::new(
+        y,
+        t.month().into(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    )
+    .map_err(|_| bad())?;
+    Ok(if (1950..2050).contains(&y) {
+        x509_cert::time::Time::UtcTime(UtcTime::from_date_time(dt).map_err(|_| bad())?)
+    } else {
+        x509_cert::time::Time::GeneralTime(GeneralizedTime::from_date_time(dt))
+    })
+}
+
+/// Refuse to sign with a CA past its notAfter (checked before the key is unlocked): what it
+/// signs would not verify.
+pub(crate) fn refuse_expired(cert: &crate::signer::ca::CaCert) -> Result<(), LifecycleError> {
+    if time::OffsetDateTime::now_utc() > cert.not_after {
+        return Err(LifecycleError::BadInput(format!(
+            "the CA expired on {}: nothing it signs would verify; use its successor (see \"Rotate\" in docs/officer-guide.md)",
+            crate::signer::issue::rfc3339(cert.not_after)
+        )));
+    }
+    Ok(())
+}
