@@ -1,11 +1,13 @@
 //! `nrfca ca init | import | show | verify-key | protect`.
 
 use super::common::{
-    operator, print_json, print_stdout, resolve_new_passphrase, resolve_protect_passphrase,
-    with_spinner, CliResult, Outcome, UnlockArgs,
+    operator, print_json, print_stdout, resolve_custodian_passphrase, resolve_new_passphrase,
+    resolve_pin, resolve_protect_passphrase, with_spinner, CliResult, Outcome, UnlockArgs,
 };
 use clap::{Args, Subcommand};
 use nrfca::signer::ca::{self, CaInfo, InitOptions};
+use nrfca::signer::key::pkcs11::TokenSelector;
+use nrfca::signer::key::quorum::{self, Custodian, ShareLock};
 use nrfca::signer::protect;
 use nrfca::signer::secret::Protection;
 use std::path::PathBuf;
@@ -92,6 +94,33 @@ pub struct ProtectArgs {
     /// on the terminal).
     #[arg(long, value_name = "FILE", conflicts_with = "recipient")]
     pub passphrase_file: Option<PathBuf>,
+    /// scrypt work factor (log2 N) of a passphrase-protected key or share: 18 needs about
+    /// 256 MiB to unlock, 20 about 1 GiB (accepted 10..=22; below 16 only for tests).
+    #[arg(long, value_name = "N", default_value_t = nrfca::signer::secret::DEFAULT_SCRYPT_LOG_N)]
+    pub scrypt_log_n: u8,
+    /// Split the key among custodians: any M of the --custodian shares unlock it
+    /// (2 <= M <= N <= 16).
+    #[arg(long, value_name = "M", requires = "custodian", conflicts_with_all = ["recipient", "passphrase_file", "pkcs11"])]
+    pub quorum: Option<u8>,
+    /// A custodian of the quorum: NAME (a share passphrase is asked, or
+    /// --share-passphrase-file) or NAME=AGE_RECIPIENT; repeat N times. Shares go to
+    /// DIR/shares/NAME.share.age.
+    #[arg(long, value_name = "NAME[=AGE_RECIPIENT]", requires = "quorum")]
+    pub custodian: Vec<String>,
+    /// NAME=FILE: the first line of FILE is custodian NAME's new share passphrase.
+    #[arg(long, value_name = "NAME=FILE", requires = "quorum")]
+    pub share_passphrase_file: Vec<String>,
+    /// Keep the key in a PKCS#11 token (HSM, smart card, SoftHSM2): the module's path. The
+    /// key is generated in (init) or imported into (import) the token, not extractable;
+    /// DIR/ca.key.pkcs11 names it.
+    #[arg(long, value_name = "MODULE", conflicts_with_all = ["recipient", "passphrase_file"])]
+    pub pkcs11: Option<PathBuf>,
+    /// Label of the token to use (needed when the module has several).
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub token_label: Option<String>,
+    /// File whose first line is the token's user PIN (else $NRFCA_PKCS11_PIN, else a prompt).
+    #[arg(long, value_name = "FILE", requires = "pkcs11")]
+    pub pin_file: Option<PathBuf>,
     /// Name recorded in the audit log (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
@@ -101,6 +130,44 @@ pub struct ProtectArgs {
 }
 
 impl ProtectArgs {
+    /// How the new key is held.
+    fn custody(&self) -> Result<ca::NewCustody, Box<dyn std::error::Error>> {
+        if let Some(m) = self.quorum {
+            let custodians = custodians(&self.custodian, &self.share_passphrase_file)?;
+            return Ok(ca::NewCustody::Quorum {
+                threshold: m,
+                custodians,
+                scrypt_log_n: self.scrypt_log_n,
+            });
+        }
+        if let Some(module) = &self.pkcs11 {
+            let pin = resolve_pin(self.pin_file.as_deref(), "user PIN of the PKCS#11 token: ")?;
+            return Ok(ca::NewCustody::Pkcs11 {
+                module: module.clone(),
+                token: TokenSelector {
+                    label: self.token_label.clone(),
+                    serial: None,
+                },
+                pin,
+                label: "nrfca CA".to_string(),
+            });
+        }
+        Ok(ca::NewCustody::Age {
+            scrypt_log_n: self.scrypt_log_n,
+        })
+    }
+
+    /// The protection of an age-held key (ignored for a quorum or a token).
+    fn protection_for(
+        &self,
+        custody: &ca::NewCustody,
+    ) -> Result<Protection, Box<dyn std::error::Error>> {
+        match custody {
+            ca::NewCustody::Age { .. } => self.protection(),
+            _ => Ok(Protection::Recipients(Vec::new())),
+        }
+    }
+
     fn protection(&self) -> Result<Protection, Box<dyn std::error::Error>> {
         if !self.recipient.is_empty() {
             return Ok(Protection::Recipients(self.recipient.clone()));
@@ -158,7 +225,8 @@ pub struct ShowArgs {
 pub fn run(cmd: CaCmd) -> CliResult {
     match cmd {
         CaCmd::Init(a) => {
-            let protection = a.protect.protection()?;
+            let custody = a.protect.custody()?;
+            let protection = a.protect.protection_for(&custody)?;
             let opts = InitOptions {
                 subject: a.subject,
                 days: a.days,
@@ -166,7 +234,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
                 operator: operator(a.protect.operator.clone()),
             };
             let info = with_spinner(encrypt_message(&opts.protection), || {
-                ca::init(&a.ca_dir, &opts)
+                ca::init_with(&a.ca_dir, &opts, &custody)
             })?;
             if a.protect.json {
                 print_json(&info)?;
@@ -174,11 +242,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
                 say!("CA created in {}", a.ca_dir.display());
                 say_raw!("{}", render(&info));
                 say!("Next:");
-                say!(
-                    "  1. back up {} on two offline media; keep its {} apart from it",
-                    a.ca_dir.join(ca::CA_KEY).display(),
-                    secret_name(&opts.protection)
-                );
+                say!("{}", backup_step(&a.ca_dir, &custody, &opts.protection, 1));
                 say!(
                     "  2. give {} to the bench (`nrfca bench import --trust ca.pem`); write down its sha256 above",
                     a.ca_dir.join(ca::CA_PEM).display()
@@ -191,14 +255,16 @@ pub fn run(cmd: CaCmd) -> CliResult {
             Ok(Outcome::Done)
         }
         CaCmd::Import(a) => {
-            let protection = a.protect.protection()?;
+            let custody = a.protect.custody()?;
+            let protection = a.protect.protection_for(&custody)?;
             let info = with_spinner(encrypt_message(&protection), || {
-                ca::import(
+                ca::import_with(
                     &a.ca_dir,
                     &a.cert,
                     &a.key,
                     &protection,
                     &operator(a.protect.operator.clone()),
+                    &custody,
                 )
             })?;
             if a.protect.json {
@@ -211,11 +277,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
                     "  1. destroy the plaintext key and every copy of it: shred -u {}",
                     a.key.display()
                 );
-                say!(
-                    "  2. back up {} on two offline media; keep its {} apart from it",
-                    a.ca_dir.join(ca::CA_KEY).display(),
-                    secret_name(&protection)
-                );
+                say!("{}", backup_step(&a.ca_dir, &custody, &protection, 2));
                 say!(
                     "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
                     a.ca_dir.display()
@@ -311,11 +373,58 @@ pub fn run(cmd: CaCmd) -> CliResult {
     }
 }
 
+/// The custodians of a new share set: names checked, passphrases read (or asked) for those
+/// without a recipient.
+fn custodians(
+    args: &[String],
+    passphrase_files: &[String],
+) -> Result<Vec<Custodian>, Box<dyn std::error::Error>> {
+    let parsed: Vec<(String, Option<String>)> = args
+        .iter()
+        .map(|a| quorum::parse_custodian_arg(a))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(parsed.len());
+    for (name, recipient) in parsed {
+        let lock = match recipient {
+            Some(r) => ShareLock::Recipient(r),
+            None => ShareLock::Passphrase(resolve_custodian_passphrase(&name, passphrase_files)?),
+        };
+        out.push(Custodian { name, lock });
+    }
+    Ok(out)
+}
+
 /// What the spinner says while the new key is encrypted (scrypt takes about a second).
 fn encrypt_message(p: &Protection) -> &'static str {
     match p {
         Protection::Passphrase(_) => "encrypting the CA key (scrypt, about a second)",
         _ => "encrypting the CA key",
+    }
+}
+
+/// The "back up" step after init/import, by custody.
+fn backup_step(
+    ca_dir: &std::path::Path,
+    custody: &ca::NewCustody,
+    protection: &Protection,
+    n: u32,
+) -> String {
+    match custody {
+        ca::NewCustody::Age { .. } => format!(
+            "  {n}. back up {} on two offline media; keep its {} apart from it",
+            ca_dir.join(ca::CA_KEY).display(),
+            secret_name(protection)
+        ),
+        ca::NewCustody::Quorum { .. } => format!(
+            "  {n}. hand each custodian their share file from {} (move it to their own medium, then remove it here); back up {}, {} and ca.pem on two offline media",
+            ca_dir.join(ca::SHARES_DIR).display(),
+            ca_dir.join(ca::CA_KEY).display(),
+            ca_dir.join(ca::QUORUM_MANIFEST).display()
+        ),
+        ca::NewCustody::Pkcs11 { .. } => format!(
+            "  {n}. the key lives in the token only (not extractable): keep the token and its PIN safe; {} names it (not secret)",
+            ca_dir.join(ca::CA_KEY_PKCS11).display()
+        ),
     }
 }
 
@@ -340,6 +449,8 @@ fn render(info: &CaInfo) -> String {
     );
     let unlock = match info.unlock_with.as_str() {
         "identity" => "unlock with --identity FILE",
+        "shares" => "unlock with --share FILE once per custodian taking part",
+        "pin" => "unlock with the token's PIN (--pin-file, NRFCA_PKCS11_PIN or the prompt)",
         "passphrase" => "unlock with --passphrase-file, NRFCA_PASSPHRASE or the prompt",
         other => other,
     };

@@ -132,6 +132,7 @@ fn prove(
                 match u {
                     Unlock::Passphrase(_) => "passphrase".to_string(),
                     Unlock::Identity(p) => format!("identity {}", p.display()),
+                    other => other.method().to_string(),
                 },
                 crate::error::error_chain(&e)
             ))
@@ -235,10 +236,15 @@ fn change(
         db::meta::get(tx, db::meta::KEY_PROTECTION)?.unwrap_or_else(|| old_method.to_string());
 
     // New file, proven, before anything is replaced.
-    let ciphertext = secret::encrypt(&opened.pkcs8, new)?;
+    let pkcs8 = opened.pkcs8.as_deref().ok_or_else(|| {
+        CaError::Protect(
+            "the CA key is in a PKCS#11 token and never leaves it: it cannot be re-encrypted; nothing was changed".into(),
+        )
+    })?;
+    let ciphertext = secret::encrypt(pkcs8, new)?;
     let tmp = ca::tmp_name(ca_dir, CA_KEY);
     secret::write_secret_file(&tmp, &ciphertext)?;
-    if let Err(e) = prove(&tmp, new, new_identities, &opened.pkcs8, &cert.public_key) {
+    if let Err(e) = prove(&tmp, new, new_identities, pkcs8, &cert.public_key) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
@@ -290,7 +296,7 @@ fn change(
         let mut w = AuditWriter::new(tx, operator)?;
         w.append(tx, "key-protection-changed", &details)?;
         db::meta::set(tx, db::meta::KEY_PROTECTION, &new.describe())?;
-        w.checkpoint(tx, &opened.key)?;
+        w.checkpoint(tx, opened.key.as_ref())?;
         db::savepoint_release_and_commit(tx, "protect")?;
         Ok(())
     })();

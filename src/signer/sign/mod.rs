@@ -46,7 +46,8 @@ use crate::signer::audit::AuditError;
 use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, Connection, DbError};
 use crate::signer::issue::{self, IssueError};
-use crate::signer::secret::{CaKey, Unlock};
+use crate::signer::key::{CaSigner, KeyError};
+use crate::signer::secret::Unlock;
 use crate::signer::staging::{self, Staging, StagingError};
 
 use crash::crash_point;
@@ -260,6 +261,10 @@ pub enum SignError {
         #[source]
         source: std::io::Error,
     },
+    /// The CA key failed mid-batch (a PKCS#11 token removed or failing): the batch was rolled
+    /// back whole, as a crash does.
+    #[error("the CA key failed during the batch ({code}): the batch was rolled back, no certificate was issued and no bundle was written; fix the cause and run the same sign again", code = .0.code())]
+    Key(#[source] KeyError),
     /// An internal pipeline failure (a worker stopped).
     #[error("internal error: {0}; nothing was committed, run sign again")]
     Internal(String),
@@ -505,7 +510,7 @@ pub fn sign(
         })?;
     let outcome = run_and_commit(
         &mut conn,
-        &unlocked.key,
+        unlocked.key.as_ref(),
         &plan,
         opts,
         rejects,
@@ -524,14 +529,21 @@ pub fn sign(
     progress(SignEvent::WritingBundle);
 
     // Committed: the bundle, from ca.db, manifest signed last.
-    let finished =
-        match output::write_bundle(&conn, &unlocked.key, cert, opts, &report, rejects, records) {
-            Ok(m) => m,
-            Err(e) => {
-                staging.discard(&conn);
-                return Err(SignError::BundleAfterCommit(e));
-            }
-        };
+    let finished = match output::write_bundle(
+        &conn,
+        unlocked.key.as_ref(),
+        cert,
+        opts,
+        &report,
+        rejects,
+        records,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            staging.discard(&conn);
+            return Err(SignError::BundleAfterCommit(e));
+        }
+    };
     crash_point("bundle-finished", 0);
     if let Err(source) = std::fs::rename(staging.path(), &opts.out) {
         // Keep the complete bundle out of the cleaners' way: a name without the partial
@@ -549,7 +561,7 @@ pub fn sign(
         report.warnings.push(crate::error::error_chain(&e));
     }
     crash_point("after-rename", 0);
-    match output::record_bundle(&mut conn, &unlocked.key, opts, batch, &finished, &staging) {
+    match output::record_bundle(&mut conn, unlocked.key.as_ref(), opts, batch, &finished, &staging) {
         Ok(head) => report.audit_head = Some(head),
         Err(e) => report.warnings.push(format!(
             "the batch is committed and the bundle complete, but recording bundle-written in the audit log failed: {}",
@@ -568,7 +580,7 @@ pub fn sign(
 /// bound the batch's records.
 fn run_and_commit(
     conn: &mut Connection,
-    key: &CaKey,
+    key: &dyn CaSigner,
     plan: &Plan,
     opts: &SignOptions,
     rejects: RejectsWriter,
