@@ -521,6 +521,11 @@ pub fn sign(
         Ok(r) => r,
         Err(e) => {
             staging.discard(&conn);
+            if let Some(k) = key_failure(&e) {
+                // The batch rolled back whole; the failure itself is recorded (unsigned: the
+                // key is what failed).
+                let _ = record_batch_failed(&mut conn, &opts.operator, batch, k);
+            }
             return Err(e);
         }
     };
@@ -573,6 +578,38 @@ pub fn sign(
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     progress(SignEvent::Done);
     Ok(report)
+}
+
+/// The key failure behind a batch error, if that is what stopped it.
+fn key_failure(e: &SignError) -> Option<&KeyError> {
+    match e {
+        SignError::Key(k) | SignError::Audit(AuditError::Sign(k)) => Some(k),
+        _ => None,
+    }
+}
+
+/// Record `batch-failed` (the batch was rolled back because the CA key failed).
+fn record_batch_failed(
+    conn: &mut Connection,
+    operator: &str,
+    batch: &str,
+    e: &KeyError,
+) -> Result<(), SignError> {
+    let tx = db::begin_immediate(conn)?;
+    let mut w = crate::signer::audit::AuditWriter::new(&tx, operator)?;
+    w.append(
+        &tx,
+        "batch-failed",
+        &serde_json::json!({
+            "batch": batch,
+            "code": e.code(),
+            "reason": e.to_string(),
+            "rolled_back": true,
+        }),
+    )?;
+    drop(w);
+    tx.commit()?;
+    Ok(())
 }
 
 /// The batch transaction: run the batch into a [`Recording`] sink, its rejects streamed to
