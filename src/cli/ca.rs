@@ -43,6 +43,37 @@ pub enum CaCmd {
         after_help = "The current key is unlocked as for `sign` (--passphrase-file, NRFCA_PASSPHRASE, prompt, or --identity).\nThe new passphrase comes from --new-passphrase-file, else NRFCA_NEW_PASSPHRASE, else is asked twice on the terminal.\nFor recipients, --new-identity (the identity file of at least one new recipient) proves the new file opens.\nAfterwards remove the retired file (shred -u) once the old secret is no longer needed; `ca show` warns until then.\n\nExample:\n  nrfca ca protect --ca-dir /media/ca --passphrase-file old.pw --new-passphrase-file new.pw\n  nrfca ca protect --ca-dir /media/ca --new-recipient age1...new1 --new-recipient age1...new2 --new-identity new1.agekey"
     )]
     Protect(ProtectKeyArgs),
+    /// Renew a quorum's share set: from M shares of the current set, split the same key among
+    /// new custodians (and threshold); the old set is retired and opens nothing any more.
+    #[command(
+        after_help = "The current shares are given as for `sign` (--share FILE, M times, each with --share-passphrase-file NAME=F, --share-identity NAME=F or a prompt).\nThe new custodians' passphrases come from --new-share-passphrase-file NAME=F, else are asked twice on the terminal.\nThe old ca.key.age, quorum.json and shares/ are kept as *.retired-<time> until you remove them.\n\nExample:\n  nrfca ca reshare --ca-dir /media/ca --share alice.share.age --share bob.share.age --quorum 2 --custodian alice --custodian dave --custodian erin"
+    )]
+    Reshare(ReshareArgs),
+}
+
+/// Arguments of `ca reshare`.
+#[derive(Debug, Args)]
+pub struct ReshareArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// New M: shares needed to unlock (2 <= M <= N <= 16).
+    #[arg(long, value_name = "M")]
+    pub quorum: u8,
+    /// A custodian of the new set: NAME or NAME=AGE_RECIPIENT; repeat N times.
+    #[arg(long, value_name = "NAME[=AGE_RECIPIENT]", required = true)]
+    pub custodian: Vec<String>,
+    /// NAME=FILE: the first line of FILE is new custodian NAME's share passphrase.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub new_share_passphrase_file: Vec<String>,
+    /// scrypt work factor (log2 N) of passphrase-locked shares.
+    #[arg(long, value_name = "N", default_value_t = nrfca::signer::secret::DEFAULT_SCRYPT_LOG_N)]
+    pub scrypt_log_n: u8,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `ca protect`.
@@ -357,6 +388,50 @@ pub fn run(cmd: CaCmd) -> CliResult {
                 say!(
                     "  2. once you no longer need the old secret: shred -u {}",
                     a.ca_dir.join(&r.retired_file).display()
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        CaCmd::Reshare(a) => {
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+            let custodians = custodians(&a.custodian, &a.new_share_passphrase_file)?;
+            let r = with_spinner("combining the shares and writing the new set", || {
+                ca::reshare(
+                    &a.ca_dir,
+                    &unlock,
+                    a.quorum,
+                    &custodians,
+                    a.scrypt_log_n,
+                    &a.unlock.operator(),
+                )
+            })?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say!(
+                    "the key of the CA (sha256 {}) is now held {}-of-{} by {} (share set {}); opened by {}",
+                    r.fingerprint,
+                    r.threshold,
+                    r.custodians.len(),
+                    r.custodians.join(", "),
+                    r.new_set,
+                    r.participants.join(", ")
+                );
+                say!(
+                    "the old share set {} is retired: its shares open nothing any more",
+                    r.old_set
+                );
+                say!("recorded in the audit log as key-reshared");
+                say!("Next:");
+                say!("  1. hand each new custodian their share file, then remove it here:");
+                for f in &r.share_files {
+                    say!("       {}", f.display());
+                }
+                say!(
+                    "  2. back up the new {} and {}; once the new set is tested, remove the retired files: {}",
+                    a.ca_dir.join(ca::CA_KEY).display(),
+                    a.ca_dir.join(ca::QUORUM_MANIFEST).display(),
+                    r.retired.join(", ")
                 );
             }
             Ok(Outcome::Done)

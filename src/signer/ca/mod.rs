@@ -12,6 +12,7 @@
 
 mod init;
 pub mod profile;
+mod reshare;
 mod show;
 mod unlock;
 
@@ -21,6 +22,7 @@ pub use crate::signer::ca_files::{
 };
 pub use init::{import, import_with, init, init_with, key_identifier, NewCustody};
 pub(crate) use init::{sync_dir, tmp_name};
+pub use reshare::{reshare, ReshareReport};
 pub use show::show;
 pub(crate) use unlock::{begin_immediate, check_ca_files, unlock_in_tx, Opened};
 pub use unlock::{
