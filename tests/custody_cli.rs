@@ -615,3 +615,100 @@ fn scrypt_log_n_is_recorded_and_shown() {
     exit2(&o, "log_n 30");
     assert!(!dir.path().join("ca2").join("ca.pem").exists());
 }
+
+#[test]
+fn protect_moves_a_passphrase_key_to_a_quorum_then_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let pw = dir.path().join("pw");
+    write_secret(&pw, b"officer passphrase\n");
+    for n in ["alice", "bob"] {
+        write_secret(
+            &dir.path().join(format!("{n}.pw")),
+            format!("{n} pw\n").as_bytes(),
+        );
+    }
+    let o = run(bin()
+        .args(["ca", "init", "--ca-dir", s(&ca), "--subject", "CN=Move CA"])
+        .args(["--passphrase-file", s(&pw), "--scrypt-log-n", LOG_N]));
+    ok(&o, "ca init");
+    let pwf = |n: &str| format!("{n}={}", dir.path().join(format!("{n}.pw")).display());
+    // passphrase → quorum 2-of-2
+    let o = run(bin()
+        .args([
+            "ca",
+            "protect",
+            "--ca-dir",
+            s(&ca),
+            "--passphrase-file",
+            s(&pw),
+        ])
+        .args([
+            "--quorum",
+            "2",
+            "--custodian",
+            "alice",
+            "--custodian",
+            "bob",
+        ])
+        .args(["--scrypt-log-n", LOG_N])
+        .args(["--new-share-passphrase-file", &pwf("alice")])
+        .args(["--new-share-passphrase-file", &pwf("bob")]));
+    ok(&o, "protect --quorum");
+    let r = last_event(&ca, dir.path(), "key-protection-changed");
+    assert_eq!(r["details"]["old_method"], "passphrase");
+    assert_eq!(r["details"]["new_method"], "quorum");
+    // The old passphrase no longer opens the CA; the shares do.
+    let o = run(bin().args([
+        "ca",
+        "verify-key",
+        "--ca-dir",
+        s(&ca),
+        "--passphrase-file",
+        s(&pw),
+    ]));
+    exit2(&o, "old passphrase after the move");
+    let shares = |c: &mut Command| {
+        for n in ["alice", "bob"] {
+            c.arg("--share")
+                .arg(ca.join("shares").join(format!("{n}.share.age")))
+                .args(["--share-passphrase-file", &pwf(n)]);
+        }
+    };
+    let mut c = bin();
+    c.args(["ca", "verify-key", "--ca-dir", s(&ca)]);
+    shares(&mut c);
+    ok(&run(&mut c), "verify-key with the shares");
+    audit_verify(&ca);
+
+    // quorum → token
+    let Some(t) = token(dir.path()) else { return };
+    let mut c = t.cmd();
+    c.args([
+        "ca",
+        "protect",
+        "--ca-dir",
+        s(&ca),
+        "--pkcs11",
+        s(&t.module),
+    ])
+    .args(["--token-label", LABEL, "--pin-file", s(&t.pin_file)]);
+    shares(&mut c);
+    ok(&run(&mut c), "protect --pkcs11");
+    assert!(ca.join("ca.key.pkcs11").is_file());
+    assert!(!ca.join("ca.key.age").exists());
+    let o = run(t.cmd().args([
+        "ca",
+        "verify-key",
+        "--ca-dir",
+        s(&ca),
+        "--pin-file",
+        s(&t.pin_file),
+    ]));
+    ok(&o, "verify-key with the token");
+    let o = run(t.cmd().args(["ca", "show", "--ca-dir", s(&ca), "--json"]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["custody"]["kind"], "pkcs11");
+    assert!(!info["retired_key_files"].as_array().unwrap().is_empty());
+    audit_verify(&ca);
+}

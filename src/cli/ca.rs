@@ -96,6 +96,25 @@ pub struct ProtectKeyArgs {
     /// each before the old one is replaced. Required with --new-recipient.
     #[arg(long, value_name = "FILE", requires = "new_recipient")]
     pub new_identity: Vec<PathBuf>,
+    /// Move the key to a quorum: any M of the --custodian shares unlock it.
+    #[arg(long, value_name = "M", requires = "custodian", conflicts_with_all = ["new_passphrase_file", "new_recipient", "pkcs11"])]
+    pub quorum: Option<u8>,
+    /// A custodian of the new quorum: NAME or NAME=AGE_RECIPIENT; repeat N times.
+    #[arg(long, value_name = "NAME[=AGE_RECIPIENT]", requires = "quorum")]
+    pub custodian: Vec<String>,
+    /// NAME=FILE: the first line of FILE is new custodian NAME's share passphrase.
+    #[arg(long, value_name = "NAME=FILE", requires = "quorum")]
+    pub new_share_passphrase_file: Vec<String>,
+    /// scrypt work factor (log2 N) of the new passphrase-locked shares.
+    #[arg(long, value_name = "N", default_value_t = nrfca::signer::secret::DEFAULT_SCRYPT_LOG_N)]
+    pub scrypt_log_n: u8,
+    /// Move the key into a PKCS#11 token (imported as sensitive, not extractable): the
+    /// module's path. The token's PIN comes from --pin-file, NRFCA_PKCS11_PIN or a prompt.
+    #[arg(long, value_name = "MODULE", conflicts_with_all = ["new_passphrase_file", "new_recipient"])]
+    pub pkcs11: Option<PathBuf>,
+    /// Label of the token to move the key into.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub token_label: Option<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -332,6 +351,64 @@ pub fn run(cmd: CaCmd) -> CliResult {
                     "the CA key unlocks and matches {} (sha256 {})",
                     a.ca_dir.join(ca::CA_PEM).display(),
                     u.cert.fingerprint
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        CaCmd::Protect(a) if a.quorum.is_some() || a.pkcs11.is_some() => {
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+            let new = if let Some(m) = a.quorum {
+                ca::NewCustody::Quorum {
+                    threshold: m,
+                    custodians: custodians(&a.custodian, &a.new_share_passphrase_file)?,
+                    scrypt_log_n: a.scrypt_log_n,
+                }
+            } else {
+                ca::NewCustody::Pkcs11 {
+                    module: a.pkcs11.clone().unwrap_or_default(),
+                    token: TokenSelector {
+                        label: a.token_label.clone(),
+                        serial: None,
+                    },
+                    pin: resolve_pin(
+                        a.unlock.pin_file.as_deref(),
+                        "user PIN of the PKCS#11 token to move the key into: ",
+                    )?,
+                    label: "nrfca CA".to_string(),
+                }
+            };
+            let r = with_spinner(
+                "unlocking the CA key and moving it to the new custody",
+                || protect::protect_custody(&a.ca_dir, &unlock, &new, &a.unlock.operator()),
+            )?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say!(
+                    "the CA key (sha256 {}) is now held by {}",
+                    r.fingerprint,
+                    r.new_protection
+                );
+                say!("recorded in the audit log as key-protection-changed (its checkpoint signed by the new custody)");
+                say!(
+                    "the old key file (protected by {}) is kept as {}",
+                    r.old_protection,
+                    a.ca_dir.join(&r.retired_file).display()
+                );
+                say!("Next:");
+                if a.quorum.is_some() {
+                    say!(
+                        "  1. hand each custodian their share file from {}, then remove it here",
+                        a.ca_dir.join(ca::SHARES_DIR).display()
+                    );
+                } else {
+                    say!(
+                        "  1. the key now lives in the token only: keep the token and its PIN safe"
+                    );
+                }
+                say!(
+                    "  2. once the new custody is tested (`nrfca ca verify-key`), remove the retired files: shred -u {}",
+                    a.ca_dir.join(&r.retired_file).display()
                 );
             }
             Ok(Outcome::Done)
