@@ -712,3 +712,47 @@ fn protect_moves_a_passphrase_key_to_a_quorum_then_a_token() {
     assert!(!info["retired_key_files"].as_array().unwrap().is_empty());
     audit_verify(&ca);
 }
+
+#[test]
+fn demo_runs_with_a_quorum_and_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("q");
+    let o = run(bin()
+        .args([
+            "demo",
+            "--devices",
+            "1",
+            "--latency",
+            "test",
+            "--custody",
+            "quorum",
+        ])
+        .args(["--dir", s(&d)]));
+    ok(&o, "demo --custody quorum");
+    let u = last_event(&d.join("ca"), dir.path(), "key-unlocked");
+    assert_eq!(u["details"]["custody"]["kind"], "quorum");
+    assert_eq!(u["details"]["custody"]["threshold"], 2);
+
+    let d = dir.path().join("h");
+    let o = run(bin()
+        .args([
+            "demo",
+            "--devices",
+            "1",
+            "--latency",
+            "test",
+            "--custody",
+            "hsm",
+        ])
+        .args(["--dir", s(&d)]));
+    if softhsm_module().is_none() {
+        let e = exit2(&o, "demo --custody hsm without SoftHSM2");
+        assert!(e.contains("SoftHSM2"), "{e}");
+        tool_missing("SoftHSM2 not found: demo --custody hsm checked for its refusal only");
+        return;
+    }
+    ok(&o, "demo --custody hsm");
+    let u = last_event(&d.join("ca"), dir.path(), "key-unlocked");
+    assert_eq!(u["details"]["custody"]["kind"], "pkcs11");
+    assert!(!d.join("ca").join("ca.key.age").exists());
+}
