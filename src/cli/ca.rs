@@ -606,7 +606,12 @@ fn render(info: &CaInfo) -> String {
         "passphrase" => "unlock with --passphrase-file, NRFCA_PASSPHRASE or the prompt",
         other => other,
     };
-    line("key", &format!("{}; {unlock}", info.key_protection));
+    // For a passphrase, the work factor as the key file records it now.
+    let held = match &info.custody {
+        Some(c @ nrfca::signer::key::Custody::Passphrase { .. }) => c.describe(),
+        _ => info.key_protection.clone(),
+    };
+    line("key", &format!("{held}; {unlock}"));
     line(
         "issued",
         &format!(

@@ -78,9 +78,10 @@ fn show_with(
     // same kind of protection as the key file's header (it lists the recipients, which the
     // header does not).
     let key_protection = match (&file_protection, &custody) {
-        // The work factor is read from the file (it changes with `ca protect`).
-        (Ok(FileProtection::Passphrase), Some(c)) => c.describe(),
-        (Ok(FileProtection::Passphrase), None) => "passphrase (age scrypt)".to_string(),
+        // As recorded; the work factor read from the file is in `custody` (and the table).
+        (Ok(FileProtection::Passphrase), _) if !key_protection.starts_with("passphrase") => {
+            "passphrase (age scrypt)".to_string()
+        }
         (Ok(FileProtection::Recipients), _) if !key_protection.starts_with("age X25519") => {
             "age X25519 recipients (not recorded)".to_string()
         }
