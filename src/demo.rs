@@ -84,12 +84,15 @@ const DEMO_TOKEN: &str = "nrfca demo";
 const DEMO_PIN: &str = "1234";
 const DEMO_CUSTODIANS: [&str; 3] = ["alice", "bob", "carol"];
 
+/// The demo CA's custody: `ca init` options, its protection, how `sign` unlocks, a sentence.
+type DemoKey = (ca::NewCustody, Protection, Box<dyn Fn() -> Unlock>, String);
+
 /// Set up the demo CA's custody in `dir`: the options for `ca init` and the unlock for `sign`.
 fn demo_custody(
     custody: DemoCustody,
     dir: &Path,
     note: &dyn Fn(String),
-) -> Result<(ca::NewCustody, Protection, Box<dyn Fn() -> Unlock>, String), DemoError> {
+) -> Result<DemoKey, DemoError> {
     use crate::signer::key::pkcs11::{Pin, TokenSelector};
     use crate::signer::key::quorum::{Custodian, ShareLock};
     use crate::signer::secret::{ShareInput, ShareSecret};

@@ -386,7 +386,7 @@ pub fn protect_custody(
             ))
             .map_err(|e| CaError::Protect(format!("cannot format the time: {e}")))?;
         // New custody, proven, before anything is replaced.
-        let (signer, new_files): (Box<dyn CaSigner>, Vec<(String, Vec<u8>)>) =
+        let (signer, new_files): (Box<dyn CaSigner>, NewFiles) =
             match new {
                 ca::NewCustody::Quorum {
                     threshold,
@@ -547,6 +547,9 @@ pub fn protect_custody(
         }
     }
 }
+
+/// Files of a new custody: (name relative to the CA directory, content).
+type NewFiles = Vec<(String, Vec<u8>)>;
 
 /// Retired key files (`ca.key.age.retired-*`) present in `ca_dir`, sorted by name.
 pub fn retired_files(ca_dir: &Path) -> Vec<String> {
