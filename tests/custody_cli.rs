@@ -756,3 +756,106 @@ fn demo_runs_with_a_quorum_and_with_a_token() {
     assert_eq!(u["details"]["custody"]["kind"], "pkcs11");
     assert!(!d.join("ca").join("ca.key.age").exists());
 }
+
+#[test]
+fn import_into_a_token_and_into_a_quorum() {
+    if !have_openssl() {
+        tool_missing("openssl not found: ca import --pkcs11/--quorum not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    common::openssl_p256_key(dir.path(), "prv.pem");
+    common::openssl_in(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "prv.pem",
+            "-subj",
+            "/CN=Imported CA",
+            "-days",
+            "365",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("prv.pem"));
+    // Into a quorum.
+    for n in ["alice", "bob"] {
+        write_secret(
+            &dir.path().join(format!("{n}.pw")),
+            format!("{n} pw\n").as_bytes(),
+        );
+    }
+    let pwf = |n: &str| format!("{n}={}", dir.path().join(format!("{n}.pw")).display());
+    let q = dir.path().join("q");
+    let o = run(bin()
+        .args([
+            "ca",
+            "import",
+            "--ca-dir",
+            s(&q),
+            "--cert",
+            s(&cert),
+            "--key",
+            s(&key),
+        ])
+        .args([
+            "--quorum",
+            "2",
+            "--custodian",
+            "alice",
+            "--custodian",
+            "bob",
+        ])
+        .args(["--scrypt-log-n", LOG_N])
+        .args(["--share-passphrase-file", &pwf("alice")])
+        .args(["--share-passphrase-file", &pwf("bob")]));
+    ok(&o, "ca import --quorum");
+    let imported = last_event(&q, dir.path(), "ca-imported");
+    assert_eq!(imported["details"]["custody"]["kind"], "quorum");
+    let mut c = bin();
+    c.args(["ca", "verify-key", "--ca-dir", s(&q)]);
+    for n in ["alice", "bob"] {
+        c.arg("--share")
+            .arg(q.join("shares").join(format!("{n}.share.age")))
+            .args(["--share-passphrase-file", &pwf(n)]);
+    }
+    ok(&run(&mut c), "verify-key of the imported quorum CA");
+    // Into a token.
+    let Some(t) = token(dir.path()) else { return };
+    let h = dir.path().join("h");
+    let o = run(t
+        .cmd()
+        .args([
+            "ca",
+            "import",
+            "--ca-dir",
+            s(&h),
+            "--cert",
+            s(&cert),
+            "--key",
+            s(&key),
+        ])
+        .args(["--pkcs11", s(&t.module), "--token-label", LABEL])
+        .args(["--pin-file", s(&t.pin_file)]));
+    ok(&o, "ca import --pkcs11");
+    assert!(!h.join("ca.key.age").exists());
+    let o = run(t.cmd().args([
+        "ca",
+        "verify-key",
+        "--ca-dir",
+        s(&h),
+        "--pin-file",
+        s(&t.pin_file),
+    ]));
+    ok(&o, "verify-key of the imported token CA");
+    let u = last_event(&h, dir.path(), "key-unlocked");
+    assert_eq!(u["details"]["custody"]["kind"], "pkcs11");
+}
