@@ -10,6 +10,10 @@
 #                                       (set MODEMS= to skip)
 #   OLD_BIN=path/to/older/nrfca         also time an older build on the same inputs, in the same
 #                                       run (its own CA), and print after/before
+#   CUSTODY_N=10000                     key custody rows (SPEC §13): the same N signed with the key
+#                                       in memory (age), in a SoftHSM2 token and under a 2-of-2
+#                                       quorum, ratios to the limit; then peak memory of a
+#                                       passphrase unlock at scrypt 2^18 and 2^20 (CUSTODY_N= skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -91,6 +95,62 @@ for N in "${NS[@]}"; do
 done
 echo "(nrfca unlock: $UNLOCK_NOTE; times are whole-process wall clock)"
 [ -z "$OLD_BIN" ] || { echo; echo "older build on the same inputs, run right after each row:"; cat "$W/ab"; }
+
+CUSTODY_N=${CUSTODY_N-${NS[0]}}
+if [ -n "$CUSTODY_N" ]; then
+  N=$CUSTODY_N
+  echo
+  echo "key custody, N=$N (same requests, same run; whole-process wall clock incl. the unlock):"
+  printf '%-28s %12s %11s %10s\n' custody "dev/s" "vs limit" "peak MB"
+  [ -f "$W/req-$N.txt" ] || $BIN gen --count "$N" --format lines --out "$W/req-$N.txt" >>"$W/log" 2>&1
+  row() { # label seconds rss
+    awk -v l="$1" -v n="$N" -v t="$2" -v lim="$LIMIT" -v r="$3" 'BEGIN {
+      printf "%-28s %12.0f %10.2fx %10.1f\n", l, n / t, (n / t) / lim, r }'
+  }
+  read -r T R < <(time_rss $BIN sign --ca-dir "$W/ca" "${UNLOCK[@]}" --out "$W/cb-age" "$W/req-$N.txt")
+  row "age ($UNLOCK_NOTE)" "$T" "$R"
+  rm -rf "$W/cb-age"
+  # Quorum 2-of-2, shares at the default scrypt 2^18: the unlock opens two shares.
+  for c in alice bob; do printf '%s-bench\n' "$c" >"$W/$c.pw"; chmod 600 "$W/$c.pw"; done
+  $BIN ca init --ca-dir "$W/ca-q" --subject "CN=nrfca bench CA,O=nrfca" --quorum 2 \
+    --custodian alice --custodian bob \
+    --share-passphrase-file "alice=$W/alice.pw" --share-passphrase-file "bob=$W/bob.pw" >>"$W/log" 2>&1
+  read -r T R < <(time_rss $BIN sign --ca-dir "$W/ca-q" --out "$W/cb-q" \
+    --share "$W/ca-q/shares/alice.share.age" --share "$W/ca-q/shares/bob.share.age" \
+    --share-passphrase-file "alice=$W/alice.pw" --share-passphrase-file "bob=$W/bob.pw" "$W/req-$N.txt")
+  row "quorum 2-of-2 (2 x scrypt 2^18)" "$T" "$R"
+  rm -rf "$W/cb-q"
+  # SoftHSM2: a token of its own in $W; one PKCS#11 session per worker.
+  HSM_MOD=""
+  for m in ${NRFCA_SOFTHSM2_MODULE:-} /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so /usr/lib64/pkcs11/libsofthsm2.so; do
+    [ -f "$m" ] && { HSM_MOD=$m; break; }
+  done
+  if [ -n "$HSM_MOD" ] && command -v softhsm2-util >/dev/null 2>&1; then
+    mkdir -p "$W/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$W/tokens" >"$W/softhsm2.conf"
+    export SOFTHSM2_CONF=$W/softhsm2.conf
+    softhsm2-util --init-token --free --label bench --so-pin 87654321 --pin 123456 >>"$W/log" 2>&1
+    printf '123456\n' >"$W/pin"; chmod 600 "$W/pin"
+    $BIN ca init --ca-dir "$W/ca-h" --subject "CN=nrfca bench CA,O=nrfca" --pkcs11 "$HSM_MOD" \
+      --token-label bench --pin-file "$W/pin" >>"$W/log" 2>&1
+    read -r T R < <(time_rss $BIN sign --ca-dir "$W/ca-h" --pin-file "$W/pin" --out "$W/cb-h" "$W/req-$N.txt")
+    row "SoftHSM2 token (PKCS#11)" "$T" "$R"
+    rm -rf "$W/cb-h"
+  else
+    echo "SoftHSM2 token (PKCS#11)     skipped: softhsm2-util / libsofthsm2.so not installed"
+  fi
+  # Peak memory of a passphrase unlock (`ca verify-key`) at the old calibration and the new
+  # default work factor.
+  echo
+  printf '%-28s %12s %10s\n' "passphrase unlock" "seconds" "peak MB"
+  printf 'bench-passphrase\n' >"$W/pp"; chmod 600 "$W/pp"
+  for LN in 20 18; do
+    $BIN ca init --ca-dir "$W/ca-p$LN" --subject "CN=nrfca bench CA,O=nrfca" \
+      --passphrase-file "$W/pp" --scrypt-log-n "$LN" >>"$W/log" 2>&1
+    read -r T R < <(time_rss $BIN ca verify-key --ca-dir "$W/ca-p$LN" --passphrase-file "$W/pp")
+    printf '%-28s %12.2f %10.1f\n' "scrypt 2^$LN" "$T" "$R"
+  done
+fi
 
 if [ -n "$MODEMS" ]; then
   echo

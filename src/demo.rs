@@ -33,6 +33,172 @@ pub struct DemoOptions {
     pub latency: Latency,
     /// What the modems imitate.
     pub profile: Profile,
+    /// How the demo CA's key is held.
+    pub custody: DemoCustody,
+}
+
+/// How the demo CA's key is held (`nrfca demo --custody`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoCustody {
+    /// `ca.key.age` with the passphrase `demo`.
+    #[default]
+    Age,
+    /// A SoftHSM2 token initialised in the demo directory (its own `SOFTHSM2_CONF`).
+    Hsm,
+    /// A 2-of-3 quorum (alice, bob, carol) with passphrase files in the demo directory.
+    Quorum,
+}
+
+impl std::str::FromStr for DemoCustody {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "age" => Ok(DemoCustody::Age),
+            "hsm" => Ok(DemoCustody::Hsm),
+            "quorum" => Ok(DemoCustody::Quorum),
+            other => Err(format!(
+                "unknown custody `{other}`: give age, hsm or quorum"
+            )),
+        }
+    }
+}
+
+/// Where Debian, Ubuntu and Fedora install the SoftHSM2 module (or `$NRFCA_SOFTHSM2_MODULE`).
+pub fn softhsm_module() -> Option<PathBuf> {
+    if let Some(m) = std::env::var_os("NRFCA_SOFTHSM2_MODULE") {
+        return Some(PathBuf::from(m));
+    }
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib64/pkcs11/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// The demo token's label and user PIN (a demo is not a place for secrets).
+const DEMO_TOKEN: &str = "nrfca demo";
+const DEMO_PIN: &str = "1234";
+const DEMO_CUSTODIANS: [&str; 3] = ["alice", "bob", "carol"];
+
+/// The demo CA's custody: `ca init` options, its protection, how `sign` unlocks, a sentence.
+type DemoKey = (ca::NewCustody, Protection, Box<dyn Fn() -> Unlock>, String);
+
+/// Set up the demo CA's custody in `dir`: the options for `ca init` and the unlock for `sign`.
+fn demo_custody(
+    custody: DemoCustody,
+    dir: &Path,
+    note: &dyn Fn(String),
+) -> Result<DemoKey, DemoError> {
+    use crate::signer::key::pkcs11::{Pin, TokenSelector};
+    use crate::signer::key::quorum::{Custodian, ShareLock};
+    use crate::signer::secret::{ShareInput, ShareSecret};
+    let pass = || Protection::Passphrase(SecretString::from(DEMO_PASSPHRASE.to_string()));
+    match custody {
+        DemoCustody::Age => Ok((
+            ca::NewCustody::Age {
+                scrypt_log_n: crate::signer::secret::DEFAULT_SCRYPT_LOG_N,
+            },
+            pass(),
+            Box::new(|| Unlock::Passphrase(SecretString::from(DEMO_PASSPHRASE.to_string()))),
+            "key age-encrypted with the passphrase `demo`".into(),
+        )),
+        DemoCustody::Hsm => {
+            let util = std::process::Command::new("softhsm2-util")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            let module = softhsm_module().filter(|_| util).ok_or(DemoError::Unavailable(
+                "SoftHSM2 is not installed (softhsm2-util and libsofthsm2.so, Debian package softhsm2): install it, or run `nrfca demo --custody age`".into(),
+            ))?;
+            let tokens = dir.join("softhsm-tokens");
+            std::fs::create_dir_all(&tokens).map_err(|e| DemoError::Dir(tokens.clone(), e))?;
+            let conf = dir.join("softhsm2.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                    tokens.display()
+                ),
+            )
+            .map_err(|e| DemoError::Dir(conf.clone(), e))?;
+            // The module reads it when it is loaded (at the init step, in this process).
+            std::env::set_var("SOFTHSM2_CONF", &conf);
+            let o = std::process::Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", DEMO_TOKEN])
+                .args(["--so-pin", "12345678", "--pin", DEMO_PIN])
+                .output()
+                .map_err(|e| DemoError::Step("softhsm2-util", Box::new(e)))?;
+            if !o.status.success() {
+                return Err(DemoError::Check(format!(
+                    "softhsm2-util --init-token failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )));
+            }
+            note(format!(
+                "SoftHSM2 token \"{DEMO_TOKEN}\" initialised in {} (SOFTHSM2_CONF={}; user PIN {DEMO_PIN})",
+                tokens.display(),
+                conf.display()
+            ));
+            Ok((
+                ca::NewCustody::Pkcs11 {
+                    module: module.clone(),
+                    token: TokenSelector {
+                        label: Some(DEMO_TOKEN.into()),
+                        serial: None,
+                    },
+                    pin: Pin::from(DEMO_PIN.to_string()),
+                    label: "nrfca demo CA".into(),
+                },
+                pass(),
+                Box::new(|| Unlock::Pin(Pin::from(DEMO_PIN.to_string()))),
+                format!("key generated inside the SoftHSM2 token \"{DEMO_TOKEN}\" ({}), never leaves it", module.display()),
+            ))
+        }
+        DemoCustody::Quorum => {
+            let mut custodians = Vec::new();
+            for n in DEMO_CUSTODIANS {
+                let f = dir.join(format!("{n}.passphrase"));
+                crate::signer::secret::write_secret_file(&f, format!("{n}-demo\n").as_bytes())
+                    .map_err(step_err("custodian passphrase"))?;
+                custodians.push(Custodian {
+                    name: n.to_string(),
+                    lock: ShareLock::Passphrase(SecretString::from(format!("{n}-demo"))),
+                });
+            }
+            note(format!(
+                "custodians alice, bob, carol; their share passphrases are in {}/NAME.passphrase",
+                dir.display()
+            ));
+            let shares = dir.join("ca").join(crate::signer::ca::SHARES_DIR);
+            Ok((
+                ca::NewCustody::Quorum {
+                    threshold: 2,
+                    custodians,
+                    scrypt_log_n: crate::signer::secret::DEFAULT_SCRYPT_LOG_N,
+                },
+                pass(),
+                Box::new(move || {
+                    Unlock::Shares(
+                        ["alice", "carol"]
+                            .iter()
+                            .map(|n| ShareInput {
+                                path: shares.join(format!("{n}.share.age")),
+                                secret: ShareSecret::Passphrase(SecretString::from(format!(
+                                    "{n}-demo"
+                                ))),
+                            })
+                            .collect(),
+                    )
+                }),
+                "key held 2-of-3 by custodians alice, bob, carol (shares in ca/shares/)".into(),
+            ))
+        }
+    }
 }
 
 impl Default for DemoOptions {
@@ -42,6 +208,7 @@ impl Default for DemoOptions {
             dir: None,
             latency: Latency::Realistic,
             profile: Profile::Nrf9160,
+            custody: DemoCustody::Age,
         }
     }
 }
@@ -123,6 +290,8 @@ pub enum DemoError {
     Step(&'static str, Box<dyn std::error::Error + Send + Sync>),
     /// A step ran but its result is wrong (a demo that "succeeds" wrongly must not exit 0).
     Check(String),
+    /// What the chosen flow needs is not installed (e.g. SoftHSM2 for `--custody hsm`).
+    Unavailable(String),
 }
 
 impl fmt::Display for DemoError {
@@ -139,6 +308,7 @@ impl fmt::Display for DemoError {
                 crate::error::error_chain(e.as_ref())
             ),
             DemoError::Check(s) => write!(f, "demo check failed: {s}"),
+            DemoError::Unavailable(s) => f.write_str(s),
         }
     }
 }
@@ -198,23 +368,35 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
     )));
 
     // 1. The officer creates the CA on the air-gapped machine.
+    let (new_custody, protection, unlock_with, custody_text) =
+        demo_custody(opts.custody, &dir, &note)?;
+    let flags = match opts.custody {
+        DemoCustody::Age => String::new(),
+        DemoCustody::Hsm => {
+            format!(" --pkcs11 MODULE --token-label \"{DEMO_TOKEN}\" --pin-file PIN")
+        }
+        DemoCustody::Quorum => {
+            " --quorum 2 --custodian alice --custodian bob --custodian carol".into()
+        }
+    };
     on(DemoEvent::Step {
         n: 1,
         role: "officer",
-        title: "create the CA (P-256, key age-encrypted with the passphrase `demo`)".into(),
+        title: format!("create the CA (P-256, {custody_text})"),
         command: format!(
-            "nrfca ca init --ca-dir {} --subject \"CN=nrfca demo CA,O=nrfca demo\"",
+            "nrfca ca init --ca-dir {} --subject \"CN=nrfca demo CA,O=nrfca demo\"{flags}",
             ca_dir.display()
         ),
     });
-    let info = ca::init(
+    let info = ca::init_with(
         &ca_dir,
         &InitOptions {
             subject: "CN=nrfca demo CA,O=nrfca demo".into(),
             days: ca::DEFAULT_DAYS,
-            protection: Protection::Passphrase(SecretString::from(DEMO_PASSPHRASE.to_string())),
+            protection,
             operator: "officer".into(),
         },
+        &new_custody,
     )
     .map_err(step_err("ca init"))?;
     note(format!(
@@ -222,8 +404,8 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
         info.subject, info.fingerprint
     ));
     note(format!(
-        "valid until {}; key file ca.key.age is mode 0600",
-        info.not_after
+        "valid until {}; key: {}",
+        info.not_after, info.key_protection
     ));
 
     // 2. Modems on the bench (simulated, on pseudo-terminals).
@@ -299,7 +481,7 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
     });
     let t = Instant::now();
     let so = SignOptions::new(bundle.clone(), vec![requests.clone()], "officer".into());
-    let unlock = Unlock::Passphrase(SecretString::from(DEMO_PASSPHRASE.to_string()));
+    let unlock = unlock_with();
     let mut sign_cb = |e: SignEvent| on(DemoEvent::Sign(e));
     let report = sign::sign(&ca_dir, &unlock, &so, &mut sign_cb).map_err(step_err("sign"))?;
     let sign_ms = t.elapsed().as_millis();

@@ -1,11 +1,13 @@
 //! `nrfca ca init | import | show | verify-key | protect`.
 
 use super::common::{
-    operator, print_json, print_stdout, resolve_new_passphrase, resolve_protect_passphrase,
-    with_spinner, CliResult, Outcome, UnlockArgs,
+    operator, print_json, print_stdout, resolve_custodian_passphrase, resolve_new_passphrase,
+    resolve_pin, resolve_protect_passphrase, with_spinner, CliResult, Outcome, UnlockArgs,
 };
 use clap::{Args, Subcommand};
 use nrfca::signer::ca::{self, CaInfo, InitOptions};
+use nrfca::signer::key::pkcs11::TokenSelector;
+use nrfca::signer::key::quorum::{self, Custodian, ShareLock};
 use nrfca::signer::protect;
 use nrfca::signer::secret::Protection;
 use std::path::PathBuf;
@@ -54,6 +56,37 @@ pub enum CaCmd {
         after_help = "The root key is unlocked with --root-identity or --root-passphrase-file (else NRFCA_PASSPHRASE,\nelse a prompt); the new key is protected with --recipient or --passphrase-file as for `ca init`.\n\nExample:\n  nrfca ca issue-intermediate --ca-dir /media/root --root-identity root.agekey \\\n      --new-ca-dir /media/ca-2026 --subject \"CN=Acme Device CA 2026,O=Acme\" --recipient age1...\n\nBundles from the new CA carry chain.pem; the bench may trust either ca.pem."
     )]
     IssueIntermediate(crate::cli::ca_lifecycle::IssueIntermediateArgs),
+    /// Renew a quorum's share set: from M shares of the current set, split the same key among
+    /// new custodians (and threshold); the old set is retired and opens nothing any more.
+    #[command(
+        after_help = "The current shares are given as for `sign` (--share FILE, M times, each with --share-passphrase-file NAME=F, --share-identity NAME=F or a prompt).\nThe new custodians' passphrases come from --new-share-passphrase-file NAME=F, else are asked twice on the terminal.\nThe old ca.key.age, quorum.json and shares/ are kept as *.retired-<time> until you remove them.\n\nExample:\n  nrfca ca reshare --ca-dir /media/ca --share alice.share.age --share bob.share.age --quorum 2 --custodian alice --custodian dave --custodian erin"
+    )]
+    Reshare(ReshareArgs),
+}
+
+/// Arguments of `ca reshare`.
+#[derive(Debug, Args)]
+pub struct ReshareArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// New M: shares needed to unlock (2 <= M <= N <= 16).
+    #[arg(long, value_name = "M")]
+    pub quorum: u8,
+    /// A custodian of the new set: NAME or NAME=AGE_RECIPIENT; repeat N times.
+    #[arg(long, value_name = "NAME[=AGE_RECIPIENT]", required = true)]
+    pub custodian: Vec<String>,
+    /// NAME=FILE: the first line of FILE is new custodian NAME's share passphrase.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub new_share_passphrase_file: Vec<String>,
+    /// scrypt work factor (log2 N) of passphrase-locked shares.
+    #[arg(long, value_name = "N", default_value_t = nrfca::signer::secret::DEFAULT_SCRYPT_LOG_N)]
+    pub scrypt_log_n: u8,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `ca protect`.
@@ -76,6 +109,25 @@ pub struct ProtectKeyArgs {
     /// each before the old one is replaced. Required with --new-recipient.
     #[arg(long, value_name = "FILE", requires = "new_recipient")]
     pub new_identity: Vec<PathBuf>,
+    /// Move the key to a quorum: any M of the --custodian shares unlock it.
+    #[arg(long, value_name = "M", requires = "custodian", conflicts_with_all = ["new_passphrase_file", "new_recipient", "pkcs11"])]
+    pub quorum: Option<u8>,
+    /// A custodian of the new quorum: NAME or NAME=AGE_RECIPIENT; repeat N times.
+    #[arg(long, value_name = "NAME[=AGE_RECIPIENT]", requires = "quorum")]
+    pub custodian: Vec<String>,
+    /// NAME=FILE: the first line of FILE is new custodian NAME's share passphrase.
+    #[arg(long, value_name = "NAME=FILE", requires = "quorum")]
+    pub new_share_passphrase_file: Vec<String>,
+    /// scrypt work factor (log2 N) of the new passphrase-locked shares.
+    #[arg(long, value_name = "N", default_value_t = nrfca::signer::secret::DEFAULT_SCRYPT_LOG_N)]
+    pub scrypt_log_n: u8,
+    /// Move the key into a PKCS#11 token (imported as sensitive, not extractable): the
+    /// module's path. The token's PIN comes from --pin-file, NRFCA_PKCS11_PIN or a prompt.
+    #[arg(long, value_name = "MODULE", conflicts_with_all = ["new_passphrase_file", "new_recipient"])]
+    pub pkcs11: Option<PathBuf>,
+    /// Label of the token to move the key into.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub token_label: Option<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +157,33 @@ pub struct ProtectArgs {
     /// on the terminal).
     #[arg(long, value_name = "FILE", conflicts_with = "recipient")]
     pub passphrase_file: Option<PathBuf>,
+    /// scrypt work factor (log2 N) of a passphrase-protected key or share: 18 needs about
+    /// 256 MiB to unlock, 20 about 1 GiB (accepted 10..=22; below 16 only for tests).
+    #[arg(long, value_name = "N", default_value_t = nrfca::signer::secret::DEFAULT_SCRYPT_LOG_N)]
+    pub scrypt_log_n: u8,
+    /// Split the key among custodians: any M of the --custodian shares unlock it
+    /// (2 <= M <= N <= 16).
+    #[arg(long, value_name = "M", requires = "custodian", conflicts_with_all = ["recipient", "passphrase_file", "pkcs11"])]
+    pub quorum: Option<u8>,
+    /// A custodian of the quorum: NAME (a share passphrase is asked, or
+    /// --share-passphrase-file) or NAME=AGE_RECIPIENT; repeat N times. Shares go to
+    /// DIR/shares/NAME.share.age.
+    #[arg(long, value_name = "NAME[=AGE_RECIPIENT]", requires = "quorum")]
+    pub custodian: Vec<String>,
+    /// NAME=FILE: the first line of FILE is custodian NAME's new share passphrase.
+    #[arg(long, value_name = "NAME=FILE", requires = "quorum")]
+    pub share_passphrase_file: Vec<String>,
+    /// Keep the key in a PKCS#11 token (HSM, smart card, SoftHSM2): the module's path. The
+    /// key is generated in (init) or imported into (import) the token, not extractable;
+    /// DIR/ca.key.pkcs11 names it.
+    #[arg(long, value_name = "MODULE", conflicts_with_all = ["recipient", "passphrase_file"])]
+    pub pkcs11: Option<PathBuf>,
+    /// Label of the token to use (needed when the module has several).
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub token_label: Option<String>,
+    /// File whose first line is the token's user PIN (else $NRFCA_PKCS11_PIN, else a prompt).
+    #[arg(long, value_name = "FILE", requires = "pkcs11")]
+    pub pin_file: Option<PathBuf>,
     /// Name recorded in the audit log (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
@@ -114,6 +193,44 @@ pub struct ProtectArgs {
 }
 
 impl ProtectArgs {
+    /// How the new key is held.
+    pub(super) fn custody(&self) -> Result<ca::NewCustody, Box<dyn std::error::Error>> {
+        if let Some(m) = self.quorum {
+            let custodians = custodians(&self.custodian, &self.share_passphrase_file)?;
+            return Ok(ca::NewCustody::Quorum {
+                threshold: m,
+                custodians,
+                scrypt_log_n: self.scrypt_log_n,
+            });
+        }
+        if let Some(module) = &self.pkcs11 {
+            let pin = resolve_pin(self.pin_file.as_deref(), "user PIN of the PKCS#11 token: ")?;
+            return Ok(ca::NewCustody::Pkcs11 {
+                module: module.clone(),
+                token: TokenSelector {
+                    label: self.token_label.clone(),
+                    serial: None,
+                },
+                pin,
+                label: "nrfca CA".to_string(),
+            });
+        }
+        Ok(ca::NewCustody::Age {
+            scrypt_log_n: self.scrypt_log_n,
+        })
+    }
+
+    /// The protection of an age-held key (ignored for a quorum or a token).
+    pub(super) fn protection_for(
+        &self,
+        custody: &ca::NewCustody,
+    ) -> Result<Protection, Box<dyn std::error::Error>> {
+        match custody {
+            ca::NewCustody::Age { .. } => self.protection(),
+            _ => Ok(Protection::Recipients(Vec::new())),
+        }
+    }
+
     pub(super) fn protection(&self) -> Result<Protection, Box<dyn std::error::Error>> {
         if !self.recipient.is_empty() {
             return Ok(Protection::Recipients(self.recipient.clone()));
@@ -178,7 +295,8 @@ pub fn run(cmd: CaCmd) -> CliResult {
         CaCmd::VerificationCert(a) => crate::cli::ca_lifecycle::verification_cert(a),
         CaCmd::IssueIntermediate(a) => crate::cli::ca_lifecycle::issue_intermediate(a),
         CaCmd::Init(a) => {
-            let protection = a.protect.protection()?;
+            let custody = a.protect.custody()?;
+            let protection = a.protect.protection_for(&custody)?;
             let opts = InitOptions {
                 subject: a.subject,
                 days: a.days,
@@ -187,9 +305,9 @@ pub fn run(cmd: CaCmd) -> CliResult {
             };
             let info = with_spinner(encrypt_message(&opts.protection), || {
                 if a.root {
-                    ca::init_root(&a.ca_dir, &opts)
+                    ca::init_root(&a.ca_dir, &opts, &custody)
                 } else {
-                    ca::init(&a.ca_dir, &opts)
+                    ca::init_with(&a.ca_dir, &opts, &custody)
                 }
             })?;
             if a.protect.json {
@@ -198,11 +316,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
                 say!("CA created in {}", a.ca_dir.display());
                 say_raw!("{}", render(&info));
                 say!("Next:");
-                say!(
-                    "  1. back up {} on two offline media; keep its {} apart from it",
-                    a.ca_dir.join(ca::CA_KEY).display(),
-                    secret_name(&opts.protection)
-                );
+                say!("{}", backup_step(&a.ca_dir, &custody, &opts.protection, 1));
                 say!(
                     "  2. give {} to the bench (`nrfca bench import --trust ca.pem`); write down its sha256 above",
                     a.ca_dir.join(ca::CA_PEM).display()
@@ -215,14 +329,16 @@ pub fn run(cmd: CaCmd) -> CliResult {
             Ok(Outcome::Done)
         }
         CaCmd::Import(a) => {
-            let protection = a.protect.protection()?;
+            let custody = a.protect.custody()?;
+            let protection = a.protect.protection_for(&custody)?;
             let info = with_spinner(encrypt_message(&protection), || {
-                ca::import(
+                ca::import_with(
                     &a.ca_dir,
                     &a.cert,
                     &a.key,
                     &protection,
                     &operator(a.protect.operator.clone()),
+                    &custody,
                 )
             })?;
             if a.protect.json {
@@ -235,11 +351,7 @@ pub fn run(cmd: CaCmd) -> CliResult {
                     "  1. destroy the plaintext key and every copy of it: shred -u {}",
                     a.key.display()
                 );
-                say!(
-                    "  2. back up {} on two offline media; keep its {} apart from it",
-                    a.ca_dir.join(ca::CA_KEY).display(),
-                    secret_name(&protection)
-                );
+                say!("{}", backup_step(&a.ca_dir, &custody, &protection, 2));
                 say!(
                     "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
                     a.ca_dir.display()
@@ -263,6 +375,64 @@ pub fn run(cmd: CaCmd) -> CliResult {
                     "the CA key unlocks and matches {} (sha256 {})",
                     a.ca_dir.join(ca::CA_PEM).display(),
                     u.cert.fingerprint
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        CaCmd::Protect(a) if a.quorum.is_some() || a.pkcs11.is_some() => {
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+            let new = if let Some(m) = a.quorum {
+                ca::NewCustody::Quorum {
+                    threshold: m,
+                    custodians: custodians(&a.custodian, &a.new_share_passphrase_file)?,
+                    scrypt_log_n: a.scrypt_log_n,
+                }
+            } else {
+                ca::NewCustody::Pkcs11 {
+                    module: a.pkcs11.clone().unwrap_or_default(),
+                    token: TokenSelector {
+                        label: a.token_label.clone(),
+                        serial: None,
+                    },
+                    pin: resolve_pin(
+                        a.unlock.pin_file.as_deref(),
+                        "user PIN of the PKCS#11 token to move the key into: ",
+                    )?,
+                    label: "nrfca CA".to_string(),
+                }
+            };
+            let r = with_spinner(
+                "unlocking the CA key and moving it to the new custody",
+                || protect::protect_custody(&a.ca_dir, &unlock, &new, &a.unlock.operator()),
+            )?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say!(
+                    "the CA key (sha256 {}) is now held by {}",
+                    r.fingerprint,
+                    r.new_protection
+                );
+                say!("recorded in the audit log as key-protection-changed (its checkpoint signed by the new custody)");
+                say!(
+                    "the old key file (protected by {}) is kept as {}",
+                    r.old_protection,
+                    a.ca_dir.join(&r.retired_file).display()
+                );
+                say!("Next:");
+                if a.quorum.is_some() {
+                    say!(
+                        "  1. hand each custodian their share file from {}, then remove it here",
+                        a.ca_dir.join(ca::SHARES_DIR).display()
+                    );
+                } else {
+                    say!(
+                        "  1. the key now lives in the token only: keep the token and its PIN safe"
+                    );
+                }
+                say!(
+                    "  2. once the new custody is tested (`nrfca ca verify-key`), remove the retired files: shred -u {}",
+                    a.ca_dir.join(&r.retired_file).display()
                 );
             }
             Ok(Outcome::Done)
@@ -323,6 +493,50 @@ pub fn run(cmd: CaCmd) -> CliResult {
             }
             Ok(Outcome::Done)
         }
+        CaCmd::Reshare(a) => {
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+            let custodians = custodians(&a.custodian, &a.new_share_passphrase_file)?;
+            let r = with_spinner("combining the shares and writing the new set", || {
+                ca::reshare(
+                    &a.ca_dir,
+                    &unlock,
+                    a.quorum,
+                    &custodians,
+                    a.scrypt_log_n,
+                    &a.unlock.operator(),
+                )
+            })?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say!(
+                    "the key of the CA (sha256 {}) is now held {}-of-{} by {} (share set {}); opened by {}",
+                    r.fingerprint,
+                    r.threshold,
+                    r.custodians.len(),
+                    r.custodians.join(", "),
+                    r.new_set,
+                    r.participants.join(", ")
+                );
+                say!(
+                    "the old share set {} is retired: its shares open nothing any more",
+                    r.old_set
+                );
+                say!("recorded in the audit log as key-reshared");
+                say!("Next:");
+                say!("  1. hand each new custodian their share file, then remove it here:");
+                for f in &r.share_files {
+                    say!("       {}", f.display());
+                }
+                say!(
+                    "  2. back up the new {} and {}; once the new set is tested, remove the retired files: {}",
+                    a.ca_dir.join(ca::CA_KEY).display(),
+                    a.ca_dir.join(ca::QUORUM_MANIFEST).display(),
+                    r.retired.join(", ")
+                );
+            }
+            Ok(Outcome::Done)
+        }
         CaCmd::Show(a) => {
             let info = ca::show(&a.ca_dir)?;
             if a.json {
@@ -335,11 +549,58 @@ pub fn run(cmd: CaCmd) -> CliResult {
     }
 }
 
+/// The custodians of a new share set: names checked, passphrases read (or asked) for those
+/// without a recipient.
+fn custodians(
+    args: &[String],
+    passphrase_files: &[String],
+) -> Result<Vec<Custodian>, Box<dyn std::error::Error>> {
+    let parsed: Vec<(String, Option<String>)> = args
+        .iter()
+        .map(|a| quorum::parse_custodian_arg(a))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(parsed.len());
+    for (name, recipient) in parsed {
+        let lock = match recipient {
+            Some(r) => ShareLock::Recipient(r),
+            None => ShareLock::Passphrase(resolve_custodian_passphrase(&name, passphrase_files)?),
+        };
+        out.push(Custodian { name, lock });
+    }
+    Ok(out)
+}
+
 /// What the spinner says while the new key is encrypted (scrypt takes about a second).
 pub(super) fn encrypt_message(p: &Protection) -> &'static str {
     match p {
         Protection::Passphrase(_) => "encrypting the CA key (scrypt, about a second)",
         _ => "encrypting the CA key",
+    }
+}
+
+/// The "back up" step after init/import, by custody.
+fn backup_step(
+    ca_dir: &std::path::Path,
+    custody: &ca::NewCustody,
+    protection: &Protection,
+    n: u32,
+) -> String {
+    match custody {
+        ca::NewCustody::Age { .. } => format!(
+            "  {n}. back up {} on two offline media; keep its {} apart from it",
+            ca_dir.join(ca::CA_KEY).display(),
+            secret_name(protection)
+        ),
+        ca::NewCustody::Quorum { .. } => format!(
+            "  {n}. hand each custodian their share file from {} (move it to their own medium, then remove it here); back up {}, {} and ca.pem on two offline media",
+            ca_dir.join(ca::SHARES_DIR).display(),
+            ca_dir.join(ca::CA_KEY).display(),
+            ca_dir.join(ca::QUORUM_MANIFEST).display()
+        ),
+        ca::NewCustody::Pkcs11 { .. } => format!(
+            "  {n}. the key lives in the token only (not extractable): keep the token and its PIN safe; {} names it (not secret)",
+            ca_dir.join(ca::CA_KEY_PKCS11).display()
+        ),
     }
 }
 
@@ -364,10 +625,17 @@ pub(super) fn render(info: &CaInfo) -> String {
     );
     let unlock = match info.unlock_with.as_str() {
         "identity" => "unlock with --identity FILE",
+        "shares" => "unlock with --share FILE once per custodian taking part",
+        "pin" => "unlock with the token's PIN (--pin-file, NRFCA_PKCS11_PIN or the prompt)",
         "passphrase" => "unlock with --passphrase-file, NRFCA_PASSPHRASE or the prompt",
         other => other,
     };
-    line("key", &format!("{}; {unlock}", info.key_protection));
+    // For a passphrase, the work factor as the key file records it now.
+    let held = match &info.custody {
+        Some(c @ nrfca::signer::key::Custody::Passphrase { .. }) => c.describe(),
+        _ => info.key_protection.clone(),
+    };
+    line("key", &format!("{held}; {unlock}"));
     line(
         "issued",
         &format!(

@@ -94,7 +94,8 @@ pub fn issue_intermediate(a: IssueIntermediateArgs) -> CliResult {
         a.root_passphrase_file.as_deref(),
         a.root_identity.as_deref(),
     )?;
-    let protection = a.protect.protection()?;
+    let custody = a.protect.custody()?;
+    let protection = a.protect.protection_for(&custody)?;
     let opts = InitOptions {
         subject: a.subject,
         days,
@@ -102,7 +103,7 @@ pub fn issue_intermediate(a: IssueIntermediateArgs) -> CliResult {
         operator: operator(a.protect.operator.clone()),
     };
     let info = with_spinner(encrypt_message(&opts.protection), || {
-        hierarchy::issue_intermediate(&a.ca_dir, &unlock, &a.new_ca_dir, &opts)
+        hierarchy::issue_intermediate(&a.ca_dir, &unlock, &a.new_ca_dir, &opts, &custody)
     })?;
     if a.protect.json {
         print_json(&info)?;

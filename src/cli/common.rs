@@ -82,6 +82,21 @@ pub struct UnlockArgs {
     /// age identity file (AGE-SECRET-KEY-1...) for a CA created with --recipient.
     #[arg(long, value_name = "FILE", conflicts_with = "passphrase_file")]
     pub identity: Option<PathBuf>,
+    /// A custodian's share file (NAME.share.age) of a quorum-held key; give it once per
+    /// custodian taking part (M times). Each is opened with its custodian's passphrase (asked
+    /// naming the custodian, or --share-passphrase-file) or --share-identity.
+    #[arg(long, value_name = "FILE")]
+    pub share: Vec<PathBuf>,
+    /// NAME=FILE: the first line of FILE is custodian NAME's share passphrase (repeatable).
+    #[arg(long, value_name = "NAME=FILE")]
+    pub share_passphrase_file: Vec<String>,
+    /// NAME=FILE: custodian NAME's age identity file opens their share (repeatable).
+    #[arg(long, value_name = "NAME=FILE")]
+    pub share_identity: Vec<String>,
+    /// File whose first line is the user PIN of the CA's PKCS#11 token (else
+    /// $NRFCA_PKCS11_PIN, else a prompt on a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
     /// Name recorded in the audit log (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
@@ -97,6 +112,22 @@ impl UnlockArgs {
     /// that when no secret was given at all, a CA whose key is encrypted to age identities
     /// asks for `--identity` (instead of prompting for a passphrase it could never use).
     pub fn unlock_for(&self, ca_dir: &Path) -> Result<Unlock, Box<dyn std::error::Error>> {
+        match nrfca::signer::ca::key_kind(ca_dir) {
+            nrfca::signer::ca::KeyKind::Pkcs11 => {
+                return Ok(Unlock::Pin(resolve_pin(
+                    self.pin_file.as_deref(),
+                    "user PIN of the CA's PKCS#11 token: ",
+                )?))
+            }
+            nrfca::signer::ca::KeyKind::Quorum => {
+                return resolve_shares(
+                    &self.share,
+                    &self.share_passphrase_file,
+                    &self.share_identity,
+                )
+            }
+            nrfca::signer::ca::KeyKind::Age => {}
+        }
         // Only where nothing was given: a passphrase that was given is tried (and a failure
         // recorded in the audit log as `unlock-failed`), prompting for one is pointless.
         let env_set = std::env::var_os(PASSPHRASE_ENV).is_some_and(|v| !v.is_empty());
@@ -197,6 +228,153 @@ pub fn resolve_unlock(
     let p = prompt("CA passphrase: ")?;
     note_source("the prompt".to_string(), &p);
     Ok(Unlock::Passphrase(p))
+}
+
+/// Environment variable holding the PKCS#11 user PIN (after `--pin-file`, before the prompt).
+pub const PIN_ENV: &str = "NRFCA_PKCS11_PIN";
+
+/// The token's user PIN: `--pin-file`, else `NRFCA_PKCS11_PIN`, else a prompt on a terminal.
+/// Never logged.
+pub fn resolve_pin(
+    pin_file: Option<&Path>,
+    prompt_text: &str,
+) -> Result<nrfca::signer::key::pkcs11::Pin, Box<dyn std::error::Error>> {
+    use nrfca::signer::key::pkcs11::{self, PinSource};
+    secret::harden_process()?;
+    let env = std::env::var(PIN_ENV).ok();
+    match pkcs11::pin_source(pin_file, env.as_deref(), std::io::stdin().is_terminal())? {
+        PinSource::File(f) => {
+            check_secret_path(
+                "--pin-file",
+                &f,
+                "a file whose first line is the token's user PIN (mode 600)",
+            )?;
+            Ok(pkcs11::read_pin_file(&f)?)
+        }
+        PinSource::Env => {
+            std::env::remove_var(PIN_ENV);
+            Ok(pkcs11::Pin::from(env.unwrap_or_default()))
+        }
+        PinSource::Prompt => {
+            let p = prompt(prompt_text)?;
+            Ok(pkcs11::Pin::from(p.expose_secret().to_string()))
+        }
+    }
+}
+
+/// Split a `NAME=FILE` option value.
+pub fn name_file(option: &str, v: &str) -> Result<(String, PathBuf), String> {
+    match v.split_once('=') {
+        Some((n, f)) if !n.is_empty() && !f.is_empty() => {
+            Ok((n.trim().to_string(), PathBuf::from(f)))
+        }
+        _ => Err(format!(
+            "{option} {v}: write it as NAME=FILE (the custodian's name, then the file)"
+        )),
+    }
+}
+
+/// The custodian a share file belongs to, by its name (`alice.share.age` → `alice`).
+fn share_custodian(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(nrfca::signer::key::quorum::custodian_from_file_name)
+        .map(str::to_string)
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The custodians' shares for a quorum-held key: each `--share FILE` with
+/// `--share-identity NAME=F`, else `--share-passphrase-file NAME=F`, else a prompt naming the
+/// custodian.
+pub fn resolve_shares(
+    shares: &[PathBuf],
+    passphrase_files: &[String],
+    identities: &[String],
+) -> Result<Unlock, Box<dyn std::error::Error>> {
+    use nrfca::signer::secret::{ShareInput, ShareSecret};
+    secret::harden_process()?;
+    if shares.is_empty() {
+        return Err("the key of this CA is held by a quorum of custodians: give --share FILE once per custodian taking part (M of them; `nrfca ca show` says M and who they are)".into());
+    }
+    let pw: Vec<(String, PathBuf)> = passphrase_files
+        .iter()
+        .map(|v| name_file("--share-passphrase-file", v))
+        .collect::<Result<_, _>>()?;
+    let ids: Vec<(String, PathBuf)> = identities
+        .iter()
+        .map(|v| name_file("--share-identity", v))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(shares.len());
+    for path in shares {
+        check_secret_path("--share", path, "a custodian's share file (NAME.share.age)")?;
+        let name = share_custodian(path);
+        let find = |list: &[(String, PathBuf)]| {
+            list.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                .map(|(_, f)| f.clone())
+        };
+        let secret = if let Some(f) = find(&ids) {
+            check_secret_path("--share-identity", &f, "the custodian's age identity file")?;
+            ShareSecret::Identity(f)
+        } else if let Some(f) = find(&pw) {
+            check_secret_path(
+                "--share-passphrase-file",
+                &f,
+                "a file whose first line is the custodian's share passphrase",
+            )?;
+            ShareSecret::Passphrase(secret::read_passphrase_file(&f)?)
+        } else if std::io::stdin().is_terminal() {
+            ShareSecret::Passphrase(prompt(&format!(
+                "custodian {name}: passphrase of your share {}: ",
+                path.display()
+            ))?)
+        } else {
+            return Err(format!(
+                "no passphrase for custodian {name}'s share {}: give --share-passphrase-file {name}=FILE or --share-identity {name}=FILE, or run on a terminal to be asked",
+                path.display()
+            )
+            .into());
+        };
+        out.push(ShareInput {
+            path: path.clone(),
+            secret,
+        });
+    }
+    Ok(Unlock::Shares(out))
+}
+
+/// A new custodian's share passphrase (`ca init --quorum`, `ca reshare`):
+/// `--share-passphrase-file NAME=F`, else asked twice on a terminal.
+pub fn resolve_custodian_passphrase(
+    name: &str,
+    passphrase_files: &[String],
+) -> Result<SecretString, Box<dyn std::error::Error>> {
+    for v in passphrase_files {
+        let (n, f) = name_file("--share-passphrase-file", v)?;
+        if n.eq_ignore_ascii_case(name) {
+            check_secret_path(
+                "--share-passphrase-file",
+                &f,
+                "a file whose first line is the custodian's new share passphrase",
+            )?;
+            return Ok(secret::read_passphrase_file(&f)?);
+        }
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "no passphrase for custodian {name}: give --share-passphrase-file {name}=FILE, --custodian {name}=AGE_RECIPIENT, or run on a terminal to be asked"
+        )
+        .into());
+    }
+    let first = prompt(&format!("custodian {name}: new share passphrase: "))?;
+    let second = prompt(&format!("custodian {name}: repeat it: "))?;
+    if first.expose_secret() != second.expose_secret() {
+        return Err(format!(
+            "the two passphrases of custodian {name} differ; run the command again"
+        )
+        .into());
+    }
+    Ok(first)
 }
 
 /// The passphrase for a new key (`ca init`, `ca import`): `--passphrase-file`, else

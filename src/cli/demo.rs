@@ -12,7 +12,7 @@ use std::sync::Mutex;
 /// Arguments of `nrfca demo`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  nrfca demo                       # 4 modems, files kept in a new temporary directory\n  nrfca demo --devices 8 --dir ./demo --latency test"
+    after_help = "Example:\n  nrfca demo                       # 4 modems, files kept in a new temporary directory\n  nrfca demo --devices 8 --dir ./demo --latency test\n  nrfca demo --custody quorum      # the CA key held 2-of-3 by custodians\n  nrfca demo --custody hsm         # the CA key in a SoftHSM2 token"
 )]
 pub struct DemoArgs {
     /// Number of simulated modems.
@@ -27,6 +27,11 @@ pub struct DemoArgs {
     /// What the modems imitate: nrf9160, nrf91x1 or slm.
     #[arg(long, default_value = "nrf9160")]
     pub profile: Profile,
+    /// How the demo CA's key is held: age (passphrase `demo`), hsm (a SoftHSM2 token made in
+    /// the demo directory; needs softhsm2-util) or quorum (2-of-3 custodians, passphrase files
+    /// in the demo directory).
+    #[arg(long, default_value = "age", value_parser = ["age", "hsm", "quorum"])]
+    pub custody: String,
     /// Print the report as JSON on stdout (timings included).
     #[arg(long)]
     pub json: bool,
@@ -154,7 +159,9 @@ pub fn run(args: DemoArgs) -> CliResult {
         dir: args.dir,
         latency: args.latency,
         profile: args.profile,
+        custody: args.custody.parse()?,
     };
+    let args_custody = args.custody.clone();
     let ports = Ports::new();
     let on = |e: DemoEvent| match e {
         DemoEvent::Step {
@@ -208,7 +215,17 @@ pub fn run(args: DemoArgs) -> CliResult {
     );
     say!("  bench state   {}", report.bench_state.display());
     say!("  audit export  {}", report.audit_log.display());
-    say!("look around (the CA passphrase is `demo`):");
+    match args_custody.as_str() {
+        "hsm" => say!(
+            "look around (the key is in the SoftHSM2 token \"nrfca demo\", user PIN 1234; export SOFTHSM2_CONF={} first):",
+            report.dir.join("softhsm2.conf").display()
+        ),
+        "quorum" => say!(
+            "look around (custodians alice, bob, carol; share passphrases in {}/NAME.passphrase):",
+            report.dir.display()
+        ),
+        _ => say!("look around (the CA passphrase is `demo`):"),
+    }
     say!("  nrfca ca show --ca-dir {}", report.ca_dir.display());
     say!(
         "  nrfca bench status --state {}",

@@ -14,6 +14,13 @@ use zeroize::Zeroizing;
 pub const CA_PEM: &str = "ca.pem";
 /// File name of the age-encrypted CA key.
 pub const CA_KEY: &str = "ca.key.age";
+/// File name of the RFC 7512 reference to a CA key held in a PKCS#11 token (then there is no
+/// `ca.key.age`).
+pub const CA_KEY_PKCS11: &str = "ca.key.pkcs11";
+/// File name of the quorum description (M, custodians, share set) of a quorum-held key.
+pub const QUORUM_MANIFEST: &str = "quorum.json";
+/// Directory of the custodians' share files, as `ca init --quorum` writes them.
+pub const SHARES_DIR: &str = "shares";
 /// File name of the CA database.
 pub const CA_DB: &str = "ca.db";
 /// Largest certificate / plaintext key file read by `ca import`.

@@ -1,5 +1,6 @@
 //! `ca protect`: change how the CA key is protected at rest (new passphrase or new age
-//! recipients) without ever leaving the CA directory without a `ca.key.age`.
+//! recipients) without ever leaving the CA directory without a `ca.key.age`; and
+//! [`protect_custody`]: move the key to a quorum of custodians or into a PKCS#11 token.
 //!
 //! Steps, all under `ca.db`'s write lock (one IMMEDIATE transaction):
 //! 1. unlock the current key exactly like [`ca::unlock`] (`key-unlocked` + checkpoint, or
@@ -132,6 +133,7 @@ fn prove(
                 match u {
                     Unlock::Passphrase(_) => "passphrase".to_string(),
                     Unlock::Identity(p) => format!("identity {}", p.display()),
+                    other => other.method().to_string(),
                 },
                 crate::error::error_chain(&e)
             ))
@@ -193,6 +195,19 @@ pub fn protect(
     secret::harden_process()?;
     let cert = ca::load_cert(ca_dir)?;
     ca::check_ca_files(ca_dir)?;
+    match ca::key_kind(ca_dir) {
+        ca::KeyKind::Age => {}
+        ca::KeyKind::Quorum => {
+            return Err(CaError::Protect(
+                "the key is held by a quorum of custodians: renew the share set with `nrfca ca reshare`, or move the key into a token with `ca protect --pkcs11`; nothing was changed".into(),
+            ))
+        }
+        ca::KeyKind::Pkcs11 => {
+            return Err(CaError::Protect(
+                "the key is in a PKCS#11 token and never leaves it; nothing was changed".into(),
+            ))
+        }
+    }
     check_new(new, new_identities)?;
     let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;
@@ -235,10 +250,15 @@ fn change(
         db::meta::get(tx, db::meta::KEY_PROTECTION)?.unwrap_or_else(|| old_method.to_string());
 
     // New file, proven, before anything is replaced.
-    let ciphertext = secret::encrypt(&opened.pkcs8, new)?;
+    let pkcs8 = opened.pkcs8.as_deref().ok_or_else(|| {
+        CaError::Protect(
+            "the CA key is in a PKCS#11 token and never leaves it: it cannot be re-encrypted; nothing was changed".into(),
+        )
+    })?;
+    let ciphertext = secret::encrypt(pkcs8, new)?;
     let tmp = ca::tmp_name(ca_dir, CA_KEY);
     secret::write_secret_file(&tmp, &ciphertext)?;
-    if let Err(e) = prove(&tmp, new, new_identities, &opened.pkcs8, &cert.public_key) {
+    if let Err(e) = prove(&tmp, new, new_identities, pkcs8, &cert.public_key) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
@@ -290,7 +310,7 @@ fn change(
         let mut w = AuditWriter::new(tx, operator)?;
         w.append(tx, "key-protection-changed", &details)?;
         db::meta::set(tx, db::meta::KEY_PROTECTION, &new.describe())?;
-        w.checkpoint(tx, &opened.key)?;
+        w.checkpoint(tx, opened.key.as_ref())?;
         db::savepoint_release_and_commit(tx, "protect")?;
         Ok(())
     })();
@@ -308,6 +328,228 @@ fn change(
         new_key_sha256: new_sha,
     })
 }
+
+/// Move the CA key to another custody kind (SPEC §13): a passphrase- or recipients-held key
+/// (or a quorum's) into a new quorum ([`ca::NewCustody::Quorum`]), or into a PKCS#11 token
+/// ([`ca::NewCustody::Pkcs11`], imported as sensitive and not extractable). The current key is
+/// unlocked as for `sign`; the new custody is proven (its signer's public key is that of
+/// `ca.pem` and it signs the checkpoint of the change); the old files are kept as
+/// `*.retired-<time>` (`ca show` warns until they are removed). A token-held key cannot move:
+/// it never leaves the token.
+pub fn protect_custody(
+    ca_dir: &Path,
+    unlock: &Unlock,
+    new: &ca::NewCustody,
+    operator: &str,
+) -> Result<ProtectReport, CaError> {
+    use crate::signer::ca::{CA_KEY_PKCS11, QUORUM_MANIFEST, SHARES_DIR};
+    use crate::signer::key::pkcs11::Pkcs11Key;
+    use crate::signer::key::{quorum, CaSigner};
+    secret::harden_process()?;
+    let cert = ca::load_cert(ca_dir)?;
+    ca::check_ca_files(ca_dir)?;
+    if matches!(new, ca::NewCustody::Age { .. }) {
+        return Err(CaError::Protect(
+            "for a passphrase or recipients use --new-passphrase-file / --new-recipient".into(),
+        ));
+    }
+    let old_kind = ca::key_kind(ca_dir);
+    if old_kind == ca::KeyKind::Quorum && matches!(new, ca::NewCustody::Quorum { .. }) {
+        return Err(CaError::Protect(
+            "the key is already held by a quorum: use `nrfca ca reshare` for new custodians or a new threshold".into(),
+        ));
+    }
+    let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
+    let tx = ca::begin_immediate(&mut conn)?;
+    let opened = match ca::unlock_in_tx(&tx, ca_dir, &cert, unlock, operator) {
+        Ok(o) => o,
+        Err(failed) => {
+            if failed.recorded {
+                let _ = tx.commit();
+            }
+            return Err(failed.error);
+        }
+    };
+    db::savepoint(&tx, "protect")?;
+    let old_protection: String =
+        db::meta::get(&tx, db::meta::KEY_PROTECTION)?.unwrap_or_else(|| opened.custody.describe());
+    let result = (|| -> Result<ProtectReport, CaError> {
+        let pkcs8 = opened.pkcs8.as_deref().ok_or_else(|| {
+            CaError::Protect(
+                "the CA key is in a PKCS#11 token and never leaves it: it cannot be moved; nothing was changed".into(),
+            )
+        })?;
+        let key_path = ca_dir.join(CA_KEY);
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .map_err(|e| CaError::Protect(format!("cannot format the time: {e}")))?;
+        // New custody, proven, before anything is replaced.
+        let (signer, new_files): (Box<dyn CaSigner>, NewFiles) =
+            match new {
+                ca::NewCustody::Quorum {
+                    threshold,
+                    custodians,
+                    scrypt_log_n,
+                } => {
+                    let setup = quorum::create(
+                        pkcs8,
+                        &cert.fingerprint,
+                        *threshold,
+                        custodians,
+                        *scrypt_log_n,
+                    )?;
+                    let key = secret::CaKey::from_pkcs8(pkcs8)?;
+                    let mut files = vec![(
+                        QUORUM_MANIFEST.to_string(),
+                        setup.manifest.to_json().into_bytes(),
+                    )];
+                    for sh in &setup.shares {
+                        files.push((format!("{SHARES_DIR}/{}", sh.file_name), sh.bytes.clone()));
+                    }
+                    files.push((CA_KEY.to_string(), setup.key_file.clone()));
+                    (
+                        Box::new(crate::signer::key::age::AgeKey::new(
+                            key,
+                            setup.manifest.custody(Vec::new()),
+                        )),
+                        files,
+                    )
+                }
+                ca::NewCustody::Pkcs11 {
+                    module,
+                    token,
+                    pin,
+                    label,
+                } => {
+                    let t = Pkcs11Key::import(module, token, pin, pkcs8, label)
+                        .map_err(crate::signer::key::KeyError::from)?;
+                    let mut line = t.uri().format();
+                    line.push('\n');
+                    (
+                        Box::new(t),
+                        vec![(CA_KEY_PKCS11.to_string(), line.into_bytes())],
+                    )
+                }
+                ca::NewCustody::Age { .. } => return Err(CaError::Protect(
+                    "for a passphrase or recipients use --new-passphrase-file / --new-recipient"
+                        .into(),
+                )),
+            };
+        if signer.public_key() != cert.public_key {
+            return Err(CaError::Protect(
+                "the new custody holds a different key than ca.pem's; nothing was changed".into(),
+            ));
+        }
+        // Retire the old files: ca.key.age (linked: a quorum writes a new one over it; moved
+        // away for a token), quorum.json and shares/ of an old quorum.
+        let mut retired = Vec::new();
+        let retired_key = link_retired(ca_dir)?;
+        retired.push(retired_key.clone());
+        if old_kind == ca::KeyKind::Quorum {
+            for name in [QUORUM_MANIFEST, SHARES_DIR] {
+                let from = ca_dir.join(name);
+                if from.exists() {
+                    let to = format!("{name}.retired-{stamp}");
+                    std::fs::rename(&from, ca_dir.join(&to)).map_err(|e| CaError::Io {
+                        path: from.clone(),
+                        source: e,
+                    })?;
+                    retired.push(to);
+                }
+            }
+        }
+        if matches!(new, ca::NewCustody::Quorum { .. }) {
+            let shares = ca_dir.join(SHARES_DIR);
+            if shares.exists() {
+                let to = format!("{SHARES_DIR}.retired-{stamp}");
+                std::fs::rename(&shares, ca_dir.join(&to)).map_err(|e| CaError::Io {
+                    path: shares.clone(),
+                    source: e,
+                })?;
+                retired.push(to);
+            }
+            std::fs::create_dir(&shares).map_err(|e| CaError::Io {
+                path: shares.clone(),
+                source: e,
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&shares, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| CaError::Io {
+                    path: shares.clone(),
+                    source: e,
+                },
+            )?;
+        }
+        let mut new_sha = String::new();
+        for (name, bytes) in &new_files {
+            let target = ca_dir.join(name);
+            let dir = target.parent().unwrap_or(ca_dir);
+            let tmp = ca::tmp_name(dir, "new");
+            secret::write_secret_file(&tmp, bytes)?;
+            std::fs::rename(&tmp, &target).map_err(|e| CaError::Io {
+                path: target.clone(),
+                source: e,
+            })?;
+            if name == CA_KEY || name == CA_KEY_PKCS11 {
+                new_sha = crypto::sha256_hex(bytes);
+            }
+        }
+        if matches!(new, ca::NewCustody::Pkcs11 { .. }) {
+            // There is then no ca.key.age: its retired link keeps the old file.
+            std::fs::remove_file(&key_path).map_err(|e| CaError::Io {
+                path: key_path.clone(),
+                source: e,
+            })?;
+        }
+        ca::sync_dir(ca_dir)?;
+        let custody = signer.custody();
+        let new_method = custody.kind().to_string();
+        let details = json!({
+            "fingerprint": cert.fingerprint,
+            "old_method": opened.custody.kind(),
+            "old_protection": old_protection,
+            "new_method": new_method,
+            "new_protection": custody.describe(),
+            "custody": custody,
+            "retired_file": retired_key,
+            "retired": retired,
+            "new_key_sha256": new_sha,
+        });
+        let mut w = AuditWriter::new(&tx, operator)?;
+        w.append(&tx, "key-protection-changed", &details)?;
+        db::meta::set(&tx, db::meta::KEY_PROTECTION, &custody.describe())?;
+        // Signed by the new custody: proof that it holds the key of ca.pem.
+        w.checkpoint(&tx, signer.as_ref())?;
+        Ok(ProtectReport {
+            ca_dir: ca_dir.to_path_buf(),
+            fingerprint: cert.fingerprint.clone(),
+            old_method: opened.custody.kind().to_string(),
+            old_protection: old_protection.clone(),
+            new_method,
+            new_protection: custody.describe(),
+            retired_file: retired_key,
+            new_key_sha256: new_sha,
+        })
+    })();
+    match result {
+        Ok(r) => {
+            db::savepoint_release_and_commit(&tx, "protect")?;
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = db::savepoint_rollback(&tx, "protect").and_then(|()| tx.commit());
+            Err(CaError::Protect(format!(
+                "moving the key to the new custody failed: {}; check the CA directory with `nrfca ca show` (retired files keep the old key) and run `nrfca ca verify-key`",
+                crate::error::error_chain(&e)
+            )))
+        }
+    }
+}
+
+/// Files of a new custody: (name relative to the CA directory, content).
+type NewFiles = Vec<(String, Vec<u8>)>;
 
 /// Retired key files (`ca.key.age.retired-*`) present in `ca_dir`, sorted by name.
 pub fn retired_files(ca_dir: &Path) -> Vec<String> {

@@ -41,6 +41,41 @@ pub enum Unlock {
     Passphrase(SecretString),
     /// An age identity file (`AGE-SECRET-KEY-1...` lines) for an X25519-protected key.
     Identity(PathBuf),
+    /// Custodians' share files for a quorum-held key (`quorum.json` in the CA directory):
+    /// at least M of them, each with what opens it.
+    Shares(Vec<ShareInput>),
+    /// The user PIN of the PKCS#11 token holding the key (`ca.key.pkcs11`).
+    Pin(crate::signer::key::pkcs11::Pin),
+}
+
+/// One custodian's share file given to unlock a quorum-held key.
+pub struct ShareInput {
+    /// The share file (`NAME.share.age`).
+    pub path: PathBuf,
+    /// What opens it.
+    pub secret: ShareSecret,
+}
+
+/// What opens one share file.
+pub enum ShareSecret {
+    /// The custodian's passphrase.
+    Passphrase(SecretString),
+    /// The custodian's age identity file.
+    Identity(PathBuf),
+}
+
+impl fmt::Debug for ShareInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.secret {
+            ShareSecret::Passphrase(_) => write!(f, "Share({}, passphrase)", self.path.display()),
+            ShareSecret::Identity(i) => write!(
+                f,
+                "Share({}, identity {})",
+                self.path.display(),
+                i.display()
+            ),
+        }
+    }
 }
 
 impl fmt::Debug for Unlock {
@@ -48,16 +83,21 @@ impl fmt::Debug for Unlock {
         match self {
             Unlock::Passphrase(_) => f.write_str("Unlock::Passphrase(..)"),
             Unlock::Identity(p) => write!(f, "Unlock::Identity({})", p.display()),
+            Unlock::Shares(s) => write!(f, "Unlock::Shares({s:?})"),
+            Unlock::Pin(_) => f.write_str("Unlock::Pin(..)"),
         }
     }
 }
 
 impl Unlock {
-    /// Short name of the method for audit records: `passphrase` or `identity`.
+    /// Short name of the method for audit records: `passphrase`, `identity`, `shares` or
+    /// `pin`.
     pub fn method(&self) -> &'static str {
         match self {
             Unlock::Passphrase(_) => "passphrase",
             Unlock::Identity(_) => "identity",
+            Unlock::Shares(_) => "shares",
+            Unlock::Pin(_) => "pin",
         }
     }
 }
@@ -524,6 +564,11 @@ pub fn decrypt(ciphertext: &[u8], unlock: &Unlock) -> Result<Zeroizing<Vec<u8>>,
             let ids = load_identities(path)?;
             d.decrypt(ids.iter().map(|i| i as &dyn age::Identity))
                 .map_err(map_decrypt_err(false))?
+        }
+        Unlock::Shares(_) | Unlock::Pin(_) => {
+            return Err(SecretError::WrongSecret(
+                "this CA key file is opened with a passphrase or an age identity, not custodians' shares or a PIN".into(),
+            ))
         }
     };
     read_payload(reader)

@@ -33,7 +33,6 @@ use crate::crypto;
 use crate::signer::ca_files::CaFileError;
 use crate::signer::db;
 use crate::signer::db::Connection;
-use crate::signer::secret::CaKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io;
@@ -57,11 +56,13 @@ pub const EVENTS: &[&str] = &[
     "key-unlocked",
     "unlock-failed",
     "key-protection-changed",
+    "key-reshared",
     "batch-started",
     "certificate-issued",
     "certificate-returned",
     "request-rejected",
     "batch-committed",
+    "batch-failed",
     "checkpoint",
     "bundle-written",
     "audit-exported",
@@ -101,7 +102,7 @@ pub enum AuditError {
     Corrupt(String),
     /// Signing a checkpoint failed.
     #[error("signing the audit checkpoint failed")]
-    Sign(#[source] crypto::CryptoError),
+    Sign(#[source] crate::signer::key::KeyError),
     /// The CA certificate could not be loaded.
     #[error(transparent)]
     Cert(#[from] CaFileError),
@@ -323,14 +324,14 @@ fn is_kebab(s: &str) -> bool {
 /// ```no_run
 /// use nrfca::signer::{audit::AuditWriter, db};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let key: nrfca::signer::secret::CaKey = todo!();
+/// # let key: Box<dyn nrfca::signer::key::CaSigner> = todo!();
 /// let mut conn = db::open(std::path::Path::new("ca/ca.db"))?;
 /// let tx = db::begin_immediate(&mut conn)?;
 /// let mut audit = AuditWriter::new(&tx, "alice")?;
 /// audit.append(&tx, "batch-started", &serde_json::json!({"batch": "b1"}))?;
 /// // ... insert certificates, one `certificate-issued` record each ...
 /// audit.append(&tx, "batch-committed", &serde_json::json!({"batch": "b1"}))?;
-/// audit.checkpoint(&tx, &key)?;
+/// audit.checkpoint(&tx, key.as_ref())?;
 /// drop(audit);
 /// tx.commit()?;
 /// # Ok(()) }
@@ -509,7 +510,11 @@ impl AuditWriter {
     /// Append a `checkpoint` record signed by the CA key over the current head; also notes it
     /// in `meta` (`audit_checkpoint` = `"<seq> <hash>"`) so truncation of the table is caught.
     /// Returns the checkpoint's seq. Appending to an empty log is refused.
-    pub fn checkpoint(&mut self, conn: &Connection, key: &CaKey) -> Result<u64, AuditError> {
+    pub fn checkpoint(
+        &mut self,
+        conn: &Connection,
+        key: &dyn crate::signer::key::CaSigner,
+    ) -> Result<u64, AuditError> {
         let (head_seq, head_hash) = (self.next_seq - 1, self.head_hash.clone());
         if head_seq == 0 {
             return Err(AuditError::BadEvent(

@@ -8,9 +8,14 @@ use crate::crypto::{self, P256Key};
 use crate::signer::audit::{self, AuditWriter};
 use crate::signer::ca_files::{
     analyze_cert, analyze_cert_issued_by, cert_der_from_pem_file, prefix_path, read_limited,
-    rfc3339, CaCert, CA_DB, CA_KEY, CA_PEM, PARENT_PEM,
+    rfc3339, CaCert, CA_DB, CA_KEY, CA_KEY_PKCS11, CA_PEM, PARENT_PEM, QUORUM_MANIFEST,
+    SHARES_DIR,
 };
 use crate::signer::db;
+use crate::signer::key::age::{custody_of_file, AgeKey};
+use crate::signer::key::pkcs11::{Pin, Pkcs11Key, TokenSelector};
+use crate::signer::key::quorum::{self, Custodian};
+use crate::signer::key::{CaSigner, Custody, KeyError, RcgenSigner};
 use crate::signer::secret::{self, CaKey, Protection};
 use serde_json::json;
 use std::io;
@@ -18,7 +23,14 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 fn refuse_existing(ca_dir: &Path) -> Result<(), CaError> {
-    for name in [CA_PEM, CA_KEY, CA_DB] {
+    for name in [
+        CA_PEM,
+        CA_KEY,
+        CA_DB,
+        CA_KEY_PKCS11,
+        QUORUM_MANIFEST,
+        SHARES_DIR,
+    ] {
         let p = ca_dir.join(name);
         if p.symlink_metadata().is_ok() {
             return Err(CaError::Exists(p));
@@ -67,8 +79,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), CaError> {
 fn write_ca_files(
     ca_dir: &Path,
     cert: &CaCert,
-    key: &CaKey,
-    ciphertext: &[u8],
+    key: &dyn CaSigner,
+    key_files: &[KeyFile],
     protection_desc: &str,
     event: &str,
     extra_details: serde_json::Value,
@@ -83,6 +95,7 @@ fn write_ca_files(
         "not_before": rfc3339(cert.not_before),
         "not_after": rfc3339(cert.not_after),
         "key_protection": protection_desc,
+        "custody": key.custody(),
     });
     if let (Some(d), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra_details) {
         d.extend(extra);
@@ -90,10 +103,23 @@ fn write_ca_files(
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| -> Result<(), CaError> {
         // Key first: once a certificate exists, its key must too.
-        let tmp = tmp_name(ca_dir, CA_KEY);
-        secret::write_secret_file(&tmp, ciphertext)?;
-        publish(&tmp, &ca_dir.join(CA_KEY))?;
-        created.push(ca_dir.join(CA_KEY));
+        for f in key_files {
+            let target = ca_dir.join(&f.name);
+            if let Some(parent) = target.parent().filter(|p| *p != ca_dir) {
+                if !parent.is_dir() {
+                    ensure_dir(parent)?;
+                    created.push(parent.to_path_buf());
+                }
+            }
+            let dir = target.parent().unwrap_or(ca_dir);
+            let tmp = tmp_name(
+                dir,
+                target.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+            );
+            secret::write_secret_file(&tmp, &f.bytes)?;
+            publish(&tmp, &target)?;
+            created.push(target);
+        }
 
         let tmp = tmp_name(ca_dir, CA_PEM);
         {
@@ -151,11 +177,195 @@ fn write_ca_files(
         sync_dir(ca_dir)
     })();
     if result.is_err() {
-        for p in created {
-            let _ = std::fs::remove_file(p);
+        for p in created.iter().rev() {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
     result
+}
+
+/// The recorded `key_protection` text: as before for an age file (so `ca show` reads the
+/// same), the custody's description otherwise.
+fn describe(custody: &NewCustody, protection: &Protection, key: &dyn CaSigner) -> String {
+    match custody {
+        NewCustody::Age { scrypt_log_n } => match protection {
+            Protection::Passphrase(_) => {
+                format!("passphrase (age scrypt, work factor 2^{scrypt_log_n})")
+            }
+            Protection::Recipients(_) => protection.describe(),
+        },
+        _ => key.custody().describe(),
+    }
+}
+
+fn log_n_of(custody: &NewCustody) -> Option<u8> {
+    match custody {
+        NewCustody::Age { scrypt_log_n } | NewCustody::Quorum { scrypt_log_n, .. } => {
+            Some(*scrypt_log_n)
+        }
+        NewCustody::Pkcs11 { .. } => None,
+    }
+}
+
+/// One file of the key's custody, relative to the CA directory (written 0600, never over an
+/// existing file).
+struct KeyFile {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// How `ca init` / `ca import` hold the new key (SPEC §13). With [`NewCustody::Age`] the
+/// key is encrypted to [`InitOptions::protection`]; the other kinds ignore it.
+pub enum NewCustody {
+    /// `ca.key.age`, a passphrase (scrypt 2^`scrypt_log_n`) or age recipients.
+    Age {
+        /// scrypt work factor for a passphrase.
+        scrypt_log_n: u8,
+    },
+    /// `ca.key.age` encrypted to an identity split M-of-N: `quorum.json`,
+    /// `shares/NAME.share.age`.
+    Quorum {
+        /// M.
+        threshold: u8,
+        /// The custodians and how their shares are locked.
+        custodians: Vec<Custodian>,
+        /// scrypt work factor of passphrase-locked shares.
+        scrypt_log_n: u8,
+    },
+    /// The key in a PKCS#11 token (generated there, or imported), `ca.key.pkcs11`.
+    Pkcs11 {
+        /// The module (shared library).
+        module: PathBuf,
+        /// Which token.
+        token: TokenSelector,
+        /// The user PIN.
+        pin: Pin,
+        /// CKA_LABEL of the key objects.
+        label: String,
+    },
+}
+
+impl std::fmt::Debug for NewCustody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NewCustody::Age { scrypt_log_n } => write!(f, "Age(2^{scrypt_log_n})"),
+            NewCustody::Quorum {
+                threshold,
+                custodians,
+                ..
+            } => {
+                write!(f, "Quorum({threshold}-of-{})", custodians.len())
+            }
+            NewCustody::Pkcs11 { module, .. } => write!(f, "Pkcs11({})", module.display()),
+        }
+    }
+}
+
+impl NewCustody {
+    fn check(&self, protection: &Protection) -> Result<(), CaError> {
+        match self {
+            NewCustody::Age { scrypt_log_n } => {
+                secret::check_scrypt_log_n(*scrypt_log_n)?;
+                if let Protection::Recipients(r) = protection {
+                    secret::parse_recipients(r)?;
+                }
+            }
+            NewCustody::Quorum { scrypt_log_n, .. } => secret::check_scrypt_log_n(*scrypt_log_n)?,
+            NewCustody::Pkcs11 { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Hold the new CA's key as `custody` says, once its certificate `cert` exists: the files to
+/// write and the signer (with its custody) for the first checkpoint. `pkcs8` is the key in
+/// memory (None: generated in the token, `token` holds it).
+fn hold_key(
+    custody: &NewCustody,
+    protection: &Protection,
+    cert: &CaCert,
+    pkcs8: Option<&[u8]>,
+    token: Option<Pkcs11Key>,
+) -> Result<(Vec<KeyFile>, Box<dyn CaSigner>), CaError> {
+    if let Some(t) = token {
+        let mut line = t.uri().format();
+        line.push('\n');
+        let files = vec![KeyFile {
+            name: CA_KEY_PKCS11.to_string(),
+            bytes: line.into_bytes(),
+        }];
+        return Ok((files, Box::new(t)));
+    }
+    let pkcs8 = pkcs8.ok_or_else(|| CaError::Protect("no key to hold".into()))?;
+    let key = CaKey::from_pkcs8(pkcs8)?;
+    match custody {
+        NewCustody::Age { scrypt_log_n } => {
+            let ciphertext = secret::encrypt_with_log_n(pkcs8, protection, *scrypt_log_n)?;
+            let c = custody_of_file(&ciphertext)?;
+            let c = match (c, protection) {
+                (Custody::Recipients { count, .. }, Protection::Recipients(r)) => {
+                    Custody::Recipients {
+                        count,
+                        recipients: r.clone(),
+                    }
+                }
+                (c, _) => c,
+            };
+            Ok((
+                vec![KeyFile {
+                    name: CA_KEY.to_string(),
+                    bytes: ciphertext,
+                }],
+                Box::new(AgeKey::new(key, c)),
+            ))
+        }
+        NewCustody::Quorum {
+            threshold,
+            custodians,
+            scrypt_log_n,
+        } => {
+            let setup = quorum::create(
+                pkcs8,
+                &cert.fingerprint,
+                *threshold,
+                custodians,
+                *scrypt_log_n,
+            )?;
+            let mut files = vec![
+                KeyFile {
+                    name: CA_KEY.to_string(),
+                    bytes: setup.key_file,
+                },
+                KeyFile {
+                    name: QUORUM_MANIFEST.to_string(),
+                    bytes: setup.manifest.to_json().into_bytes(),
+                },
+            ];
+            for sh in setup.shares {
+                files.push(KeyFile {
+                    name: format!("{SHARES_DIR}/{}", sh.file_name),
+                    bytes: sh.bytes,
+                });
+            }
+            Ok((
+                files,
+                Box::new(AgeKey::new(key, setup.manifest.custody(Vec::new()))),
+            ))
+        }
+        NewCustody::Pkcs11 {
+            module,
+            token,
+            pin,
+            label,
+        } => {
+            let t = Pkcs11Key::import(module, token, pin, pkcs8, label).map_err(KeyError::from)?;
+            hold_key(custody, protection, cert, None, Some(t))
+        }
+    }
 }
 
 pub(super) fn random_serial() -> [u8; 20] {
@@ -178,14 +388,20 @@ pub fn key_identifier(public_key: &[u8]) -> Vec<u8> {
 /// Create a new CA in `ca_dir` (SPEC §4): `ca.pem`, `ca.key.age` (0600), `ca.db` with the
 /// `ca-created` record and a signed checkpoint. Refuses if any of the three exists.
 pub fn init(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
-    init_with(ca_dir, opts, Role::Signing)
+    init_with(
+        ca_dir,
+        opts,
+        &NewCustody::Age {
+            scrypt_log_n: secret::DEFAULT_SCRYPT_LOG_N,
+        },
+    )
 }
 
 /// `meta` key of the CA's role: `root` (made by `ca init --root`), `intermediate` (made by
 /// `ca issue-intermediate`); absent for a signing CA made by `ca init`/`ca import`.
 pub const META_ROLE: &str = "ca_role";
 
-/// What kind of CA [`init_with`] makes.
+/// What kind of CA [`init_as`] makes.
 pub(crate) enum Role<'a> {
     /// Self-signed, pathLen 0: signs devices (`ca init`).
     Signing,
@@ -195,16 +411,20 @@ pub(crate) enum Role<'a> {
     Intermediate {
         /// The root's certificate.
         parent: &'a CaCert,
-        /// The root's key, unlocked.
-        parent_key: &'a CaKey,
+        /// The root's key, unlocked (any custody).
+        parent_key: &'a dyn CaSigner,
     },
 }
 
-/// Create an offline root CA in `ca_dir` (`ca init --root`): as [`init`] but without the
+/// Create an offline root CA in `ca_dir` (`ca init --root`): as [`init_with`] but without the
 /// pathLen 0 limit, and recorded as a root (`ca_role` = `root`), which `sign` refuses: a
 /// root signs CAs (`ca issue-intermediate`) and CRLs only.
-pub fn init_root(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
-    init_with(ca_dir, opts, Role::Root)
+pub fn init_root(
+    ca_dir: &Path,
+    opts: &InitOptions,
+    custody: &NewCustody,
+) -> Result<CaInfo, CaError> {
+    init_as(ca_dir, opts, custody, Role::Root)
 }
 
 /// An intermediate CA in `ca_dir`, issued by `parent` with `parent_key` (the body of
@@ -212,16 +432,29 @@ pub fn init_root(ca_dir: &Path, opts: &InitOptions) -> Result<CaInfo, CaError> {
 pub(crate) fn init_intermediate(
     ca_dir: &Path,
     opts: &InitOptions,
+    custody: &NewCustody,
     parent: &CaCert,
-    parent_key: &CaKey,
+    parent_key: &dyn CaSigner,
 ) -> Result<CaInfo, CaError> {
-    init_with(ca_dir, opts, Role::Intermediate { parent, parent_key })
+    init_as(ca_dir, opts, custody, Role::Intermediate { parent, parent_key })
 }
 
-/// The body of [`init`], [`init_root`] and `ca issue-intermediate`.
-pub(crate) fn init_with(
+/// [`init`] with the key held as `custody` says: an age file (with `opts.protection` and an
+/// explicit scrypt work factor), a quorum of custodians, or a PKCS#11 token (the key is
+/// generated in the token and never leaves it).
+pub fn init_with(
     ca_dir: &Path,
     opts: &InitOptions,
+    custody: &NewCustody,
+) -> Result<CaInfo, CaError> {
+    init_as(ca_dir, opts, custody, Role::Signing)
+}
+
+/// The body of [`init_with`], [`init_root`] and `ca issue-intermediate`.
+pub(crate) fn init_as(
+    ca_dir: &Path,
+    opts: &InitOptions,
+    custody: &NewCustody,
     role: Role<'_>,
 ) -> Result<CaInfo, CaError> {
     secret::harden_process()?;
@@ -229,14 +462,37 @@ pub(crate) fn init_with(
         return Err(CaError::BadDays(opts.days));
     }
     let attrs = parse_subject(&opts.subject)?;
-    if let Protection::Recipients(r) = &opts.protection {
-        secret::parse_recipients(r)?;
-    }
+    custody.check(&opts.protection)?;
     ensure_dir(ca_dir)?;
     refuse_existing(ca_dir)?;
 
-    let (p256, pkcs8) = P256Key::generate()?;
-    let key = CaKey::new(p256);
+    let (token, pkcs8) = match custody {
+        NewCustody::Pkcs11 {
+            module,
+            token,
+            pin,
+            label,
+        } => (
+            Some(Pkcs11Key::generate(module, token, pin, label).map_err(KeyError::from)?),
+            None,
+        ),
+        _ => {
+            let (_, pkcs8) = P256Key::generate()?;
+            (None, Some(pkcs8))
+        }
+    };
+    let mem_key = match &pkcs8 {
+        Some(p) => Some(AgeKey::new(
+            CaKey::from_pkcs8(p)?,
+            Custody::Passphrase { scrypt_log_n: None },
+        )),
+        None => None,
+    };
+    let signer: &dyn CaSigner = match (&token, &mem_key) {
+        (Some(t), _) => t,
+        (None, Some(k)) => k,
+        (None, None) => return Err(CaError::Protect("no key".into())),
+    };
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
@@ -267,28 +523,39 @@ pub(crate) fn init_with(
         rcgen::KeyUsagePurpose::CrlSign,
     ];
     params.key_identifier_method =
-        rcgen::KeyIdMethod::PreSpecified(key_identifier(&key.public_key()));
+        rcgen::KeyIdMethod::PreSpecified(key_identifier(&signer.public_key()));
     params.use_authority_key_identifier_extension = false;
     let (cert, role_name, parent_fp) = match &role {
         Role::Signing | Role::Root => {
-            let built = params.self_signed(&key).map_err(CaError::Build)?;
+            let built = params
+                .self_signed(&RcgenSigner::new(signer))
+                .map_err(CaError::Build)?;
             let (cert, _) = analyze_cert(built.der(), now)?;
             let name = matches!(role, Role::Root).then_some("root");
             (cert, name, None)
         }
         Role::Intermediate { parent, parent_key } => {
             params.use_authority_key_identifier_extension = true;
-            let issuer = rcgen::Issuer::new(issuer_params(parent)?, *parent_key);
-            let built = params.signed_by(&key, &issuer).map_err(CaError::Build)?;
+            let issuer = rcgen::Issuer::new(issuer_params(parent)?, RcgenSigner::new(*parent_key));
+            let built = params
+                .signed_by(&RcgenSigner::new(signer), &issuer)
+                .map_err(CaError::Build)?;
             let (cert, _) = analyze_cert_issued_by(built.der(), now, Some(parent))?;
             (cert, Some("intermediate"), Some(parent.fingerprint.clone()))
         }
     };
+    drop(mem_key);
 
-    let ciphertext = secret::encrypt(&pkcs8, &opts.protection)?;
+    let (key_files, key) = hold_key(
+        custody,
+        &opts.protection,
+        &cert,
+        pkcs8.as_deref().map(|p| &p[..]),
+        token,
+    )?;
     drop(pkcs8);
-    let protection_desc = opts.protection.describe();
-    let mut details = json!({ "days": opts.days });
+    let protection_desc = describe(custody, &opts.protection, key.as_ref());
+    let mut details = json!({ "days": opts.days, "scrypt_log_n": log_n_of(custody) });
     if let (Some(d), Some(r)) = (details.as_object_mut(), role_name) {
         d.insert("role".into(), json!(r));
         if let Some(fp) = &parent_fp {
@@ -304,8 +571,8 @@ pub(crate) fn init_with(
     let written = write_ca_files(
         ca_dir,
         &cert,
-        &key,
-        &ciphertext,
+        key.as_ref(),
+        &key_files,
         &protection_desc,
         "ca-created",
         details,
@@ -366,10 +633,30 @@ pub fn import(
     protection: &Protection,
     operator: &str,
 ) -> Result<CaInfo, CaError> {
+    import_with(
+        ca_dir,
+        cert_pem,
+        key_pem,
+        protection,
+        operator,
+        &NewCustody::Age {
+            scrypt_log_n: secret::DEFAULT_SCRYPT_LOG_N,
+        },
+    )
+}
+
+/// [`import`] with the key held as `custody` says (for a token: imported into it as
+/// sensitive and not extractable).
+pub fn import_with(
+    ca_dir: &Path,
+    cert_pem: &Path,
+    key_pem: &Path,
+    protection: &Protection,
+    operator: &str,
+    custody: &NewCustody,
+) -> Result<CaInfo, CaError> {
     secret::harden_process()?;
-    if let Protection::Recipients(r) = protection {
-        secret::parse_recipients(r)?;
-    }
+    custody.check(protection)?;
     let der = cert_der_from_pem_file(cert_pem)?;
     let (cert, mut warnings) =
         analyze_cert(&der, OffsetDateTime::now_utc()).map_err(|e| prefix_path(e, cert_pem))?;
@@ -407,19 +694,21 @@ pub fn import(
 
     ensure_dir(ca_dir)?;
     refuse_existing(ca_dir)?;
-    let ciphertext = secret::encrypt(&pkcs8, protection)?;
+    drop(key);
+    let (key_files, key) = hold_key(custody, protection, &cert, Some(&pkcs8), None)?;
     drop(pkcs8);
-    let protection_desc = protection.describe();
+    let protection_desc = describe(custody, protection, key.as_ref());
     let details = json!({
         "source_cert": cert_pem.display().to_string(),
         "source_key": key_pem.display().to_string(),
         "warnings": warnings,
+        "scrypt_log_n": log_n_of(custody),
     });
     write_ca_files(
         ca_dir,
         &cert,
-        &key,
-        &ciphertext,
+        key.as_ref(),
+        &key_files,
         &protection_desc,
         "ca-imported",
         details,

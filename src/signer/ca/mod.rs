@@ -13,24 +13,30 @@
 
 mod init;
 pub mod profile;
+mod reshare;
 mod show;
 mod unlock;
 
 pub use crate::signer::ca_files::{
-    load_cert, load_cert_file, load_parent, CaCert, CaFileError, CA_DB, CA_KEY, CA_PEM,
-    MAX_PEM_FILE, PARENT_PEM,
+    load_cert, load_cert_file, load_parent, CaCert, CaFileError, CA_DB, CA_KEY, CA_KEY_PKCS11,
+    CA_PEM, MAX_PEM_FILE, PARENT_PEM, QUORUM_MANIFEST, SHARES_DIR,
 };
 pub(crate) use init::init_intermediate;
-pub use init::{import, init, init_root, key_identifier, META_ROLE};
+pub use init::{
+    import, import_with, init, init_root, init_with, key_identifier, NewCustody, META_ROLE,
+};
 pub(crate) use init::{sync_dir, tmp_name};
+pub use reshare::{reshare, ReshareReport};
 pub use show::show;
-pub use unlock::unlock;
 pub(crate) use unlock::{begin_immediate, check_ca_files, unlock_in_tx, Opened};
+pub use unlock::{
+    key_kind, open_shares, read_key_uri, read_manifest, unlock, unlock_error_code, KeyKind,
+};
 
 use crate::crypto::CryptoError;
 use crate::signer::audit::AuditError;
 use crate::signer::db::DbError;
-use crate::signer::secret::{CaKey, Protection, SecretError};
+use crate::signer::secret::{Protection, SecretError};
 use serde::Serialize;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -95,6 +101,10 @@ pub enum CaError {
     /// `ca.db` is locked by another command: nothing was decrypted.
     #[error("ca.db is in use by another nrfca command; the key was not unlocked: wait for that command to finish (or find it with `fuser ca.db`) and run this again")]
     Busy(#[source] rusqlite::Error),
+    /// The key could not be opened or used (quorum shares refused, PKCS#11 token errors, a
+    /// signature failed). [`crate::signer::key::KeyError::code`] is its stable code.
+    #[error(transparent)]
+    Key(#[from] crate::signer::key::KeyError),
     /// `ca protect` refused or could not complete; the message says what happened to
     /// `ca.key.age` and what to do next.
     #[error("{0}")]
@@ -151,12 +161,25 @@ pub struct InitOptions {
 }
 
 /// The CA key, unlocked, with its certificate.
-#[derive(Debug)]
 pub struct UnlockedCa {
     /// The certificate.
     pub cert: CaCert,
-    /// The private key (redacted Debug, wiped on drop).
-    pub key: CaKey,
+    /// The CA key behind the signing trait, however it is held (an age key in zeroizing
+    /// memory, or a PKCS#11 token session).
+    pub key: Box<dyn crate::signer::key::CaSigner>,
+    /// How the key is held, as recorded in `key-unlocked`.
+    pub custody: crate::signer::key::Custody,
+}
+
+impl std::fmt::Debug for UnlockedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "UnlockedCa({}, {})",
+            self.cert.fingerprint,
+            self.custody.kind()
+        )
+    }
 }
 
 /// What `ca show` prints.
@@ -176,8 +199,11 @@ pub struct CaInfo {
     pub not_after: String,
     /// How the key is protected, as recorded at init/import, e.g. `passphrase (age scrypt)`.
     pub key_protection: String,
-    /// How to unlock, read from the key file's header: `passphrase` or `identity`.
+    /// How to unlock, read from the CA's files: `passphrase`, `identity` (ca.key.age),
+    /// `shares` (quorum.json) or `pin` (ca.key.pkcs11).
     pub unlock_with: String,
+    /// How the key is held (kind and its fields; `None` when the key file is unreadable).
+    pub custody: Option<crate::signer::key::Custody>,
     /// Certificates issued.
     pub issued: u64,
     /// Requests rejected.
@@ -271,7 +297,7 @@ mod tests {
         let u = unlock(&ca_dir, &Unlock::Identity(idf), "tester").unwrap();
         assert_eq!(u.cert.fingerprint, info.fingerprint);
         assert_eq!(u.cert.ski, key_identifier(&u.cert.public_key));
-        assert_eq!(format!("{:?}", u.key), "CaKey(..)");
+        assert_eq!(u.custody.kind(), "recipients");
         let report = audit::verify_db(&ca_dir).unwrap();
         assert!(report.is_ok(), "{report:?}");
         assert_eq!(report.records, 4);

@@ -181,6 +181,23 @@ impl<S: CaSigner + ?Sized> CaSigner for Borrowed<'_, S> {
     }
 }
 
+/// A boxed signer (as [`crate::signer::ca::UnlockedCa`] holds it) is a signer, so
+/// `&unlocked.key` can be passed where a `&dyn CaSigner` is wanted.
+impl<S: CaSigner + ?Sized> CaSigner for Box<S> {
+    fn public_key(&self) -> [u8; 65] {
+        (**self).public_key()
+    }
+    fn sign_der(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        (**self).sign_der(msg)
+    }
+    fn custody(&self) -> Custody {
+        (**self).custody()
+    }
+    fn worker(&self) -> Result<Box<dyn CaSigner + '_>, KeyError> {
+        (**self).worker()
+    }
+}
+
 /// Adapter so rcgen can sign certificates and CRLs with any [`CaSigner`].
 pub struct RcgenSigner<'a> {
     signer: &'a dyn CaSigner,

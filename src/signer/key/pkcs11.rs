@@ -945,9 +945,15 @@ impl CaSigner for Pkcs11Key {
             ObjectClass::PRIVATE_KEY,
             &self.uri.id,
         )?
-        .ok_or_else(|| Pkcs11Error::KeyNotFound {
+        // The key was there when this key was opened: gone now means the token (or the key)
+        // went away, which rolls the batch back.
+        .ok_or_else(|| Pkcs11Error::TokenGone {
             token: self.token.label.clone(),
-            id: hex::encode(&self.uri.id),
+            op: "opening a worker session",
+            why: format!(
+                "the key with id {} is no longer found",
+                hex::encode(&self.uri.id)
+            ),
         })?;
         Ok(Box::new(Pkcs11Worker {
             key: self,

@@ -551,6 +551,14 @@ impl QuorumIdentity {
         &self.participants
     }
 
+    /// Decrypt the quorum-held key file to the CA's PKCS#8 (zeroizing), e.g. for `ca protect`.
+    pub fn open_pkcs8(&self, key_file: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        Ok(secret::decrypt_with_identities(
+            key_file,
+            std::slice::from_ref(&self.identity),
+        )?)
+    }
+
     /// Decrypt the quorum-held key file and load the CA key.
     pub fn open_key(&self, manifest: &QuorumManifest, key_file: &[u8]) -> Result<AgeKey, KeyError> {
         let pkcs8 =

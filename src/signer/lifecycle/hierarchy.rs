@@ -63,6 +63,7 @@ pub fn issue_intermediate(
     unlock: &Unlock,
     new_ca_dir: &Path,
     opts: &InitOptions,
+    custody: &ca::NewCustody,
 ) -> Result<CaInfo, LifecycleError> {
     if new_ca_dir.symlink_metadata().is_ok() {
         return Err(LifecycleError::BadInput(format!(
@@ -98,7 +99,7 @@ pub fn issue_intermediate(
             return Err(failed.error.into());
         }
     };
-    let made = ca::init_intermediate(new_ca_dir, opts, &root, &opened.key);
+    let made = ca::init_intermediate(new_ca_dir, opts, custody, &root, opened.key.as_ref());
     let info = match made {
         Ok(info) => info,
         Err(e) => {

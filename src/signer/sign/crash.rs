@@ -21,7 +21,7 @@ pub const CRASH_POINTS: [&str; 9] = [
 ];
 
 /// Environment variable that turns the crash hook into an interrupt: with
-/// `NRFCA_CRASH_SIGNAL=INT|TERM|HUP|KILL`, the point named by [`CRASH_ENV`] sends that signal
+/// `NRFCA_CRASH_SIGNAL=INT|TERM|HUP|KILL|STOP`, the point named by [`CRASH_ENV`] sends that signal
 /// to the process itself instead of aborting (test hook; see [`crash_point`]).
 pub const CRASH_SIGNAL_ENV: &str = "NRFCA_CRASH_SIGNAL";
 
@@ -44,6 +44,9 @@ pub(crate) fn crash_point(point: &str, n: u64) {
                 "TERM" => Some(Signal::SIGTERM),
                 "HUP" => Some(Signal::SIGHUP),
                 "KILL" => Some(Signal::SIGKILL),
+                // Pauses the batch at that point (a test resumes it with SIGCONT after
+                // changing the world, e.g. removing the PKCS#11 token).
+                "STOP" => Some(Signal::SIGSTOP),
                 _ => None,
             }
         });

@@ -46,7 +46,8 @@ use crate::signer::audit::AuditError;
 use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, Connection, DbError};
 use crate::signer::issue::{self, IssueError};
-use crate::signer::secret::{CaKey, Unlock};
+use crate::signer::key::{CaSigner, KeyError};
+use crate::signer::secret::Unlock;
 use crate::signer::staging::{self, Staging, StagingError};
 
 use crash::crash_point;
@@ -260,6 +261,10 @@ pub enum SignError {
         #[source]
         source: std::io::Error,
     },
+    /// The CA key failed mid-batch (a PKCS#11 token removed or failing): the batch was rolled
+    /// back whole, as a crash does.
+    #[error("the CA key failed during the batch ({code}): the batch was rolled back, no certificate was issued and no bundle was written; fix the cause and run the same sign again", code = .0.code())]
+    Key(#[source] KeyError),
     /// An internal pipeline failure (a worker stopped).
     #[error("internal error: {0}; nothing was committed, run sign again")]
     Internal(String),
@@ -511,7 +516,7 @@ pub fn sign(
         })?;
     let outcome = run_and_commit(
         &mut conn,
-        &unlocked.key,
+        unlocked.key.as_ref(),
         &plan,
         opts,
         rejects,
@@ -522,6 +527,11 @@ pub fn sign(
         Ok(r) => r,
         Err(e) => {
             staging.discard(&conn);
+            if let Some(k) = key_failure(&e) {
+                // The batch rolled back whole; the failure itself is recorded (unsigned: the
+                // key is what failed).
+                let _ = record_batch_failed(&mut conn, &opts.operator, batch, k);
+            }
             return Err(e);
         }
     };
@@ -532,7 +542,7 @@ pub fn sign(
     // Committed: the bundle, from ca.db, manifest signed last.
     let finished = match output::write_bundle(
         &conn,
-        &unlocked.key,
+        unlocked.key.as_ref(),
         cert,
         opts,
         &report,
@@ -563,7 +573,7 @@ pub fn sign(
         report.warnings.push(crate::error::error_chain(&e));
     }
     crash_point("after-rename", 0);
-    match output::record_bundle(&mut conn, &unlocked.key, opts, batch, &finished, &staging) {
+    match output::record_bundle(&mut conn, unlocked.key.as_ref(), opts, batch, &finished, &staging) {
         Ok(head) => report.audit_head = Some(head),
         Err(e) => report.warnings.push(format!(
             "the batch is committed and the bundle complete, but recording bundle-written in the audit log failed: {}",
@@ -577,12 +587,44 @@ pub fn sign(
     Ok(report)
 }
 
+/// The key failure behind a batch error, if that is what stopped it.
+fn key_failure(e: &SignError) -> Option<&KeyError> {
+    match e {
+        SignError::Key(k) | SignError::Audit(AuditError::Sign(k)) => Some(k),
+        _ => None,
+    }
+}
+
+/// Record `batch-failed` (the batch was rolled back because the CA key failed).
+fn record_batch_failed(
+    conn: &mut Connection,
+    operator: &str,
+    batch: &str,
+    e: &KeyError,
+) -> Result<(), SignError> {
+    let tx = db::begin_immediate(conn)?;
+    let mut w = crate::signer::audit::AuditWriter::new(&tx, operator)?;
+    w.append(
+        &tx,
+        "batch-failed",
+        &serde_json::json!({
+            "batch": batch,
+            "code": e.code(),
+            "reason": e.to_string(),
+            "rolled_back": true,
+        }),
+    )?;
+    drop(w);
+    tx.commit()?;
+    Ok(())
+}
+
 /// The batch transaction: run the batch into a [`Recording`] sink, its rejects streamed to
 /// `rejects`, then commit. Returns the report, the rejects writer and the audit seqs that
 /// bound the batch's records.
 fn run_and_commit(
     conn: &mut Connection,
-    key: &CaKey,
+    key: &dyn CaSigner,
     plan: &Plan,
     opts: &SignOptions,
     rejects: RejectsWriter,

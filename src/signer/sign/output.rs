@@ -13,7 +13,7 @@ use crate::bundle::{self, BundleError, BundleOptions, CertRow, Counts, Manifest,
 use crate::signer::audit::AuditWriter;
 use crate::signer::ca::CaCert;
 use crate::signer::db::{self, Connection};
-use crate::signer::secret::CaKey;
+use crate::signer::key::CaSigner;
 use crate::signer::staging::Staging;
 
 /// Write the certificate half of the bundle of the committed `batch` from `ca.db`: the
@@ -27,7 +27,7 @@ use crate::signer::staging::Staging;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_bundle(
     conn: &Connection,
-    key: &CaKey,
+    key: &dyn CaSigner,
     cert: &CaCert,
     opts: &SignOptions,
     report: &SignReport,
@@ -180,7 +180,7 @@ impl From<db::certificates::BatchReadError> for BundleError {
 /// unregistered, and a checkpoint.
 pub(super) fn record_bundle(
     conn: &mut Connection,
-    key: &CaKey,
+    key: &dyn CaSigner,
     opts: &SignOptions,
     batch: &str,
     finished: &bundle::Finished,

@@ -35,10 +35,10 @@ use crate::requests::{Entry, InputDigest, RequestReader, RequestRow, RequestsErr
 use crate::signer::ca::CaCert;
 use crate::signer::db::{self, Connection};
 use crate::signer::issue::{self, Issuance, IssueError, IssuedCert, IssuerProfile, Serial};
+use crate::signer::key::{CaSigner, KeyError};
 use crate::signer::policy::{
     self, BatchPolicy, DbLookup, Decision, FilteredLookup, KnownFilter, PreHashedState, Stored,
 };
-use crate::signer::secret::CaKey;
 
 /// What every stage of one batch reads: the database (the batch transaction, or a plain
 /// connection for a dry run), the CA, the options, the batch id and the validity.
@@ -270,52 +270,85 @@ fn spawn_reader<'scope>(
 }
 
 /// One worker: checks and signs whatever task comes next. `key` None: a dry run, which sends
-/// no signing task.
+/// no signing task. The worker asks the key for its own signer ([`CaSigner::worker`]) once, at
+/// its first signing task (a PKCS#11 key opens one session per worker); a key failure stops
+/// the worker and is sent as [`Msg::KeyFailed`] (the batch rolls back).
 fn spawn_worker<'scope>(
     s: &'scope Scope<'scope, '_>,
     task_rx: &'scope Mutex<mpsc::Receiver<Task>>,
     msg_tx: mpsc::Sender<Msg>,
     check_opts: &'scope CheckOptions,
     profile: &'scope IssuerProfile,
-    key: Option<&'scope CaKey>,
+    key: Option<&'scope dyn CaSigner>,
 ) {
-    s.spawn(move || loop {
-        let task = match task_rx.lock() {
-            Ok(rx) => match rx.recv() {
-                Ok(t) => t,
+    s.spawn(move || {
+        let mut signer: Option<Box<dyn CaSigner + 'scope>> = None;
+        loop {
+            let task = match task_rx.lock() {
+                Ok(rx) => match rx.recv() {
+                    Ok(t) => t,
+                    Err(_) => return,
+                },
                 Err(_) => return,
-            },
-            Err(_) => return,
-        };
-        // A panic in a worker (a bug: parsers never panic on input) must not leave the
-        // coordinator waiting for a chunk forever.
-        let work = std::panic::AssertUnwindSafe(|| match task {
-            Task::Check(chunk) => Msg::Checked(
-                chunk
-                    .into_iter()
-                    .map(|(i, c)| (i, check_one(c, check_opts)))
-                    .collect(),
-            ),
-            Task::Sign(chunk) => Msg::Signed(
-                chunk
-                    .into_iter()
-                    .map(|(i, iss)| {
-                        let r = match key {
-                            Some(k) => issue::issue(profile, &iss, |t| k.sign_der(t)),
-                            None => Err(IssueError::Sign("no key (dry run)".into())),
-                        };
-                        (i, r)
-                    })
-                    .collect(),
-            ),
-        });
-        let msg = std::panic::catch_unwind(work).unwrap_or_else(|_| {
-            Msg::WorkerFailed("a worker thread panicked; please report this".into())
-        });
-        if msg_tx.send(msg).is_err() {
-            return;
+            };
+            if let (Task::Sign(_), None, Some(k)) = (&task, &signer, key) {
+                match k.worker() {
+                    Ok(w) => signer = Some(w),
+                    Err(e) => {
+                        let _ = msg_tx.send(Msg::KeyFailed(e));
+                        return;
+                    }
+                }
+            }
+            let signer = signer.as_deref();
+            // A panic in a worker (a bug: parsers never panic on input) must not leave the
+            // coordinator waiting for a chunk forever.
+            let work = std::panic::AssertUnwindSafe(|| match task {
+                Task::Check(chunk) => Msg::Checked(
+                    chunk
+                        .into_iter()
+                        .map(|(i, c)| (i, check_one(c, check_opts)))
+                        .collect(),
+                ),
+                Task::Sign(chunk) => sign_chunk(profile, chunk, signer),
+            });
+            let msg = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+                Msg::WorkerFailed("a worker thread panicked; please report this".into())
+            });
+            let stop = matches!(msg, Msg::KeyFailed(_));
+            if msg_tx.send(msg).is_err() || stop {
+                return;
+            }
         }
     });
+}
+
+/// Sign one chunk with the worker's signer; the first key failure ends the chunk as
+/// [`Msg::KeyFailed`].
+fn sign_chunk(
+    profile: &IssuerProfile,
+    chunk: Vec<(u64, Issuance)>,
+    signer: Option<&dyn CaSigner>,
+) -> Msg {
+    let mut out = Vec::with_capacity(chunk.len());
+    for (i, iss) in chunk {
+        let mut key_err: Option<KeyError> = None;
+        let r = match signer {
+            Some(k) => issue::issue(profile, &iss, |t| {
+                k.sign_der(t).map_err(|e| {
+                    let text = e.to_string();
+                    key_err = Some(e);
+                    text
+                })
+            }),
+            None => Err(IssueError::Sign("no key (dry run)".into())),
+        };
+        if let Some(e) = key_err {
+            return Msg::KeyFailed(e);
+        }
+        out.push((i, r));
+    }
+    Msg::Signed(out)
 }
 
 /// Every request is written: the sink commits the batch's records; the report.
@@ -410,6 +443,8 @@ enum Msg {
     ReaderDone(u64, Vec<crate::requests::InputDigest>),
     ReaderFailed(RequestsError),
     WorkerFailed(String),
+    /// The CA key failed in a worker (token removed, module error): the batch rolls back.
+    KeyFailed(KeyError),
 }
 
 /// What the writer stage does with one request, in input order.
@@ -538,6 +573,7 @@ impl<'k, S: Sink<'k>> Coordinator<'_, 'k, S> {
             match msg {
                 Msg::ReaderFailed(e) => return Err(SignError::Requests(e)),
                 Msg::WorkerFailed(m) => return Err(SignError::Internal(m)),
+                Msg::KeyFailed(e) => return Err(SignError::Key(e)),
                 Msg::ReaderDone(n, d) => total = Some((n, d)),
                 Msg::Checked(chunk) => {
                     checked.extend(chunk);

@@ -13,8 +13,8 @@ use crate::bundle::{self, Counts, FileDigest, RejectsWriter};
 use crate::keygen::DeviceIdMode;
 use crate::signer::audit::{AuditWriter, Details};
 use crate::signer::db::{self, Connection};
+use crate::signer::key::CaSigner;
 use crate::signer::policy::Stored;
-use crate::signer::secret::CaKey;
 
 /// A rejected request, as the sink records it.
 pub(super) struct RejectOut<'r> {
@@ -62,7 +62,7 @@ pub(super) struct Committed {
 /// Where decided requests go (see the module docs). `'k`: the key's lifetime.
 pub(super) trait Sink<'k> {
     /// The key the workers sign with; None: nothing is signed (dry run).
-    fn key(&self) -> Option<&'k CaKey>;
+    fn key(&self) -> Option<&'k dyn CaSigner>;
     /// The batch starts (`batches` row, `batch-started`); returns the record's seq.
     fn start(&mut self, b: &Batch<'_>) -> Result<u64, SignError>;
     /// A request was rejected.
@@ -79,7 +79,7 @@ pub(super) trait Sink<'k> {
 pub(super) struct DryRun;
 
 impl<'k> Sink<'k> for DryRun {
-    fn key(&self) -> Option<&'k CaKey> {
+    fn key(&self) -> Option<&'k dyn CaSigner> {
         None
     }
     fn start(&mut self, _: &Batch<'_>) -> Result<u64, SignError> {
@@ -105,7 +105,7 @@ impl<'k> Sink<'k> for DryRun {
 /// A real batch: rows and audit records in the batch transaction, rejects to `rejects.csv`.
 pub(super) struct Recording<'k> {
     conn: &'k Connection,
-    key: &'k CaKey,
+    key: &'k dyn CaSigner,
     audit: AuditWriter,
     rejects: RejectsWriter,
 }
@@ -114,7 +114,7 @@ impl<'k> Recording<'k> {
     /// Inside the batch's IMMEDIATE transaction `conn` (the audit head is read once, here).
     pub(super) fn new(
         conn: &'k Connection,
-        key: &'k CaKey,
+        key: &'k dyn CaSigner,
         rejects: RejectsWriter,
         operator: &str,
     ) -> Result<Self, SignError> {
@@ -133,7 +133,7 @@ impl<'k> Recording<'k> {
 }
 
 impl<'k> Sink<'k> for Recording<'k> {
-    fn key(&self) -> Option<&'k CaKey> {
+    fn key(&self) -> Option<&'k dyn CaSigner> {
         Some(self.key)
     }
 
