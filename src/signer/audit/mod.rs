@@ -22,6 +22,7 @@
 //! library never prints; the CLI renders [`VerifyReport`] and [`Record`]s.
 
 mod export;
+pub mod tree;
 mod verify;
 
 pub use export::{export, show, ExportFormat, ExportSummary, Filter};
@@ -65,6 +66,9 @@ pub const EVENTS: &[&str] = &[
     "checkpoint",
     "bundle-written",
     "audit-exported",
+    "bench-trusted",
+    "bench-distrusted",
+    "input-refused",
 ];
 
 /// Errors of the audit layer ("could not run"; tampering is a [`Finding`], not an error).
@@ -527,6 +531,8 @@ impl AuditWriter {
             db::meta::AUDIT_CHECKPOINT,
             &format!("{seq} {}", self.head_hash),
         )?;
+        // The Merkle checkpoint (SPEC §11) over the whole log, this record included.
+        tree::write_checkpoint(conn, key)?;
         Ok(seq)
     }
 }

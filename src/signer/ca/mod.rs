@@ -10,6 +10,7 @@
 //! [`crate::signer::protect::protect`], atomically, after the new file is proven; the
 //! plaintext key never touches disk.
 
+mod benches;
 mod init;
 pub mod profile;
 mod show;
@@ -18,6 +19,7 @@ mod unlock;
 pub use crate::signer::ca_files::{
     load_cert, load_cert_file, CaCert, CaFileError, CA_DB, CA_KEY, CA_PEM, MAX_PEM_FILE,
 };
+pub use benches::{distrust_bench, trust_bench, trusted_benches, TrustedBench};
 pub use init::{import, init, key_identifier};
 pub(crate) use init::{sync_dir, tmp_name};
 pub use show::show;
@@ -191,6 +193,9 @@ pub struct CaInfo {
     /// Retired key files (`ca.key.age.retired-*`, left by `ca protect`) still in the CA
     /// directory.
     pub retired_key_files: Vec<String>,
+    /// The benches this CA trusts (SPEC §10), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_benches: Vec<TrustedBench>,
 }
 
 #[cfg(test)]

@@ -80,5 +80,6 @@ pub fn show(ca_dir: &Path) -> Result<CaInfo, CaError> {
         audit_head_hash: head.unwrap_or_else(|| audit::GENESIS_HASH.to_string()),
         warnings,
         retired_key_files,
+        trusted_benches: super::trusted_benches(&conn)?,
     })
 }

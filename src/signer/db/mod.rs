@@ -11,7 +11,9 @@
 
 pub mod audit;
 pub mod batches;
+pub mod benches;
 pub mod certificates;
+pub mod checkpoints;
 pub mod meta;
 pub mod rejects;
 pub mod schema;
@@ -59,7 +61,11 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         None => meta::set(&conn, meta::SCHEMA_VERSION, &SCHEMA_VERSION.to_string())?,
         Some(v) if v > SCHEMA_VERSION => return Err(DbError::NewerSchema(v)),
         Some(1) => schema::migrate_v1(&mut conn)?,
-        Some(2) => schema::migrate_v2(&mut conn)?,
+        Some(2) => {
+            schema::migrate_v2(&mut conn)?;
+            schema::migrate_v3(&mut conn)?;
+        }
+        Some(3) => schema::migrate_v3(&mut conn)?,
         Some(_) => {}
     }
     Ok(conn)

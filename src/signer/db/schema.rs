@@ -9,7 +9,11 @@ use super::DbError;
 /// the certificate as PEM text and a UNIQUE index on `keygen_sha256`; version 2 indexed
 /// certificates by CN (`device_id`) where already-issued now looks them up by attested UUID
 /// (`uuid`); [`super::open`] migrates both.
-pub const SCHEMA_VERSION: i64 = 3;
+/// Version 4 added the `checkpoints` table (signed Merkle checkpoints of the audit log, SPEC
+/// §11) and the `benches` table (trusted benches, SPEC §10): both are new tables, so the
+/// migration from 3 only creates them; the first command that holds the key then signs the
+/// first checkpoint over the whole existing log.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The DDL of `ca.db`, version [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = r#"
@@ -65,6 +69,19 @@ CREATE TABLE IF NOT EXISTS audit (
     details   TEXT NOT NULL,                 -- canonical JSON object
     prev_hash TEXT NOT NULL,                 -- lowercase hex; 64 zeros for seq 1
     hash      TEXT NOT NULL                  -- SHA-256(prev_hash || canonical record), lowercase hex
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size      INTEGER PRIMARY KEY,           -- tree size = audit records covered
+    root      TEXT NOT NULL,                 -- base64 Merkle root of the first `size` chain hashes
+    text      TEXT NOT NULL,                 -- the exact signed `checkpoint` body (3 lines)
+    signature TEXT NOT NULL,                 -- base64 DER ECDSA-SHA256 by the CA key over `text`
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS benches (
+    name        TEXT PRIMARY KEY,            -- bench name (bench init --name)
+    public_key  BLOB NOT NULL,               -- 65-byte uncompressed P-256 point
+    fingerprint TEXT NOT NULL,               -- SHA-256 hex of its DER SubjectPublicKeyInfo
+    since       TEXT NOT NULL                -- RFC 3339 UTC time of ca trust-bench
 );
 "#;
 
@@ -132,6 +149,21 @@ pub(super) fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
         }
     }
     tx.execute_batch("DROP TABLE certificates_v1;")?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Schema 3 → 4: the new tables exist ([`SCHEMA`] was just run); bump the version.
+pub(super) fn migrate_v3(conn: &mut Connection) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if schema_version(&tx)? != Some(3) {
+        return Ok(());
+    }
     tx.execute_batch(SCHEMA)?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",

@@ -10,7 +10,7 @@ use super::crash::crash_point;
 use super::pipeline::Records;
 use super::{AuditHead, SignError, SignOptions, SignReport};
 use crate::bundle::{self, BundleError, BundleOptions, CertRow, Counts, Manifest, RejectsWriter};
-use crate::signer::audit::AuditWriter;
+use crate::signer::audit::{tree, AuditWriter};
 use crate::signer::ca::CaCert;
 use crate::signer::db::{self, Connection};
 use crate::signer::secret::CaKey;
@@ -32,6 +32,7 @@ pub(super) fn write_bundle(
     report: &SignReport,
     rejects: RejectsWriter,
     records: Records,
+    quoted: &[crate::checkpoint::Checkpoint],
 ) -> Result<bundle::Finished, BundleError> {
     let mut b = rejects.into_bundle(
         cert.pem.as_bytes(),
@@ -100,6 +101,7 @@ pub(super) fn write_bundle(
             report.batch
         )));
     }
+    add_checkpoint_files(conn, &mut b, quoted)?;
     b.finish(
         Manifest {
             format: String::new(),
@@ -117,6 +119,28 @@ pub(super) fn write_bundle(
         },
         |bytes| key.sign_der(bytes),
     )
+}
+
+/// `checkpoint`, `checkpoint.sig` (the newest stored checkpoint: the one the batch's commit
+/// signed, or a later one) and `checkpoint.proofs` (a consistency proof from each checkpoint
+/// of this CA quoted in the inputs' statements to it).
+fn add_checkpoint_files(
+    conn: &Connection,
+    b: &mut bundle::BundleWriter,
+    quoted: &[crate::checkpoint::Checkpoint],
+) -> Result<(), BundleError> {
+    let audit_err =
+        |e: crate::signer::audit::AuditError| BundleError::Sign(crate::error::error_chain(&e));
+    let signed = tree::newest(conn)
+        .map_err(audit_err)?
+        .ok_or_else(|| BundleError::Sign("ca.db holds no signed checkpoint".into()))?;
+    let t = tree::tree(conn, Some(signed.checkpoint.size)).map_err(audit_err)?;
+    let proofs = crate::checkpoint::ProofFile::build(&t, &signed.checkpoint, quoted)
+        .map_err(|e| BundleError::Sign(format!("checkpoint proofs: {e}")))?;
+    b.add_file(bundle::CHECKPOINT_FILE, signed.text.as_bytes())?;
+    b.add_file(bundle::CHECKPOINT_SIG_FILE, signed.sig_file().as_bytes())?;
+    b.add_file(bundle::CHECKPOINT_PROOFS_FILE, proofs.to_text().as_bytes())?;
+    Ok(())
 }
 
 /// Call `each(device_id, row)` for every certificate of the committed batch, in input order:

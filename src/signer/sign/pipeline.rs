@@ -54,6 +54,8 @@ pub(super) struct Batch<'a> {
     /// `not_after` as stored (RFC 3339).
     pub na_text: String,
     pub started: Instant,
+    /// `provenance` for `batch-started` (SPEC §10), when benches are trusted or `--unsigned`.
+    pub provenance: Option<&'a serde_json::Value>,
 }
 
 impl<'a> Batch<'a> {
@@ -73,6 +75,7 @@ impl<'a> Batch<'a> {
             nb_text: issue::rfc3339(plan.not_before),
             na_text: issue::rfc3339(plan.not_after),
             started,
+            provenance: plan.evidence.provenance.as_ref(),
         }
     }
 }
