@@ -27,7 +27,8 @@ mod verify;
 
 pub use export::{export, show, ExportFormat, ExportSummary, Filter};
 pub use verify::{
-    verify_conn, verify_db, verify_file, Finding, VerifyReport, CHECKPOINTED_EVENTS, CSV_HEADER,
+    verify_conn, verify_db, verify_db_with, verify_file, verify_file_with, Finding, VerifyReport,
+    CHECKPOINTED_EVENTS, CSV_HEADER,
 };
 
 use crate::crypto;

@@ -7,7 +7,7 @@
 //! whole log including that record; the chain records are unchanged.
 
 use super::AuditError;
-use crate::checkpoint::{Checkpoint, SignedCheckpoint};
+use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 use crate::merkle::{self, Hash};
 use crate::signer::db::{self, Connection};
 use crate::signer::secret::CaKey;
@@ -103,4 +103,126 @@ pub fn all(conn: &Connection) -> Result<Vec<SignedCheckpoint>, AuditError> {
         .iter()
         .map(parse_stored)
         .collect()
+}
+
+/// A checkpoint given to `audit verify --checkpoint FILE`: the file's name (for messages)
+/// and the checkpoint (the three-line body, as in a bundle or the ceremony record).
+#[derive(Debug, Clone)]
+pub struct GivenCheckpoint {
+    /// Where it came from.
+    pub name: String,
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+}
+
+impl GivenCheckpoint {
+    /// Parse the bytes of a `checkpoint` file named `name` (a parser: no I/O).
+    pub fn parse(name: &str, bytes: &[u8]) -> Result<GivenCheckpoint, AuditError> {
+        let checkpoint = Checkpoint::parse(bytes).map_err(|e| {
+            AuditError::Filter(format!(
+                "--checkpoint {name}: {e}; give the `checkpoint` file of a bundle, or the three lines of the ceremony record"
+            ))
+        })?;
+        Ok(GivenCheckpoint {
+            name: name.to_string(),
+            checkpoint,
+        })
+    }
+}
+
+fn finding_for(g: &GivenCheckpoint, records: u64, e: CheckpointError) -> super::Finding {
+    let why = match e {
+        CheckpointError::WrongOrigin { found, expected } => {
+            format!("is of another CA ({found}, this log is {expected})")
+        }
+        CheckpointError::NotAnExtension { why, .. } => why,
+        other => other.to_string(),
+    };
+    super::Finding {
+        seq: g.checkpoint.size.min(records) + 1,
+        problem: format!(
+            "the log does not extend the checkpoint {} (size {}): {why}; the log was truncated or rolled back (ca.db restored from an older backup), or is another log: find the newest ca.db and verify it against this checkpoint",
+            g.name, g.checkpoint.size
+        ),
+    }
+}
+
+/// Check that the leaves (chain hashes, in order) extend every given checkpoint of `origin`:
+/// one finding per checkpoint they do not.
+pub fn check_given<L: AsRef<[u8]>>(
+    origin: &str,
+    leaves: impl Fn() -> Vec<L>,
+    records: u64,
+    given: &[GivenCheckpoint],
+) -> Vec<super::Finding> {
+    let mut out = Vec::new();
+    for g in given {
+        if let Err(e) = crate::checkpoint::verify_log_extends(
+            origin,
+            leaves(),
+            std::slice::from_ref(&g.checkpoint),
+        ) {
+            out.push(finding_for(g, records, e));
+        }
+    }
+    out
+}
+
+/// `audit verify --ca-dir`'s checks of the Merkle checkpoints in `ca.db`: every stored one is
+/// signed by the CA and is a prefix of the log, the newest covers the last CA-signed chain
+/// checkpoint (`last_chain_checkpoint`), and the log extends each `given` one. Returns the
+/// newest stored checkpoint (None in an old ca.db not yet opened with the key) and the findings.
+pub fn check_db(
+    conn: &Connection,
+    ca_public: &[u8],
+    ca_fingerprint: &str,
+    last_chain_checkpoint: u64,
+    given: &[GivenCheckpoint],
+) -> Result<(Option<Checkpoint>, Vec<super::Finding>), AuditError> {
+    let leaves: Vec<Hash> = db::checkpoints::leaves(conn, None)?
+        .iter()
+        .map(|h| leaf(h))
+        .collect::<Result<_, _>>()?;
+    let records = leaves.len() as u64;
+    let origin = crate::checkpoint::origin_for(ca_fingerprint);
+    let mut findings = Vec::new();
+    let stored = all(conn)?;
+    for s in &stored {
+        let c = &s.checkpoint;
+        let bad = |problem: String| super::Finding {
+            seq: c.size.min(records) + 1,
+            problem,
+        };
+        if !crate::crypto::verify_p256_sha256(ca_public, s.text.as_bytes(), &s.signature_der)
+            || c.origin != origin
+        {
+            findings.push(bad(format!(
+                "the stored checkpoint of size {} is not signed by this CA (ca.db was edited)",
+                c.size
+            )));
+            continue;
+        }
+        if let Err(e) =
+            crate::checkpoint::verify_log_extends(&origin, leaves.iter(), std::slice::from_ref(c))
+        {
+            findings.push(bad(format!(
+                "the log does not extend its own stored checkpoint of size {}: {e}; records were removed or rewritten",
+                c.size
+            )));
+        }
+    }
+    let newest = stored.last().map(|s| s.checkpoint.clone());
+    if let Some(n) = &newest {
+        if n.size < last_chain_checkpoint {
+            findings.push(super::Finding {
+                seq: n.size + 1,
+                problem: format!(
+                    "the newest Merkle checkpoint covers {} records but the log has a CA-signed checkpoint at record {last_chain_checkpoint}: Merkle checkpoints were removed from ca.db",
+                    n.size
+                ),
+            });
+        }
+    }
+    findings.extend(check_given(&origin, || leaves.clone(), records, given));
+    Ok((newest, findings))
 }

@@ -47,6 +47,7 @@ use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, Connection, DbError};
 use crate::signer::evidence::{self, Evidence};
 use crate::signer::issue::{self, IssueError};
+use crate::signer::policy::ExpectedDevices;
 use crate::signer::secret::{CaKey, Unlock};
 use crate::signer::staging::{self, Staging, StagingError};
 
@@ -397,6 +398,8 @@ pub(crate) struct Plan {
     pub(crate) cert: CaCert,
     /// What the evidence checks established (bench, quoted checkpoints).
     pub(crate) evidence: Evidence,
+    /// `--expect`: the listed devices, and the `expect` details of `batch-started`.
+    pub(crate) expected: Option<(std::sync::Arc<ExpectedDevices>, serde_json::Value)>,
     /// A new batch id.
     pub(crate) batch: String,
     /// Validity of the certificates.
@@ -441,10 +444,31 @@ fn plan(ca_dir: &Path, opts: &SignOptions) -> Result<Plan, SignError> {
     let not_before = now.replace_nanosecond(0).unwrap_or(now);
     let not_after = not_before + time::Duration::days(i64::from(opts.days));
     issue::check_validity(not_before, not_after, cert.not_after)?;
+    let expected = match &opts.expect {
+        None => None,
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| {
+                SignError::Usage(format!("cannot read --expect {}: {e}", p.display()))
+            })?;
+            let list = ExpectedDevices::parse(&bytes).map_err(|why| {
+                SignError::Usage(format!(
+                    "--expect {} is not a device list: {why}; give a CSV whose first line names a device_uuid and/or an imei column",
+                    p.display()
+                ))
+            })?;
+            let details = serde_json::json!({
+                "file": p.display().to_string(),
+                "sha256": crate::crypto::sha256_hex(&bytes),
+                "devices": list.len(),
+            });
+            Some((std::sync::Arc::new(list), details))
+        }
+    };
     let evidence = check_evidence(ca_dir, opts, &cert.fingerprint)?;
     Ok(Plan {
         cert,
         evidence,
+        expected,
         batch: random_batch_id()?,
         not_before,
         not_after,

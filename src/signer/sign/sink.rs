@@ -164,6 +164,9 @@ impl<'k> Sink<'k> for Recording<'k> {
         if let Some(p) = b.provenance {
             details["provenance"] = p.clone();
         }
+        if let Some((_, e)) = b.expected {
+            details["expect"] = e.clone();
+        }
         Ok(self.audit.append(self.conn, "batch-started", &details)?)
     }
 
