@@ -274,6 +274,18 @@ fn trusted_benches_unsigned_expect_and_bundle_checkpoints() {
     assert_eq!(c1.size as i64, batch_cp);
     check_bundle_evidence(&ca, "b1", &[]);
     fs::copy(ca.path("b1/checkpoint"), ca.path("held1")).unwrap();
+    // The batch report (the paper ceremony record) prints that checkpoint and its signature.
+    let o = ca.nrfca(&["audit", "report"]);
+    assert!(o.status.success(), "{}", explain(&o));
+    let report = explain(&o);
+    for line in c1.to_text().lines() {
+        assert!(report.contains(&format!("  {line}\n")), "{line}: {report}");
+    }
+    let sig = fs::read_to_string(ca.path("b1/checkpoint.sig")).unwrap();
+    assert!(
+        report.contains(&format!("  signature {}", sig.trim())),
+        "{report}"
+    );
 
     // Trust bench A: audited, listed by ca show.
     ca.trust(&a);

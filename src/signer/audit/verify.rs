@@ -366,23 +366,26 @@ pub fn verify_db_with(
     let cert = ca::load_cert(ca_dir)?;
     let conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
     let mut report = verify_conn(&conn, &cert.public_key, &cert.fingerprint)?;
-    let (newest, findings) = super::tree::check_db(
+    let (newest, stored) = super::tree::check_db(
         &conn,
         &cert.public_key,
         &cert.fingerprint,
         report.last_checkpoint_seq,
-        given,
     )?;
     report.checkpoint = newest.map(|c| c.to_text());
-    merge_findings(&mut report, findings);
+    let leaves = super::tree::leaves(&conn)?;
+    let origin = crate::checkpoint::origin_for(&cert.fingerprint);
+    let given = super::tree::check_given(&origin, || leaves.clone(), leaves.len() as u64, given);
+    merge_findings(&mut report, given, stored);
     Ok(report)
 }
 
-fn merge_findings(report: &mut VerifyReport, findings: Vec<Finding>) {
-    let mut all = findings;
-    if let Some(f) = report.first_bad.take() {
-        all.push(f);
-    }
+/// The earliest finding wins; on a tie, a given checkpoint's (the question the auditor
+/// asked), then the chain's own, then the stored checkpoints'.
+fn merge_findings(report: &mut VerifyReport, given: Vec<Finding>, stored: Vec<Finding>) {
+    let mut all = given;
+    all.extend(report.first_bad.take());
+    all.extend(stored);
     report.first_bad = all.into_iter().min_by_key(|f| f.seq);
 }
 
@@ -400,7 +403,7 @@ pub fn verify_file_with(
     let leaves = file_leaves(log)?;
     let origin = crate::checkpoint::origin_for(&report.ca_fingerprint);
     let findings = super::tree::check_given(&origin, || leaves.clone(), leaves.len() as u64, given);
-    merge_findings(&mut report, findings);
+    merge_findings(&mut report, findings, Vec::new());
     Ok(report)
 }
 
