@@ -40,13 +40,59 @@ pub fn ca_fingerprint(conn: &Connection) -> Result<String, AuditError> {
         .ok_or_else(|| AuditError::Corrupt("ca.db has no CA fingerprint".into()))
 }
 
+/// `"<size> <hash of record size> <node hex>,<node hex>,…"`.
+fn frontier_text(f: &merkle::Frontier, last_hash: &str) -> String {
+    let nodes: Vec<String> = f.nodes().iter().map(hex::encode).collect();
+    format!("{} {last_hash} {}", f.size(), nodes.join(","))
+}
+
+fn parse_frontier(s: &str) -> Option<(merkle::Frontier, &str)> {
+    let mut it = s.splitn(3, ' ');
+    let (size, last, nodes) = (it.next()?, it.next()?, it.next().unwrap_or(""));
+    let size: u64 = size.parse().ok()?;
+    let nodes: Option<Vec<Hash>> = nodes
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let mut h = [0u8; 32];
+            hex::decode_to_slice(n, &mut h).ok().map(|_| h)
+        })
+        .collect();
+    Some((merkle::Frontier::from_parts(size, nodes?)?, last))
+}
+
+/// The frontier of the whole log: the one noted at the last checkpoint with the records
+/// added since appended (a handful of hashes per record), or rebuilt from every record when
+/// there is no usable note (a ca.db of schema 3, a log shorter than the note). A wrong note
+/// signs a wrong root, which `audit verify` reports (a stored checkpoint that is not a
+/// prefix of the log).
+fn frontier(conn: &Connection) -> Result<merkle::Frontier, AuditError> {
+    let note = db::meta::get(conn, db::meta::MERKLE_FRONTIER)?;
+    let mut f = merkle::Frontier::new();
+    if let Some((noted, last)) = note.as_deref().and_then(parse_frontier) {
+        // Usable only if the log still holds the record the note ends at, unchanged.
+        let seq = i64::try_from(noted.size()).unwrap_or(i64::MAX);
+        let still = seq == 0 || db::audit::hash_at(conn, seq)?.as_deref() == Some(last);
+        if still {
+            f = noted;
+        }
+    }
+    let after = i64::try_from(f.size()).unwrap_or(i64::MAX);
+    for h in db::checkpoints::leaves_after(conn, after)? {
+        f.push(&leaf(&h)?);
+    }
+    Ok(f)
+}
+
 /// Sign and store the checkpoint of the whole log as it stands in `conn` (the caller's
 /// transaction). Returns it.
 pub fn write_checkpoint(conn: &Connection, key: &CaKey) -> Result<SignedCheckpoint, AuditError> {
     let fp = ca_fingerprint(conn)?;
-    let t = tree(conn, None)?;
+    let f = frontier(conn)?;
+    let last = db::audit::head(conn)?.map(|(_, h)| h).unwrap_or_default();
+    db::meta::set(conn, db::meta::MERKLE_FRONTIER, &frontier_text(&f, &last))?;
     let c =
-        Checkpoint::new(&fp, t.len(), t.root()).map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        Checkpoint::new(&fp, f.size(), f.root()).map_err(|e| AuditError::Corrupt(e.to_string()))?;
     let signed = c
         .sign(|m| sign_checkpoint_bytes(key, m))
         .map_err(|e| AuditError::Corrupt(e.to_string()))?;

@@ -79,3 +79,11 @@ pub fn leaves(conn: &Connection, upto: Option<i64>) -> rusqlite::Result<Vec<Stri
     let rows = st.query_map([upto.unwrap_or(i64::MAX)], |r| r.get(0))?;
     rows.collect()
 }
+
+/// The chain hashes (hex) of the audit records after `after`, in order: the leaves to append
+/// to a stored frontier.
+pub fn leaves_after(conn: &Connection, after: i64) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare_cached("SELECT hash FROM audit WHERE seq > ?1 ORDER BY seq")?;
+    let rows = st.query_map([after], |r| r.get(0))?;
+    rows.collect()
+}
