@@ -395,6 +395,11 @@ fn trusted_benches_unsigned_expect_and_bundle_checkpoints() {
     let p = signed_input(&ca, "long.csv", &text, &a, vec![longer]);
     refused(&ca.sign("bl", &[], &[&p]), "restored from an older backup");
     assert_eq!(last_refusal_code(&ca), "log-not-extended");
+    // --unsigned does not skip the checkpoint a statement quotes.
+    refused(
+        &ca.sign("bl", &["--unsigned"], &[&p]),
+        "restored from an older backup",
+    );
     // A quoted checkpoint of this CA's size but another root (another log).
     let other_root = Checkpoint::new(&fp, c1.size, [7u8; 32]).unwrap();
     let p = signed_input(&ca, "other.csv", &text, &a, vec![other_root]);

@@ -138,9 +138,11 @@ fn other_bench_row(bytes: &[u8], name: &str) -> Option<(u64, String)> {
     None
 }
 
-/// Check every input of a batch of the CA `ca_sha256` (SPEC §10, §11). With no trusted bench
-/// and no `unsigned`, nothing is required (but a quoted checkpoint beside an input is still
-/// checked against the log).
+/// Check every input of a batch of the CA `ca_sha256` (SPEC §10, §11). Once a bench is
+/// trusted, every input needs a `F.sig` by a trusted bench, unless `unsigned`. Whatever the
+/// trust, a statement beside an input must match the file (when its bench is trusted), its
+/// rows must not name another bench, and the checkpoint it quotes for this CA must be a prefix
+/// of the log.
 pub fn check_inputs(
     conn: &Connection,
     ca_sha256: &str,
@@ -156,7 +158,7 @@ pub fn check_inputs(
     for input in inputs {
         let sig_path = provenance::sig_path_for(input);
         let has_sig = sig_path.is_file();
-        if !has_sig || unsigned {
+        if !has_sig {
             if required {
                 return Err(Refusal::Unsigned {
                     input: input.clone(),
@@ -176,9 +178,11 @@ pub fn check_inputs(
             source,
         })?;
         let name = &st.statement.bench;
-        let trusted = benches.iter().find(|b| &b.name == name);
+        let trusted = benches
+            .iter()
+            .find(|b| &b.name == name && b.fingerprint == st.statement.key_sha256);
         match trusted {
-            Some(b) if b.fingerprint == st.statement.key_sha256 => {
+            Some(b) => {
                 st.verify(&b.public_key, &bytes)
                     .map_err(|source| Refusal::Statement {
                         input: input.clone(),
@@ -192,7 +196,8 @@ pub fn check_inputs(
                     key: st.statement.key_sha256.clone(),
                 })
             }
-            // No bench trusted: the statement cannot be verified; it is only recorded.
+            // No bench trusted, or `--unsigned`: the statement cannot be verified; it is only
+            // recorded (`verified: false`), and its quoted checkpoint still checked.
             _ => {}
         }
         if let Some((line, other)) = other_bench_row(&bytes, name) {
