@@ -134,9 +134,17 @@ fn add_checkpoint_files(
     let signed = tree::newest(conn)
         .map_err(audit_err)?
         .ok_or_else(|| BundleError::Sign("ca.db holds no signed checkpoint".into()))?;
-    let t = tree::tree(conn, Some(signed.checkpoint.size)).map_err(audit_err)?;
-    let proofs = crate::checkpoint::ProofFile::build(&t, &signed.checkpoint, quoted)
-        .map_err(|e| BundleError::Sign(format!("checkpoint proofs: {e}")))?;
+    let proofs = if quoted.is_empty() {
+        // Nothing to prove from: no need to read the whole log's tree.
+        crate::checkpoint::ProofFile {
+            to: signed.checkpoint.clone(),
+            proofs: Vec::new(),
+        }
+    } else {
+        let t = tree::tree(conn, Some(signed.checkpoint.size)).map_err(audit_err)?;
+        crate::checkpoint::ProofFile::build(&t, &signed.checkpoint, quoted)
+            .map_err(|e| BundleError::Sign(format!("checkpoint proofs: {e}")))?
+    };
     b.add_file(bundle::CHECKPOINT_FILE, signed.text.as_bytes())?;
     b.add_file(bundle::CHECKPOINT_SIG_FILE, signed.sig_file().as_bytes())?;
     b.add_file(bundle::CHECKPOINT_PROOFS_FILE, proofs.to_text().as_bytes())?;
