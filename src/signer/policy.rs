@@ -766,4 +766,25 @@ mod tests {
             .unwrap()
             .is_none());
     }
+
+    #[test]
+    fn expected_devices_parse_and_match() {
+        let e = ExpectedDevices::parse(
+            b"\xef\xbb\xbforder,device_uuid,imei\n1,C97D58E0-0B17-4432-A7B6-5E270363572D,\n2,,490154203237518\n",
+        )
+        .unwrap();
+        assert_eq!(e.len(), 2);
+        assert!(e.contains("c97d58e0-0b17-4432-a7b6-5e270363572d", ""));
+        assert!(e.contains("00000000-0000-0000-0000-000000000000", "490154203237518"));
+        assert!(!e.contains("00000000-0000-0000-0000-000000000000", ""));
+        assert!(!e.contains("00000000-0000-0000-0000-000000000000", "490154203237519"));
+        let only_imei = ExpectedDevices::parse(b"imei\n490154203237518\n").unwrap();
+        assert!(only_imei.contains("x", "490154203237518"));
+        assert!(ExpectedDevices::parse(b"serial,order\n1,2\n")
+            .unwrap_err()
+            .contains("neither"));
+        assert!(ExpectedDevices::parse(b"device_uuid\n")
+            .unwrap_err()
+            .contains("no device"));
+    }
 }
