@@ -33,6 +33,8 @@ pub enum RejectCode {
     SecTagMismatch,
     /// A requests-file column disagrees with the attestation.
     MetadataMismatch,
+    /// `sign --expect FILE` was given and the device (UUID or IMEI) is not listed in it.
+    NotExpected,
     /// The same device twice in one batch (the first one wins).
     DuplicateInBatch,
     /// The CA already issued to this device for another key.
@@ -43,7 +45,7 @@ pub enum RejectCode {
 
 impl RejectCode {
     /// Every code, in check order.
-    pub const ALL: [RejectCode; 15] = [
+    pub const ALL: [RejectCode; 16] = [
         RejectCode::MalformedInput,
         RejectCode::BadBase64,
         RejectCode::MissingAttestation,
@@ -56,6 +58,7 @@ impl RejectCode {
         RejectCode::IdentityMismatch,
         RejectCode::SecTagMismatch,
         RejectCode::MetadataMismatch,
+        RejectCode::NotExpected,
         RejectCode::DuplicateInBatch,
         RejectCode::AlreadyIssued,
         RejectCode::KeyReuse,
@@ -76,6 +79,7 @@ impl RejectCode {
             RejectCode::IdentityMismatch => "identity-mismatch",
             RejectCode::SecTagMismatch => "sec-tag-mismatch",
             RejectCode::MetadataMismatch => "metadata-mismatch",
+            RejectCode::NotExpected => "not-expected",
             RejectCode::DuplicateInBatch => "duplicate-in-batch",
             RejectCode::AlreadyIssued => "already-issued",
             RejectCode::KeyReuse => "key-reuse",
@@ -105,6 +109,7 @@ impl RejectCode {
             RejectCode::IdentityMismatch => "the CSR subject is not the modem's identity: check --device-id and export again",
             RejectCode::SecTagMismatch => "export again into the right sec_tag, or sign with --sec-tag / --any-sec-tag",
             RejectCode::MetadataMismatch => "the requests row was edited or mixed up: export the device again",
+            RejectCode::NotExpected => "the device is not on the --expect list (e.g. the manufacturer's shipping list): find out where it came from before signing it",
             RejectCode::DuplicateInBatch => "the device appears twice; only its first request was signed",
             RejectCode::AlreadyIssued => "the device already has a certificate for another key; use --reissue if a new one is intended",
             RejectCode::KeyReuse => "the same key was presented for two devices: investigate the bench before signing",

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod ca;
 pub mod ca_files;
 pub mod db;
+pub mod evidence;
 pub mod issue;
 pub mod key;
 pub mod lifecycle;

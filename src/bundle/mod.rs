@@ -43,6 +43,12 @@ pub const CERTS_HEADER: &str =
 pub const REJECTS_HEADER: &str = "source,line,device_uuid,code,detail";
 /// nRF Cloud's bulk onboarding limit: rows per `onboard-NNNN.csv` chunk.
 pub const ONBOARD_CHUNK_ROWS: usize = 1000;
+/// The bundle's signed checkpoint of the CA's audit log (SPEC §11).
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// Its signature (base64 DER ECDSA-SHA256 by the CA key).
+pub const CHECKPOINT_SIG_FILE: &str = "checkpoint.sig";
+/// Consistency proofs from the checkpoints the inputs quoted to [`CHECKPOINT_FILE`].
+pub const CHECKPOINT_PROOFS_FILE: &str = "checkpoint.proofs";
 /// Format tag written into `manifest.json`.
 pub const MANIFEST_FORMAT: &str = "nrfca-bundle/1";
 /// Largest `certs.csv` [`verify`] reads (bytes).

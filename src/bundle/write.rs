@@ -426,6 +426,14 @@ impl BundleWriter {
         (&mut self.certs, &mut self.onboard)
     }
 
+    /// Write a whole extra file at the top of the bundle (`checkpoint`, `checkpoint.sig`,
+    /// `checkpoint.proofs`); it is listed in the manifest like the others.
+    pub fn add_file(&mut self, name: &str, data: &[u8]) -> Result<(), BundleError> {
+        let f = write_whole(&self.dir, name, data, false)?;
+        self.done.push(f);
+        Ok(())
+    }
+
     /// Certificate rows written so far.
     pub fn rows(&self) -> u64 {
         self.onboard.rows

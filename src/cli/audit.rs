@@ -75,6 +75,11 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    // --- evidence (SPEC §11) ---
+    /// A checkpoint the log must extend (a bundle's `checkpoint`, or the three lines of the
+    /// ceremony record); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Vec<PathBuf>,
 }
 
 /// Arguments of `audit show`.
@@ -180,13 +185,22 @@ pub fn run(cmd: AuditCmd) -> CliResult {
 }
 
 fn verify(a: VerifyArgs) -> CliResult {
+    let mut given = Vec::new();
+    for p in &a.checkpoint {
+        let bytes = std::fs::read(p)
+            .map_err(|e| format!("cannot read --checkpoint {}: {e}", p.display()))?;
+        given.push(audit::tree::GivenCheckpoint::parse(
+            &p.display().to_string(),
+            &bytes,
+        )?);
+    }
     let report: VerifyReport = match (&a.ca_dir, &a.file, &a.ca_cert) {
-        (Some(dir), None, None) => {
-            with_spinner("verifying the audit log", || audit::verify_db(dir))?
-        }
-        (None, Some(file), Some(cert)) => {
-            with_spinner("verifying the audit log", || audit::verify_file(file, cert))?
-        }
+        (Some(dir), None, None) => with_spinner("verifying the audit log", || {
+            audit::verify_db_with(dir, &given)
+        })?,
+        (None, Some(file), Some(cert)) => with_spinner("verifying the audit log", || {
+            audit::verify_file_with(file, cert, &given)
+        })?,
         _ => return Err("give either --ca-dir DIR, or --file LOG with --ca-cert CA.pem".into()),
     };
     if a.json {
@@ -204,6 +218,16 @@ fn verify(a: VerifyArgs) -> CliResult {
                 "unsigned     {} record(s) after the last checkpoint (chained, not yet signed by the CA)",
                 report.unsigned_tail
             );
+        }
+        if let Some(c) = &report.checkpoint {
+            let mut l = c.lines();
+            let (_, size, root) = (l.next(), l.next().unwrap_or(""), l.next().unwrap_or(""));
+            say!("checkpoint   size {size} root {root} (newest, CA-signed)");
+        } else if a.ca_dir.is_some() && report.records > 0 {
+            say!("checkpoint   none yet (ca.db from before checkpoints: the next command that unlocks the key signs the first)");
+        }
+        for g in given.iter().filter(|_| report.first_bad.is_none()) {
+            say!("extends      {} (size {})", g.name, g.checkpoint.size);
         }
     }
     match &report.first_bad {

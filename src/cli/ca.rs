@@ -62,6 +62,15 @@ pub enum CaCmd {
         after_help = "The current shares are given as for `sign` (--share FILE, M times, each with --share-passphrase-file NAME=F, --share-identity NAME=F or a prompt).\nThe new custodians' passphrases come from --new-share-passphrase-file NAME=F, else are asked twice on the terminal.\nThe old ca.key.age, quorum.json and shares/ are kept as *.retired-<time> until you remove them.\n\nExample:\n  nrfca ca reshare --ca-dir /media/ca --share alice.share.age --share bob.share.age --quorum 2 --custodian alice --custodian dave --custodian erin"
     )]
     Reshare(ReshareArgs),
+    // --- evidence (SPEC §10) ---
+    /// Trust a bench: sign accepts requests files it signed (requests.csv.sig); audited.
+    #[command(
+        after_help = "Check the key's fingerprint with the technician (`nrfca bench init` printed it) before trusting it.\nOnce any bench is trusted, sign refuses unsigned inputs unless given --unsigned.\n\nExample:\n  nrfca ca trust-bench --ca-dir /media/ca --name line-3 --key line-3-bench.pem"
+    )]
+    TrustBench(TrustBenchArgs),
+    /// Stop trusting a bench; audited.
+    #[command(after_help = "Example:\n  nrfca ca distrust-bench --ca-dir /media/ca --name line-3")]
+    DistrustBench(DistrustBenchArgs),
 }
 
 /// Arguments of `ca reshare`.
@@ -87,6 +96,35 @@ pub struct ReshareArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `ca trust-bench`.
+#[derive(Debug, Args)]
+pub struct TrustBenchArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// The bench's name (as given to `bench init --name`).
+    #[arg(long)]
+    pub name: String,
+    /// The bench's public key (bench.pem).
+    #[arg(long, value_name = "PEM")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+}
+
+/// Arguments of `ca distrust-bench`.
+#[derive(Debug, Args)]
+pub struct DistrustBenchArgs {
+    /// CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// The bench's name.
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
 }
 
 /// Arguments of `ca protect`.
@@ -437,6 +475,24 @@ pub fn run(cmd: CaCmd) -> CliResult {
             }
             Ok(Outcome::Done)
         }
+        CaCmd::TrustBench(a) => {
+            let pem = std::fs::read_to_string(&a.key)
+                .map_err(|e| format!("cannot read {}: {e}", a.key.display()))?;
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+            let b = ca::trust_bench(&a.ca_dir, &a.name, &pem, &unlock, &a.unlock.operator())?;
+            say!("trusted bench {} (key sha256 {})", b.name, b.fingerprint);
+            Ok(Outcome::Done)
+        }
+        CaCmd::DistrustBench(a) => {
+            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+            let b = ca::distrust_bench(&a.ca_dir, &a.name, &unlock, &a.unlock.operator())?;
+            say!(
+                "bench {} (key sha256 {}) is no longer trusted",
+                b.name,
+                b.fingerprint
+            );
+            Ok(Outcome::Done)
+        }
         CaCmd::Protect(a) => {
             // Refuse bad recipients or identities before asking for any passphrase.
             if !a.new_recipient.is_empty() {
@@ -656,6 +712,12 @@ pub(super) fn render(info: &CaInfo) -> String {
             info.audit_records, info.audit_head_hash
         ),
     );
+    for b in &info.trusted_benches {
+        line(
+            "bench",
+            &format!("{} key {} since {}", b.name, b.fingerprint, b.since),
+        );
+    }
     for w in &info.warnings {
         line("warning", w);
     }

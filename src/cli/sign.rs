@@ -77,6 +77,15 @@ pub struct SignArgs {
     pub json: bool,
     #[command(flatten)]
     pub unlock: UnlockArgs,
+    // --- evidence (SPEC §10) ---
+    /// Accept requests files without a trusted bench's signature (F.sig); recorded in the
+    /// batch's audit records. Needed for plain-text KEYGEN files once a bench is trusted.
+    #[arg(long)]
+    pub unsigned: bool,
+    /// Only sign devices listed in FILE (CSV with a device_uuid and/or imei column);
+    /// others are rejected not-expected.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
     /// Requests files: CSV from `nrfca bench export`, or one KEYGEN string per line.
     #[arg(value_name = "REQUESTS", required = true)]
     pub requests: Vec<PathBuf>,
@@ -106,10 +115,13 @@ pub fn run(a: SignArgs) -> CliResult {
     opts.tags = split_list(&a.tags);
     opts.sub_type = a.sub_type.clone();
     opts.threads = a.threads;
+    opts.unsigned = a.unsigned;
+    opts.expect = a.expect.clone();
 
     // What `sign` refuses before it unlocks anything, checked before the passphrase prompt so
     // a typo does not cost a passphrase entry (the library checks the same again).
     precheck(&a)?;
+    sign::precheck_evidence(&a.ca_dir, &opts)?;
     let unlock = if a.dry_run {
         None
     } else {

@@ -164,6 +164,73 @@ pub struct BatchPolicy {
     devices: HashSet<u128, PreHashedState>,
     /// Public key → device id of the request that got a certificate for it in this batch.
     keys: HashMap<u128, u128, PreHashedState>,
+    /// `sign --expect`: the devices that may be signed.
+    expected: Option<std::sync::Arc<ExpectedDevices>>,
+}
+
+/// The devices of `sign --expect FILE` (SPEC §10): a CSV with a `device_uuid` and/or an
+/// `imei` column (other columns ignored), e.g. the manufacturer's shipping list. A request
+/// is expected when its attested UUID or its requests-row IMEI is listed.
+#[derive(Debug, Default, Clone)]
+pub struct ExpectedDevices {
+    uuids: HashSet<String>,
+    imeis: HashSet<String>,
+}
+
+impl ExpectedDevices {
+    /// Parse the CSV text (a parser: no I/O). Refuses a file with neither column or no rows.
+    pub fn parse(text: &[u8]) -> Result<ExpectedDevices, String> {
+        let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(text);
+        let headers = r.byte_headers().map_err(|e| e.to_string())?.clone();
+        let col = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h.trim_ascii() == name.as_bytes())
+        };
+        let (u, i) = (col("device_uuid"), col("imei"));
+        if u.is_none() && i.is_none() {
+            return Err("its first line has neither a device_uuid nor an imei column".into());
+        }
+        let mut e = ExpectedDevices::default();
+        for rec in r.byte_records() {
+            let rec = rec.map_err(|e| e.to_string())?;
+            let cell = |c: Option<usize>| {
+                c.and_then(|c| rec.get(c))
+                    .map(|v| String::from_utf8_lossy(v.trim_ascii()).to_ascii_lowercase())
+                    .filter(|v| !v.is_empty())
+            };
+            if let Some(v) = cell(u) {
+                e.uuids.insert(v);
+            }
+            if let Some(v) = cell(i) {
+                e.imeis.insert(v);
+            }
+        }
+        if e.uuids.is_empty() && e.imeis.is_empty() {
+            return Err("it lists no device".into());
+        }
+        Ok(e)
+    }
+
+    /// Devices listed.
+    pub fn len(&self) -> usize {
+        self.uuids.len() + self.imeis.len()
+    }
+
+    /// Whether nothing is listed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the device with attested `uuid` and requests-row `imei` is listed.
+    pub fn contains(&self, uuid: &str, imei: &str) -> bool {
+        self.uuids.contains(&uuid.to_ascii_lowercase())
+            || (!imei.is_empty() && self.imeis.contains(imei))
+    }
 }
 
 impl BatchPolicy {
@@ -184,11 +251,18 @@ impl BatchPolicy {
             fp: Fingerprint::default(),
             devices: HashSet::with_capacity_and_hasher(2 * n, PreHashedState::default()),
             keys: HashMap::with_capacity_and_hasher(n, PreHashedState::default()),
+            expected: None,
         }
     }
 
+    /// Only devices in `expected` may be signed (`not-expected` otherwise).
+    pub fn with_expected(mut self, expected: Option<std::sync::Arc<ExpectedDevices>>) -> Self {
+        self.expected = expected;
+        self
+    }
+
     /// Decide on a request that passed [`crate::keygen::check`], in SPEC §3 order:
-    /// metadata-mismatch, duplicate-in-batch, (identical KEYGEN already signed → return),
+    /// metadata-mismatch, not-expected, duplicate-in-batch, (identical KEYGEN already signed → return),
     /// already-issued, key-reuse. An issued or returned request's key is remembered for
     /// key-reuse within the batch.
     pub fn decide<L: Lookup>(
@@ -199,6 +273,15 @@ impl BatchPolicy {
     ) -> Result<Decision, L::Error> {
         if let Err(r) = check_metadata(row, v) {
             return Ok(Decision::Reject(r));
+        }
+        if let Some(e) = &self.expected {
+            let imei = row.map(|r| r.imei.as_str()).unwrap_or("");
+            if !e.contains(&v.uuid, imei) {
+                return Ok(Decision::Reject(Reject::new(
+                    RejectCode::NotExpected,
+                    format!("device {} is not on the --expect list", v.uuid),
+                )));
+            }
         }
         let device = self.fp.of(0, v.device_id.as_bytes());
         let new_device = self.devices.insert(device);
@@ -682,5 +765,26 @@ mod tests {
             )
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn expected_devices_parse_and_match() {
+        let e = ExpectedDevices::parse(
+            b"\xef\xbb\xbforder,device_uuid,imei\n1,C97D58E0-0B17-4432-A7B6-5E270363572D,\n2,,490154203237518\n",
+        )
+        .unwrap();
+        assert_eq!(e.len(), 2);
+        assert!(e.contains("c97d58e0-0b17-4432-a7b6-5e270363572d", ""));
+        assert!(e.contains("00000000-0000-0000-0000-000000000000", "490154203237518"));
+        assert!(!e.contains("00000000-0000-0000-0000-000000000000", ""));
+        assert!(!e.contains("00000000-0000-0000-0000-000000000000", "490154203237519"));
+        let only_imei = ExpectedDevices::parse(b"imei\n490154203237518\n").unwrap();
+        assert!(only_imei.contains("x", "490154203237518"));
+        assert!(ExpectedDevices::parse(b"serial,order\n1,2\n")
+            .unwrap_err()
+            .contains("neither"));
+        assert!(ExpectedDevices::parse(b"device_uuid\n")
+            .unwrap_err()
+            .contains("no device"));
     }
 }

@@ -137,6 +137,11 @@ pub struct AuditPart {
     pub verified: bool,
     /// The first problem `audit verify` found, if any.
     pub first_bad: Option<Finding>,
+    /// The CA-signed Merkle checkpoint of the log as the batch committed it (SPEC §11): the
+    /// exact `checkpoint` text, as in the bundle (None in a log from before checkpoints).
+    pub checkpoint: Option<String>,
+    /// Its signature (`checkpoint.sig`: base64 DER ECDSA-SHA256 by the CA key).
+    pub checkpoint_sig: Option<String>,
 }
 
 /// The bundle the batch wrote.
@@ -401,6 +406,11 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
         None => None,
     };
 
+    let merkle = match checkpoint.as_ref() {
+        Some(cp) => audit::tree::first_covering(conn, cp.seq).map_err(ReportError::Audit)?,
+        None => None,
+    };
+
     let (head_after_seq, head_after_hash) =
         db::audit::head_after(conn, last_seq as i64)?.unwrap_or((0, String::new()));
 
@@ -443,6 +453,8 @@ pub fn batch_report(ca_dir: &Path, wanted: Option<&str>) -> Result<BatchReport, 
             records: verify.records,
             head_hash: verify.head_hash.clone(),
             verified: verify.first_bad.is_none(),
+            checkpoint: merkle.as_ref().map(|m| m.text.clone()),
+            checkpoint_sig: merkle.as_ref().map(|m| m.sig_file().trim_end().to_string()),
             first_bad: verify.first_bad,
         },
         generated_at: audit::now_rfc3339(),
@@ -600,6 +612,18 @@ pub fn render_text(r: &BatchReport) -> String {
         Some(f) => format!("BROKEN at record #{}: {}", f.seq, f.problem),
     };
     kv(&mut out, "verified", &verdict);
+    if let (Some(text), Some(sig)) = (&a.checkpoint, &a.checkpoint_sig) {
+        out.push_str(
+            "\nCheckpoint (the log as committed; an auditor checks that later logs extend it:\n",
+        );
+        out.push_str(
+            "nrfca audit verify --ca-dir D --checkpoint FILE with these three lines as FILE)\n",
+        );
+        for line in text.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+        out.push_str(&format!("  signature {sig}\n"));
+    }
 
     out.push_str(&format!("\nReport made {}\n\n", r.generated_at));
     out.push_str("Security officer  ______________________________  date __________\n\n");

@@ -22,11 +22,13 @@
 //! library never prints; the CLI renders [`VerifyReport`] and [`Record`]s.
 
 mod export;
+pub mod tree;
 mod verify;
 
 pub use export::{export, show, ExportFormat, ExportSummary, Filter};
 pub use verify::{
-    verify_conn, verify_db, verify_file, Finding, VerifyReport, CHECKPOINTED_EVENTS, CSV_HEADER,
+    verify_conn, verify_db, verify_db_with, verify_file, verify_file_with, Finding, VerifyReport,
+    CHECKPOINTED_EVENTS, CSV_HEADER,
 };
 
 use crate::crypto;
@@ -70,6 +72,9 @@ pub const EVENTS: &[&str] = &[
     "crl-issued",
     "verification-cert-issued",
     "intermediate-issued",
+    "bench-trusted",
+    "bench-distrusted",
+    "input-refused",
 ];
 
 /// Errors of the audit layer ("could not run"; tampering is a [`Finding`], not an error).
@@ -536,6 +541,8 @@ impl AuditWriter {
             db::meta::AUDIT_CHECKPOINT,
             &format!("{seq} {}", self.head_hash),
         )?;
+        // The Merkle checkpoint (SPEC §11) over the whole log, this record included.
+        tree::write_checkpoint(conn, key)?;
         Ok(seq)
     }
 }

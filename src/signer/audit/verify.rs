@@ -31,6 +31,10 @@ pub struct VerifyReport {
     pub first_bad: Option<Finding>,
     /// SHA-256 fingerprint of the CA certificate the log was checked against.
     pub ca_fingerprint: String,
+    /// The newest CA-signed Merkle checkpoint in `ca.db` (`--ca-dir` only; SPEC §11).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its exact text (three lines).
+    pub checkpoint: Option<String>,
 }
 
 impl VerifyReport {
@@ -320,6 +324,7 @@ impl Verifier {
             unsigned_tail: self.records.saturating_sub(signed),
             first_bad: self.first_bad,
             ca_fingerprint: self.ca_fingerprint,
+            checkpoint: None,
         }
     }
 }
@@ -348,9 +353,91 @@ pub(super) fn raw_to_record(r: db::audit::RawRecord) -> Result<Record, String> {
 /// `certificate-issued` records (same serial, device, KEYGEN and certificate hashes, batch
 /// and reissue flag, both ways), and the last checkpoint noted in `meta`.
 pub fn verify_db(ca_dir: &Path) -> Result<VerifyReport, AuditError> {
+    verify_db_with(ca_dir, &[])
+}
+
+/// [`verify_db`], and the Merkle checkpoints (SPEC §11): the stored ones are CA-signed
+/// prefixes of the log, the newest covers the last signed record, and the log extends every
+/// `given` one (`audit verify --checkpoint`).
+pub fn verify_db_with(
+    ca_dir: &Path,
+    given: &[super::tree::GivenCheckpoint],
+) -> Result<VerifyReport, AuditError> {
     let cert = ca::load_cert(ca_dir)?;
     let conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
-    verify_conn(&conn, &cert.public_key, &cert.fingerprint)
+    let mut report = verify_conn(&conn, &cert.public_key, &cert.fingerprint)?;
+    let (newest, stored) = super::tree::check_db(
+        &conn,
+        &cert.public_key,
+        &cert.fingerprint,
+        report.last_checkpoint_seq,
+    )?;
+    report.checkpoint = newest.map(|c| c.to_text());
+    let leaves = super::tree::leaves(&conn)?;
+    let origin = crate::checkpoint::origin_for(&cert.fingerprint);
+    let given = super::tree::check_given(&origin, || leaves.clone(), leaves.len() as u64, given);
+    merge_findings(&mut report, given, stored);
+    Ok(report)
+}
+
+/// The earliest finding wins; on a tie, a given checkpoint's (the question the auditor
+/// asked), then the chain's own, then the stored checkpoints'.
+fn merge_findings(report: &mut VerifyReport, given: Vec<Finding>, stored: Vec<Finding>) {
+    let mut all = given;
+    all.extend(report.first_bad.take());
+    all.extend(stored);
+    report.first_bad = all.into_iter().min_by_key(|f| f.seq);
+}
+
+/// [`verify_file`], and that the exported log extends every `given` checkpoint (its leaves
+/// are the records' `hash` fields, in file order).
+pub fn verify_file_with(
+    log: &Path,
+    ca_cert_pem: &Path,
+    given: &[super::tree::GivenCheckpoint],
+) -> Result<VerifyReport, AuditError> {
+    let mut report = verify_file(log, ca_cert_pem)?;
+    if given.is_empty() {
+        return Ok(report);
+    }
+    let leaves = file_leaves(log)?;
+    let origin = crate::checkpoint::origin_for(&report.ca_fingerprint);
+    let findings = super::tree::check_given(&origin, || leaves.clone(), leaves.len() as u64, given);
+    merge_findings(&mut report, findings, Vec::new());
+    Ok(report)
+}
+
+/// The `hash` of every record of an exported log (JSONL or CSV), in file order; lines that do
+/// not parse are skipped (the chain check reports them).
+fn file_leaves(log: &Path) -> Result<Vec<[u8; 32]>, AuditError> {
+    let bytes = std::fs::read(log).map_err(io_err(log))?;
+    let mut out = Vec::new();
+    let mut push = |h: &str| {
+        let mut b = [0u8; 32];
+        if hex::decode_to_slice(h, &mut b).is_ok() {
+            out.push(b);
+        }
+    };
+    if bytes.first() == Some(&b'{') {
+        for line in bytes.split(|&b| b == b'\n') {
+            if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                if let Some(h) = v.get("hash").and_then(Value::as_str) {
+                    push(h);
+                }
+            }
+        }
+    } else {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(&bytes[..]);
+        for rec in r.records().flatten() {
+            if let Some(h) = rec.get(6) {
+                push(h);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// [`verify_db`] on an open connection (used inside other commands, e.g. after a batch).

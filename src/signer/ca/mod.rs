@@ -11,6 +11,7 @@
 //! [`crate::signer::protect::protect`], atomically, after the new file is proven; the
 //! plaintext key never touches disk.
 
+mod benches;
 mod init;
 pub mod profile;
 mod reshare;
@@ -25,6 +26,7 @@ pub(crate) use init::init_intermediate;
 pub use init::{
     import, import_with, init, init_root, init_with, key_identifier, NewCustody, META_ROLE,
 };
+pub use benches::{distrust_bench, trust_bench, trusted_benches, TrustedBench};
 pub(crate) use init::{sync_dir, tmp_name};
 pub use reshare::{reshare, ReshareReport};
 pub use show::show;
@@ -224,6 +226,9 @@ pub struct CaInfo {
     /// Retired key files (`ca.key.age.retired-*`, left by `ca protect`) still in the CA
     /// directory.
     pub retired_key_files: Vec<String>,
+    /// The benches this CA trusts (SPEC §10), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_benches: Vec<TrustedBench>,
 }
 
 #[cfg(test)]

@@ -146,5 +146,6 @@ fn show_with(
         audit_head_hash: head.unwrap_or_else(|| audit::GENESIS_HASH.to_string()),
         warnings,
         retired_key_files,
+        trusted_benches: super::trusted_benches(&conn)?,
     })
 }

@@ -11,6 +11,10 @@ pub const CA_FINGERPRINT: &str = "ca_fingerprint";
 pub const KEY_PROTECTION: &str = "key_protection";
 /// When the CA was created.
 pub const CREATED_AT: &str = "created_at";
+/// The right edge of the audit log's Merkle tree at the last checkpoint:
+/// `"<size> <hex>,<hex>,…"` (one hash per complete subtree, largest first), so the next
+/// checkpoint hashes only the records added since (SPEC §11).
+pub const MERKLE_FRONTIER: &str = "merkle_frontier";
 /// `"<seq> <hash>"` of the last checkpoint (catches a truncated log).
 pub const AUDIT_CHECKPOINT: &str = "audit_checkpoint";
 

@@ -11,7 +11,9 @@
 
 pub mod audit;
 pub mod batches;
+pub mod benches;
 pub mod certificates;
+pub mod checkpoints;
 pub mod meta;
 pub mod rejects;
 pub mod revocations;
@@ -62,6 +64,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         Some(1) => schema::migrate_v1(&mut conn)?,
         Some(2) => schema::migrate_v2(&mut conn)?,
         Some(3) => schema::migrate_v3(&mut conn)?,
+        Some(4) => schema::migrate_v4(&mut conn)?,
         Some(_) => {}
     }
     Ok(conn)

@@ -8,8 +8,13 @@ use super::DbError;
 /// Current schema version, stored in `meta`. Version 1 (nrfca before the speed work) kept
 /// the certificate as PEM text and a UNIQUE index on `keygen_sha256`; version 2 indexed
 /// certificates by CN (`device_id`) where already-issued now looks them up by attested UUID
-/// (`uuid`); version 3 had no `revocations` table; [`super::open`] migrates all three.
-pub const SCHEMA_VERSION: i64 = 4;
+/// (`uuid`); version 3 had neither the evidence tables nor `revocations`; [`super::open`]
+/// migrates all of them. Version 5 holds the `checkpoints` table (signed Merkle checkpoints
+/// of the audit log, SPEC §11), the `benches` table (trusted benches, SPEC §10) and the
+/// `revocations` table (SPEC §12): all new tables, so the migrations from 3 and 4 (a
+/// development version that had one or the other) only create what is missing; the first
+/// command that holds the key then signs the first checkpoint over the whole existing log.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The DDL of `ca.db`, version [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = r#"
@@ -72,6 +77,19 @@ CREATE TABLE IF NOT EXISTS revocations (
     reason     TEXT NOT NULL,                -- RFC 5280 reason name: keyCompromise, superseded...
     revoked_at TEXT NOT NULL,                -- RFC 3339 UTC
     operator   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size      INTEGER PRIMARY KEY,           -- tree size = audit records covered
+    root      TEXT NOT NULL,                 -- base64 Merkle root of the first `size` chain hashes
+    text      TEXT NOT NULL,                 -- the exact signed `checkpoint` body (3 lines)
+    signature TEXT NOT NULL,                 -- base64 DER ECDSA-SHA256 by the CA key over `text`
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS benches (
+    name        TEXT PRIMARY KEY,            -- bench name (bench init --name)
+    public_key  BLOB NOT NULL,               -- 65-byte uncompressed P-256 point
+    fingerprint TEXT NOT NULL,               -- SHA-256 hex of its DER SubjectPublicKeyInfo
+    since       TEXT NOT NULL                -- RFC 3339 UTC time of ca trust-bench
 );
 "#;
 
@@ -148,6 +166,37 @@ pub(super) fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Schema 3 → 4: the new tables exist ([`SCHEMA`] was just run); bump the version.
+pub(super) fn migrate_v3(conn: &mut Connection) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if schema_version(&tx)? != Some(3) {
+        return Ok(());
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Schema 4 (either development variant) → 5: the evidence and revocation tables that are
+/// missing are created (SCHEMA is all `IF NOT EXISTS`).
+pub(super) fn migrate_v4(conn: &mut Connection) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if schema_version(&tx)? != Some(4) {
+        return Ok(());
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Schema 2 → 3, in one transaction: already-issued is keyed on the attested UUID, so the
 /// index on `device_id` (the CN) gives way to one on `uuid` (SCHEMA creates it, here or in
 /// [`super::open`] just before). The number of indexes, each a B-tree insert per certificate, stays
@@ -167,21 +216,6 @@ pub(super) fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Schema 3 → 4: the `revocations` table (SCHEMA creates it, here or in [`super::open`] just
-/// before); nothing else changes.
-pub(super) fn migrate_v3(conn: &mut Connection) -> Result<(), DbError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if schema_version(&tx)? != Some(3) {
-        return Ok(());
-    }
-    tx.execute_batch(SCHEMA)?;
-    tx.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-        [SCHEMA_VERSION.to_string()],
-    )?;
-    tx.commit()?;
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -45,8 +45,10 @@ use crate::requests::RequestsError;
 use crate::signer::audit::AuditError;
 use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, Connection, DbError};
+use crate::signer::evidence::{self, Evidence};
 use crate::signer::issue::{self, IssueError};
 use crate::signer::key::{CaSigner, KeyError};
+use crate::signer::policy::ExpectedDevices;
 use crate::signer::secret::Unlock;
 use crate::signer::staging::{self, Staging, StagingError};
 
@@ -106,6 +108,10 @@ pub struct SignOptions {
     /// Catch SIGINT, SIGTERM and SIGHUP once the key is unlocked, rolling the batch back
     /// before its commit (the CLI sets it; see [`crate::interrupt`]).
     pub catch_signals: bool,
+    /// `--unsigned`: accept inputs without a trusted bench's signature (recorded).
+    pub unsigned: bool,
+    /// `--expect FILE`: the devices that may be signed (`not-expected` otherwise).
+    pub expect: Option<PathBuf>,
 }
 
 impl SignOptions {
@@ -126,6 +132,8 @@ impl SignOptions {
             operator,
             threads: None,
             catch_signals: false,
+            unsigned: false,
+            expect: None,
         }
     }
 }
@@ -282,6 +290,10 @@ pub enum SignError {
         /// The CA directory (resolved).
         ca_dir: PathBuf,
     },
+    /// An input was refused by the evidence checks (bench signature, checkpoint), before
+    /// the unlock; recorded as `input-refused`.
+    #[error(transparent)]
+    Refused(#[from] crate::signer::evidence::Refusal),
     /// The batch committed, but writing its bundle from `ca.db` failed.
     #[error("the batch is committed, but its bundle could not be written; fix the cause below and run the same sign again with a new --out: it gives back the same certificates")]
     BundleAfterCommit(#[source] BundleError),
@@ -391,6 +403,10 @@ pub(crate) struct Plan {
     pub(crate) cert: CaCert,
     /// `chain.pem` of the bundle (an intermediate CA: its certificate and its root's).
     pub(crate) chain_pem: Option<Vec<u8>>,
+    /// What the evidence checks established (bench, quoted checkpoints).
+    pub(crate) evidence: Evidence,
+    /// `--expect`: the listed devices, and the `expect` details of `batch-started`.
+    pub(crate) expected: Option<(std::sync::Arc<ExpectedDevices>, serde_json::Value)>,
     /// A new batch id.
     pub(crate) batch: String,
     /// Validity of the certificates.
@@ -438,13 +454,61 @@ fn plan(ca_dir: &Path, opts: &SignOptions) -> Result<Plan, SignError> {
     let not_before = now.replace_nanosecond(0).unwrap_or(now);
     let not_after = not_before + time::Duration::days(i64::from(opts.days));
     issue::check_validity(not_before, not_after, cert.not_after)?;
+    let expected = match &opts.expect {
+        None => None,
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| {
+                SignError::Usage(format!("cannot read --expect {}: {e}", p.display()))
+            })?;
+            let list = ExpectedDevices::parse(&bytes).map_err(|why| {
+                SignError::Usage(format!(
+                    "--expect {} is not a device list: {why}; give a CSV whose first line names a device_uuid and/or an imei column",
+                    p.display()
+                ))
+            })?;
+            let details = serde_json::json!({
+                "file": p.display().to_string(),
+                "sha256": crate::crypto::sha256_hex(&bytes),
+                "devices": list.len(),
+            });
+            Some((std::sync::Arc::new(list), details))
+        }
+    };
+    let evidence = check_evidence(ca_dir, opts, &cert.fingerprint)?;
     Ok(Plan {
         cert,
         chain_pem,
+        evidence,
+        expected,
         batch: random_batch_id()?,
         not_before,
         not_after,
     })
+}
+
+/// The evidence checks of SPEC §10/§11 before anything is unlocked: see
+/// [`crate::signer::evidence::check_inputs`]. A refusal is recorded (`input-refused`).
+pub fn check_evidence(
+    ca_dir: &Path,
+    opts: &SignOptions,
+    ca_sha256: &str,
+) -> Result<Evidence, SignError> {
+    let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
+    match evidence::check_inputs(&conn, ca_sha256, &opts.inputs, opts.unsigned) {
+        Ok(e) => Ok(e),
+        Err(r) => {
+            if !opts.dry_run {
+                evidence::record_refusal(&mut conn, &opts.operator, &r)?;
+            }
+            Err(SignError::Refused(r))
+        }
+    }
+}
+
+/// [`check_evidence`] for the CLI, before it asks for any secret.
+pub fn precheck_evidence(ca_dir: &Path, opts: &SignOptions) -> Result<(), SignError> {
+    let cert = ca::load_cert(ca_dir).map_err(CaError::from)?;
+    check_evidence(ca_dir, opts, &cert.fingerprint).map(|_| ())
 }
 
 /// `sign --dry-run`: every check (per-string and batch policy against `ca.db`), no key
@@ -549,6 +613,7 @@ pub fn sign(
         rejects,
         records,
         plan.chain_pem.clone(),
+        &plan.evidence.quoted,
     ) {
         Ok(m) => m,
         Err(e) => {
@@ -640,6 +705,17 @@ fn run_and_commit(
     let mut sink = Recording::new(&tx, key, rejects, &opts.operator)?;
     let ran = pipeline::run(&b, &mut sink, progress)?;
     let rejects = sink.into_rejects();
+    // The files read are the ones the benches signed (not swapped since the check).
+    for (path, sha) in &plan.evidence.signed_sha256 {
+        let name = path.display().to_string();
+        if let Some(d) = ran.report.inputs.iter().find(|d| d.name == name) {
+            if &d.sha256 != sha {
+                return Err(SignError::Usage(format!(
+                    "{name} changed while it was being signed; nothing was committed: copy it and its .sig again and run sign again"
+                )));
+            }
+        }
+    }
     crash_point("before-commit", 0);
     // The last moment a signal can still roll the batch back; after the commit it waits.
     if let Some(sig) = crate::interrupt::requested() {

@@ -10,7 +10,7 @@ use super::crash::crash_point;
 use super::pipeline::Records;
 use super::{AuditHead, SignError, SignOptions, SignReport};
 use crate::bundle::{self, BundleError, BundleOptions, CertRow, Counts, Manifest, RejectsWriter};
-use crate::signer::audit::AuditWriter;
+use crate::signer::audit::{tree, AuditWriter};
 use crate::signer::ca::CaCert;
 use crate::signer::db::{self, Connection};
 use crate::signer::key::CaSigner;
@@ -34,6 +34,7 @@ pub(super) fn write_bundle(
     rejects: RejectsWriter,
     records: Records,
     chain_pem: Option<Vec<u8>>,
+    quoted: &[crate::checkpoint::Checkpoint],
 ) -> Result<bundle::Finished, BundleError> {
     let mut b = rejects.into_bundle(
         cert.pem.as_bytes(),
@@ -103,6 +104,7 @@ pub(super) fn write_bundle(
             report.batch
         )));
     }
+    add_checkpoint_files(conn, &mut b, quoted)?;
     b.finish(
         Manifest {
             format: String::new(),
@@ -120,6 +122,36 @@ pub(super) fn write_bundle(
         },
         |bytes| key.sign_der(bytes),
     )
+}
+
+/// `checkpoint`, `checkpoint.sig` (the newest stored checkpoint: the one the batch's commit
+/// signed, or a later one) and `checkpoint.proofs` (a consistency proof from each checkpoint
+/// of this CA quoted in the inputs' statements to it).
+fn add_checkpoint_files(
+    conn: &Connection,
+    b: &mut bundle::BundleWriter,
+    quoted: &[crate::checkpoint::Checkpoint],
+) -> Result<(), BundleError> {
+    let audit_err =
+        |e: crate::signer::audit::AuditError| BundleError::Sign(crate::error::error_chain(&e));
+    let signed = tree::newest(conn)
+        .map_err(audit_err)?
+        .ok_or_else(|| BundleError::Sign("ca.db holds no signed checkpoint".into()))?;
+    let proofs = if quoted.is_empty() {
+        // Nothing to prove from: no need to read the whole log's tree.
+        crate::checkpoint::ProofFile {
+            to: signed.checkpoint.clone(),
+            proofs: Vec::new(),
+        }
+    } else {
+        let t = tree::tree(conn, Some(signed.checkpoint.size)).map_err(audit_err)?;
+        crate::checkpoint::ProofFile::build(&t, &signed.checkpoint, quoted)
+            .map_err(|e| BundleError::Sign(format!("checkpoint proofs: {e}")))?
+    };
+    b.add_file(bundle::CHECKPOINT_FILE, signed.text.as_bytes())?;
+    b.add_file(bundle::CHECKPOINT_SIG_FILE, signed.sig_file().as_bytes())?;
+    b.add_file(bundle::CHECKPOINT_PROOFS_FILE, proofs.to_text().as_bytes())?;
+    Ok(())
 }
 
 /// Call `each(device_id, row)` for every certificate of the committed batch, in input order:

@@ -54,6 +54,13 @@ pub(super) struct Batch<'a> {
     /// `not_after` as stored (RFC 3339).
     pub na_text: String,
     pub started: Instant,
+    /// `provenance` for `batch-started` (SPEC §10), when benches are trusted or `--unsigned`.
+    pub provenance: Option<&'a serde_json::Value>,
+    /// `--expect`: the listed devices and the `expect` details of `batch-started`.
+    pub expected: Option<&'a (
+        std::sync::Arc<crate::signer::policy::ExpectedDevices>,
+        serde_json::Value,
+    )>,
 }
 
 impl<'a> Batch<'a> {
@@ -73,6 +80,8 @@ impl<'a> Batch<'a> {
             nb_text: issue::rfc3339(plan.not_before),
             na_text: issue::rfc3339(plan.not_after),
             started,
+            provenance: plan.evidence.provenance.as_ref(),
+            expected: plan.expected.as_ref(),
         }
     }
 }
@@ -147,7 +156,8 @@ pub(super) fn run<'k, S: Sink<'k>>(
         sink,
         signing,
         known,
-        policy: BatchPolicy::with_capacity(b.opts.reissue, expected),
+        policy: BatchPolicy::with_capacity(b.opts.reissue, expected)
+            .with_expected(b.expected.map(|(e, _)| std::sync::Arc::clone(e))),
         serials: HashSet::with_capacity_and_hasher(expected, PreHashedState::default()),
         random_pool: Vec::new(),
         counts: Counts::default(),

@@ -150,10 +150,7 @@ impl<'k> Sink<'k> for Recording<'k> {
             &crate::signer::audit::now_rfc3339(),
             &opts.operator,
         )?;
-        Ok(self.audit.append(
-            self.conn,
-            "batch-started",
-            &json!({
+        let mut details = json!({
                 "batch": b.id,
                 "inputs": input_names,
                 "days": opts.days,
@@ -163,8 +160,14 @@ impl<'k> Sink<'k> for Recording<'k> {
                 "device_id": match opts.device_id { DeviceIdMode::Uuid => "uuid", DeviceIdMode::Cn => "cn" },
                 "reissue": opts.reissue,
                 "ca_fingerprint": b.cert.fingerprint,
-            }),
-        )?)
+        });
+        if let Some(p) = b.provenance {
+            details["provenance"] = p.clone();
+        }
+        if let Some((_, e)) = b.expected {
+            details["expect"] = e.clone();
+        }
+        Ok(self.audit.append(self.conn, "batch-started", &details)?)
     }
 
     fn reject(&mut self, b: &Batch<'_>, r: &RejectOut<'_>) -> Result<(), SignError> {
