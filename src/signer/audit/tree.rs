@@ -86,7 +86,10 @@ fn frontier(conn: &Connection) -> Result<merkle::Frontier, AuditError> {
 
 /// Sign and store the checkpoint of the whole log as it stands in `conn` (the caller's
 /// transaction). Returns it.
-pub fn write_checkpoint(conn: &Connection, key: &dyn CaSigner) -> Result<SignedCheckpoint, AuditError> {
+pub fn write_checkpoint(
+    conn: &Connection,
+    key: &dyn CaSigner,
+) -> Result<SignedCheckpoint, AuditError> {
     let fp = ca_fingerprint(conn)?;
     let f = frontier(conn)?;
     let last = db::audit::head(conn)?.map(|(_, h)| h).unwrap_or_default();

@@ -8,8 +8,7 @@ use crate::crypto::{self, P256Key};
 use crate::signer::audit::{self, AuditWriter};
 use crate::signer::ca_files::{
     analyze_cert, analyze_cert_issued_by, cert_der_from_pem_file, prefix_path, read_limited,
-    rfc3339, CaCert, CA_DB, CA_KEY, CA_KEY_PKCS11, CA_PEM, PARENT_PEM, QUORUM_MANIFEST,
-    SHARES_DIR,
+    rfc3339, CaCert, CA_DB, CA_KEY, CA_KEY_PKCS11, CA_PEM, PARENT_PEM, QUORUM_MANIFEST, SHARES_DIR,
 };
 use crate::signer::db;
 use crate::signer::key::age::{custody_of_file, AgeKey};
@@ -436,7 +435,12 @@ pub(crate) fn init_intermediate(
     parent: &CaCert,
     parent_key: &dyn CaSigner,
 ) -> Result<CaInfo, CaError> {
-    init_as(ca_dir, opts, custody, Role::Intermediate { parent, parent_key })
+    init_as(
+        ca_dir,
+        opts,
+        custody,
+        Role::Intermediate { parent, parent_key },
+    )
 }
 
 /// [`init`] with the key held as `custody` says: an age file (with `opts.protection` and an

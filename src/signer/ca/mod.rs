@@ -22,11 +22,11 @@ pub use crate::signer::ca_files::{
     load_cert, load_cert_file, load_parent, CaCert, CaFileError, CA_DB, CA_KEY, CA_KEY_PKCS11,
     CA_PEM, MAX_PEM_FILE, PARENT_PEM, QUORUM_MANIFEST, SHARES_DIR,
 };
+pub use benches::{distrust_bench, trust_bench, trusted_benches, TrustedBench};
 pub(crate) use init::init_intermediate;
 pub use init::{
     import, import_with, init, init_root, init_with, key_identifier, NewCustody, META_ROLE,
 };
-pub use benches::{distrust_bench, trust_bench, trusted_benches, TrustedBench};
 pub(crate) use init::{sync_dir, tmp_name};
 pub use reshare::{reshare, ReshareReport};
 pub use show::show;

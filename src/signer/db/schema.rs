@@ -216,7 +216,6 @@ pub(super) fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
