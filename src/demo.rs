@@ -446,6 +446,27 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
             requests.display()
         ),
     });
+    // The bench's identity (SPEC §10): enrolled once, trusted by the officer, so `sign` only
+    // accepts requests files this bench signed.
+    let enrolled = bench::evidence::init(&state, "demo-bench", Some("technician"))
+        .map_err(step_err("bench init"))?;
+    note(format!(
+        "bench enrolled: `nrfca bench init --name demo-bench` made its signing key; {} (sha256 {}) goes to the officer",
+        enrolled.public_key_file.display(),
+        enrolled.fingerprint
+    ));
+    let trusted = crate::signer::ca::trust_bench(
+        &ca_dir,
+        "demo-bench",
+        &enrolled.public_key_pem,
+        &unlock_with(),
+        "officer",
+    )
+    .map_err(step_err("ca trust-bench"))?;
+    note(format!(
+        "officer: `nrfca ca trust-bench --name demo-bench --key bench.pem` (audited); sign now refuses requests not signed by {} (key {})",
+        trusted.name, trusted.fingerprint
+    ));
     let t = Instant::now();
     let mut eo = ExportOptions::new(ports.clone(), requests.clone());
     eo.state_dir = state.clone();
@@ -495,8 +516,17 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
         "batch {}: {} certificates issued, 0 rejected ({} ms, includes the scrypt unlock)",
         report.batch, report.issued, sign_ms
     ));
+    if let Ok(cp) = std::fs::read_to_string(bundle.join("checkpoint")) {
+        let mut lines = cp.lines();
+        let (_origin, size, root) = (lines.next(), lines.next(), lines.next());
+        note(format!(
+            "requests.csv.sig checked (signed by trusted bench demo-bench) before the key was unlocked; the bundle carries the CA's checkpoint of its audit log: size {}, root {}",
+            size.unwrap_or("?"),
+            root.unwrap_or("?")
+        ));
+    }
     note(format!(
-        "bundle {}: certs.csv, onboard.csv (for nRF Cloud), rejects.csv, ca.pem, manifest.json + manifest.sig",
+        "bundle {}: certs.csv, onboard.csv (for nRF Cloud), rejects.csv, ca.pem, checkpoint + checkpoint.sig + checkpoint.proofs, manifest.json + manifest.sig",
         bundle.display()
     ));
 
@@ -518,6 +548,10 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
     io.bench_name = Some("demo-bench".into());
     let imported = bench::import(&io, &port_cb).map_err(step_err("bench import"))?;
     let import_ms = t.elapsed().as_millis();
+    note(format!(
+        "{} — the bench keeps it, and its next requests.csv.sig quotes it, so a rolled-back ca.db is refused at sign and at import",
+        imported.checkpoint
+    ));
     if !imported.all_ok() {
         return Err(DemoError::Check(format!(
             "import failed on {} device(s)",

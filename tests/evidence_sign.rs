@@ -411,7 +411,13 @@ fn trusted_benches_unsigned_expect_and_bundle_checkpoints() {
     let o = ca.sign("boca", &[], &[&p]);
     assert!(o.status.success(), "{}", explain(&o));
     let proofs = fs::read_to_string(ca.path("boca/checkpoint.proofs")).unwrap();
-    assert_eq!(proofs.matches("\nfrom ").count(), 1, "{proofs}");
+    // Proved from the quoted c2 (and from the CA's recent checkpoints), never from the other
+    // CA's size.
+    assert!(proofs.contains(&format!("\nfrom {} ", c2.size)), "{proofs}");
+    assert!(
+        !proofs.contains(&format!("\nfrom {} ", c2.size + 50)),
+        "{proofs}"
+    );
 
     // --expect: a device not on the list is rejected not-expected (exit 1), the other issued.
     let (text, uuids) = requests(2, "line-a");

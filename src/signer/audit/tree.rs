@@ -146,6 +146,14 @@ pub fn first_covering(
         .transpose()
 }
 
+/// The `limit` newest stored checkpoints, newest first (unverified).
+pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<SignedCheckpoint>, AuditError> {
+    db::checkpoints::recent(conn, i64::try_from(limit).unwrap_or(i64::MAX))?
+        .iter()
+        .map(parse_stored)
+        .collect()
+}
+
 /// Every stored checkpoint, smallest first (unverified).
 pub fn all(conn: &Connection) -> Result<Vec<SignedCheckpoint>, AuditError> {
     db::checkpoints::all(conn)?

@@ -55,6 +55,15 @@ pub fn newest(conn: &Connection) -> rusqlite::Result<Option<StoredCheckpoint>> {
     .optional()
 }
 
+/// The `limit` largest stored checkpoints, largest first.
+pub fn recent(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<StoredCheckpoint>> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {COLS} FROM checkpoints ORDER BY size DESC LIMIT ?1"
+    ))?;
+    let rows = st.query_map([limit], row)?;
+    rows.collect()
+}
+
 /// Every stored checkpoint, smallest first.
 pub fn all(conn: &Connection) -> rusqlite::Result<Vec<StoredCheckpoint>> {
     let mut st = conn.prepare(&format!("SELECT {COLS} FROM checkpoints ORDER BY size"))?;

@@ -124,9 +124,17 @@ pub(super) fn write_bundle(
     )
 }
 
+/// How many of the CA's latest checkpoints a bundle also proves from, beside the ones its
+/// inputs quote: a bench holds the checkpoint of the last bundle it imported, which its
+/// requests may not quote (exported before that import, or by a bench not enrolled), and
+/// must still be able to check that this bundle's log extends it. 64 proofs of at most ~40
+/// hashes each: under 100 KiB per bundle.
+pub const RECENT_PROOFS: usize = 64;
+
 /// `checkpoint`, `checkpoint.sig` (the newest stored checkpoint: the one the batch's commit
-/// signed, or a later one) and `checkpoint.proofs` (a consistency proof from each checkpoint
-/// of this CA quoted in the inputs' statements to it).
+/// signed, or a later one) and `checkpoint.proofs` (a consistency proof to it from each
+/// checkpoint of this CA quoted in the inputs' statements, and from the CA's
+/// [`RECENT_PROOFS`] latest checkpoints).
 fn add_checkpoint_files(
     conn: &Connection,
     b: &mut bundle::BundleWriter,
@@ -137,7 +145,14 @@ fn add_checkpoint_files(
     let signed = tree::newest(conn)
         .map_err(audit_err)?
         .ok_or_else(|| BundleError::Sign("ca.db holds no signed checkpoint".into()))?;
-    let proofs = if quoted.is_empty() {
+    let mut from: Vec<crate::checkpoint::Checkpoint> = quoted.to_vec();
+    for s in tree::recent(conn, RECENT_PROOFS + 1).map_err(audit_err)? {
+        let c = s.checkpoint;
+        if c.size < signed.checkpoint.size && c.size > 0 && !from.contains(&c) {
+            from.push(c);
+        }
+    }
+    let proofs = if from.is_empty() {
         // Nothing to prove from: no need to read the whole log's tree.
         crate::checkpoint::ProofFile {
             to: signed.checkpoint.clone(),
@@ -145,7 +160,7 @@ fn add_checkpoint_files(
         }
     } else {
         let t = tree::tree(conn, Some(signed.checkpoint.size)).map_err(audit_err)?;
-        crate::checkpoint::ProofFile::build(&t, &signed.checkpoint, quoted)
+        crate::checkpoint::ProofFile::build(&t, &signed.checkpoint, &from)
             .map_err(|e| BundleError::Sign(format!("checkpoint proofs: {e}")))?
     };
     b.add_file(bundle::CHECKPOINT_FILE, signed.text.as_bytes())?;
