@@ -383,7 +383,7 @@ fn trusted_benches_unsigned_expect_and_bundle_checkpoints() {
 
     // Signed by A, but a row names bench B.
     let (mut text, _) = requests(1, "line-a");
-    text.push_str(&requests(1, "line-b").0.lines().nth(1).unwrap().to_string());
+    text.push_str(requests(1, "line-b").0.lines().nth(1).unwrap());
     text.push('\n');
     let p = signed_input(&ca, "mixed.csv", &text, &a, vec![]);
     refused(&ca.sign("bm", &[], &[&p]), "names bench \"line-b\"");
