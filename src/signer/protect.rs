@@ -211,15 +211,7 @@ pub fn protect(
     check_new(new, new_identities)?;
     let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;
-    let opened = match ca::unlock_in_tx(&tx, ca_dir, &cert, unlock, operator) {
-        Ok(o) => o,
-        Err(failed) => {
-            if failed.recorded {
-                let _ = tx.commit();
-            }
-            return Err(failed.error);
-        }
-    };
+    let (tx, opened) = ca::unlock_keeping_record(tx, ca_dir, &cert, unlock, operator)?;
     // From here on a failure rolls back to this savepoint and still commits the run's
     // `key-unlocked` (no decryption goes unrecorded).
     db::savepoint(&tx, "protect")?;
@@ -361,15 +353,7 @@ pub fn protect_custody(
     }
     let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;
-    let opened = match ca::unlock_in_tx(&tx, ca_dir, &cert, unlock, operator) {
-        Ok(o) => o,
-        Err(failed) => {
-            if failed.recorded {
-                let _ = tx.commit();
-            }
-            return Err(failed.error);
-        }
-    };
+    let (tx, opened) = ca::unlock_keeping_record(tx, ca_dir, &cert, unlock, operator)?;
     db::savepoint(&tx, "protect")?;
     let old_protection: String =
         db::meta::get(&tx, db::meta::KEY_PROTECTION)?.unwrap_or_else(|| opened.custody.describe());

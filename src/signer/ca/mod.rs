@@ -30,7 +30,7 @@ pub use init::{
 pub(crate) use init::{sync_dir, tmp_name};
 pub use reshare::{reshare, ReshareReport};
 pub use show::show;
-pub(crate) use unlock::{begin_immediate, check_ca_files, unlock_in_tx, Opened};
+pub(crate) use unlock::{begin_immediate, check_ca_files, unlock_keeping_record, Opened};
 pub use unlock::{
     key_kind, open_shares, read_key_uri, read_manifest, unlock, unlock_error_code, KeyKind,
 };

@@ -9,7 +9,7 @@
 //! into place (`ca.key.age` last); the record commits. A crash in between leaves the retired
 //! files, from which the previous state can be put back by hand (docs/officer-guide.md).
 
-use super::unlock::{key_kind, read_manifest, unlock_in_tx, KeyKind};
+use super::unlock::{key_kind, read_manifest, unlock_keeping_record, KeyKind};
 use super::{begin_immediate, io_err, sync_dir, tmp_name, CaError};
 use crate::signer::audit::AuditWriter;
 use crate::signer::ca_files::{load_cert, CA_DB, CA_KEY, QUORUM_MANIFEST, SHARES_DIR};
@@ -71,15 +71,7 @@ pub fn reshare(
     let old = read_manifest(ca_dir, &cert.fingerprint)?;
     let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let tx = begin_immediate(&mut conn)?;
-    let opened = match unlock_in_tx(&tx, ca_dir, &cert, unlock, operator) {
-        Ok(o) => o,
-        Err(failed) => {
-            if failed.recorded {
-                let _ = tx.commit();
-            }
-            return Err(failed.error);
-        }
-    };
+    let (tx, opened) = unlock_keeping_record(tx, ca_dir, &cert, unlock, operator)?;
     let participants = match &opened.custody {
         crate::signer::key::Custody::Quorum { participants, .. } => participants.clone(),
         _ => Vec::new(),

@@ -264,6 +264,27 @@ pub fn unlock_error_code(e: &CaError) -> &'static str {
     }
 }
 
+/// [`unlock_in_tx`] for a caller that goes on in the same transaction: on success the
+/// transaction comes back with the opened key; on failure a recorded `unlock-failed` is
+/// committed (the attempt stays in the log) and the error returned.
+pub(crate) fn unlock_keeping_record<'c>(
+    tx: db::Transaction<'c>,
+    ca_dir: &Path,
+    cert: &CaCert,
+    unlock: &Unlock,
+    operator: &str,
+) -> Result<(db::Transaction<'c>, Opened), CaError> {
+    match unlock_in_tx(&tx, ca_dir, cert, unlock, operator) {
+        Ok(o) => Ok((tx, o)),
+        Err(failed) => {
+            if failed.recorded {
+                let _ = tx.commit();
+            }
+            Err(failed.error)
+        }
+    }
+}
+
 /// The body of [`unlock`], inside the caller's IMMEDIATE transaction: open the key (by its
 /// custody), check against `cert`, and append `key-unlocked` (with the custody) + checkpoint,
 /// or `unlock-failed` (with the error's code). Commits nothing.

@@ -166,48 +166,21 @@ pub(super) fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Schema 3 → 4: the new tables exist ([`SCHEMA`] was just run); bump the version.
-pub(super) fn migrate_v3(conn: &mut Connection) -> Result<(), DbError> {
+/// Schemas 2, 3 and 4 → current, in one transaction. Every step since version 1 only adds
+/// (tables, indexes: [`SCHEMA`] is all `IF NOT EXISTS`), except 2 → 3: already-issued is keyed
+/// on the attested UUID, so the index on `device_id` (the CN) gives way to one on `uuid`; the
+/// number of indexes, each a B-tree insert per certificate, stays three. Version 4 was a
+/// development version with either the evidence tables (`checkpoints`, `benches`) or
+/// `revocations`; the missing ones are created.
+pub(super) fn migrate_additive(conn: &mut Connection, from: i64) -> Result<(), DbError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if schema_version(&tx)? != Some(3) {
+    if schema_version(&tx)? != Some(from) {
         return Ok(());
     }
     tx.execute_batch(SCHEMA)?;
-    tx.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-        [SCHEMA_VERSION.to_string()],
-    )?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Schema 4 (either development variant) → 5: the evidence and revocation tables that are
-/// missing are created (SCHEMA is all `IF NOT EXISTS`).
-pub(super) fn migrate_v4(conn: &mut Connection) -> Result<(), DbError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if schema_version(&tx)? != Some(4) {
-        return Ok(());
+    if from == 2 {
+        tx.execute_batch("DROP INDEX IF EXISTS certificates_device;")?;
     }
-    tx.execute_batch(SCHEMA)?;
-    tx.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-        [SCHEMA_VERSION.to_string()],
-    )?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Schema 2 → 3, in one transaction: already-issued is keyed on the attested UUID, so the
-/// index on `device_id` (the CN) gives way to one on `uuid` (SCHEMA creates it, here or in
-/// [`super::open`] just before). The number of indexes, each a B-tree insert per certificate, stays
-/// three.
-pub(super) fn migrate_v2(conn: &mut Connection) -> Result<(), DbError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if schema_version(&tx)? != Some(2) {
-        return Ok(());
-    }
-    tx.execute_batch(SCHEMA)?;
-    tx.execute_batch("DROP INDEX IF EXISTS certificates_device;")?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
         [SCHEMA_VERSION.to_string()],

@@ -215,34 +215,14 @@ pub fn issue_crl(
             opts.next_update_days
         )));
     }
-    if opts.out.symlink_metadata().is_ok() {
-        return Err(LifecycleError::Exists(opts.out.clone()));
-    }
-    let parent = match opts.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = opts
-        .out
-        .file_name()
-        .ok_or_else(|| LifecycleError::BadInput("--out must name a directory".into()))?
-        .to_string_lossy()
-        .into_owned();
+    let (parent, name) = super::new_out_dir(&opts.out)?;
     crate::signer::secret::harden_process().map_err(ca::CaError::from)?;
     let cert = ca::load_cert(ca_dir).map_err(ca::CaError::from)?;
     super::refuse_expired(&cert)?;
     ca::check_ca_files(ca_dir)?;
     let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;
-    let opened = match ca::unlock_in_tx(&tx, ca_dir, &cert, unlock, &opts.operator) {
-        Ok(o) => o,
-        Err(failed) => {
-            if failed.recorded {
-                let _ = tx.commit();
-            }
-            return Err(failed.error.into());
-        }
-    };
+    let (tx, opened) = super::unlock_in(tx, ca_dir, &cert, unlock, &opts.operator)?;
     let key = &opened.key;
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)

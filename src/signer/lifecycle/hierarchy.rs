@@ -90,15 +90,7 @@ pub fn issue_intermediate(
     ca::check_ca_files(root_dir)?;
     let mut conn = db::open_existing(&root_dir.join(ca::CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;
-    let opened = match ca::unlock_in_tx(&tx, root_dir, &root, unlock, &opts.operator) {
-        Ok(o) => o,
-        Err(failed) => {
-            if failed.recorded {
-                let _ = tx.commit();
-            }
-            return Err(failed.error.into());
-        }
-    };
+    let (tx, opened) = super::unlock_in(tx, root_dir, &root, unlock, &opts.operator)?;
     let made = ca::init_intermediate(new_ca_dir, opts, custody, &root, opened.key.as_ref());
     let info = match made {
         Ok(info) => info,

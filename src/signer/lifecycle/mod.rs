@@ -105,3 +105,41 @@ pub(crate) fn refuse_expired(cert: &crate::signer::ca::CaCert) -> Result<(), Lif
     }
     Ok(())
 }
+
+/// `--out` of a command that creates a new directory: refused if it exists; its parent
+/// (`.` for a bare name) and its file name, for the temporary sibling renamed into place.
+pub(crate) fn new_out_dir(out: &std::path::Path) -> Result<(PathBuf, String), LifecycleError> {
+    if out.symlink_metadata().is_ok() {
+        return Err(LifecycleError::Exists(out.to_path_buf()));
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| LifecycleError::BadInput("--out must name a directory".into()))?
+        .to_string_lossy()
+        .into_owned();
+    Ok((parent, name))
+}
+
+/// Unlock the CA key inside `tx` (audited), keeping a recorded failure
+/// ([`crate::signer::ca::unlock_keeping_record`]).
+pub(crate) fn unlock_in<'c>(
+    tx: crate::signer::db::Transaction<'c>,
+    ca_dir: &std::path::Path,
+    cert: &crate::signer::ca::CaCert,
+    unlock: &crate::signer::secret::Unlock,
+    operator: &str,
+) -> Result<
+    (
+        crate::signer::db::Transaction<'c>,
+        crate::signer::ca::Opened,
+    ),
+    LifecycleError,
+> {
+    Ok(crate::signer::ca::unlock_keeping_record(
+        tx, ca_dir, cert, unlock, operator,
+    )?)
+}
