@@ -76,6 +76,9 @@ pub enum CheckpointError {
     /// Signing failed.
     #[error("signing the checkpoint failed: {0}")]
     Sign(String),
+    /// The log's hashes could not be read (e.g. `ca.db` failed).
+    #[error("the log's hashes could not be read ({0}); check that ca.db is readable and not open elsewhere")]
+    Unreadable(String),
 }
 
 impl CheckpointError {
@@ -89,6 +92,7 @@ impl CheckpointError {
             CheckpointError::MissingProof { .. } => "checkpoint-proof-missing",
             CheckpointError::NotAnExtension { .. } => "log-not-extended",
             CheckpointError::Sign(_) => "checkpoint-sign-failed",
+            CheckpointError::Unreadable(_) => "log-unreadable",
         }
     }
 }
@@ -316,6 +320,7 @@ pub fn verify_extends(
             why: match e {
                 MerkleError::OutOfRange { .. } => "the log is shorter than the checkpoint".into(),
                 MerkleError::Mismatch(w) => w.to_string(),
+                MerkleError::Source(w) => w,
             },
         }
     })
@@ -324,7 +329,7 @@ pub fn verify_extends(
 /// Check, on the signer, that `quoted` is a prefix of the log in `tree`: same origin as
 /// `origin`, size not beyond the log, and the root of that prefix equal to the quoted root.
 pub fn check_prefix(
-    tree: &merkle::Tree,
+    tree: &impl merkle::Nodes,
     origin: &str,
     quoted: &Checkpoint,
 ) -> Result<(), CheckpointError> {
@@ -334,17 +339,18 @@ pub fn check_prefix(
             expected: origin.to_string(),
         });
     }
-    let root = tree
-        .root_at(quoted.size)
-        .map_err(|_| CheckpointError::NotAnExtension {
+    let root = merkle::root_at(tree, quoted.size).map_err(|e| match e {
+        merkle::MerkleError::OutOfRange { .. } => CheckpointError::NotAnExtension {
             old_size: quoted.size,
-            new_size: tree.len(),
+            new_size: tree.size(),
             why: "the log is shorter than the checkpoint".into(),
-        })?;
+        },
+        other => CheckpointError::Unreadable(other.to_string()),
+    })?;
     if root != quoted.root {
         return Err(CheckpointError::NotAnExtension {
             old_size: quoted.size,
-            new_size: tree.len(),
+            new_size: tree.size(),
             why: "the log's first records differ from the checkpoint's".into(),
         });
     }
@@ -430,11 +436,13 @@ impl ProofFile {
     /// size, after checking each is a prefix of the log ([`check_prefix`]). Duplicates are
     /// kept once.
     pub fn build(
-        tree: &merkle::Tree,
+        tree: &impl merkle::Nodes,
         to: &Checkpoint,
         quoted: &[Checkpoint],
     ) -> Result<ProofFile, CheckpointError> {
-        if to.size != tree.len() || to.root != tree.root() {
+        let root = merkle::root_at(tree, tree.size())
+            .map_err(|e| CheckpointError::Unreadable(e.to_string()))?;
+        if to.size != tree.size() || to.root != root {
             return Err(CheckpointError::Malformed(
                 "the checkpoint is not the tree's current head".into(),
             ));
@@ -448,8 +456,7 @@ impl ProofFile {
             {
                 continue;
             }
-            let hashes = tree
-                .consistency_proof(q.size, to.size)
+            let hashes = merkle::consistency_proof(tree, q.size, to.size)
                 .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
             proofs.push(ConsistencyProof {
                 old_size: q.size,

@@ -43,6 +43,9 @@ pub enum MerkleError {
     /// The proof does not prove the statement (wrong root, size or hashes).
     #[error("the Merkle proof does not verify ({0})")]
     Mismatch(&'static str),
+    /// The store the [`Nodes`] read from failed (e.g. `ca.db`).
+    #[error("the tree's hashes could not be read: {0}")]
+    Source(String),
 }
 
 /// `SHA-256(0x00 || data)`: the hash of one leaf (RFC 9162 §2.1.1).
@@ -69,7 +72,7 @@ fn to_hash(d: ring::digest::Digest) -> Hash {
 }
 
 /// The largest power of two strictly below `n` (`n >= 2`).
-fn split_point(n: u64) -> u64 {
+pub fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1u64 << (63 - (n - 1).leading_zeros())
 }
@@ -88,6 +91,111 @@ pub fn root_of_leaf_hashes(leaf_hashes: &[Hash]) -> Hash {
             )
         }
     }
+}
+
+// ----------------------------------------------------------------------------------- Nodes
+
+/// Where roots and proofs come from: a tree's size and the hash of any range the RFC 9162
+/// recursion reaches. [`Tree`] holds every node in memory; the signer reads its log's nodes
+/// from `ca.db` (stored 256-leaf tiles and the few leaves at the edges), so a proof costs
+/// O(n/256) reads, not the whole log. The RFC's algorithms ([`root_at`],
+/// [`consistency_proof`], [`inclusion_proof`]) are written once, over this trait.
+pub trait Nodes {
+    /// Number of leaves.
+    fn size(&self) -> u64;
+
+    /// MTH(D[start:end]) for a range the RFC's recursion reaches: `end <= size()`, and
+    /// `start` a multiple of the largest power of two not above `end - start`.
+    fn range_hash(&self, start: u64, end: u64) -> Result<Hash, MerkleError>;
+}
+
+fn check_size(t: &impl Nodes, size: u64) -> Result<(), MerkleError> {
+    if size > t.size() {
+        return Err(MerkleError::OutOfRange {
+            asked: size,
+            size: t.size(),
+        });
+    }
+    Ok(())
+}
+
+/// The root of the tree of the first `size` leaves of `t`.
+pub fn root_at(t: &impl Nodes, size: u64) -> Result<Hash, MerkleError> {
+    check_size(t, size)?;
+    t.range_hash(0, size)
+}
+
+/// PROOF(m, D[n]) (RFC 9162 §2.1.4.1): the consistency proof from the tree of `old_size`
+/// leaves of `t` to the tree of `new_size` leaves. Empty when `old_size` is 0 or equals
+/// `new_size`.
+pub fn consistency_proof(
+    t: &impl Nodes,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, MerkleError> {
+    check_size(t, new_size)?;
+    if old_size > new_size {
+        return Err(MerkleError::OutOfRange {
+            asked: old_size,
+            size: new_size,
+        });
+    }
+    let mut out = Vec::new();
+    if old_size > 0 && old_size < new_size {
+        subproof(t, old_size, 0, new_size, true, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// SUBPROOF(m, D[start:end], b), appending to `out` in the RFC's order.
+fn subproof(
+    t: &impl Nodes,
+    m: u64,
+    start: u64,
+    end: u64,
+    b: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), MerkleError> {
+    let n = end - start;
+    if m == n {
+        if !b {
+            out.push(t.range_hash(start, end)?);
+        }
+        return Ok(());
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(t, m, start, start + k, b, out)?;
+        out.push(t.range_hash(start + k, end)?);
+    } else {
+        subproof(t, m - k, start + k, end, false, out)?;
+        out.push(t.range_hash(start, start + k)?);
+    }
+    Ok(())
+}
+
+/// PATH(m, D[n]) (RFC 9162 §2.1.3.1): the inclusion proof of leaf `index` in the tree of
+/// the first `size` leaves of `t`.
+pub fn inclusion_proof(t: &impl Nodes, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
+    check_size(t, size)?;
+    if index >= size {
+        return Err(MerkleError::OutOfRange { asked: index, size });
+    }
+    let mut out = Vec::new();
+    let (mut start, mut end) = (0u64, size);
+    // Walk down, collecting siblings root-first, then reverse to leaf-first order.
+    while end - start > 1 {
+        let k = split_point(end - start);
+        if index - start < k {
+            out.push(t.range_hash(start + k, end)?);
+            end = start + k;
+        } else {
+            out.push(t.range_hash(start, start + k)?);
+            start += k;
+        }
+    }
+    out.reverse();
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------ Tree
@@ -171,18 +279,7 @@ impl Tree {
 
     /// The root of the tree of the first `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Hash, MerkleError> {
-        self.check_size(size)?;
-        Ok(self.range_hash(0, size))
-    }
-
-    fn check_size(&self, size: u64) -> Result<(), MerkleError> {
-        if size > self.len() {
-            return Err(MerkleError::OutOfRange {
-                asked: size,
-                size: self.len(),
-            });
-        }
-        Ok(())
+        root_at(self, size)
     }
 
     /// MTH(D[start:end]) for a range the RFC's recursion reaches: `start` is a multiple of the
@@ -222,61 +319,23 @@ impl Tree {
         old_size: u64,
         new_size: u64,
     ) -> Result<Vec<Hash>, MerkleError> {
-        self.check_size(new_size)?;
-        if old_size > new_size {
-            return Err(MerkleError::OutOfRange {
-                asked: old_size,
-                size: new_size,
-            });
-        }
-        let mut out = Vec::new();
-        if old_size > 0 && old_size < new_size {
-            self.subproof(old_size, 0, new_size, true, &mut out);
-        }
-        Ok(out)
-    }
-
-    /// SUBPROOF(m, D[start:end], b), appending to `out` in the RFC's order.
-    fn subproof(&self, m: u64, start: u64, end: u64, b: bool, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if m == n {
-            if !b {
-                out.push(self.range_hash(start, end));
-            }
-            return;
-        }
-        let k = split_point(n);
-        if m <= k {
-            self.subproof(m, start, start + k, b, out);
-            out.push(self.range_hash(start + k, end));
-        } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.range_hash(start, start + k));
-        }
+        consistency_proof(self, old_size, new_size)
     }
 
     /// PATH(m, D[n]) (RFC 9162 §2.1.3.1): the inclusion proof of leaf `index` in the tree of
     /// `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
-        self.check_size(size)?;
-        if index >= size {
-            return Err(MerkleError::OutOfRange { asked: index, size });
-        }
-        let mut out = Vec::new();
-        let (mut start, mut end) = (0u64, size);
-        // Walk down, collecting siblings root-first, then reverse to leaf-first order.
-        while end - start > 1 {
-            let k = split_point(end - start);
-            if index - start < k {
-                out.push(self.range_hash(start + k, end));
-                end = start + k;
-            } else {
-                out.push(self.range_hash(start, start + k));
-                start += k;
-            }
-        }
-        out.reverse();
-        Ok(out)
+        inclusion_proof(self, index, size)
+    }
+}
+
+impl Nodes for Tree {
+    fn size(&self) -> u64 {
+        self.len()
+    }
+
+    fn range_hash(&self, start: u64, end: u64) -> Result<Hash, MerkleError> {
+        Ok(Tree::range_hash(self, start, end))
     }
 }
 

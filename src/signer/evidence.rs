@@ -154,7 +154,7 @@ pub fn check_inputs(
     let required = !benches.is_empty() && !unsigned;
     let mut ev = Evidence::default();
     let mut records = Vec::new();
-    let mut log: Option<crate::merkle::Tree> = None;
+    let mut log: Option<tree::LogNodes<'_>> = None;
     for input in inputs {
         let sig_path = provenance::sig_path_for(input);
         let has_sig = sig_path.is_file();
@@ -210,19 +210,24 @@ pub fn check_inputs(
         }
         if let Some(q) = st.statement.checkpoint_for(ca_sha256) {
             if log.is_none() {
-                log = Some(tree::tree(conn, None).map_err(|e| {
+                log = Some(tree::LogNodes::open(conn, None).map_err(|e| {
                     Refusal::Io(PathBuf::from("ca.db"), std::io::Error::other(e.to_string()))
                 })?);
             }
             let t = log.as_ref().expect("built above");
             let origin = crate::checkpoint::origin_for(ca_sha256);
-            check_prefix(t, &origin, q).map_err(|e| Refusal::RolledBack {
-                input: input.clone(),
-                quoted: q.clone(),
-                size: t.len(),
-                why: match e {
-                    CheckpointError::NotAnExtension { why, .. } => why,
-                    other => other.to_string(),
+            check_prefix(t, &origin, q).map_err(|e| match e {
+                CheckpointError::Unreadable(m) => {
+                    Refusal::Io(PathBuf::from("ca.db"), std::io::Error::other(m))
+                }
+                e => Refusal::RolledBack {
+                    input: input.clone(),
+                    quoted: q.clone(),
+                    size: crate::merkle::Nodes::size(t),
+                    why: match e {
+                        CheckpointError::NotAnExtension { why, .. } => why,
+                        other => other.to_string(),
+                    },
                 },
             })?;
             ev.quoted.push(q.clone());

@@ -1,5 +1,6 @@
 //! The `checkpoints` table of `ca.db`: the CA-signed Merkle checkpoints of the audit log
-//! (SPEC §11), one per tree size, and the leaf data (chain hashes) the tree is built from.
+//! (SPEC §11), one per tree size, the leaf data (chain hashes) the tree is built from, and
+//! the `merkle_tiles` table (the hash of every complete 256-record block).
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -95,4 +96,51 @@ pub fn leaves_after(conn: &Connection, after: i64) -> rusqlite::Result<Vec<Strin
     let mut st = conn.prepare_cached("SELECT hash FROM audit WHERE seq > ?1 ORDER BY seq")?;
     let rows = st.query_map([after], |r| r.get(0))?;
     rows.collect()
+}
+
+/// The chain hashes (hex) of the audit records `from + 1 ..= to` (leaves `from .. to`), in
+/// order.
+pub fn leaves_between(conn: &Connection, from: i64, to: i64) -> rusqlite::Result<Vec<String>> {
+    let mut st =
+        conn.prepare_cached("SELECT hash FROM audit WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")?;
+    let rows = st.query_map([from, to], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// The stored tiles with `idx < below`, in order: (idx, 32-byte hash).
+pub fn tiles(conn: &Connection, below: i64) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+    let mut st =
+        conn.prepare_cached("SELECT idx, hash FROM merkle_tiles WHERE idx < ?1 ORDER BY idx")?;
+    let rows = st.query_map([below], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// The tile with the largest index: (idx, chain hash of its last record).
+pub fn newest_tile(conn: &Connection) -> rusqlite::Result<Option<(i64, String)>> {
+    conn.query_row(
+        "SELECT idx, last_hash FROM merkle_tiles ORDER BY idx DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+/// Store a tile (replacing one of the same index).
+pub fn insert_tile(
+    conn: &Connection,
+    idx: i64,
+    hash: &[u8],
+    last_hash: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO merkle_tiles(idx, hash, last_hash) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(rusqlite::params![idx, hash, last_hash])?;
+    Ok(())
+}
+
+/// Forget every tile (they are rebuilt from the log).
+pub fn clear_tiles(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM merkle_tiles", [])?;
+    Ok(())
 }

@@ -62,7 +62,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         None => meta::set(&conn, meta::SCHEMA_VERSION, &SCHEMA_VERSION.to_string())?,
         Some(v) if v > SCHEMA_VERSION => return Err(DbError::NewerSchema(v)),
         Some(1) => schema::migrate_v1(&mut conn)?,
-        Some(v @ 2..=4) => schema::migrate_additive(&mut conn, v)?,
+        Some(v @ 2..=5) => schema::migrate_additive(&mut conn, v)?,
         Some(_) => {}
     }
     Ok(conn)

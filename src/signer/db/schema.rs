@@ -14,7 +14,10 @@ use super::DbError;
 /// `revocations` table (SPEC §12): all new tables, so the migrations from 3 and 4 (a
 /// development version that had one or the other) only create what is missing; the first
 /// command that holds the key then signs the first checkpoint over the whole existing log.
-pub const SCHEMA_VERSION: i64 = 5;
+/// Version 6 adds `merkle_tiles` (the hash of every complete 256-record block of the log, so
+/// a consistency proof reads O(n/256) rows instead of the whole log); the first checkpoint
+/// after the migration fills it.
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The DDL of `ca.db`, version [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = r#"
@@ -84,6 +87,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     text      TEXT NOT NULL,                 -- the exact signed `checkpoint` body (3 lines)
     signature TEXT NOT NULL,                 -- base64 DER ECDSA-SHA256 by the CA key over `text`
     created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS merkle_tiles (
+    idx       INTEGER PRIMARY KEY,           -- block number: audit records idx*256+1 ..= idx*256+256
+    hash      BLOB NOT NULL,                 -- 32-byte Merkle hash of the block's 256 leaves
+    last_hash TEXT NOT NULL                  -- chain hash of its last record (a stale tile shows)
 );
 CREATE TABLE IF NOT EXISTS benches (
     name        TEXT PRIMARY KEY,            -- bench name (bench init --name)
@@ -166,7 +174,7 @@ pub(super) fn migrate_v1(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Schemas 2, 3 and 4 → current, in one transaction. Every step since version 1 only adds
+/// Schemas 2 to 5 → current, in one transaction. Every step since version 1 only adds
 /// (tables, indexes: [`SCHEMA`] is all `IF NOT EXISTS`), except 2 → 3: already-issued is keyed
 /// on the attested UUID, so the index on `device_id` (the CN) gives way to one on `uuid`; the
 /// number of indexes, each a B-tree insert per certificate, stays three. Version 4 was a

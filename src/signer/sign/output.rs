@@ -153,13 +153,13 @@ fn add_checkpoint_files(
         }
     }
     let proofs = if from.is_empty() {
-        // Nothing to prove from: no need to read the whole log's tree.
+        // Nothing to prove from.
         crate::checkpoint::ProofFile {
             to: signed.checkpoint.clone(),
             proofs: Vec::new(),
         }
     } else {
-        let t = tree::tree(conn, Some(signed.checkpoint.size)).map_err(audit_err)?;
+        let t = tree::LogNodes::open(conn, Some(signed.checkpoint.size)).map_err(audit_err)?;
         crate::checkpoint::ProofFile::build(&t, &signed.checkpoint, &from)
             .map_err(|e| BundleError::Sign(format!("checkpoint proofs: {e}")))?
     };
