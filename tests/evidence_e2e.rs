@@ -330,9 +330,21 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
         "{}",
         text(&o)
     );
-    // Bench A, which holds c1 only, cannot tell: the fork extends c1. That is why every
-    // bench quotes what it holds.
+    // Bench A, which holds c1 only, cannot tell: the fork extends c1, and its import check
+    // (read only here) would accept it. Only a bench that saw the lost tail catches it.
     assert_eq!(lab.held("SA"), [c1.clone()]);
+    let ca_der =
+        nrfca::util::first_cert_der(&fs::read_to_string(lab.p("ca/ca.pem")).unwrap()).unwrap();
+    let state_a = nrfca::bench::state::State::open_existing(&lab.p("SA")).unwrap();
+    let verdict = nrfca::bench::evidence::check_bundle(&lab.p("b3"), &ca_der, &state_a).unwrap();
+    assert!(
+        matches!(
+            verdict,
+            nrfca::bench::evidence::CheckpointVerdict::Extends { .. }
+        ),
+        "{verdict:?}"
+    );
+    drop(state_a);
 
     // ---- The auditor: the restored ca.db does not extend bundle 2's checkpoint, and does
     // extend bundle 1's.
