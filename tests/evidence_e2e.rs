@@ -1,8 +1,10 @@
 //! The evidence end to end (issue 12, SPEC §10–§11) through the binary on simulated modems:
 //! two enrolled benches, three batches, and a `ca.db` restored from a backup taken after the
 //! first, caught at `sign` (a bench quoting the newer checkpoint) and at `bench import` (a
-//! bundle of the restored log, a fork of the one the bench holds); then the newest `ca.db`
-//! put back, as the officer guide says, and the flow going on.
+//! bundle of the restored log, a fork of the one the bench holds: refused as rolled back
+//! while shorter, as proving nothing from the held checkpoint once longer, which sends the
+//! technician to export again and so to the refusal at `sign`); then the newest `ca.db` put
+//! back, as the officer guide says, and the flow going on.
 #![cfg(feature = "bench")]
 
 use nrfca::sim::{Latency, SimConfig, Simulator};
@@ -204,7 +206,7 @@ fn entries(dir: &Path) -> Vec<String> {
 fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Simulator::start(SimConfig {
-        count: 6,
+        count: 7,
         latency: Latency::Test,
         link_dir: Some(dir.path().join("modems")),
         ..SimConfig::default()
@@ -212,7 +214,7 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
     .expect("simulator starts");
     let ports = common::port_names(&sim);
     let lab = Lab { dir, sim, ports };
-    // Modem 0 is bench A's; 1–3 (batch 2), 4 (batch 3) and 5 (later) are bench B's.
+    // Modems 0 and 6 are bench A's; 1–3 (batch 2), 4 (batch 3) and 5 (later) are bench B's.
 
     // ---- The CA, two enrolled benches, both trusted by the officer.
     ca_init_age(
@@ -345,6 +347,34 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
         "{verdict:?}"
     );
     drop(state_a);
+
+    // ---- The fork grows past c2: bench A's next batch (quoting c1, which the fork extends)
+    // is signed on the restored ca.db. Its bundle has no proof from c2, so bench B refuses
+    // it too (`checkpoint-proof-missing`), and doing what that message says (export again
+    // into the requests file, whose statement then quotes c2) brings the refusal to `sign`.
+    lab.export("SA", &[6], "r5.csv");
+    assert_eq!(lab.quoted("r5.csv"), [cp_line(&c1)]);
+    let o = lab.sign("b5", "r5.csv");
+    assert!(o.status.success(), "sign b5: {}", text(&o));
+    let c5 = lab.bundle_cp("b5");
+    assert!(c5.1 > c2.1, "{} vs {}", c5.1, c2.1);
+    let o = lab.import("SB", &[4], "b5");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("[checkpoint-proof-missing]"), "{err}");
+    assert!(err.contains("before touching any modem"), "{err}");
+    assert!(err.contains("nrfca bench export"), "{err}");
+    assert_eq!(lab.writes(4), writes, "nothing sent to modem 4");
+    assert_eq!(lab.held("SB"), [c2.clone()]);
+    lab.export("SB", &[4], "r3.csv");
+    assert_eq!(lab.quoted("r3.csv"), [cp_line(&c2)]);
+    let records = lab.audit().len();
+    let o = lab.sign("b3-again", "r3.csv");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!lab.p("b3-again").exists());
+    let log = lab.audit();
+    assert_eq!(log.len(), records + 1);
+    assert_eq!(log.last().unwrap()["details"]["code"], "log-not-extended");
 
     // ---- The auditor: the restored ca.db does not extend bundle 2's checkpoint, and does
     // extend bundle 1's.
