@@ -240,7 +240,7 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
     let o = lab.import("SA", &[0], "b1");
     assert!(o.status.success(), "import b1: {}", text(&o));
     let c1 = lab.bundle_cp("b1");
-    assert_eq!(lab.held("SA"), [c1.clone()]);
+    assert_eq!(lab.held("SA"), std::slice::from_ref(&c1));
     assert!(lab.modem_cert(0).is_some());
     // The officer's backup: the CA directory as it stands after batch 1.
     copy_dir(&lab.p("ca"), &lab.p("backup"));
@@ -258,7 +258,7 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
     let c2 = lab.bundle_cp("b2");
     assert_eq!(c2.0, c1.0, "one CA, one origin");
     assert!(c2.1 > c1.1);
-    assert_eq!(lab.held("SB"), [c2.clone()]);
+    assert_eq!(lab.held("SB"), std::slice::from_ref(&c2));
     assert_eq!(lab.issued(), 4);
     // The log as it was: it extends both bundles' checkpoints.
     let o = lab.verify(&["b1/checkpoint", "b2/checkpoint"]);
@@ -325,7 +325,11 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
     let dev = lab.device("SB", 4);
     assert_eq!(dev["state"], "exported", "{dev}");
     assert!(dev["bundle"].is_null(), "{dev}");
-    assert_eq!(lab.held("SB"), [c2.clone()], "B still holds c2");
+    assert_eq!(
+        lab.held("SB"),
+        std::slice::from_ref(&c2),
+        "B still holds c2"
+    );
     let o = lab.nrfca(&["bench", "status", "--state", "SB", "--journal"]);
     assert!(
         text(&o).contains("refused: log-rolled-back"),
@@ -334,7 +338,7 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
     );
     // Bench A, which holds c1 only, cannot tell: the fork extends c1, and its import check
     // (read only here) would accept it. Only a bench that saw the lost tail catches it.
-    assert_eq!(lab.held("SA"), [c1.clone()]);
+    assert_eq!(lab.held("SA"), std::slice::from_ref(&c1));
     let ca_der =
         nrfca::util::first_cert_der(&fs::read_to_string(lab.p("ca/ca.pem")).unwrap()).unwrap();
     let state_a = nrfca::bench::state::State::open_existing(&lab.p("SA")).unwrap();
@@ -365,7 +369,7 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
     assert!(err.contains("before touching any modem"), "{err}");
     assert!(err.contains("nrfca bench export"), "{err}");
     assert_eq!(lab.writes(4), writes, "nothing sent to modem 4");
-    assert_eq!(lab.held("SB"), [c2.clone()]);
+    assert_eq!(lab.held("SB"), std::slice::from_ref(&c2));
     lab.export("SB", &[4], "r3.csv");
     assert_eq!(lab.quoted("r3.csv"), [cp_line(&c2)]);
     let records = lab.audit().len();
