@@ -3,8 +3,9 @@
 //! `openssl dgst` checks after the extraction of `docs/formats.md`, re-signed over the whole
 //! file when a re-run appends, and quoting the checkpoint the bench holds; `bench import`
 //! adopting a bundle's first CA-signed checkpoint, accepting one that extends it, refusing a
-//! forged signature, a rolled-back or forked log, a missing proof, and (once a checkpoint is
-//! held) a bundle without one, each with exit 2 and nothing sent to the modem.
+//! forged signature, a rolled-back or forked log, a missing proof, another CA's checkpoint,
+//! and (once a checkpoint is held) a bundle without one, each with exit 2 and nothing sent to
+//! the modem.
 //!
 //! The signer does not write checkpoints yet in every build, so the test bundles are normal
 //! `nrfca sign` bundles to which the test adds `checkpoint`, `checkpoint.sig` and
@@ -214,6 +215,33 @@ impl Lab {
         to.to_string()
     }
 
+    /// Copy bundle `from` to `to` with a `checkpoint` of another CA (origin `nrfca/<origin_sha>`,
+    /// size and root of `tree`) signed by `key`, or without `checkpoint.sig` (`None`).
+    fn with_foreign_checkpoint(
+        &self,
+        from: &str,
+        to: &str,
+        origin_sha: &str,
+        tree: &Tree,
+        size: u64,
+        key: Option<&P256Key>,
+    ) -> String {
+        copy_dir(&self.p(from), &self.p(to));
+        let cp = Checkpoint::new(origin_sha, size, tree.root_at(size).unwrap()).unwrap();
+        let b = self.p(to);
+        fs::write(b.join("checkpoint"), cp.to_text()).unwrap();
+        if let Some(key) = key {
+            let signed = cp.sign(|m| key.sign_der(m)).unwrap();
+            fs::write(b.join("checkpoint.sig"), signed.sig_file()).unwrap();
+        }
+        let proofs = ProofFile {
+            to: cp,
+            proofs: Vec::new(),
+        };
+        fs::write(b.join("checkpoint.proofs"), proofs.to_text()).unwrap();
+        to.to_string()
+    }
+
     /// Modem-changing commands seen by modem `i` so far.
     fn writes(&self, i: usize) -> usize {
         self.sim
@@ -398,6 +426,9 @@ fn enrolled_bench_signs_exports_and_holds_the_ca_log_to_its_checkpoints() {
     // ---- refusals: exit 2, nothing sent to the modem, nothing adopted.
     let writes = lab.writes(0);
     let (other_key, _) = P256Key::generate().unwrap();
+    let (y_key, _) = P256Key::generate().unwrap();
+    let y_sha = crypto::sha256_hex(&y_key.public_key());
+    let y_log = log_tree(40, 4);
     let refusals = [
         (
             "forged signature",
@@ -444,6 +475,31 @@ fn enrolled_bench_signs_exports_and_holds_the_ca_log_to_its_checkpoints() {
             "no checkpoint once one is held",
             "bundle1".to_string(),
             "checkpoint-missing",
+        ),
+        // Another CA's checkpoint (CA Y: its own key and fingerprint) in this CA's bundle:
+        // as Y signed it (copied from a bundle of Y), without its signature, and even signed
+        // by this CA's key (the origin alone tells it is not this CA's log).
+        (
+            "checkpoint of another CA, signed by that CA",
+            lab.with_foreign_checkpoint("bundle1", "ca-y", &y_sha, &y_log, 20, Some(&y_key)),
+            "checkpoint-bad-signature",
+        ),
+        (
+            "checkpoint of another CA, no checkpoint.sig",
+            lab.with_foreign_checkpoint("bundle1", "ca-y-unsigned", &y_sha, &y_log, 20, None),
+            "checkpoint-incomplete",
+        ),
+        (
+            "checkpoint of another CA, signed by this CA's key",
+            lab.with_foreign_checkpoint(
+                "bundle1",
+                "ca-y-by-x",
+                &y_sha,
+                &y_log,
+                20,
+                Some(&lab.ca_key),
+            ),
+            "checkpoint-wrong-ca",
         ),
     ];
     for (what, bundle, want) in &refusals {

@@ -598,3 +598,144 @@ fn ca_db_of_schema_3_gets_its_first_checkpoint_when_the_key_is_used() {
         explain(&o)
     );
 }
+
+/// A checkpoint of another, real CA's log (Y, its bundle's `checkpoint`) quoted under this
+/// CA's origin (X) is not X's log: refused like a rolled-back one, whether Y's log is shorter
+/// or longer than X's. Quoted under Y's own origin it is legitimate (a bench that imported
+/// from both CAs quotes both) and `sign` of X ignores it. `audit verify` of X against Y's
+/// checkpoint file refuses it as another CA's.
+#[test]
+fn checkpoint_of_another_ca_presented_as_this_cas_is_refused() {
+    let x = Ca::new();
+    let y = Ca::new();
+    let x_fp = x.fingerprint();
+    let a = x.bench("line-a");
+    x.trust(&a);
+
+    // Y signs two batches (a short and a longer log); X one, signed by bench A.
+    let sign_plain = |ca: &Ca, name: &str, n: usize| {
+        let (t, _) = requests(n, "line-a");
+        fs::write(ca.path(&format!("{name}.csv")), &t).unwrap();
+        let o = ca.sign(name, &[], &[&ca.path(&format!("{name}.csv"))]);
+        assert!(o.status.success(), "{}", explain(&o));
+        ca.bundle_checkpoint(name)
+    };
+    let cy1 = sign_plain(&y, "y1", 1);
+    let cy2 = sign_plain(&y, "y2", 6);
+    let (t, _) = requests(2, "line-a");
+    let r = signed_input(&x, "x1.csv", &t, &a, vec![]);
+    let o = x.sign("x1", &[], &[&r]);
+    assert!(o.status.success(), "{}", explain(&o));
+    let cx = x.bundle_checkpoint("x1");
+    assert_ne!(cy1.origin, cx.origin);
+    let x_len = x.count("SELECT count(*) FROM audit") as u64;
+    assert!(
+        cy1.size <= x_len && cy2.size > x_len,
+        "one of Y's checkpoints within X's log size ({x_len}), one beyond: {} {}",
+        cy1.size,
+        cy2.size
+    );
+
+    // Y's size and root under X's origin, signed by a bench X trusts: refused before the
+    // key is unlocked, nothing issued, the refusal recorded.
+    for (what, cy, why) in [
+        (
+            "Y's shorter log",
+            &cy1,
+            "the log's first records differ from the checkpoint's",
+        ),
+        (
+            "Y's longer log",
+            &cy2,
+            "the log is shorter than the checkpoint",
+        ),
+    ] {
+        let as_x = Checkpoint::new(&x_fp, cy.size, cy.root).unwrap();
+        let (t, _) = requests(1, "line-a");
+        let p = signed_input(&x, "forged.csv", &t, &a, vec![as_x]);
+        let records = x.count("SELECT count(*) FROM audit");
+        let unlocks = x.count("SELECT count(*) FROM audit WHERE event = 'key-unlocked'");
+        let certs = x.count("SELECT count(*) FROM certificates");
+        let o = x.sign("forged", &[], &[&p]);
+        refused(&o, "another CA's log");
+        assert!(stderr(&o).contains(why), "{what}: {}", explain(&o));
+        assert!(!x.path("forged").exists(), "{what}");
+        assert_eq!(last_refusal_code(&x), "log-not-extended", "{what}");
+        assert_eq!(x.count("SELECT count(*) FROM audit"), records + 1, "{what}");
+        assert_eq!(
+            x.count("SELECT count(*) FROM audit WHERE event = 'key-unlocked'"),
+            unlocks,
+            "{what}"
+        );
+        assert_eq!(
+            x.count("SELECT count(*) FROM certificates"),
+            certs,
+            "{what}"
+        );
+    }
+
+    // Y's checkpoints under Y's origin beside X's own: signed, proved from X's only.
+    let (t, _) = requests(1, "line-a");
+    let p = signed_input(&x, "both.csv", &t, &a, vec![cy2.clone(), cx.clone()]);
+    let o = x.sign("x2", &[], &[&p]);
+    assert!(o.status.success(), "{}", explain(&o));
+    let proofs = fs::read_to_string(x.path("x2/checkpoint.proofs")).unwrap();
+    let cy2_root = nrfca::crypto::b64_encode(&cy2.root);
+    assert!(!proofs.contains(&cy2_root), "{proofs}");
+    assert!(
+        proofs.contains(&format!(
+            "\nfrom {} {} ",
+            cx.size,
+            nrfca::crypto::b64_encode(&cx.root)
+        )),
+        "{proofs}"
+    );
+    check_bundle_evidence(&x, "x2", &[&x.path("x1/checkpoint")]);
+
+    // The auditor handed Y's checkpoint for X's log (ca.db or an export): the wrong file,
+    // said as such (exit 2), not a tampered log to restore from a backup.
+    let export = x.path("x.jsonl");
+    let o = x.nrfca(&["audit", "export", "--out", export.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", explain(&o));
+    let y1 = y.path("y1/checkpoint");
+    let by_dir = x.nrfca(&["audit", "verify", "--checkpoint", y1.to_str().unwrap()]);
+    let by_file = bin_plain()
+        .args(["audit", "verify", "--file"])
+        .arg(&export)
+        .arg("--ca-cert")
+        .arg(x.dir.join("ca.pem"))
+        .arg("--checkpoint")
+        .arg(&y1)
+        .output()
+        .unwrap();
+    for o in [by_dir, by_file] {
+        assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("is a checkpoint of another CA"),
+            "{}",
+            explain(&o)
+        );
+        assert!(
+            err.contains(&cy1.origin) && err.contains(&cx.origin),
+            "{err}"
+        );
+        assert!(!err.contains("TAMPERED"), "{err}");
+        assert!(!err.contains("restore ca.db"), "{err}");
+    }
+    // With X's own checkpoint beside it, the same refusal: nothing half-checked.
+    let o = x.nrfca(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        x.path("x1/checkpoint").to_str().unwrap(),
+        "--checkpoint",
+        y1.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("is a checkpoint of another CA"),
+        "{}",
+        explain(&o)
+    );
+}

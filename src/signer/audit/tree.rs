@@ -333,6 +333,20 @@ fn finding_for(g: &GivenCheckpoint, records: u64, e: CheckpointError) -> super::
     }
 }
 
+/// Refuse a given checkpoint of another CA than the log's (`origin`) before anything is
+/// checked against it: it says nothing about this log, and reporting it as a log that "does
+/// not extend" it would send the officer to restore a good `ca.db` from a backup (a real
+/// rollback). It is the wrong file, a usage error.
+pub fn check_given_origins(origin: &str, given: &[GivenCheckpoint]) -> Result<(), AuditError> {
+    match given.iter().find(|g| g.checkpoint.origin != origin) {
+        Some(g) => Err(AuditError::Filter(format!(
+            "--checkpoint {} is a checkpoint of another CA ({}), not of this log's CA ({origin}); nothing was checked against it. Give the `checkpoint` file of a bundle of this CA, or the three lines of its ceremony record",
+            g.name, g.checkpoint.origin
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Check that the leaves (chain hashes, in order) extend every given checkpoint of `origin`:
 /// one finding per checkpoint they do not.
 pub fn check_given<L: AsRef<[u8]>>(

@@ -364,6 +364,8 @@ pub fn verify_db_with(
     given: &[super::tree::GivenCheckpoint],
 ) -> Result<VerifyReport, AuditError> {
     let cert = ca::load_cert(ca_dir)?;
+    let origin = crate::checkpoint::origin_for(&cert.fingerprint);
+    super::tree::check_given_origins(&origin, given)?;
     let conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
     let mut report = verify_conn(&conn, &cert.public_key, &cert.fingerprint)?;
     let (newest, stored) = super::tree::check_db(
@@ -374,7 +376,6 @@ pub fn verify_db_with(
     )?;
     report.checkpoint = newest.map(|c| c.to_text());
     let leaves = super::tree::leaves(&conn)?;
-    let origin = crate::checkpoint::origin_for(&cert.fingerprint);
     let given = super::tree::check_given(&origin, || leaves.clone(), leaves.len() as u64, given);
     merge_findings(&mut report, given, stored);
     Ok(report)
@@ -400,8 +401,9 @@ pub fn verify_file_with(
     if given.is_empty() {
         return Ok(report);
     }
-    let leaves = file_leaves(log)?;
     let origin = crate::checkpoint::origin_for(&report.ca_fingerprint);
+    super::tree::check_given_origins(&origin, given)?;
+    let leaves = file_leaves(log)?;
     let findings = super::tree::check_given(&origin, || leaves.clone(), leaves.len() as u64, given);
     merge_findings(&mut report, findings, Vec::new());
     Ok(report)
