@@ -479,7 +479,7 @@ impl<'a> Demo<'a> {
         self.ca_dir.join("ca.pem")
     }
 
-    /// 1. The officer creates the CA on the air-gapped machine.
+    /// Step 1: the officer creates the CA on the air-gapped machine.
     fn create_ca(&self) -> Result<Unlocker, DemoError> {
         let note = |s: String| self.note(s);
         let (new_custody, protection, unlock_with, custody_text) =
@@ -516,7 +516,7 @@ impl<'a> Demo<'a> {
         Ok(unlock_with)
     }
 
-    /// 2. Modems on the bench (simulated, on pseudo-terminals).
+    /// Step 2: modems on the bench (simulated, on pseudo-terminals).
     fn connect_modems(&self) -> Result<(Simulator, Vec<String>), DemoError> {
         let devices = self.devices;
         self.step(
@@ -547,7 +547,7 @@ impl<'a> Demo<'a> {
         Ok((sim, ports))
     }
 
-    /// 3. Export: AT%KEYGEN on every modem at once, from a bench the officer trusts.
+    /// Step 3, export: AT%KEYGEN on every modem at once, from a bench the officer trusts.
     fn export(
         &self,
         ports: &[String],
@@ -607,7 +607,7 @@ impl<'a> Demo<'a> {
         Ok(())
     }
 
-    /// 4. Sign on the air-gapped machine.
+    /// Step 4: sign on the air-gapped machine.
     fn sign(
         &self,
         unlock_with: &dyn Fn() -> Unlock,
@@ -655,8 +655,8 @@ impl<'a> Demo<'a> {
         Ok((report, sign_ms))
     }
 
-    /// 5. Import on the bench: verify the bundle, write root CAs + certificate, prove by
-    /// SHA-256.
+    /// Step 5, import on the bench: verify the bundle, write root CAs and certificate, prove
+    /// each write by SHA-256.
     fn import(&self, ports: &[String]) -> Result<(bench::ImportReport, u128), DemoError> {
         self.step(
             5,
@@ -734,7 +734,7 @@ impl<'a> Demo<'a> {
         Ok(())
     }
 
-    /// 6. The auditor verifies the chain, exports it, and verifies the export alone.
+    /// Step 6: the auditor verifies the chain, exports it, and verifies the export alone.
     fn audit(&self) -> Result<audit::VerifyReport, DemoError> {
         self.step(
             6,

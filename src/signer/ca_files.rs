@@ -628,7 +628,9 @@ mod tests {
         off_curve[64] ^= 1;
         const P384: &str = "1.3.132.0.34";
         const RSA: &str = "1.2.840.113549.1.1.1";
-        let cases: [(&str, &str, Option<&str>, &[u8], bool); 6] = [
+        /// (case, key algorithm, curve, key bytes, accepted)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], bool);
+        let cases: [Case; 6] = [
             (
                 "P-256 point",
                 OID_EC_PUBLIC_KEY,
@@ -712,7 +714,14 @@ mod tests {
         };
         let own = own_key.public_key();
         // (case, issuer, signature, parent, error text or "" for accepted)
-        let cases: [(&str, &[u8], Option<&[u8]>, Option<&CaCert>, &str); 8] = [
+        type Case<'a> = (
+            &'a str,
+            &'a [u8],
+            Option<&'a [u8]>,
+            Option<&'a CaCert>,
+            &'a str,
+        );
+        let cases: [Case; 8] = [
             ("self-signed root", b"CA", Some(&by_own), None, ""),
             (
                 "root naming another issuer",

@@ -335,8 +335,8 @@ fn change(
 /// `*.retired-<time>` (`ca show` warns until they are removed). A token-held key cannot move:
 /// it never leaves the token.
 ///
-/// Stages: [`check_custody_move`], unlock (recorded whatever follows), then in a savepoint
-/// [`new_custody`], [`retire_old`], [`install_new`], [`record_move`].
+/// Stages: `check_custody_move`, unlock (recorded whatever follows), then in a savepoint
+/// `new_custody`, `retire_old`, `install_new`, `record_move`.
 pub fn protect_custody(
     ca_dir: &Path,
     unlock: &Unlock,

@@ -442,9 +442,9 @@ fn file_leaves(log: &Path) -> Result<Vec<[u8; 32]>, AuditError> {
 
 /// [`verify_db`] on an open connection (used inside other commands, e.g. after a batch).
 ///
-/// Stages: the chain record by record ([`feed_db`]), `meta`'s note of the last checkpoint
-/// ([`check_note`]), the `certificates` table against the `certificate-issued` records
-/// ([`issued_agreement`]); the earliest finding wins.
+/// Stages: the chain record by record (`feed_db`), `meta`'s note of the last checkpoint
+/// (`check_note`), the `certificates` table against the `certificate-issued` records
+/// (`issued_agreement`); the earliest finding wins.
 pub fn verify_conn(
     conn: &Connection,
     ca_public: &[u8; 65],
@@ -939,7 +939,15 @@ mod tests {
     fn check_note_table() {
         let found = |seq: u64, start: &str| (Some(seq), start.to_string());
         // (case, note, records, chain ok, last checkpoint, finding seq and text start / hash)
-        let cases: Vec<(&str, Option<&str>, u64, bool, u64, (Option<u64>, String))> = vec![
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            u64,
+            bool,
+            u64,
+            (Option<u64>, String),
+        );
+        let cases: Vec<Case> = vec![
             ("empty log, no note", None, 0, true, 0, (None, "nothing".into())),
             ("records, no note", None, 5, true, 5, found(6, "ca.db has no note")),
             ("note agrees", Some("5 abc"), 5, true, 5, (None, "hash 5 abc".into())),
