@@ -354,301 +354,22 @@ fn prepare_dir(dir: Option<&Path>) -> Result<PathBuf, DemoError> {
 /// Run the whole flow; `on` receives every step, note and progress event.
 pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoReport, DemoError> {
     let t_all = Instant::now();
-    let devices = opts.devices.max(1);
-    let dir = prepare_dir(opts.dir.as_deref())?;
-    let ca_dir = dir.join("ca");
-    let requests = dir.join("requests.csv");
-    let bundle = dir.join("bundle");
-    let state = dir.join("bench-state");
-    let audit_log = dir.join("audit.jsonl");
-    let note = |s: String| on(DemoEvent::Note(s));
-    on(DemoEvent::Note(format!(
-        "working directory: {}",
-        dir.display()
-    )));
-
-    // 1. The officer creates the CA on the air-gapped machine.
-    let (new_custody, protection, unlock_with, custody_text) =
-        demo_custody(opts.custody, &dir, &note)?;
-    let flags = match opts.custody {
-        DemoCustody::Age => String::new(),
-        DemoCustody::Hsm => {
-            format!(" --pkcs11 MODULE --token-label \"{DEMO_TOKEN}\" --pin-file PIN")
-        }
-        DemoCustody::Quorum => {
-            " --quorum 2 --custodian alice --custodian bob --custodian carol".into()
-        }
-    };
-    on(DemoEvent::Step {
-        n: 1,
-        role: "officer",
-        title: format!("create the CA (P-256, {custody_text})"),
-        command: format!(
-            "nrfca ca init --ca-dir {} --subject \"CN=nrfca demo CA,O=nrfca demo\"{flags}",
-            ca_dir.display()
-        ),
-    });
-    let info = ca::init_with(
-        &ca_dir,
-        &InitOptions {
-            subject: "CN=nrfca demo CA,O=nrfca demo".into(),
-            days: ca::DEFAULT_DAYS,
-            protection,
-            operator: "officer".into(),
-        },
-        &new_custody,
-    )
-    .map_err(step_err("ca init"))?;
-    note(format!(
-        "CA {} fingerprint {}",
-        info.subject, info.fingerprint
-    ));
-    note(format!(
-        "valid until {}; key: {}",
-        info.not_after, info.key_protection
-    ));
-
-    // 2. Modems on the bench (simulated, on pseudo-terminals).
-    on(DemoEvent::Step {
-        n: 2,
-        role: "technician",
-        title: format!(
-            "connect {devices} modems (simulated {} on pseudo-terminals)",
-            opts.profile.name()
-        ),
-        command: format!("nrfca sim --count {devices}"),
-    });
-    let sim = Simulator::start(SimConfig {
-        count: devices,
-        profile: opts.profile,
-        latency: opts.latency,
-        ..SimConfig::default()
-    })
-    .map_err(step_err("sim"))?;
-    let ports: Vec<String> = sim
-        .ports()
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    for (i, p) in ports.iter().enumerate() {
-        let snap = sim.snapshot(i);
-        note(format!("{p}: IMEI {} UUID {}", snap.imei, snap.uuid));
-    }
-
-    // 3. Export: AT%KEYGEN on every modem at once.
-    let port_flags: String = ports.iter().map(|p| format!(" --port {p}")).collect();
-    on(DemoEvent::Step {
-        n: 3,
-        role: "technician",
-        title: "generate a key inside every modem (AT%KEYGEN) and collect the requests".into(),
-        command: format!(
-            "nrfca bench export{port_flags} --out {}",
-            requests.display()
-        ),
-    });
-    // The bench's identity (SPEC §10): enrolled once, trusted by the officer, so `sign` only
-    // accepts requests files this bench signed.
-    let enrolled = bench::evidence::init(&state, "demo-bench", Some("technician"))
-        .map_err(step_err("bench init"))?;
-    note(format!(
-        "bench enrolled: `nrfca bench init --name demo-bench` made its signing key; {} (sha256 {}) goes to the officer",
-        enrolled.public_key_file.display(),
-        enrolled.fingerprint
-    ));
-    let trusted = crate::signer::ca::trust_bench(
-        &ca_dir,
-        "demo-bench",
-        &enrolled.public_key_pem,
-        &unlock_with(),
-        "officer",
-    )
-    .map_err(step_err("ca trust-bench"))?;
-    note(format!(
-        "officer: `nrfca ca trust-bench --name demo-bench --key bench.pem` (audited); sign now refuses requests not signed by {} (key {})",
-        trusted.name, trusted.fingerprint
-    ));
-    let t = Instant::now();
-    let mut eo = ExportOptions::new(ports.clone(), requests.clone());
-    eo.state_dir = state.clone();
-    eo.operator = Some("technician".into());
-    eo.bench_name = Some("demo-bench".into());
-    let port_cb = |e: PortEvent| on(DemoEvent::Port(e));
-    let exported = bench::export(&eo, &port_cb).map_err(step_err("bench export"))?;
-    let export_ms = t.elapsed().as_millis();
-    if !exported.all_ok() {
-        return Err(DemoError::Check(format!(
-            "export failed on {} device(s)",
-            exported.devices.iter().filter(|d| !d.status.ok()).count()
-        )));
-    }
-    note(format!(
-        "{} requests in {} ({} ms); each string was checked exactly as the signer will",
-        exported.exported(),
-        requests.display(),
-        export_ms
-    ));
-
-    // 4. Sign on the air-gapped machine.
-    on(DemoEvent::Step {
-        n: 4,
-        role: "officer",
-        title: "check every request and issue the certificates in one atomic batch".into(),
-        command: format!(
-            "nrfca sign --ca-dir {} --out {} {}",
-            ca_dir.display(),
-            bundle.display(),
-            requests.display()
-        ),
-    });
-    let t = Instant::now();
-    let so = SignOptions::new(bundle.clone(), vec![requests.clone()], "officer".into());
-    let unlock = unlock_with();
-    let mut sign_cb = |e: SignEvent| on(DemoEvent::Sign(e));
-    let report = sign::sign(&ca_dir, &unlock, &so, &mut sign_cb).map_err(step_err("sign"))?;
-    let sign_ms = t.elapsed().as_millis();
-    if report.rejected > 0 || report.issued as usize != devices {
-        return Err(DemoError::Check(format!(
-            "sign issued {} and rejected {} of {devices} requests",
-            report.issued, report.rejected
-        )));
-    }
-    note(format!(
-        "batch {}: {} certificates issued, 0 rejected ({} ms, includes the scrypt unlock)",
-        report.batch, report.issued, sign_ms
-    ));
-    if let Ok(cp) = std::fs::read_to_string(bundle.join("checkpoint")) {
-        let mut lines = cp.lines();
-        let (_origin, size, root) = (lines.next(), lines.next(), lines.next());
-        note(format!(
-            "requests.csv.sig checked (signed by trusted bench demo-bench) before the key was unlocked; the bundle carries the CA's checkpoint of its audit log: size {}, root {}",
-            size.unwrap_or("?"),
-            root.unwrap_or("?")
-        ));
-    }
-    note(format!(
-        "bundle {}: certs.csv, onboard.csv (for nRF Cloud), rejects.csv, ca.pem, checkpoint + checkpoint.sig + checkpoint.proofs, manifest.json + manifest.sig",
-        bundle.display()
-    ));
-
-    // 5. Import on the bench: verify the bundle, write root CAs + certificate, prove by SHA-256.
-    on(DemoEvent::Step {
-        n: 5,
-        role: "technician",
-        title: "verify the signed bundle, install root CAs and certificates, prove each write by SHA-256".into(),
-        command: format!(
-            "nrfca bench import{port_flags} --bundle {} --trust {}",
-            bundle.display(),
-            ca_dir.join("ca.pem").display()
-        ),
-    });
-    let t = Instant::now();
-    let mut io = ImportOptions::new(ports.clone(), bundle.clone(), ca_dir.join("ca.pem"));
-    io.state_dir = state.clone();
-    io.operator = Some("technician".into());
-    io.bench_name = Some("demo-bench".into());
-    let imported = bench::import(&io, &port_cb).map_err(step_err("bench import"))?;
-    let import_ms = t.elapsed().as_millis();
-    note(format!(
-        "{} — the bench keeps it, and its next requests.csv.sig quotes it, so a rolled-back ca.db is refused at sign and at import",
-        imported.checkpoint
-    ));
-    if !imported.all_ok() {
-        return Err(DemoError::Check(format!(
-            "import failed on {} device(s)",
-            imported.devices.iter().filter(|d| !d.status.ok()).count()
-        )));
-    }
-    // Independent check, from the modems' own storage: the SHA-256 each one lists for its
-    // client certificate is the SHA-256 of the PEM in the bundle.
-    let verified = crate::bundle::verify(
-        &bundle,
-        std::fs::read(ca_dir.join("ca.pem"))
-            .map_err(step_err("read ca.pem"))?
-            .as_slice(),
-    )
-    .map_err(step_err("bundle verify"))?;
-    for i in 0..devices {
-        let snap = sim.snapshot(i);
-        let row = verified
-            .certs
-            .iter()
-            .find(|c| c.device_uuid == snap.uuid)
-            .ok_or_else(|| {
-                DemoError::Check(format!(
-                    "no certificate in the bundle for modem {}",
-                    snap.uuid
-                ))
-            })?;
-        // Behind the nRF Connect SDK shell the modem stores the PEM with CR LF line ends.
-        let dialect = if opts.profile.is_shell() {
-            crate::bench::Dialect::Shell
-        } else {
-            crate::bench::Dialect::At
-        };
-        let want = crypto::sha256_hex(dialect.stored(&row.certificate_pem).as_bytes());
-        let listed = snap
-            .credential(crate::keygen::DEFAULT_SEC_TAG, 1)
-            .map(|c| c.sha256_upper.to_ascii_lowercase())
-            .unwrap_or_default();
-        if listed != want {
-            return Err(DemoError::Check(format!(
-                "modem {} lists certificate SHA-256 {listed}, the bundle has {want}",
-                snap.uuid
-            )));
-        }
-        note(format!(
-            "{}  serial {}…  modem lists SHA-256 {}… = certs.csv",
-            snap.uuid,
-            row.serial.get(..12).unwrap_or(&row.serial),
-            want.get(..12).unwrap_or(&want)
-        ));
-    }
+    let demo = Demo::new(opts, on)?;
+    let unlock_with = demo.create_ca()?;
+    let (sim, ports) = demo.connect_modems()?;
+    let (exported, export_ms) = demo.export(&ports, &*unlock_with)?;
+    let (report, sign_ms) = demo.sign(&*unlock_with)?;
+    let (imported, import_ms) = demo.import(&ports)?;
+    demo.check_modems(&sim)?;
     sim.shutdown().map_err(step_err("sim shutdown"))?;
-
-    // 6. The auditor verifies the chain, exports it, and verifies the export alone.
-    on(DemoEvent::Step {
-        n: 6,
-        role: "auditor",
-        title: "verify the hash-chained, CA-signed audit log; export it and verify the copy alone".into(),
-        command: format!(
-            "nrfca audit verify --ca-dir {0} && nrfca audit export --ca-dir {0} --out {1} && nrfca audit verify --file {1} --ca-cert {2}",
-            ca_dir.display(),
-            audit_log.display(),
-            ca_dir.join("ca.pem").display()
-        ),
-    });
-    let v = audit::verify_db(&ca_dir).map_err(step_err("audit verify"))?;
-    if !v.is_ok() {
-        return Err(DemoError::Check(format!("audit verify: {:?}", v.first_bad)));
-    }
-    audit::export(&ca_dir, &audit_log, audit::ExportFormat::Jsonl, "auditor")
-        .map_err(step_err("audit export"))?;
-    let vf = audit::verify_file(&audit_log, &ca_dir.join("ca.pem"))
-        .map_err(step_err("audit verify --file"))?;
-    if !vf.is_ok() {
-        return Err(DemoError::Check(format!(
-            "exported audit log: {:?}",
-            vf.first_bad
-        )));
-    }
-    note(format!(
-        "{} records, chain and checkpoints intact, head {}",
-        vf.records, vf.head_hash
-    ));
-
+    let audited = demo.audit()?;
+    let ok = |devices: &[bench::DeviceResult]| devices.iter().filter(|d| d.status.ok()).count();
     Ok(DemoReport {
-        dir,
-        ca_dir,
-        requests,
-        bundle,
-        bench_state: state,
-        audit_log,
-        devices,
-        exported: exported.devices.iter().filter(|d| d.status.ok()).count(),
+        exported: ok(&exported.devices),
         issued: report.issued,
-        imported: imported.devices.iter().filter(|d| d.status.ok()).count(),
-        audit_records: vf.records,
-        audit_head: vf.head_hash,
+        imported: ok(&imported.devices),
+        audit_records: audited.records,
+        audit_head: audited.head_hash,
         timings: DemoTimings {
             export_ms,
             sign_ms,
@@ -656,5 +377,478 @@ pub fn run(opts: &DemoOptions, on: &(dyn Fn(DemoEvent) + Sync)) -> Result<DemoRe
             bench_ms: export_ms + import_ms,
             total_ms: t_all.elapsed().as_millis(),
         },
+        devices: demo.devices,
+        dir: demo.dir,
+        ca_dir: demo.ca_dir,
+        requests: demo.requests,
+        bundle: demo.bundle,
+        bench_state: demo.state,
+        audit_log: demo.audit_log,
     })
+}
+
+/// The demo's working files and whom it reports to; one method per narrated step.
+struct Demo<'a> {
+    opts: &'a DemoOptions,
+    on: &'a (dyn Fn(DemoEvent) + Sync),
+    devices: usize,
+    dir: PathBuf,
+    ca_dir: PathBuf,
+    requests: PathBuf,
+    bundle: PathBuf,
+    state: PathBuf,
+    audit_log: PathBuf,
+}
+
+/// How `sign` (and `ca trust-bench`) unlock the demo CA's key.
+type Unlocker = Box<dyn Fn() -> Unlock>;
+
+/// The flags `ca init` takes for a custody, as the narration shows them (pure).
+fn init_flags(custody: DemoCustody) -> String {
+    match custody {
+        DemoCustody::Age => String::new(),
+        DemoCustody::Hsm => {
+            format!(" --pkcs11 MODULE --token-label \"{DEMO_TOKEN}\" --pin-file PIN")
+        }
+        DemoCustody::Quorum => {
+            " --quorum 2 --custodian alice --custodian bob --custodian carol".into()
+        }
+    }
+}
+
+/// ` --port P` for every port (pure).
+fn port_flags(ports: &[String]) -> String {
+    ports.iter().map(|p| format!(" --port {p}")).collect()
+}
+
+/// A bench run must have every device done (now or before): otherwise the demo fails, naming
+/// how many did not (pure).
+fn all_devices_ok(what: &str, devices: &[bench::DeviceResult]) -> Result<(), DemoError> {
+    let failed = devices.iter().filter(|d| !d.status.ok()).count();
+    if failed > 0 {
+        return Err(DemoError::Check(format!(
+            "{what} failed on {failed} device(s)"
+        )));
+    }
+    Ok(())
+}
+
+/// Signing must issue one certificate per modem and reject none (pure).
+fn sign_counts_ok(issued: u64, rejected: u64, devices: usize) -> Result<(), DemoError> {
+    if rejected > 0 || issued as usize != devices {
+        return Err(DemoError::Check(format!(
+            "sign issued {issued} and rejected {rejected} of {devices} requests"
+        )));
+    }
+    Ok(())
+}
+
+impl<'a> Demo<'a> {
+    /// The working directory (made or checked empty), announced.
+    fn new(opts: &'a DemoOptions, on: &'a (dyn Fn(DemoEvent) + Sync)) -> Result<Self, DemoError> {
+        let dir = prepare_dir(opts.dir.as_deref())?;
+        let demo = Demo {
+            opts,
+            on,
+            devices: opts.devices.max(1),
+            ca_dir: dir.join("ca"),
+            requests: dir.join("requests.csv"),
+            bundle: dir.join("bundle"),
+            state: dir.join("bench-state"),
+            audit_log: dir.join("audit.jsonl"),
+            dir,
+        };
+        demo.note(format!("working directory: {}", demo.dir.display()));
+        Ok(demo)
+    }
+
+    fn note(&self, s: String) {
+        (self.on)(DemoEvent::Note(s));
+    }
+
+    fn step(&self, n: u32, role: &'static str, title: String, command: String) {
+        (self.on)(DemoEvent::Step {
+            n,
+            role,
+            title,
+            command,
+        });
+    }
+
+    fn ca_pem(&self) -> PathBuf {
+        self.ca_dir.join("ca.pem")
+    }
+
+    /// Step 1: the officer creates the CA on the air-gapped machine.
+    fn create_ca(&self) -> Result<Unlocker, DemoError> {
+        let note = |s: String| self.note(s);
+        let (new_custody, protection, unlock_with, custody_text) =
+            demo_custody(self.opts.custody, &self.dir, &note)?;
+        self.step(
+            1,
+            "officer",
+            format!("create the CA (P-256, {custody_text})"),
+            format!(
+                "nrfca ca init --ca-dir {} --subject \"CN=nrfca demo CA,O=nrfca demo\"{}",
+                self.ca_dir.display(),
+                init_flags(self.opts.custody)
+            ),
+        );
+        let info = ca::init_with(
+            &self.ca_dir,
+            &InitOptions {
+                subject: "CN=nrfca demo CA,O=nrfca demo".into(),
+                days: ca::DEFAULT_DAYS,
+                protection,
+                operator: "officer".into(),
+            },
+            &new_custody,
+        )
+        .map_err(step_err("ca init"))?;
+        self.note(format!(
+            "CA {} fingerprint {}",
+            info.subject, info.fingerprint
+        ));
+        self.note(format!(
+            "valid until {}; key: {}",
+            info.not_after, info.key_protection
+        ));
+        Ok(unlock_with)
+    }
+
+    /// Step 2: modems on the bench (simulated, on pseudo-terminals).
+    fn connect_modems(&self) -> Result<(Simulator, Vec<String>), DemoError> {
+        let devices = self.devices;
+        self.step(
+            2,
+            "technician",
+            format!(
+                "connect {devices} modems (simulated {} on pseudo-terminals)",
+                self.opts.profile.name()
+            ),
+            format!("nrfca sim --count {devices}"),
+        );
+        let sim = Simulator::start(SimConfig {
+            count: devices,
+            profile: self.opts.profile,
+            latency: self.opts.latency,
+            ..SimConfig::default()
+        })
+        .map_err(step_err("sim"))?;
+        let ports: Vec<String> = sim
+            .ports()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        for (i, p) in ports.iter().enumerate() {
+            let snap = sim.snapshot(i);
+            self.note(format!("{p}: IMEI {} UUID {}", snap.imei, snap.uuid));
+        }
+        Ok((sim, ports))
+    }
+
+    /// Step 3, export: AT%KEYGEN on every modem at once, from a bench the officer trusts.
+    fn export(
+        &self,
+        ports: &[String],
+        unlock_with: &dyn Fn() -> Unlock,
+    ) -> Result<(bench::ExportReport, u128), DemoError> {
+        self.step(
+            3,
+            "technician",
+            "generate a key inside every modem (AT%KEYGEN) and collect the requests".into(),
+            format!(
+                "nrfca bench export{} --out {}",
+                port_flags(ports),
+                self.requests.display()
+            ),
+        );
+        self.enroll_bench(unlock_with)?;
+        let t = Instant::now();
+        let mut eo = ExportOptions::new(ports.to_vec(), self.requests.clone());
+        eo.state_dir = self.state.clone();
+        eo.operator = Some("technician".into());
+        eo.bench_name = Some("demo-bench".into());
+        let port_cb = |e: PortEvent| (self.on)(DemoEvent::Port(e));
+        let exported = bench::export(&eo, &port_cb).map_err(step_err("bench export"))?;
+        let export_ms = t.elapsed().as_millis();
+        all_devices_ok("export", &exported.devices)?;
+        self.note(format!(
+            "{} requests in {} ({} ms); each string was checked exactly as the signer will",
+            exported.exported(),
+            self.requests.display(),
+            export_ms
+        ));
+        Ok((exported, export_ms))
+    }
+
+    /// The bench's identity (SPEC §10): enrolled once, trusted by the officer, so `sign` only
+    /// accepts requests files this bench signed.
+    fn enroll_bench(&self, unlock_with: &dyn Fn() -> Unlock) -> Result<(), DemoError> {
+        let enrolled = bench::evidence::init(&self.state, "demo-bench", Some("technician"))
+            .map_err(step_err("bench init"))?;
+        self.note(format!(
+            "bench enrolled: `nrfca bench init --name demo-bench` made its signing key; {} (sha256 {}) goes to the officer",
+            enrolled.public_key_file.display(),
+            enrolled.fingerprint
+        ));
+        let trusted = crate::signer::ca::trust_bench(
+            &self.ca_dir,
+            "demo-bench",
+            &enrolled.public_key_pem,
+            &unlock_with(),
+            "officer",
+        )
+        .map_err(step_err("ca trust-bench"))?;
+        self.note(format!(
+            "officer: `nrfca ca trust-bench --name demo-bench --key bench.pem` (audited); sign now refuses requests not signed by {} (key {})",
+            trusted.name, trusted.fingerprint
+        ));
+        Ok(())
+    }
+
+    /// Step 4: sign on the air-gapped machine.
+    fn sign(
+        &self,
+        unlock_with: &dyn Fn() -> Unlock,
+    ) -> Result<(sign::SignReport, u128), DemoError> {
+        self.step(
+            4,
+            "officer",
+            "check every request and issue the certificates in one atomic batch".into(),
+            format!(
+                "nrfca sign --ca-dir {} --out {} {}",
+                self.ca_dir.display(),
+                self.bundle.display(),
+                self.requests.display()
+            ),
+        );
+        let t = Instant::now();
+        let so = SignOptions::new(
+            self.bundle.clone(),
+            vec![self.requests.clone()],
+            "officer".into(),
+        );
+        let unlock = unlock_with();
+        let mut sign_cb = |e: SignEvent| (self.on)(DemoEvent::Sign(e));
+        let report =
+            sign::sign(&self.ca_dir, &unlock, &so, &mut sign_cb).map_err(step_err("sign"))?;
+        let sign_ms = t.elapsed().as_millis();
+        sign_counts_ok(report.issued, report.rejected, self.devices)?;
+        self.note(format!(
+            "batch {}: {} certificates issued, 0 rejected ({} ms, includes the scrypt unlock)",
+            report.batch, report.issued, sign_ms
+        ));
+        if let Ok(cp) = std::fs::read_to_string(self.bundle.join("checkpoint")) {
+            let mut lines = cp.lines();
+            let (_origin, size, root) = (lines.next(), lines.next(), lines.next());
+            self.note(format!(
+                "requests.csv.sig checked (signed by trusted bench demo-bench) before the key was unlocked; the bundle carries the CA's checkpoint of its audit log: size {}, root {}",
+                size.unwrap_or("?"),
+                root.unwrap_or("?")
+            ));
+        }
+        self.note(format!(
+            "bundle {}: certs.csv, onboard.csv (for nRF Cloud), rejects.csv, ca.pem, checkpoint + checkpoint.sig + checkpoint.proofs, manifest.json + manifest.sig",
+            self.bundle.display()
+        ));
+        Ok((report, sign_ms))
+    }
+
+    /// Step 5, import on the bench: verify the bundle, write root CAs and certificate, prove
+    /// each write by SHA-256.
+    fn import(&self, ports: &[String]) -> Result<(bench::ImportReport, u128), DemoError> {
+        self.step(
+            5,
+            "technician",
+            "verify the signed bundle, install root CAs and certificates, prove each write by SHA-256".into(),
+            format!(
+                "nrfca bench import{} --bundle {} --trust {}",
+                port_flags(ports),
+                self.bundle.display(),
+                self.ca_pem().display()
+            ),
+        );
+        let t = Instant::now();
+        let mut io = ImportOptions::new(ports.to_vec(), self.bundle.clone(), self.ca_pem());
+        io.state_dir = self.state.clone();
+        io.operator = Some("technician".into());
+        io.bench_name = Some("demo-bench".into());
+        let port_cb = |e: PortEvent| (self.on)(DemoEvent::Port(e));
+        let imported = bench::import(&io, &port_cb).map_err(step_err("bench import"))?;
+        let import_ms = t.elapsed().as_millis();
+        self.note(format!(
+            "{} — the bench keeps it, and its next requests.csv.sig quotes it, so a rolled-back ca.db is refused at sign and at import",
+            imported.checkpoint
+        ));
+        all_devices_ok("import", &imported.devices)?;
+        Ok((imported, import_ms))
+    }
+
+    /// Independent check, from the modems' own storage: the SHA-256 each one lists for its
+    /// client certificate is the SHA-256 of the PEM in the bundle.
+    fn check_modems(&self, sim: &Simulator) -> Result<(), DemoError> {
+        let verified = crate::bundle::verify(
+            &self.bundle,
+            std::fs::read(self.ca_pem())
+                .map_err(step_err("read ca.pem"))?
+                .as_slice(),
+        )
+        .map_err(step_err("bundle verify"))?;
+        // Behind the nRF Connect SDK shell the modem stores the PEM with CR LF line ends.
+        let dialect = if self.opts.profile.is_shell() {
+            crate::bench::Dialect::Shell
+        } else {
+            crate::bench::Dialect::At
+        };
+        for i in 0..self.devices {
+            let snap = sim.snapshot(i);
+            let row = verified
+                .certs
+                .iter()
+                .find(|c| c.device_uuid == snap.uuid)
+                .ok_or_else(|| {
+                    DemoError::Check(format!(
+                        "no certificate in the bundle for modem {}",
+                        snap.uuid
+                    ))
+                })?;
+            let want = crypto::sha256_hex(dialect.stored(&row.certificate_pem).as_bytes());
+            let listed = snap
+                .credential(crate::keygen::DEFAULT_SEC_TAG, 1)
+                .map(|c| c.sha256_upper.to_ascii_lowercase())
+                .unwrap_or_default();
+            if listed != want {
+                return Err(DemoError::Check(format!(
+                    "modem {} lists certificate SHA-256 {listed}, the bundle has {want}",
+                    snap.uuid
+                )));
+            }
+            self.note(format!(
+                "{}  serial {}…  modem lists SHA-256 {}… = certs.csv",
+                snap.uuid,
+                row.serial.get(..12).unwrap_or(&row.serial),
+                want.get(..12).unwrap_or(&want)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 6: the auditor verifies the chain, exports it, and verifies the export alone.
+    fn audit(&self) -> Result<audit::VerifyReport, DemoError> {
+        self.step(
+            6,
+            "auditor",
+            "verify the hash-chained, CA-signed audit log; export it and verify the copy alone".into(),
+            format!(
+                "nrfca audit verify --ca-dir {0} && nrfca audit export --ca-dir {0} --out {1} && nrfca audit verify --file {1} --ca-cert {2}",
+                self.ca_dir.display(),
+                self.audit_log.display(),
+                self.ca_pem().display()
+            ),
+        );
+        let v = audit::verify_db(&self.ca_dir).map_err(step_err("audit verify"))?;
+        if !v.is_ok() {
+            return Err(DemoError::Check(format!("audit verify: {:?}", v.first_bad)));
+        }
+        audit::export(
+            &self.ca_dir,
+            &self.audit_log,
+            audit::ExportFormat::Jsonl,
+            "auditor",
+        )
+        .map_err(step_err("audit export"))?;
+        let vf = audit::verify_file(&self.audit_log, &self.ca_pem())
+            .map_err(step_err("audit verify --file"))?;
+        if !vf.is_ok() {
+            return Err(DemoError::Check(format!(
+                "exported audit log: {:?}",
+                vf.first_bad
+            )));
+        }
+        self.note(format!(
+            "{} records, chain and checkpoints intact, head {}",
+            vf.records, vf.head_hash
+        ));
+        Ok(vf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{DeviceResult, Status};
+
+    #[test]
+    fn init_flags_table() {
+        for (custody, want) in [
+            (DemoCustody::Age, ""),
+            (
+                DemoCustody::Hsm,
+                " --pkcs11 MODULE --token-label \"nrfca demo\" --pin-file PIN",
+            ),
+            (
+                DemoCustody::Quorum,
+                " --quorum 2 --custodian alice --custodian bob --custodian carol",
+            ),
+        ] {
+            assert_eq!(init_flags(custody), want, "{custody:?}");
+        }
+        assert_eq!(port_flags(&[]), "");
+        assert_eq!(
+            port_flags(&["/dev/pts/3".into(), "/dev/pts/4".into()]),
+            " --port /dev/pts/3 --port /dev/pts/4"
+        );
+    }
+
+    #[test]
+    fn all_devices_ok_table() {
+        let d = |status| DeviceResult {
+            port: "p".into(),
+            imei: None,
+            uuid: None,
+            sec_tag: 0,
+            status,
+            code: None,
+            detail: String::new(),
+            next_step: None,
+        };
+        use Status::*;
+        let cases = [
+            (vec![], ""),
+            (vec![d(Done), d(AlreadyDone)], ""),
+            (
+                vec![d(Done), d(Failed)],
+                "demo check failed: export failed on 1 device(s)",
+            ),
+            (
+                vec![d(Unknown), d(Failed), d(Done)],
+                "demo check failed: export failed on 2 device(s)",
+            ),
+        ];
+        for (devices, want) in cases {
+            let got = all_devices_ok("export", &devices)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn sign_counts_ok_table() {
+        for (issued, rejected, devices, ok) in [
+            (4, 0, 4, true),
+            (3, 1, 4, false),
+            (3, 0, 4, false),
+            (5, 0, 4, false),
+            (4, 1, 4, false),
+        ] {
+            assert_eq!(
+                sign_counts_ok(issued, rejected, devices).is_ok(),
+                ok,
+                "{issued} {rejected} {devices}"
+            );
+        }
+    }
 }

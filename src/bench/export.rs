@@ -507,6 +507,76 @@ fn plan(
     Ok(plan)
 }
 
+/// One port's run of [`export_device`]: where its steps are reported and journaled.
+struct PortRun<'r, 'c> {
+    ctx: &'r Ctx<'c>,
+    port: &'r str,
+    journal: &'r Journal,
+}
+
+impl PortRun<'_, '_> {
+    fn step(&self, imei: Option<&str>, what: &str) {
+        step(self.ctx, self.port, imei, what);
+    }
+}
+
+/// The firmware must know `AT%KEYGEN` as export uses it (pure).
+fn check_firmware(firmware: &str, model: &str) -> Result<(), Fail> {
+    at::keygen_supported(firmware, model).map_err(|reason| Fail::Refused {
+        code: BenchCode::OldFirmware,
+        detail: reason,
+        next: "update the modem firmware (nRF9160: mfw 1.3.0 or later; nRF91x1: 2.0.0 or later), then re-run".into(),
+    })
+}
+
+/// What the modem said about itself, for the bench record.
+struct Identity {
+    imei: String,
+    firmware: String,
+    model: String,
+}
+
+/// The device's bench record as this run starts it (pure): the existing one, or a new one in
+/// export-unknown; with the model, firmware and port seen now, and the functional mode to
+/// restore unless one is recorded already.
+fn device_record(
+    existing: Option<&DeviceRecord>,
+    id: &Identity,
+    tag: u32,
+    port: &str,
+    restore_to: Option<u8>,
+) -> DeviceRecord {
+    let mut rec = existing.cloned().unwrap_or_else(|| {
+        let mut r = DeviceRecord::new(&id.imei, tag, DeviceState::ExportUnknown);
+        r.cfun_before = restore_to;
+        r
+    });
+    rec.model = Some(id.model.clone());
+    rec.firmware = Some(id.firmware.clone());
+    rec.port = Some(port.to_string());
+    if rec.cfun_before.is_none() {
+        rec.cfun_before = restore_to;
+    }
+    rec
+}
+
+/// A definite refusal of KEYGEN (no key was made): the code to record and what to do next
+/// (pure). `attributes`: whether subject attributes were asked for (`--device-id imei`).
+fn keygen_refused(e: &ModemError, attributes: bool) -> (BenchCode, String) {
+    if attributes && matches!(e, ModemError::Error { .. }) {
+        return (
+            BenchCode::KeygenAttributesRefused,
+            "this firmware does not take subject attributes in %KEYGEN: update the modem firmware, or export this device with --device-id uuid (and sign without --device-id cn)".to_string(),
+        );
+    }
+    let next = if e.cme() == Some(at::CmeCode::ALREADY_EXISTS) {
+        "the modem says the slot already holds a key: re-run (the slot is listed again) or use --force".to_string()
+    } else {
+        e.next_step()
+    };
+    (error_code(e), next)
+}
+
 fn export_device(
     ctx: &Ctx<'_>,
     port: &str,
@@ -514,264 +584,180 @@ fn export_device(
     journal: &Journal,
     track: &mut Track,
 ) -> Result<DeviceResult, Fail> {
+    let run = PortRun { ctx, port, journal };
     let tag = ctx.opts.sec_tag;
-    step(ctx, port, None, "identify");
+    run.step(None, "identify");
     let cfun_now = m.cfun()?;
     let imei = m.imei()?;
     journal.set_imei(&imei);
     track.imei = Some(imei.clone());
-    let imei_s = Some(imei.as_str());
-    let firmware = m.firmware()?;
-    let model = m.model()?;
-    let existing = ctx.state.device(&imei, tag)?;
+    let id = Identity {
+        imei,
+        firmware: m.firmware()?,
+        model: m.model()?,
+    };
+    let existing = ctx.state.device(&id.imei, tag)?;
     track.restore_to = existing
         .as_ref()
         .and_then(|r| r.cfun_before)
         .or(Some(cfun_now));
     track.uuid = existing.as_ref().and_then(|r| r.uuid.clone());
-    if let Err(reason) = at::keygen_supported(&firmware, &model) {
-        return Err(Fail::Refused {
-            code: BenchCode::OldFirmware,
-            detail: reason,
-            next: "update the modem firmware (nRF9160: mfw 1.3.0 or later; nRF91x1: 2.0.0 or later), then re-run".into(),
-        });
-    }
+    check_firmware(&id.firmware, &id.model)?;
 
-    step(ctx, port, imei_s, "check slot");
+    run.step(Some(&id.imei), "check slot");
     let listing = m.cmng_list(tag)?;
     let plan = plan(tag, ctx.opts.force, existing.as_ref(), &listing)?;
-
-    let mut rec = existing.clone().unwrap_or_else(|| {
-        let mut r = DeviceRecord::new(&imei, tag, DeviceState::ExportUnknown);
-        r.cfun_before = track.restore_to;
-        r
-    });
-    rec.model = Some(model.clone());
-    rec.firmware = Some(firmware.clone());
-    rec.port = Some(port.to_string());
-    if rec.cfun_before.is_none() {
-        rec.cfun_before = track.restore_to;
-    }
-
-    let keygen_text = match plan {
+    let mut rec = device_record(existing.as_ref(), &id, tag, port, track.restore_to);
+    match plan {
         Plan::Skip(detail) => {
             journal.note("decision", &detail);
-            return Ok(DeviceResult {
+            Ok(DeviceResult {
                 port: port.to_string(),
-                imei: Some(imei),
+                imei: Some(id.imei),
                 uuid: rec.uuid.clone(),
                 sec_tag: tag,
                 status: Status::AlreadyDone,
                 code: None,
                 detail,
                 next_step: None,
-            });
+            })
         }
         Plan::Adopt(candidate) => {
             journal.note(
                 "decision",
                 "adopting the KEYGEN reply of the interrupted export; the key is in the slot",
             );
-            return finish(ctx, port, m, journal, track, rec, &candidate, Some(listing));
+            finish(&run, m, track, rec, &candidate, Some(listing))
         }
         Plan::Keygen { delete, why } => {
             journal.note("decision", &why);
-            if cfun_now != 4 {
-                step(ctx, port, imei_s, "CFUN=4");
-                track.cfun_changed = true;
-                m.set_cfun(4)?;
-            }
-            // Write-ahead: from here on a key may exist.
-            rec.state = DeviceState::ExportUnknown;
-            rec.keygen = None;
-            rec.keygen_sha256 = None;
-            rec.key_sha256 = None;
-            rec.public_key = None;
-            rec.error_code = None;
-            rec.last_error = None;
+            let keygen_text = keygen(&run, m, track, &mut rec, &delete, &listing, cfun_now)?;
+            // Keep the reply before anything else can fail.
+            rec.keygen = Some(keygen_text.clone());
             journal.commit(&rec)?;
-            for kind in delete {
-                if listing.iter().any(|e| e.kind == kind) {
-                    step(ctx, port, imei_s, &format!("delete type {kind}"));
-                    m.cmng_delete(tag, kind)?;
-                }
-            }
-            step(ctx, port, imei_s, "KEYGEN");
-            let attributes = ctx.opts.device_id.keygen_attributes(&imei);
-            match m.keygen(tag, attributes.as_deref()) {
-                Ok(s) => s,
-                Err(ModemError::Timeout {
-                    partial,
-                    command,
-                    waited,
-                }) => {
-                    match keygen_from_lines(&partial) {
-                        // The reply arrived but its final result code did not: keep the
-                        // string; finish() confirms the key is in the slot.
-                        Some(s) => {
-                            journal.note("KEYGEN", "reply without final result; checking the slot");
-                            s
-                        }
-                        None => {
-                            return Err(Fail::Modem(ModemError::Timeout {
-                                partial,
-                                command,
-                                waited,
-                            }))
-                        }
-                    }
-                }
-                Err(e) if e.outcome_unknown() => return Err(e.into()),
-                Err(e) => {
-                    // A definite refusal: no key was made.
-                    rec.state = DeviceState::ExportFailed;
-                    let attributes_refused =
-                        attributes.is_some() && matches!(e, ModemError::Error { .. });
-                    let code = if attributes_refused {
-                        BenchCode::KeygenAttributesRefused
-                    } else {
-                        error_code(&e)
-                    };
-                    let next = if attributes_refused {
-                        "this firmware does not take subject attributes in %KEYGEN: update the modem firmware, or export this device with --device-id uuid (and sign without --device-id cn)".to_string()
-                    } else if e.cme() == Some(at::CmeCode::ALREADY_EXISTS) {
-                        "the modem says the slot already holds a key: re-run (the slot is listed again) or use --force".to_string()
-                    } else {
-                        e.next_step()
-                    };
-                    rec.note_error(port, &code.to_string(), &e.to_string());
-                    journal.commit(&rec)?;
-                    return Err(Fail::Refused {
-                        code,
-                        detail: e.to_string(),
-                        next,
-                    });
-                }
-            }
+            finish(&run, m, track, rec, &keygen_text, None)
         }
-    };
-    // Keep the reply before anything else can fail.
-    rec.keygen = Some(keygen_text.clone());
-    journal.commit(&rec)?;
-    finish(ctx, port, m, journal, track, rec, &keygen_text, None)
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    ctx: &Ctx<'_>,
-    port: &str,
+/// CFUN=4, the write-ahead record (from here on a key may exist), the deletes [`plan`] asked
+/// for, then `AT%KEYGEN`: its reply, also when only the final result code was lost. A
+/// definite refusal is recorded as export-failed.
+fn keygen(
+    run: &PortRun<'_, '_>,
     m: &mut Modem<Box<dyn Transport>>,
-    journal: &Journal,
+    track: &mut Track,
+    rec: &mut DeviceRecord,
+    delete: &[u8],
+    listing: &[at::CmngEntry],
+    cfun_now: u8,
+) -> Result<String, Fail> {
+    let tag = run.ctx.opts.sec_tag;
+    let imei = rec.imei.clone();
+    let imei_s = Some(imei.as_str());
+    if cfun_now != 4 {
+        run.step(imei_s, "CFUN=4");
+        track.cfun_changed = true;
+        m.set_cfun(4)?;
+    }
+    rec.state = DeviceState::ExportUnknown;
+    rec.keygen = None;
+    rec.keygen_sha256 = None;
+    rec.key_sha256 = None;
+    rec.public_key = None;
+    rec.error_code = None;
+    rec.last_error = None;
+    run.journal.commit(rec)?;
+    for &kind in delete {
+        if listing.iter().any(|e| e.kind == kind) {
+            run.step(imei_s, &format!("delete type {kind}"));
+            m.cmng_delete(tag, kind)?;
+        }
+    }
+    run.step(imei_s, "KEYGEN");
+    let attributes = run.ctx.opts.device_id.keygen_attributes(&imei);
+    match m.keygen(tag, attributes.as_deref()) {
+        Ok(s) => Ok(s),
+        Err(ModemError::Timeout {
+            partial,
+            command,
+            waited,
+        }) => match keygen_from_lines(&partial) {
+            // The reply arrived but its final result code did not: keep the string; finish()
+            // confirms the key is in the slot.
+            Some(s) => {
+                run.journal
+                    .note("KEYGEN", "reply without final result; checking the slot");
+                Ok(s)
+            }
+            None => Err(Fail::Modem(ModemError::Timeout {
+                partial,
+                command,
+                waited,
+            })),
+        },
+        Err(e) if e.outcome_unknown() => Err(e.into()),
+        Err(e) => {
+            // A definite refusal: no key was made.
+            rec.state = DeviceState::ExportFailed;
+            let (code, next) = keygen_refused(&e, attributes.is_some());
+            rec.note_error(run.port, &code.to_string(), &e.to_string());
+            run.journal.commit(rec)?;
+            Err(Fail::Refused {
+                code,
+                detail: e.to_string(),
+                next,
+            })
+        }
+    }
+}
+
+/// After KEYGEN (now, or adopted from an interrupted run): the reply passes the signer's
+/// check, the key is in the slot, the request is appended once, the record says exported.
+fn finish(
+    run: &PortRun<'_, '_>,
+    m: &mut Modem<Box<dyn Transport>>,
     track: &mut Track,
     mut rec: DeviceRecord,
     keygen_text: &str,
     listing: Option<Vec<at::CmngEntry>>,
 ) -> Result<DeviceResult, Fail> {
-    let tag = ctx.opts.sec_tag;
+    let tag = run.ctx.opts.sec_tag;
     let imei = rec.imei.clone();
-    step(ctx, port, Some(&imei), "check request");
-    let verified = match keygen::check(
-        keygen_text,
-        &CheckOptions {
-            sec_tag: Some(tag),
-            device_id: ctx.opts.device_id.check_mode(),
-            imei: Some(imei.clone()),
-        },
-    ) {
-        Ok(v) => v,
-        Err(rej) => {
-            rec.state = DeviceState::ExportFailed;
-            rec.note_error(
-                port,
-                &BenchCode::Keygen(rej.code).to_string(),
-                &format!(
-                    "the modem's KEYGEN reply fails the signer's check ({rej}); the key stays in the slot"
-                ),
-            );
-            journal.note("check", &format!("rejected: {}", rej.code));
-            journal.commit(&rec)?;
-            return Err(Fail::Refused {
-                code: BenchCode::Keygen(rej.code),
-                detail: format!("the KEYGEN reply would be rejected by `nrfca sign`: {rej}"),
-                next: format!(
-                    "{}; then re-run with --force to replace the key",
-                    rej.code.next_step()
-                ),
-            });
-        }
-    };
+    run.step(Some(&imei), "check request");
+    let verified = check_request(run, &mut rec, keygen_text)?;
     track.uuid = Some(verified.uuid.clone());
     let listing = match listing {
         Some(l) => l,
         None => {
-            step(ctx, port, Some(&imei), "confirm key");
+            run.step(Some(&imei), "confirm key");
             m.cmng_list(tag)?
         }
     };
-    let key = match listing.iter().find(|e| e.kind == 2) {
-        Some(k) => k.clone(),
-        None => {
-            rec.state = DeviceState::ExportFailed;
-            rec.keygen = None;
-            rec.note_error(
-                port,
-                "no-key-stored",
-                "KEYGEN answered but the slot lists no key (type 2)",
-            );
-            journal.commit(&rec)?;
-            return Err(Fail::Refused {
-                code: BenchCode::NoKeyStored,
-                detail: format!("KEYGEN answered but sec_tag {tag} lists no key"),
-                next: "re-run export: a new key is generated".into(),
-            });
-        }
+    let Some(key) = listing.iter().find(|e| e.kind == 2) else {
+        rec.state = DeviceState::ExportFailed;
+        rec.keygen = None;
+        rec.note_error(
+            run.port,
+            "no-key-stored",
+            "KEYGEN answered but the slot lists no key (type 2)",
+        );
+        run.journal.commit(&rec)?;
+        return Err(Fail::Refused {
+            code: BenchCode::NoKeyStored,
+            detail: format!("KEYGEN answered but sec_tag {tag} lists no key"),
+            next: "re-run export: a new key is generated".into(),
+        });
     };
-    let out_name = ctx.opts.out.display().to_string();
-    {
-        step(ctx, port, Some(&imei), "write request");
-        let mut w = match ctx.writer.lock() {
-            Ok(w) => w,
-            Err(p) => p.into_inner(),
-        };
-        let already = std::fs::read_to_string(&ctx.opts.out)
-            .map(|t| t.contains(keygen_text))
-            .unwrap_or(false);
-        if !already {
-            let row = RequestRow {
-                device_uuid: verified.uuid.clone(),
-                imei: imei.clone(),
-                sec_tag: tag.to_string(),
-                keygen: keygen_text.to_string(),
-                modem_fw: rec.firmware.clone().unwrap_or_default(),
-                model: rec.model.clone().unwrap_or_default(),
-                bench: ctx.actor.bench.clone(),
-                port: port.to_string(),
-                exported_at: now(),
-                bad_shape: None,
-            };
-            w.append(&row)
-                .map_err(|e| Fail::Internal(format!("requests file: {e}")))?;
-        }
-    }
-    rec.state = DeviceState::Exported;
-    rec.uuid = Some(verified.uuid.clone());
-    rec.public_key = Some(hex::encode(verified.public_key));
-    rec.keygen = Some(keygen_text.to_string());
-    rec.keygen_sha256 = Some(hex::encode(verified.keygen_sha256));
-    rec.key_sha256 = Some(key.sha256.clone());
-    rec.exported_at = Some(now());
-    rec.requests_file = Some(out_name.clone());
-    rec.error_code = None;
-    rec.last_error = None;
-    rec.imported_at = None;
-    rec.cert_serial = None;
-    rec.cert_sha256 = None;
-    rec.root_sha256 = None;
-    rec.bundle = None;
-    journal.note("result", &format!("exported {}", verified.uuid));
-    journal.commit(&rec)?;
+    let out_name = run.ctx.opts.out.display().to_string();
+    run.step(Some(&imei), "write request");
+    append_request(run, &rec, &verified, keygen_text)?;
+    mark_exported(&mut rec, &verified, keygen_text, &key.sha256, &out_name);
+    run.journal
+        .note("result", &format!("exported {}", verified.uuid));
+    run.journal.commit(&rec)?;
     Ok(DeviceResult {
-        port: port.to_string(),
+        port: run.port.to_string(),
         imei: Some(imei),
         uuid: Some(verified.uuid),
         sec_tag: tag,
@@ -780,6 +766,107 @@ fn finish(
         detail: format!("request written to {out_name}"),
         next_step: Some("sign the requests file, then `nrfca bench import`".into()),
     })
+}
+
+/// The KEYGEN reply checked exactly as `sign` will check it; a reply `sign` would reject is
+/// recorded as export-failed (the key stays in the slot).
+fn check_request(
+    run: &PortRun<'_, '_>,
+    rec: &mut DeviceRecord,
+    keygen_text: &str,
+) -> Result<keygen::Verified, Fail> {
+    let checked = keygen::check(
+        keygen_text,
+        &CheckOptions {
+            sec_tag: Some(run.ctx.opts.sec_tag),
+            device_id: run.ctx.opts.device_id.check_mode(),
+            imei: Some(rec.imei.clone()),
+        },
+    );
+    let rej = match checked {
+        Ok(v) => return Ok(v),
+        Err(rej) => rej,
+    };
+    rec.state = DeviceState::ExportFailed;
+    rec.note_error(
+        run.port,
+        &BenchCode::Keygen(rej.code).to_string(),
+        &format!(
+            "the modem's KEYGEN reply fails the signer's check ({rej}); the key stays in the slot"
+        ),
+    );
+    run.journal
+        .note("check", &format!("rejected: {}", rej.code));
+    run.journal.commit(rec)?;
+    Err(Fail::Refused {
+        code: BenchCode::Keygen(rej.code),
+        detail: format!("the KEYGEN reply would be rejected by `nrfca sign`: {rej}"),
+        next: format!(
+            "{}; then re-run with --force to replace the key",
+            rej.code.next_step()
+        ),
+    })
+}
+
+/// Append the request row to the requests file (fsync'd), unless the file already holds
+/// this KEYGEN reply (a re-run after the row was written).
+fn append_request(
+    run: &PortRun<'_, '_>,
+    rec: &DeviceRecord,
+    verified: &keygen::Verified,
+    keygen_text: &str,
+) -> Result<(), Fail> {
+    let ctx = run.ctx;
+    let mut w = match ctx.writer.lock() {
+        Ok(w) => w,
+        Err(p) => p.into_inner(),
+    };
+    let already = std::fs::read_to_string(&ctx.opts.out)
+        .map(|t| t.contains(keygen_text))
+        .unwrap_or(false);
+    if already {
+        return Ok(());
+    }
+    let row = RequestRow {
+        device_uuid: verified.uuid.clone(),
+        imei: rec.imei.clone(),
+        sec_tag: ctx.opts.sec_tag.to_string(),
+        keygen: keygen_text.to_string(),
+        modem_fw: rec.firmware.clone().unwrap_or_default(),
+        model: rec.model.clone().unwrap_or_default(),
+        bench: ctx.actor.bench.clone(),
+        port: run.port.to_string(),
+        exported_at: now(),
+        bad_shape: None,
+    };
+    w.append(&row)
+        .map_err(|e| Fail::Internal(format!("requests file: {e}")))
+}
+
+/// The record of a completed export (pure but for the time stamp): what was exported, and
+/// nothing left of an earlier import or error.
+fn mark_exported(
+    rec: &mut DeviceRecord,
+    verified: &keygen::Verified,
+    keygen_text: &str,
+    key_sha256: &str,
+    requests_file: &str,
+) {
+    rec.state = DeviceState::Exported;
+    rec.uuid = Some(verified.uuid.clone());
+    rec.public_key = Some(hex::encode(verified.public_key));
+    rec.keygen = Some(keygen_text.to_string());
+    rec.keygen_sha256 = Some(hex::encode(verified.keygen_sha256));
+    rec.key_sha256 = Some(key_sha256.to_string());
+    rec.exported_at = Some(now());
+    rec.requests_file = Some(requests_file.to_string());
+    rec.error_code = None;
+    rec.last_error = None;
+    rec.imported_at = None;
+    rec.cert_serial = None;
+    rec.cert_sha256 = None;
+    rec.root_sha256 = None;
+    rec.bundle = None;
 }
 
 #[cfg(test)]
@@ -809,6 +896,127 @@ mod tests {
             Ok(Plan::Adopt(k)) => format!("adopt {k}"),
             Ok(Plan::Keygen { delete, .. }) => format!("keygen delete {delete:?}"),
             Err(f) => format!("refuse {}", f.parts().0),
+        }
+    }
+
+    #[test]
+    fn keygen_refused_table() {
+        let error = || ModemError::Error {
+            command: "AT%KEYGEN".into(),
+        };
+        let cme = |n| ModemError::Cme {
+            command: "AT%KEYGEN".into(),
+            code: at::CmeCode(n),
+        };
+        // (case, error, attributes asked for, code, next step starts with)
+        let cases = [
+            (
+                "ERROR with attributes",
+                error(),
+                true,
+                "keygen-attributes-refused",
+                "this firmware does not take subject attributes",
+            ),
+            (
+                "ERROR without attributes",
+                error(),
+                false,
+                "at-error",
+                "the modem refused the command (plain ERROR)",
+            ),
+            (
+                "slot already holds a key",
+                cme(519),
+                false,
+                "cme-519",
+                "the modem says the slot already holds a key",
+            ),
+            (
+                "CME with attributes is not about them",
+                cme(519),
+                true,
+                "cme-519",
+                "the modem says the slot already holds a key",
+            ),
+        ];
+        for (name, e, attributes, code, next) in cases {
+            let (c, n) = keygen_refused(&e, attributes);
+            assert_eq!(c.to_string(), code, "case: {name}");
+            assert!(n.starts_with(next), "case: {name}: {n}");
+        }
+        let other = cme(514);
+        assert_eq!(keygen_refused(&other, false).1, other.next_step());
+    }
+
+    #[test]
+    fn device_record_table() {
+        let id = Identity {
+            imei: "355025930000000".into(),
+            firmware: "mfw_nrf9160_1.3.5".into(),
+            model: "nRF9160-SICA".into(),
+        };
+        let with_cfun = |cfun: Option<u8>| {
+            let mut r = record(DeviceState::Exported, Some("AA"), None);
+            r.cfun_before = cfun;
+            r.port = Some("/dev/old".into());
+            r
+        };
+        // (case, existing record, mode to restore, state, cfun_before, key kept)
+        let cases = [
+            (
+                "new device",
+                None,
+                Some(1),
+                DeviceState::ExportUnknown,
+                Some(1),
+                None,
+            ),
+            (
+                "known, mode recorded",
+                Some(with_cfun(Some(0))),
+                Some(1),
+                DeviceState::Exported,
+                Some(0),
+                Some("AA"),
+            ),
+            (
+                "known, no mode recorded",
+                Some(with_cfun(None)),
+                Some(4),
+                DeviceState::Exported,
+                Some(4),
+                Some("AA"),
+            ),
+        ];
+        for (name, existing, restore_to, state, cfun, key) in cases {
+            let r = device_record(existing.as_ref(), &id, 7, "/dev/new", restore_to);
+            assert_eq!(r.state, state, "case: {name}");
+            assert_eq!(r.cfun_before, cfun, "case: {name}");
+            assert_eq!(r.key_sha256.as_deref(), key, "case: {name}");
+            assert_eq!(r.port.as_deref(), Some("/dev/new"), "case: {name}");
+            assert_eq!(
+                r.firmware.as_deref(),
+                Some("mfw_nrf9160_1.3.5"),
+                "case: {name}"
+            );
+            assert_eq!(r.model.as_deref(), Some("nRF9160-SICA"), "case: {name}");
+        }
+    }
+
+    #[test]
+    fn check_firmware_table() {
+        for (fw, model, ok) in [
+            ("mfw_nrf9160_1.3.5", "nRF9160-SICA", true),
+            ("mfw_nrf9160_1.2.7", "nRF9160-SICA", false),
+            ("mfw_nrf91x1_2.0.1", "nRF9151-LACA", true),
+            ("mfw_nrf91x1_1.9.0", "nRF9151-LACA", false),
+            ("garbage", "nRF9160-SICA", false),
+        ] {
+            let got = check_firmware(fw, model);
+            assert_eq!(got.is_ok(), ok, "{fw}");
+            if let Err(f) = got {
+                assert_eq!(f.parts().0, "old-firmware", "{fw}");
+            }
         }
     }
 

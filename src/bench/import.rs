@@ -554,7 +554,6 @@ fn record_failure(
     }
 }
 
-/// The certificate row for a device record, if the bundle has one.
 /// Which of the device's bench records to import, with its certificate from the bundle (pure:
 /// no modem, no state). A device with none is refused with the reason: its export is not
 /// complete, the signer rejected its request (`rejects` = (uuid, code, detail) rows of the
@@ -785,104 +784,121 @@ fn check_ca_pin(
     Ok(())
 }
 
-fn import_device(
-    ctx: &Ctx<'_>,
-    port: &str,
-    m: &mut Modem<Box<dyn Transport>>,
-    journal: &Journal,
-    track: &mut Track,
-) -> Result<DeviceResult, Fail> {
-    step(ctx, port, None, "identify");
-    let cfun_now = m.cfun()?;
-    let imei = m.imei()?;
-    journal.set_imei(&imei);
-    track.imei = Some(imei.clone());
-    let imei_s = Some(imei.as_str());
-    let records = ctx.state.devices_by_imei(&imei)?;
-    if records.is_empty() {
-        return Err(refused(
-            BenchCode::NotExportedHere,
-            format!(
-                "IMEI {imei} was never exported on this bench (state {})",
-                ctx.state.path().display()
-            ),
-            "import on the bench that exported it, or pass its --state directory; with simulated modems, the likely cause is an `nrfca sim` restarted without its `--state FILE` (a new simulator has new IMEIs and keys): restart it with the same --state, or export again",
-        ));
-    }
-    let (mut rec, row) = match select(&records, &ctx.certs, &ctx.rejects) {
-        Ok(c) => c,
-        Err(f) => {
-            let r = records.first();
-            track.sec_tag = r.map(|r| r.sec_tag);
-            track.uuid = r.and_then(|r| r.uuid.clone());
-            return Err(f);
-        }
-    };
-    let tag = rec.sec_tag;
-    track.sec_tag = Some(tag);
-    track.uuid = rec.uuid.clone();
-    track.restore_to = Some(rec.cfun_before.unwrap_or(cfun_now));
+/// One port's run of [`import_device`]: where its steps are reported and journaled.
+struct PortRun<'r, 'c> {
+    ctx: &'r Ctx<'c>,
+    port: &'r str,
+    journal: &'r Journal,
+}
 
-    step(ctx, port, imei_s, "check certificate");
-    check_cert(&ctx.ca, row, &rec)?;
-    match m.device_uuid() {
-        Ok(Some(u))
+impl PortRun<'_, '_> {
+    fn step(&self, imei: Option<&str>, what: &str) {
+        step(self.ctx, self.port, imei, what);
+    }
+}
+
+/// What one device's slots must hold at the end, fixed before anything is written.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The sec_tag of the exported key: the certificate goes beside it.
+    tag: u32,
+    /// Where the root CAs go: `--ca-sec-tag`, else `tag`.
+    ca_tag: u32,
+    /// The certificate as written (LF line ends, final newline).
+    cert_pem: String,
+    /// SHA-256 the modem will list for the certificate (lowercase hex).
+    cert_sha: String,
+    /// SHA-256 the modem will list for the root CA bundle (lowercase hex).
+    root_sha: String,
+    /// The certificate's serial, as the bundle lists it.
+    serial: String,
+}
+
+/// The slot listings of a device: its sec_tag, and the root CAs' sec_tag when that differs.
+#[derive(Debug, Clone, Default)]
+struct Slots {
+    tag: Vec<at::CmngEntry>,
+    ca: Option<Vec<at::CmngEntry>>,
+}
+
+impl Slots {
+    /// The listing that holds (or should hold) the root CAs.
+    fn roots(&self) -> &[at::CmngEntry] {
+        self.ca.as_deref().unwrap_or(&self.tag)
+    }
+}
+
+/// What to do with a device's slots once the certificate passed its checks.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// The slots hold this certificate and the root CAs and the record says imported.
+    AlreadyImported,
+    /// Write what the slots lack (possibly nothing, when only the record is behind), then
+    /// verify that the exported key, listed now as `key_sha256`, is still there.
+    Write { key_sha256: String, writes: Writes },
+}
+
+/// Which of the two credentials to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Writes {
+    /// The root CA bundle (type 0).
+    root: bool,
+    /// The device certificate (type 1).
+    cert: bool,
+}
+
+/// The certificate text to write: LF line ends and a final newline (the bundle's PEM as is
+/// when it already has both).
+fn cert_pem_for_modem(pem: &str) -> String {
+    if pem.contains('\r') || !pem.ends_with('\n') {
+        at::normalize_pem(pem)
+    } else {
+        pem.to_string()
+    }
+}
+
+/// The UUID the modem reports must be the one recorded at export for this IMEI (pure; `None`:
+/// the modem did not say, nothing to compare).
+fn check_modem_uuid(rec: &DeviceRecord, reported: Option<&str>) -> Result<(), Fail> {
+    match reported {
+        Some(u)
             if rec
                 .uuid
                 .as_deref()
-                .is_some_and(|r| !r.eq_ignore_ascii_case(&u)) =>
+                .is_some_and(|r| !r.eq_ignore_ascii_case(u)) =>
         {
-            return Err(refused(
+            Err(refused(
                 BenchCode::IdentityMismatch,
                 format!(
-                    "the modem reports UUID {u}, but IMEI {imei} was exported as {}",
+                    "the modem reports UUID {u}, but IMEI {} was exported as {}",
+                    rec.imei,
                     rec.uuid.as_deref().unwrap_or("?")
                 ),
                 "the IMEI/UUID pairing changed: investigate the device before importing",
-            ));
+            ))
         }
-        Ok(_) => {}
-        Err(e) if e.outcome_unknown() => return Err(e.into()),
-        Err(_) => {}
+        _ => Ok(()),
     }
+}
 
-    let cert_pem = if row.certificate_pem.contains('\r') || !row.certificate_pem.ends_with('\n') {
-        at::normalize_pem(&row.certificate_pem)
-    } else {
-        row.certificate_pem.clone()
-    };
-    // What the modem will list: the SHA-256 of the bytes it stores, which over the shell
-    // dialect have CR LF line ends.
-    let cert_sha = m.stored_sha256(&cert_pem).to_ascii_lowercase();
-    let root_sha = m.stored_sha256(&ctx.root).to_ascii_lowercase();
-    check_ca_pin(&ctx.ca, &records, &cert_sha, ctx.opts.force, journal)?;
-
-    step(ctx, port, imei_s, "check slot");
-    let listing = m.cmng_list(tag)?;
-    // The root CAs go to their own sec_tag with --ca-sec-tag, else beside the certificate.
-    let ca_tag = ctx.opts.ca_sec_tag.unwrap_or(tag);
-    let ca_listing = if ca_tag == tag {
-        None
-    } else {
-        Some(m.cmng_list(ca_tag)?)
-    };
-    let key = listing.iter().find(|e| e.kind == 2).cloned();
-    let key = match key {
-        None if listing.iter().any(|e| e.kind == 8) => {
+/// Decide from the device's record and its slot listings what to write (pure: no modem, no
+/// state). The exported key (type 2) must still be there, unchanged; the root CAs and the
+/// certificate are written unless the listing shows them with the expected SHA-256.
+fn plan(rec: &DeviceRecord, t: &Target, slots: &Slots) -> Result<Plan, Fail> {
+    let tag = t.tag;
+    let Some(key) = slots.tag.iter().find(|e| e.kind == 2) else {
+        if slots.tag.iter().any(|e| e.kind == 8) {
             return Err(refused(
                 BenchCode::KeyMissing,
                 format!("sec_tag {tag} holds an endorsement key (type 8, from AT%KEYGEN key_type 8), not the client key (type 2) a device certificate pairs with"),
                 "delete the slot's type 8 key only if it is not used for anything else, then run `nrfca bench export --force` on this device (it asks for key_type 2), sign, and import again",
-            ))
+            ));
         }
-        None => {
-            return Err(refused(
-                BenchCode::KeyMissing,
-                format!("sec_tag {tag} no longer holds the key exported on {}", rec.exported_at.as_deref().unwrap_or("?")),
-                "the certificate is useless without its key: run `nrfca bench export --force` on this device, sign, and import again",
-            ))
-        }
-        Some(k) => k,
+        return Err(refused(
+            BenchCode::KeyMissing,
+            format!("sec_tag {tag} no longer holds the key exported on {}", rec.exported_at.as_deref().unwrap_or("?")),
+            "the certificate is useless without its key: run `nrfca bench export --force` on this device, sign, and import again",
+        ));
     };
     if let Some(recorded) = &rec.key_sha256 {
         if !recorded.eq_ignore_ascii_case(&key.sha256) {
@@ -893,147 +909,299 @@ fn import_device(
             ));
         }
     }
-    let has = |kind: u8, sha: &str| {
-        listing
-            .iter()
+    let has = |l: &[at::CmngEntry], kind: u8, sha: &str| {
+        l.iter()
             .any(|e| e.kind == kind && e.sha256.eq_ignore_ascii_case(sha))
     };
-    let root_ok = match &ca_listing {
-        None => has(0, &root_sha),
-        Some(l) => l
-            .iter()
-            .any(|e| e.kind == 0 && e.sha256.eq_ignore_ascii_case(&root_sha)),
-    };
-    let cert_ok = has(1, &cert_sha);
-    let serial = row.serial.clone();
-
+    let root_ok = has(slots.roots(), 0, &t.root_sha);
+    let cert_ok = has(&slots.tag, 1, &t.cert_sha);
     if root_ok && cert_ok && rec.state == DeviceState::Imported {
-        let detail = format!(
-            "already imported on {} (certificate {serial})",
-            rec.imported_at.as_deref().unwrap_or("?")
-        );
-        journal.note("decision", &detail);
-        if rec.ca_sha256.is_none() {
-            // Imported before CA pinning: the certificate in place is this CA's.
-            rec.ca_sha256 = Some(ctx.ca.sha256.clone());
-            journal.commit(&rec)?;
-        }
-        return Ok(DeviceResult {
-            port: port.to_string(),
-            imei: Some(imei),
-            uuid: rec.uuid.clone(),
-            sec_tag: tag,
-            status: Status::AlreadyDone,
-            code: None,
-            detail,
-            next_step: None,
-        });
+        return Ok(Plan::AlreadyImported);
     }
+    Ok(Plan::Write {
+        key_sha256: key.sha256.clone(),
+        writes: Writes {
+            root: !root_ok,
+            cert: !cert_ok,
+        },
+    })
+}
 
-    // Write-ahead: from here on the slot may change.
-    rec.state = DeviceState::ImportUnknown;
-    rec.port = Some(port.to_string());
-    rec.bundle = Some(ctx.opts.bundle.display().to_string());
-    journal.commit(&rec)?;
-
-    if !(root_ok && cert_ok) && cfun_now != 4 {
-        step(ctx, port, imei_s, "CFUN=4");
-        track.cfun_changed = true;
-        m.set_cfun(4)?;
-    }
-    if !root_ok {
-        step(ctx, port, imei_s, "write root CAs");
-        m.cmng_write(ca_tag, 0, &ctx.root)?;
-    } else {
-        journal.note("skip", "root CA bundle already in place (SHA-256 matches)");
-    }
-    if !cert_ok {
-        step(ctx, port, imei_s, "write certificate");
-        m.cmng_write(tag, 1, &cert_pem)?;
-    } else {
-        journal.note("skip", "certificate already in place (SHA-256 matches)");
-    }
-
-    step(ctx, port, imei_s, "verify");
-    let after = m.cmng_list(tag)?;
-    let ca_after = if ca_tag == tag {
-        None
-    } else {
-        Some(m.cmng_list(ca_tag)?)
-    };
+/// After writing, the listing must show the root CAs, the certificate and the key exactly as
+/// intended (pure). Every mismatch is named in the one refusal.
+fn verify_listing(t: &Target, key_sha256: &str, after: &Slots) -> Result<(), Fail> {
     let listed_in =
         |l: &[at::CmngEntry], kind: u8| l.iter().find(|e| e.kind == kind).map(|e| e.sha256.clone());
-    let listed = |kind: u8| listed_in(&after, kind);
+    let listed = |kind: u8| listed_in(&after.tag, kind);
     let mut problems = Vec::new();
-    match listed_in(ca_after.as_deref().unwrap_or(&after), 0) {
-        Some(s) if s.eq_ignore_ascii_case(&root_sha) => {}
+    match listed_in(after.roots(), 0) {
+        Some(s) if s.eq_ignore_ascii_case(&t.root_sha) => {}
         Some(s) => problems.push(format!(
             "type 0 lists {s}, expected {}",
-            root_sha.to_uppercase()
+            t.root_sha.to_uppercase()
         )),
         None => problems.push("type 0 (root CAs) is not listed".to_string()),
     }
     match listed(1) {
-        Some(s) if s.eq_ignore_ascii_case(&cert_sha) => {}
+        Some(s) if s.eq_ignore_ascii_case(&t.cert_sha) => {}
         Some(s) => problems.push(format!(
             "type 1 lists {s}, expected {}",
-            cert_sha.to_uppercase()
+            t.cert_sha.to_uppercase()
         )),
         None => problems.push("type 1 (certificate) is not listed".to_string()),
     }
     match listed(2) {
-        Some(s) if s.eq_ignore_ascii_case(&key.sha256) => {}
+        Some(s) if s.eq_ignore_ascii_case(key_sha256) => {}
         _ => problems.push("type 2 (the key) changed or vanished during import".to_string()),
     }
-    if !problems.is_empty() {
-        return Err(refused(
-            BenchCode::VerifyFailed,
-            format!("after writing, the modem's listing does not match: {}", problems.join("; ")),
-            "re-run import; if it persists the modem stores credentials differently (check its firmware)",
-        ));
+    if problems.is_empty() {
+        return Ok(());
     }
+    Err(refused(
+        BenchCode::VerifyFailed,
+        format!("after writing, the modem's listing does not match: {}", problems.join("; ")),
+        "re-run import; if it persists the modem stores credentials differently (check its firmware)",
+    ))
+}
 
-    let target = track.restore_to.unwrap_or(cfun_now);
-    let mut note = String::new();
-    if target != 4 && (track.cfun_changed || cfun_now != target) {
-        step(ctx, port, imei_s, &format!("CFUN={target}"));
-        if let Err(e) = m.set_cfun(target) {
-            note = format!(
-                " (could not restore CFUN={target}: {}; set it by hand)",
-                e.outcome_text()
-            );
-        }
-    }
+/// The functional mode to set after a verified import (pure): the one found before export,
+/// unless that is 4 (where the writes leave the modem) or the modem is already in it.
+fn cfun_to_restore(target: u8, cfun_now: u8, changed: bool) -> Option<u8> {
+    (target != 4 && (changed || cfun_now != target)).then_some(target)
+}
+
+/// The record of a verified import (`note`: what could not be done afterwards, or empty).
+fn mark_imported(rec: &mut DeviceRecord, t: &Target, ca_sha256: &str, note: &str) {
     rec.state = DeviceState::Imported;
     rec.imported_at = Some(now());
-    rec.cert_serial = Some(serial.clone());
-    rec.cert_sha256 = Some(cert_sha);
-    rec.root_sha256 = Some(root_sha);
-    rec.ca_sha256 = Some(ctx.ca.sha256.clone());
+    rec.cert_serial = Some(t.serial.clone());
+    rec.cert_sha256 = Some(t.cert_sha.clone());
+    rec.root_sha256 = Some(t.root_sha.clone());
+    rec.ca_sha256 = Some(ca_sha256.to_string());
     rec.error_code = None;
     rec.last_error = if note.is_empty() {
         None
     } else {
         Some(note.trim().to_string())
     };
-    journal.note("result", &format!("imported certificate {serial}"));
+}
+
+/// What a verified import reports.
+fn done_detail(t: &Target, note: &str) -> String {
+    let serial = &t.serial;
+    if t.ca_tag == t.tag {
+        format!("certificate {serial} and root CAs installed and verified by SHA-256{note}")
+    } else {
+        format!(
+            "certificate {serial} and root CAs (sec_tag {}) installed and verified by SHA-256{note}",
+            t.ca_tag
+        )
+    }
+}
+
+fn import_device(
+    ctx: &Ctx<'_>,
+    port: &str,
+    m: &mut Modem<Box<dyn Transport>>,
+    journal: &Journal,
+    track: &mut Track,
+) -> Result<DeviceResult, Fail> {
+    let run = PortRun { ctx, port, journal };
+    run.step(None, "identify");
+    let cfun_now = m.cfun()?;
+    let imei = m.imei()?;
+    journal.set_imei(&imei);
+    track.imei = Some(imei.clone());
+    let imei_s = Some(imei.as_str());
+    let records = ctx.state.devices_by_imei(&imei)?;
+    let (mut rec, row) = choose(ctx, &imei, &records, track)?;
+    track.restore_to = Some(rec.cfun_before.unwrap_or(cfun_now));
+
+    run.step(imei_s, "check certificate");
+    check_cert(&ctx.ca, row, &rec)?;
+    check_modem_uuid(&rec, reported_uuid(m)?.as_deref())?;
+    let target = target(ctx, m, &rec, row);
+    check_ca_pin(&ctx.ca, &records, &target.cert_sha, ctx.opts.force, journal)?;
+
+    run.step(imei_s, "check slot");
+    let (key_sha256, writes) = match plan(&rec, &target, &list_slots(m, &target)?)? {
+        Plan::AlreadyImported => return already_imported(&run, rec, &target),
+        Plan::Write { key_sha256, writes } => (key_sha256, writes),
+    };
+    // Write-ahead: from here on the slot may change.
+    rec.state = DeviceState::ImportUnknown;
+    rec.port = Some(port.to_string());
+    rec.bundle = Some(ctx.opts.bundle.display().to_string());
+    journal.commit(&rec)?;
+    write_missing(&run, m, track, &target, writes, cfun_now)?;
+
+    run.step(imei_s, "verify");
+    verify_listing(&target, &key_sha256, &list_slots(m, &target)?)?;
+    let note = restore_cfun(&run, m, track, cfun_now, &imei);
+    mark_imported(&mut rec, &target, &ctx.ca.sha256, &note);
+    journal.note("result", &format!("imported certificate {}", target.serial));
     journal.commit(&rec)?;
     Ok(DeviceResult {
         port: port.to_string(),
         imei: Some(imei),
         uuid: rec.uuid.clone(),
-        sec_tag: tag,
+        sec_tag: target.tag,
         status: Status::Done,
         code: None,
-        detail: if ca_tag == tag {
-            format!("certificate {serial} and root CAs installed and verified by SHA-256{note}")
-        } else {
-            format!(
-                "certificate {serial} and root CAs (sec_tag {ca_tag}) installed and verified by SHA-256{note}"
-            )
-        },
+        detail: done_detail(&target, &note),
         next_step: None,
     })
+}
+
+/// The record to import for this IMEI and its bundle row ([`select`]), noting what is known
+/// of the device in `track` either way.
+fn choose<'c>(
+    ctx: &'c Ctx<'_>,
+    imei: &str,
+    records: &[DeviceRecord],
+    track: &mut Track,
+) -> Result<(DeviceRecord, &'c CertRow), Fail> {
+    if records.is_empty() {
+        return Err(refused(
+            BenchCode::NotExportedHere,
+            format!(
+                "IMEI {imei} was never exported on this bench (state {})",
+                ctx.state.path().display()
+            ),
+            "import on the bench that exported it, or pass its --state directory; with simulated modems, the likely cause is an `nrfca sim` restarted without its `--state FILE` (a new simulator has new IMEIs and keys): restart it with the same --state, or export again",
+        ));
+    }
+    let chosen = select(records, &ctx.certs, &ctx.rejects);
+    let rec = match &chosen {
+        Ok((rec, _)) => Some(rec),
+        Err(_) => records.first(),
+    };
+    track.sec_tag = rec.map(|r| r.sec_tag);
+    track.uuid = rec.and_then(|r| r.uuid.clone());
+    chosen
+}
+
+/// The UUID the modem reports, if it answers; only a lost contact is an error here.
+fn reported_uuid(m: &mut Modem<Box<dyn Transport>>) -> Result<Option<String>, Fail> {
+    match m.device_uuid() {
+        Ok(u) => Ok(u),
+        Err(e) if e.outcome_unknown() => Err(e.into()),
+        Err(_) => Ok(None),
+    }
+}
+
+/// What goes where for this device; the SHA-256 values are what the modem will list for the
+/// bytes it stores (over the shell dialect those have CR LF line ends).
+fn target(
+    ctx: &Ctx<'_>,
+    m: &Modem<Box<dyn Transport>>,
+    rec: &DeviceRecord,
+    row: &CertRow,
+) -> Target {
+    let cert_pem = cert_pem_for_modem(&row.certificate_pem);
+    Target {
+        tag: rec.sec_tag,
+        ca_tag: ctx.opts.ca_sec_tag.unwrap_or(rec.sec_tag),
+        cert_sha: m.stored_sha256(&cert_pem).to_ascii_lowercase(),
+        root_sha: m.stored_sha256(&ctx.root).to_ascii_lowercase(),
+        cert_pem,
+        serial: row.serial.clone(),
+    }
+}
+
+fn list_slots(m: &mut Modem<Box<dyn Transport>>, t: &Target) -> Result<Slots, Fail> {
+    let tag = m.cmng_list(t.tag)?;
+    let ca = if t.ca_tag == t.tag {
+        None
+    } else {
+        Some(m.cmng_list(t.ca_tag)?)
+    };
+    Ok(Slots { tag, ca })
+}
+
+/// Nothing to write: say so, and pin the CA of a device imported before CA pinning (the
+/// certificate in place is this CA's).
+fn already_imported(
+    run: &PortRun<'_, '_>,
+    mut rec: DeviceRecord,
+    t: &Target,
+) -> Result<DeviceResult, Fail> {
+    let detail = format!(
+        "already imported on {} (certificate {})",
+        rec.imported_at.as_deref().unwrap_or("?"),
+        t.serial
+    );
+    run.journal.note("decision", &detail);
+    if rec.ca_sha256.is_none() {
+        rec.ca_sha256 = Some(run.ctx.ca.sha256.clone());
+        run.journal.commit(&rec)?;
+    }
+    Ok(DeviceResult {
+        port: run.port.to_string(),
+        imei: Some(rec.imei.clone()),
+        uuid: rec.uuid.clone(),
+        sec_tag: t.tag,
+        status: Status::AlreadyDone,
+        code: None,
+        detail,
+        next_step: None,
+    })
+}
+
+/// Write the root CAs and the certificate where [`plan`] found them missing, in CFUN=4.
+fn write_missing(
+    run: &PortRun<'_, '_>,
+    m: &mut Modem<Box<dyn Transport>>,
+    track: &mut Track,
+    t: &Target,
+    writes: Writes,
+    cfun_now: u8,
+) -> Result<(), Fail> {
+    let imei = track.imei.clone();
+    let imei_s = imei.as_deref();
+    if (writes.root || writes.cert) && cfun_now != 4 {
+        run.step(imei_s, "CFUN=4");
+        track.cfun_changed = true;
+        m.set_cfun(4)?;
+    }
+    if writes.root {
+        run.step(imei_s, "write root CAs");
+        m.cmng_write(t.ca_tag, 0, &run.ctx.root)?;
+    } else {
+        run.journal
+            .note("skip", "root CA bundle already in place (SHA-256 matches)");
+    }
+    if writes.cert {
+        run.step(imei_s, "write certificate");
+        m.cmng_write(t.tag, 1, &t.cert_pem)?;
+    } else {
+        run.journal
+            .note("skip", "certificate already in place (SHA-256 matches)");
+    }
+    Ok(())
+}
+
+/// Put back the functional mode found before export; a failure to do so is only noted (the
+/// import itself is verified): the note to append to the result, or empty.
+fn restore_cfun(
+    run: &PortRun<'_, '_>,
+    m: &mut Modem<Box<dyn Transport>>,
+    track: &Track,
+    cfun_now: u8,
+    imei: &str,
+) -> String {
+    let target = track.restore_to.unwrap_or(cfun_now);
+    let Some(mode) = cfun_to_restore(target, cfun_now, track.cfun_changed) else {
+        return String::new();
+    };
+    run.step(Some(imei), &format!("CFUN={mode}"));
+    match m.set_cfun(mode) {
+        Ok(()) => String::new(),
+        Err(e) => format!(
+            " (could not restore CFUN={mode}: {}; set it by hand)",
+            e.outcome_text()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -1122,6 +1290,271 @@ mod tests {
             };
             assert_eq!(got, want, "case: {name}");
         }
+    }
+
+    fn entry(tag: u64, kind: u8, sha: &str) -> at::CmngEntry {
+        at::CmngEntry {
+            sec_tag: tag,
+            kind,
+            sha256: sha.into(),
+        }
+    }
+
+    /// A target at sec_tag 7, root CAs at `ca_tag`; the modem lists uppercase hex.
+    fn target(ca_tag: u32) -> Target {
+        Target {
+            tag: 7,
+            ca_tag,
+            cert_pem: String::new(),
+            cert_sha: "cc".into(),
+            root_sha: "aa".into(),
+            serial: "01".into(),
+        }
+    }
+
+    /// What `plan` decides, as a short string the table can name.
+    fn planned(r: Result<Plan, Fail>) -> String {
+        match r {
+            Ok(Plan::AlreadyImported) => "already-imported".into(),
+            Ok(Plan::Write { key_sha256, writes }) => format!(
+                "write key {key_sha256} root {} cert {}",
+                writes.root, writes.cert
+            ),
+            Err(f) => {
+                let (code, detail, _, _) = f.parts();
+                format!("refuse {code}: {detail}")
+            }
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        use DeviceState::*;
+        let rec = |state: DeviceState, key: Option<&str>| {
+            let mut r = DeviceRecord::new("355025930000001", 7, state);
+            r.key_sha256 = key.map(str::to_string);
+            r.exported_at = Some("T".into());
+            r
+        };
+        let (root, cert, key) = (entry(7, 0, "AA"), entry(7, 1, "CC"), entry(7, 2, "KK"));
+        let full = || vec![root.clone(), cert.clone(), key.clone()];
+        /// (case, record, listing of sec_tag 7, listing of the CA tag 9 if apart, decision)
+        type Case = (
+            &'static str,
+            DeviceRecord,
+            Vec<at::CmngEntry>,
+            Option<Vec<at::CmngEntry>>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "fresh slot with the key",
+                rec(Exported, Some("kk")),
+                vec![key.clone()],
+                None,
+                "write key KK root true cert true",
+            ),
+            (
+                "no key recorded: any type 2 will do",
+                rec(Exported, None),
+                vec![key.clone()],
+                None,
+                "write key KK root true cert true",
+            ),
+            (
+                "root CAs in place",
+                rec(Exported, Some("KK")),
+                vec![root.clone(), key.clone()],
+                None,
+                "write key KK root false cert true",
+            ),
+            (
+                "root CAs of another bundle",
+                rec(Exported, Some("KK")),
+                vec![entry(7, 0, "AB"), cert.clone(), key.clone()],
+                None,
+                "write key KK root true cert false",
+            ),
+            (
+                "everything in place, imported",
+                rec(Imported, Some("KK")),
+                full(),
+                None,
+                "already-imported",
+            ),
+            (
+                "everything in place, not recorded as imported",
+                rec(ImportUnknown, Some("KK")),
+                full(),
+                None,
+                "write key KK root false cert false",
+            ),
+            (
+                "imported but the certificate differs",
+                rec(Imported, Some("KK")),
+                vec![root.clone(), entry(7, 1, "CD"), key.clone()],
+                None,
+                "write key KK root false cert true",
+            ),
+            (
+                "CA tag apart: roots beside the certificate do not count",
+                rec(Imported, Some("KK")),
+                full(),
+                Some(vec![]),
+                "write key KK root true cert false",
+            ),
+            (
+                "CA tag apart, roots there",
+                rec(Imported, Some("KK")),
+                vec![cert.clone(), key.clone()],
+                Some(vec![entry(9, 0, "AA")]),
+                "already-imported",
+            ),
+            (
+                "key gone",
+                rec(Exported, Some("KK")),
+                vec![root.clone(), cert.clone()],
+                None,
+                "refuse key-missing: sec_tag 7 no longer holds the key exported on T",
+            ),
+            (
+                "endorsement key instead",
+                rec(Exported, Some("KK")),
+                vec![entry(7, 8, "EE")],
+                None,
+                "refuse key-missing: sec_tag 7 holds an endorsement key (type 8, from AT%KEYGEN key_type 8), not the client key (type 2) a device certificate pairs with",
+            ),
+            (
+                "key replaced",
+                rec(Imported, Some("KA")),
+                full(),
+                None,
+                "refuse key-changed: sec_tag 7 holds a different key than the one exported",
+            ),
+        ];
+        for (name, rec, tag, ca, want) in cases {
+            let t = target(if ca.is_some() { 9 } else { 7 });
+            let got = planned(plan(&rec, &t, &Slots { tag, ca }));
+            assert_eq!(got, want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn verify_listing_table() {
+        let ok = || vec![entry(7, 0, "AA"), entry(7, 1, "CC"), entry(7, 2, "KK")];
+        type Case = (
+            &'static str,
+            Vec<at::CmngEntry>,
+            Option<Vec<at::CmngEntry>>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            ("all as written", ok(), None, "ok"),
+            (
+                "CA tag apart",
+                vec![entry(7, 1, "CC"), entry(7, 2, "KK")],
+                Some(vec![entry(9, 0, "aa")]),
+                "ok",
+            ),
+            (
+                "CA tag apart, roots only beside the certificate",
+                ok(),
+                Some(vec![]),
+                "type 0 (root CAs) is not listed",
+            ),
+            (
+                "other root CAs",
+                vec![entry(7, 0, "AB"), entry(7, 1, "CC"), entry(7, 2, "KK")],
+                None,
+                "type 0 lists AB, expected AA",
+            ),
+            (
+                "certificate missing, key changed",
+                vec![entry(7, 0, "AA"), entry(7, 2, "KL")],
+                None,
+                "type 1 (certificate) is not listed; type 2 (the key) changed or vanished during import",
+            ),
+            (
+                "nothing listed",
+                vec![],
+                None,
+                "type 0 (root CAs) is not listed; type 1 (certificate) is not listed; type 2 (the key) changed or vanished during import",
+            ),
+        ];
+        for (name, tag, ca, want) in cases {
+            let t = target(if ca.is_some() { 9 } else { 7 });
+            let got = match verify_listing(&t, "kk", &Slots { tag, ca }) {
+                Ok(()) => "ok".to_string(),
+                Err(f) => {
+                    let (code, detail, _, _) = f.parts();
+                    assert_eq!(code, "verify-failed", "case: {name}");
+                    detail
+                        .strip_prefix("after writing, the modem's listing does not match: ")
+                        .unwrap_or(&detail)
+                        .to_string()
+                }
+            };
+            assert_eq!(got, want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn check_modem_uuid_table() {
+        const U: &str = "50503041-3539-47eb-8000-000000000001";
+        let cases: [(&str, Option<&str>, Option<&str>, bool); 5] = [
+            ("same", Some(U), Some(U), true),
+            (
+                "same, other case",
+                Some(U),
+                Some("50503041-3539-47EB-8000-000000000001"),
+                true,
+            ),
+            ("modem does not say", Some(U), None, true),
+            ("nothing recorded", None, Some(U), true),
+            (
+                "other device",
+                Some(U),
+                Some("50503041-3539-47eb-8000-000000000002"),
+                false,
+            ),
+        ];
+        for (name, recorded, reported, ok) in cases {
+            let mut rec = DeviceRecord::new("355025930000001", 7, DeviceState::Exported);
+            rec.uuid = recorded.map(str::to_string);
+            let got = check_modem_uuid(&rec, reported);
+            assert_eq!(got.is_ok(), ok, "case: {name}");
+            if let Err(f) = got {
+                assert_eq!(f.parts().0, "identity-mismatch", "case: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn cfun_to_restore_table() {
+        // (mode found before export, mode now, changed by this run, mode to set)
+        let cases = [
+            (1, 1, false, None),
+            (1, 4, false, Some(1)),
+            (1, 1, true, Some(1)),
+            (4, 1, true, None),
+            (4, 4, false, None),
+            (0, 4, true, Some(0)),
+        ];
+        for (target, now, changed, want) in cases {
+            assert_eq!(
+                cfun_to_restore(target, now, changed),
+                want,
+                "case: {target} {now} {changed}"
+            );
+        }
+    }
+
+    #[test]
+    fn cert_pem_for_modem_normalizes_only_when_needed() {
+        let lf = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert_eq!(cert_pem_for_modem(lf), lf);
+        assert_eq!(cert_pem_for_modem(&lf.replace('\n', "\r\n")), lf);
+        assert_eq!(cert_pem_for_modem(lf.trim_end()), lf);
     }
 
     #[test]

@@ -326,283 +326,312 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-/// Run a CA subcommand.
+/// Run a CA subcommand: one function per subcommand, each calling one library function.
 pub fn run(cmd: CaCmd) -> CliResult {
     match cmd {
         // ---- lifecycle (issue 14) ----
         CaCmd::VerificationCert(a) => crate::cli::ca_lifecycle::verification_cert(a),
         CaCmd::IssueIntermediate(a) => crate::cli::ca_lifecycle::issue_intermediate(a),
-        CaCmd::Init(a) => {
-            let custody = a.protect.custody()?;
-            let protection = a.protect.protection_for(&custody)?;
-            let opts = InitOptions {
-                subject: a.subject,
-                days: a.days,
-                protection,
-                operator: operator(a.protect.operator.clone()),
-            };
-            let info = with_spinner(encrypt_message(&opts.protection), || {
-                if a.root {
-                    ca::init_root(&a.ca_dir, &opts, &custody)
-                } else {
-                    ca::init_with(&a.ca_dir, &opts, &custody)
-                }
-            })?;
-            if a.protect.json {
-                print_json(&info)?;
-            } else {
-                say!("CA created in {}", a.ca_dir.display());
-                say_raw!("{}", render(&info));
-                say!("Next:");
-                say!("{}", backup_step(&a.ca_dir, &custody, &opts.protection, 1));
-                say!(
-                    "  2. give {} to the bench (`nrfca bench import --trust ca.pem`); write down its sha256 above",
-                    a.ca_dir.join(ca::CA_PEM).display()
-                );
-                say!(
-                    "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
-                    a.ca_dir.display()
-                );
-            }
-            Ok(Outcome::Done)
-        }
-        CaCmd::Import(a) => {
-            let custody = a.protect.custody()?;
-            let protection = a.protect.protection_for(&custody)?;
-            let info = with_spinner(encrypt_message(&protection), || {
-                ca::import_with(
-                    &a.ca_dir,
-                    &a.cert,
-                    &a.key,
-                    &protection,
-                    &operator(a.protect.operator.clone()),
-                    &custody,
-                )
-            })?;
-            if a.protect.json {
-                print_json(&info)?;
-            } else {
-                say!("CA imported into {}", a.ca_dir.display());
-                say_raw!("{}", render(&info));
-                say!("Next:");
-                say!(
-                    "  1. destroy the plaintext key and every copy of it: shred -u {}",
-                    a.key.display()
-                );
-                say!("{}", backup_step(&a.ca_dir, &custody, &protection, 2));
-                say!(
-                    "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
-                    a.ca_dir.display()
-                );
-            }
-            Ok(Outcome::Done)
-        }
-        CaCmd::VerifyKey(a) => {
-            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
-            let u = with_spinner("unlocking the CA key", || {
-                ca::unlock(&a.ca_dir, &unlock, &a.unlock.operator())
-            })?;
-            if a.json {
-                print_json(&serde_json::json!({
-                    "ok": true,
-                    "fingerprint": u.cert.fingerprint,
-                    "subject": u.cert.subject,
-                }))?;
-            } else {
-                say!(
-                    "the CA key unlocks and matches {} (sha256 {})",
-                    a.ca_dir.join(ca::CA_PEM).display(),
-                    u.cert.fingerprint
-                );
-            }
-            Ok(Outcome::Done)
-        }
-        CaCmd::Protect(a) if a.quorum.is_some() || a.pkcs11.is_some() => {
-            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
-            let new = if let Some(m) = a.quorum {
-                ca::NewCustody::Quorum {
-                    threshold: m,
-                    custodians: custodians(&a.custodian, &a.new_share_passphrase_file)?,
-                    scrypt_log_n: a.scrypt_log_n,
-                }
-            } else {
-                ca::NewCustody::Pkcs11 {
-                    module: a.pkcs11.clone().unwrap_or_default(),
-                    token: TokenSelector {
-                        label: a.token_label.clone(),
-                        serial: None,
-                    },
-                    pin: resolve_pin(
-                        a.unlock.pin_file.as_deref(),
-                        "user PIN of the PKCS#11 token to move the key into: ",
-                    )?,
-                    label: "nrfca CA".to_string(),
-                }
-            };
-            let r = with_spinner(
-                "unlocking the CA key and moving it to the new custody",
-                || protect::protect_custody(&a.ca_dir, &unlock, &new, &a.unlock.operator()),
-            )?;
-            if a.json {
-                print_json(&r)?;
-            } else {
-                say!(
-                    "the CA key (sha256 {}) is now held by {}",
-                    r.fingerprint,
-                    r.new_protection
-                );
-                say!("recorded in the audit log as key-protection-changed (its checkpoint signed by the new custody)");
-                say!(
-                    "the old key file (protected by {}) is kept as {}",
-                    r.old_protection,
-                    a.ca_dir.join(&r.retired_file).display()
-                );
-                say!("Next:");
-                if a.quorum.is_some() {
-                    say!(
-                        "  1. hand each custodian their share file from {}, then remove it here",
-                        a.ca_dir.join(ca::SHARES_DIR).display()
-                    );
-                } else {
-                    say!(
-                        "  1. the key now lives in the token only: keep the token and its PIN safe"
-                    );
-                }
-                say!(
-                    "  2. once the new custody is tested (`nrfca ca verify-key`), remove the retired files: shred -u {}",
-                    a.ca_dir.join(&r.retired_file).display()
-                );
-            }
-            Ok(Outcome::Done)
-        }
-        CaCmd::TrustBench(a) => {
-            let pem = std::fs::read_to_string(&a.key)
-                .map_err(|e| format!("cannot read {}: {e}", a.key.display()))?;
-            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
-            let b = ca::trust_bench(&a.ca_dir, &a.name, &pem, &unlock, &a.unlock.operator())?;
-            say!("trusted bench {} (key sha256 {})", b.name, b.fingerprint);
-            Ok(Outcome::Done)
-        }
-        CaCmd::DistrustBench(a) => {
-            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
-            let b = ca::distrust_bench(&a.ca_dir, &a.name, &unlock, &a.unlock.operator())?;
-            say!(
-                "bench {} (key sha256 {}) is no longer trusted",
-                b.name,
-                b.fingerprint
-            );
-            Ok(Outcome::Done)
-        }
-        CaCmd::Protect(a) => {
-            // Refuse bad recipients or identities before asking for any passphrase.
-            if !a.new_recipient.is_empty() {
-                protect::check_new(
-                    &Protection::Recipients(a.new_recipient.clone()),
-                    &a.new_identity,
-                )?;
-            }
-            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
-            let new = if a.new_recipient.is_empty() {
-                Protection::Passphrase(resolve_protect_passphrase(
-                    a.new_passphrase_file.as_deref(),
-                )?)
-            } else {
-                Protection::Recipients(a.new_recipient.clone())
-            };
-            let r = with_spinner(
-                "unlocking, re-encrypting and checking the CA key (scrypt takes a few seconds)",
-                || {
-                    protect::protect(
-                        &a.ca_dir,
-                        &unlock,
-                        &new,
-                        &a.new_identity,
-                        &a.unlock.operator(),
-                    )
-                },
-            )?;
-            if a.json {
-                print_json(&r)?;
-            } else {
-                say!(
-                    "{} is now protected by {} (it opens to the key of ca.pem, sha256 {})",
-                    a.ca_dir.join(ca::CA_KEY).display(),
-                    r.new_protection,
-                    r.fingerprint
-                );
-                say!("recorded in the audit log as key-protection-changed");
-                say!(
-                    "the old key file (protected by {}) is kept as {}",
-                    r.old_protection,
-                    a.ca_dir.join(&r.retired_file).display()
-                );
-                say!("Next:");
-                say!(
-                    "  1. back up the new {} on two offline media (old backups still open with the old {})",
-                    a.ca_dir.join(ca::CA_KEY).display(),
-                    if r.old_method == "passphrase" { "passphrase" } else { "identities" }
-                );
-                say!(
-                    "  2. once you no longer need the old secret: shred -u {}",
-                    a.ca_dir.join(&r.retired_file).display()
-                );
-            }
-            Ok(Outcome::Done)
-        }
-        CaCmd::Reshare(a) => {
-            let unlock = a.unlock.unlock_for(&a.ca_dir)?;
-            let custodians = custodians(&a.custodian, &a.new_share_passphrase_file)?;
-            let r = with_spinner("combining the shares and writing the new set", || {
-                ca::reshare(
-                    &a.ca_dir,
-                    &unlock,
-                    a.quorum,
-                    &custodians,
-                    a.scrypt_log_n,
-                    &a.unlock.operator(),
-                )
-            })?;
-            if a.json {
-                print_json(&r)?;
-            } else {
-                say!(
-                    "the key of the CA (sha256 {}) is now held {}-of-{} by {} (share set {}); opened by {}",
-                    r.fingerprint,
-                    r.threshold,
-                    r.custodians.len(),
-                    r.custodians.join(", "),
-                    r.new_set,
-                    r.participants.join(", ")
-                );
-                say!(
-                    "the old share set {} is retired: its shares open nothing any more",
-                    r.old_set
-                );
-                say!("recorded in the audit log as key-reshared");
-                say!("Next:");
-                say!("  1. hand each new custodian their share file, then remove it here:");
-                for f in &r.share_files {
-                    say!("       {}", f.display());
-                }
-                say!(
-                    "  2. back up the new {} and {}; once the new set is tested, remove the retired files: {}",
-                    a.ca_dir.join(ca::CA_KEY).display(),
-                    a.ca_dir.join(ca::QUORUM_MANIFEST).display(),
-                    r.retired.join(", ")
-                );
-            }
-            Ok(Outcome::Done)
-        }
-        CaCmd::Show(a) => {
-            let info = ca::show(&a.ca_dir)?;
-            if a.json {
-                print_json(&info)?;
-            } else {
-                print_stdout(&render(&info))?;
-            }
-            Ok(Outcome::Done)
-        }
+        CaCmd::Init(a) => init(a),
+        CaCmd::Import(a) => import(a),
+        CaCmd::VerifyKey(a) => verify_key(a),
+        CaCmd::Protect(a) if a.quorum.is_some() || a.pkcs11.is_some() => protect_custody(a),
+        CaCmd::TrustBench(a) => trust_bench(a),
+        CaCmd::DistrustBench(a) => distrust_bench(a),
+        CaCmd::Protect(a) => protect_age(a),
+        CaCmd::Reshare(a) => reshare(a),
+        CaCmd::Show(a) => show(a),
     }
+}
+
+/// `ca init`: create a CA, then say what to back up and hand over.
+fn init(a: InitArgs) -> CliResult {
+    let custody = a.protect.custody()?;
+    let protection = a.protect.protection_for(&custody)?;
+    let opts = InitOptions {
+        subject: a.subject,
+        days: a.days,
+        protection,
+        operator: operator(a.protect.operator.clone()),
+    };
+    let info = with_spinner(encrypt_message(&opts.protection), || {
+        if a.root {
+            ca::init_root(&a.ca_dir, &opts, &custody)
+        } else {
+            ca::init_with(&a.ca_dir, &opts, &custody)
+        }
+    })?;
+    if a.protect.json {
+        print_json(&info)?;
+    } else {
+        say!("CA created in {}", a.ca_dir.display());
+        say_raw!("{}", render(&info));
+        say!("Next:");
+        say!("{}", backup_step(&a.ca_dir, &custody, &opts.protection, 1));
+        say!(
+            "  2. give {} to the bench (`nrfca bench import --trust ca.pem`); write down its sha256 above",
+            a.ca_dir.join(ca::CA_PEM).display()
+        );
+        say!(
+            "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
+            a.ca_dir.display()
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// `ca import`: adopt a create_ca_cert CA, then say what to destroy and back up.
+fn import(a: ImportArgs) -> CliResult {
+    let custody = a.protect.custody()?;
+    let protection = a.protect.protection_for(&custody)?;
+    let info = with_spinner(encrypt_message(&protection), || {
+        ca::import_with(
+            &a.ca_dir,
+            &a.cert,
+            &a.key,
+            &protection,
+            &operator(a.protect.operator.clone()),
+            &custody,
+        )
+    })?;
+    if a.protect.json {
+        print_json(&info)?;
+    } else {
+        say!("CA imported into {}", a.ca_dir.display());
+        say_raw!("{}", render(&info));
+        say!("Next:");
+        say!(
+            "  1. destroy the plaintext key and every copy of it: shred -u {}",
+            a.key.display()
+        );
+        say!("{}", backup_step(&a.ca_dir, &custody, &protection, 2));
+        say!(
+            "  3. sign requests: nrfca sign --ca-dir {} --out BUNDLE requests.csv",
+            a.ca_dir.display()
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// `ca verify-key`: unlock the key and check it against ca.pem.
+fn verify_key(a: VerifyKeyArgs) -> CliResult {
+    let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+    let u = with_spinner("unlocking the CA key", || {
+        ca::unlock(&a.ca_dir, &unlock, &a.unlock.operator())
+    })?;
+    if a.json {
+        print_json(&serde_json::json!({
+            "ok": true,
+            "fingerprint": u.cert.fingerprint,
+            "subject": u.cert.subject,
+        }))?;
+    } else {
+        say!(
+            "the CA key unlocks and matches {} (sha256 {})",
+            a.ca_dir.join(ca::CA_PEM).display(),
+            u.cert.fingerprint
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// `ca protect --quorum` / `--pkcs11`: move the key to a quorum or a token.
+fn protect_custody(a: ProtectKeyArgs) -> CliResult {
+    let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+    let new = if let Some(m) = a.quorum {
+        ca::NewCustody::Quorum {
+            threshold: m,
+            custodians: custodians(&a.custodian, &a.new_share_passphrase_file)?,
+            scrypt_log_n: a.scrypt_log_n,
+        }
+    } else {
+        ca::NewCustody::Pkcs11 {
+            module: a.pkcs11.clone().unwrap_or_default(),
+            token: TokenSelector {
+                label: a.token_label.clone(),
+                serial: None,
+            },
+            pin: resolve_pin(
+                a.unlock.pin_file.as_deref(),
+                "user PIN of the PKCS#11 token to move the key into: ",
+            )?,
+            label: "nrfca CA".to_string(),
+        }
+    };
+    let r = with_spinner(
+        "unlocking the CA key and moving it to the new custody",
+        || protect::protect_custody(&a.ca_dir, &unlock, &new, &a.unlock.operator()),
+    )?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        say!(
+            "the CA key (sha256 {}) is now held by {}",
+            r.fingerprint,
+            r.new_protection
+        );
+        say!("recorded in the audit log as key-protection-changed (its checkpoint signed by the new custody)");
+        say!(
+            "the old key file (protected by {}) is kept as {}",
+            r.old_protection,
+            a.ca_dir.join(&r.retired_file).display()
+        );
+        say!("Next:");
+        if a.quorum.is_some() {
+            say!(
+                "  1. hand each custodian their share file from {}, then remove it here",
+                a.ca_dir.join(ca::SHARES_DIR).display()
+            );
+        } else {
+            say!("  1. the key now lives in the token only: keep the token and its PIN safe");
+        }
+        say!(
+            "  2. once the new custody is tested (`nrfca ca verify-key`), remove the retired files: shred -u {}",
+            a.ca_dir.join(&r.retired_file).display()
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// `ca trust-bench`.
+fn trust_bench(a: TrustBenchArgs) -> CliResult {
+    let pem = std::fs::read_to_string(&a.key)
+        .map_err(|e| format!("cannot read {}: {e}", a.key.display()))?;
+    let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+    let b = ca::trust_bench(&a.ca_dir, &a.name, &pem, &unlock, &a.unlock.operator())?;
+    say!("trusted bench {} (key sha256 {})", b.name, b.fingerprint);
+    Ok(Outcome::Done)
+}
+
+/// `ca distrust-bench`.
+fn distrust_bench(a: DistrustBenchArgs) -> CliResult {
+    let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+    let b = ca::distrust_bench(&a.ca_dir, &a.name, &unlock, &a.unlock.operator())?;
+    say!(
+        "bench {} (key sha256 {}) is no longer trusted",
+        b.name,
+        b.fingerprint
+    );
+    Ok(Outcome::Done)
+}
+
+/// `ca protect`: a new passphrase or new age recipients for ca.key.age.
+fn protect_age(a: ProtectKeyArgs) -> CliResult {
+    // Refuse bad recipients or identities before asking for any passphrase.
+    if !a.new_recipient.is_empty() {
+        protect::check_new(
+            &Protection::Recipients(a.new_recipient.clone()),
+            &a.new_identity,
+        )?;
+    }
+    let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+    let new = if a.new_recipient.is_empty() {
+        Protection::Passphrase(resolve_protect_passphrase(
+            a.new_passphrase_file.as_deref(),
+        )?)
+    } else {
+        Protection::Recipients(a.new_recipient.clone())
+    };
+    let r = with_spinner(
+        "unlocking, re-encrypting and checking the CA key (scrypt takes a few seconds)",
+        || {
+            protect::protect(
+                &a.ca_dir,
+                &unlock,
+                &new,
+                &a.new_identity,
+                &a.unlock.operator(),
+            )
+        },
+    )?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        say!(
+            "{} is now protected by {} (it opens to the key of ca.pem, sha256 {})",
+            a.ca_dir.join(ca::CA_KEY).display(),
+            r.new_protection,
+            r.fingerprint
+        );
+        say!("recorded in the audit log as key-protection-changed");
+        say!(
+            "the old key file (protected by {}) is kept as {}",
+            r.old_protection,
+            a.ca_dir.join(&r.retired_file).display()
+        );
+        say!("Next:");
+        say!(
+            "  1. back up the new {} on two offline media (old backups still open with the old {})",
+            a.ca_dir.join(ca::CA_KEY).display(),
+            if r.old_method == "passphrase" {
+                "passphrase"
+            } else {
+                "identities"
+            }
+        );
+        say!(
+            "  2. once you no longer need the old secret: shred -u {}",
+            a.ca_dir.join(&r.retired_file).display()
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// `ca reshare`: split the key among a new share set.
+fn reshare(a: ReshareArgs) -> CliResult {
+    let unlock = a.unlock.unlock_for(&a.ca_dir)?;
+    let custodians = custodians(&a.custodian, &a.new_share_passphrase_file)?;
+    let r = with_spinner("combining the shares and writing the new set", || {
+        ca::reshare(
+            &a.ca_dir,
+            &unlock,
+            a.quorum,
+            &custodians,
+            a.scrypt_log_n,
+            &a.unlock.operator(),
+        )
+    })?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        say!(
+            "the key of the CA (sha256 {}) is now held {}-of-{} by {} (share set {}); opened by {}",
+            r.fingerprint,
+            r.threshold,
+            r.custodians.len(),
+            r.custodians.join(", "),
+            r.new_set,
+            r.participants.join(", ")
+        );
+        say!(
+            "the old share set {} is retired: its shares open nothing any more",
+            r.old_set
+        );
+        say!("recorded in the audit log as key-reshared");
+        say!("Next:");
+        say!("  1. hand each new custodian their share file, then remove it here:");
+        for f in &r.share_files {
+            say!("       {}", f.display());
+        }
+        say!(
+            "  2. back up the new {} and {}; once the new set is tested, remove the retired files: {}",
+            a.ca_dir.join(ca::CA_KEY).display(),
+            a.ca_dir.join(ca::QUORUM_MANIFEST).display(),
+            r.retired.join(", ")
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// `ca show`.
+fn show(a: ShowArgs) -> CliResult {
+    let info = ca::show(&a.ca_dir)?;
+    if a.json {
+        print_json(&info)?;
+    } else {
+        print_stdout(&render(&info))?;
+    }
+    Ok(Outcome::Done)
 }
 
 /// The custodians of a new share set: names checked, passphrases read (or asked) for those

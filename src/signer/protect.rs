@@ -29,6 +29,7 @@ use crate::crypto;
 use crate::signer::audit::AuditWriter;
 use crate::signer::ca::{self, CaError, CA_DB, CA_KEY};
 use crate::signer::db;
+use crate::signer::key::CaSigner;
 use crate::signer::secret::{self, CaKey, FileProtection, Protection, Unlock};
 use age::secrecy::ExposeSecret;
 use serde::Serialize;
@@ -149,13 +150,18 @@ fn prove(
     Ok(())
 }
 
-/// Link the current `ca.key.age` to a new `ca.key.age.retired-<UTC time>[-N]`.
-fn link_retired(ca_dir: &Path) -> Result<String, CaError> {
-    let stamp = time::OffsetDateTime::now_utc()
+/// The UTC time retired files are named by: `20260102T030405Z`.
+fn retired_stamp() -> Result<String, CaError> {
+    time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
-        .map_err(|e| CaError::Protect(format!("cannot format the time: {e}")))?;
+        .map_err(|e| CaError::Protect(format!("cannot format the time: {e}")))
+}
+
+/// Link the current `ca.key.age` to a new `ca.key.age.retired-<UTC time>[-N]`.
+fn link_retired(ca_dir: &Path) -> Result<String, CaError> {
+    let stamp = retired_stamp()?;
     let key_path = ca_dir.join(CA_KEY);
     for n in 0..100u32 {
         let name = if n == 0 {
@@ -328,196 +334,36 @@ fn change(
 /// `ca.pem` and it signs the checkpoint of the change); the old files are kept as
 /// `*.retired-<time>` (`ca show` warns until they are removed). A token-held key cannot move:
 /// it never leaves the token.
+///
+/// Stages: `check_custody_move`, unlock (recorded whatever follows), then in a savepoint
+/// `new_custody`, `retire_old`, `install_new`, `record_move`.
 pub fn protect_custody(
     ca_dir: &Path,
     unlock: &Unlock,
     new: &ca::NewCustody,
     operator: &str,
 ) -> Result<ProtectReport, CaError> {
-    use crate::signer::ca::{CA_KEY_PKCS11, QUORUM_MANIFEST, SHARES_DIR};
-    use crate::signer::key::pkcs11::Pkcs11Key;
-    use crate::signer::key::{quorum, CaSigner};
     secret::harden_process()?;
     let cert = ca::load_cert(ca_dir)?;
     ca::check_ca_files(ca_dir)?;
-    if matches!(new, ca::NewCustody::Age { .. }) {
-        return Err(CaError::Protect(
-            "for a passphrase or recipients use --new-passphrase-file / --new-recipient".into(),
-        ));
-    }
     let old_kind = ca::key_kind(ca_dir);
-    if old_kind == ca::KeyKind::Quorum && matches!(new, ca::NewCustody::Quorum { .. }) {
-        return Err(CaError::Protect(
-            "the key is already held by a quorum: use `nrfca ca reshare` for new custodians or a new threshold".into(),
-        ));
-    }
+    check_custody_move(old_kind, new)?;
     let mut conn = db::open_existing(&ca_dir.join(CA_DB))?;
     let tx = ca::begin_immediate(&mut conn)?;
     let (tx, opened) = ca::unlock_keeping_record(tx, ca_dir, &cert, unlock, operator)?;
     db::savepoint(&tx, "protect")?;
     let old_protection: String =
         db::meta::get(&tx, db::meta::KEY_PROTECTION)?.unwrap_or_else(|| opened.custody.describe());
-    let result = (|| -> Result<ProtectReport, CaError> {
-        let pkcs8 = opened.pkcs8.as_deref().ok_or_else(|| {
-            CaError::Protect(
-                "the CA key is in a PKCS#11 token and never leaves it: it cannot be moved; nothing was changed".into(),
-            )
-        })?;
-        let key_path = ca_dir.join(CA_KEY);
-        let stamp = time::OffsetDateTime::now_utc()
-            .format(time::macros::format_description!(
-                "[year][month][day]T[hour][minute][second]Z"
-            ))
-            .map_err(|e| CaError::Protect(format!("cannot format the time: {e}")))?;
-        // New custody, proven, before anything is replaced.
-        let (signer, new_files): (Box<dyn CaSigner>, NewFiles) =
-            match new {
-                ca::NewCustody::Quorum {
-                    threshold,
-                    custodians,
-                    scrypt_log_n,
-                } => {
-                    let setup = quorum::create(
-                        pkcs8,
-                        &cert.fingerprint,
-                        *threshold,
-                        custodians,
-                        *scrypt_log_n,
-                    )?;
-                    let key = secret::CaKey::from_pkcs8(pkcs8)?;
-                    let mut files = vec![(
-                        QUORUM_MANIFEST.to_string(),
-                        setup.manifest.to_json().into_bytes(),
-                    )];
-                    for sh in &setup.shares {
-                        files.push((format!("{SHARES_DIR}/{}", sh.file_name), sh.bytes.clone()));
-                    }
-                    files.push((CA_KEY.to_string(), setup.key_file.clone()));
-                    (
-                        Box::new(crate::signer::key::age::AgeKey::new(
-                            key,
-                            setup.manifest.custody(Vec::new()),
-                        )),
-                        files,
-                    )
-                }
-                ca::NewCustody::Pkcs11 {
-                    module,
-                    token,
-                    pin,
-                    label,
-                } => {
-                    let t = Pkcs11Key::import(module, token, pin, pkcs8, label)
-                        .map_err(crate::signer::key::KeyError::from)?;
-                    let mut line = t.uri().format();
-                    line.push('\n');
-                    (
-                        Box::new(t),
-                        vec![(CA_KEY_PKCS11.to_string(), line.into_bytes())],
-                    )
-                }
-                ca::NewCustody::Age { .. } => return Err(CaError::Protect(
-                    "for a passphrase or recipients use --new-passphrase-file / --new-recipient"
-                        .into(),
-                )),
-            };
-        if signer.public_key() != cert.public_key {
-            return Err(CaError::Protect(
-                "the new custody holds a different key than ca.pem's; nothing was changed".into(),
-            ));
-        }
-        // Retire the old files: ca.key.age (linked: a quorum writes a new one over it; moved
-        // away for a token), quorum.json and shares/ of an old quorum.
-        let mut retired = Vec::new();
-        let retired_key = link_retired(ca_dir)?;
-        retired.push(retired_key.clone());
-        if old_kind == ca::KeyKind::Quorum {
-            for name in [QUORUM_MANIFEST, SHARES_DIR] {
-                let from = ca_dir.join(name);
-                if from.exists() {
-                    let to = format!("{name}.retired-{stamp}");
-                    std::fs::rename(&from, ca_dir.join(&to)).map_err(|e| CaError::Io {
-                        path: from.clone(),
-                        source: e,
-                    })?;
-                    retired.push(to);
-                }
-            }
-        }
-        if matches!(new, ca::NewCustody::Quorum { .. }) {
-            let shares = ca_dir.join(SHARES_DIR);
-            if shares.exists() {
-                let to = format!("{SHARES_DIR}.retired-{stamp}");
-                std::fs::rename(&shares, ca_dir.join(&to)).map_err(|e| CaError::Io {
-                    path: shares.clone(),
-                    source: e,
-                })?;
-                retired.push(to);
-            }
-            std::fs::create_dir(&shares).map_err(|e| CaError::Io {
-                path: shares.clone(),
-                source: e,
-            })?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&shares, std::fs::Permissions::from_mode(0o700)).map_err(
-                |e| CaError::Io {
-                    path: shares.clone(),
-                    source: e,
-                },
-            )?;
-        }
-        let mut new_sha = String::new();
-        for (name, bytes) in &new_files {
-            let target = ca_dir.join(name);
-            let dir = target.parent().unwrap_or(ca_dir);
-            let tmp = ca::tmp_name(dir, "new");
-            secret::write_secret_file(&tmp, bytes)?;
-            std::fs::rename(&tmp, &target).map_err(|e| CaError::Io {
-                path: target.clone(),
-                source: e,
-            })?;
-            if name == CA_KEY || name == CA_KEY_PKCS11 {
-                new_sha = crypto::sha256_hex(bytes);
-            }
-        }
-        if matches!(new, ca::NewCustody::Pkcs11 { .. }) {
-            // There is then no ca.key.age: its retired link keeps the old file.
-            std::fs::remove_file(&key_path).map_err(|e| CaError::Io {
-                path: key_path.clone(),
-                source: e,
-            })?;
-        }
-        ca::sync_dir(ca_dir)?;
-        let custody = signer.custody();
-        let new_method = custody.kind().to_string();
-        let details = json!({
-            "fingerprint": cert.fingerprint,
-            "old_method": opened.custody.kind(),
-            "old_protection": old_protection,
-            "new_method": new_method,
-            "new_protection": custody.describe(),
-            "custody": custody,
-            "retired_file": retired_key,
-            "retired": retired,
-            "new_key_sha256": new_sha,
-        });
-        let mut w = AuditWriter::new(&tx, operator)?;
-        w.append(&tx, "key-protection-changed", &details)?;
-        db::meta::set(&tx, db::meta::KEY_PROTECTION, &custody.describe())?;
-        // Signed by the new custody: proof that it holds the key of ca.pem.
-        w.checkpoint(&tx, signer.as_ref())?;
-        Ok(ProtectReport {
-            ca_dir: ca_dir.to_path_buf(),
-            fingerprint: cert.fingerprint.clone(),
-            old_method: opened.custody.kind().to_string(),
-            old_protection: old_protection.clone(),
-            new_method,
-            new_protection: custody.describe(),
-            retired_file: retired_key,
-            new_key_sha256: new_sha,
-        })
-    })();
-    match result {
+    let m = CustodyMove {
+        ca_dir,
+        cert: &cert,
+        opened: &opened,
+        old_kind,
+        old_protection,
+        new,
+        operator,
+    };
+    match move_custody(&tx, &m) {
         Ok(r) => {
             db::savepoint_release_and_commit(&tx, "protect")?;
             Ok(r)
@@ -530,6 +376,248 @@ pub fn protect_custody(
             )))
         }
     }
+}
+
+/// Whether the key may move from `old` to `new` at all (pure): `ca protect --quorum/--pkcs11`
+/// is not the way to a passphrase or recipients, and a quorum gets new custodians by
+/// `ca reshare`.
+fn check_custody_move(old: ca::KeyKind, new: &ca::NewCustody) -> Result<(), CaError> {
+    match new {
+        ca::NewCustody::Age { .. } => Err(CaError::Protect(
+            "for a passphrase or recipients use --new-passphrase-file / --new-recipient".into(),
+        )),
+        ca::NewCustody::Quorum { .. } if old == ca::KeyKind::Quorum => Err(CaError::Protect(
+            "the key is already held by a quorum: use `nrfca ca reshare` for new custodians or a new threshold".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What the CA directory holds besides `ca.key.age` that the move retires (pure), in order:
+/// an old quorum's `quorum.json` and `shares/`; before a new quorum, any `shares/` left over.
+fn to_retire(old: ca::KeyKind, new: &ca::NewCustody) -> Vec<&'static str> {
+    use crate::signer::ca::{QUORUM_MANIFEST, SHARES_DIR};
+    if old == ca::KeyKind::Quorum {
+        vec![QUORUM_MANIFEST, SHARES_DIR]
+    } else if matches!(new, ca::NewCustody::Quorum { .. }) {
+        vec![SHARES_DIR]
+    } else {
+        Vec::new()
+    }
+}
+
+/// One run of [`protect_custody`] after the unlock.
+struct CustodyMove<'a> {
+    ca_dir: &'a Path,
+    cert: &'a ca::CaCert,
+    opened: &'a ca::Opened,
+    old_kind: ca::KeyKind,
+    old_protection: String,
+    new: &'a ca::NewCustody,
+    operator: &'a str,
+}
+
+/// The stages of [`protect_custody`] inside its savepoint; the caller commits or rolls back.
+fn move_custody(tx: &db::Transaction<'_>, m: &CustodyMove<'_>) -> Result<ProtectReport, CaError> {
+    let pkcs8 = m.opened.pkcs8.as_deref().ok_or_else(|| {
+        CaError::Protect(
+            "the CA key is in a PKCS#11 token and never leaves it: it cannot be moved; nothing was changed".into(),
+        )
+    })?;
+    let stamp = retired_stamp()?;
+    // New custody, proven, before anything is replaced.
+    let (signer, new_files) = new_custody(pkcs8, m.cert, m.new)?;
+    let retired = retire_old(m.ca_dir, m.old_kind, m.new, &stamp)?;
+    let new_sha = install_new(m.ca_dir, &new_files, m.new)?;
+    record_move(tx, m, signer.as_ref(), retired, new_sha)
+}
+
+/// The new custody's signer and files, holding the key of `pkcs8`; refused unless its public
+/// key is the one of `ca.pem`.
+fn new_custody(
+    pkcs8: &[u8],
+    cert: &ca::CaCert,
+    new: &ca::NewCustody,
+) -> Result<(Box<dyn CaSigner>, NewFiles), CaError> {
+    use crate::signer::ca::{CA_KEY_PKCS11, QUORUM_MANIFEST, SHARES_DIR};
+    use crate::signer::key::pkcs11::Pkcs11Key;
+    use crate::signer::key::quorum;
+    let (signer, new_files): (Box<dyn CaSigner>, NewFiles) = match new {
+        ca::NewCustody::Quorum {
+            threshold,
+            custodians,
+            scrypt_log_n,
+        } => {
+            let setup = quorum::create(
+                pkcs8,
+                &cert.fingerprint,
+                *threshold,
+                custodians,
+                *scrypt_log_n,
+            )?;
+            let key = secret::CaKey::from_pkcs8(pkcs8)?;
+            let mut files = vec![(
+                QUORUM_MANIFEST.to_string(),
+                setup.manifest.to_json().into_bytes(),
+            )];
+            for sh in &setup.shares {
+                files.push((format!("{SHARES_DIR}/{}", sh.file_name), sh.bytes.clone()));
+            }
+            files.push((CA_KEY.to_string(), setup.key_file.clone()));
+            (
+                Box::new(crate::signer::key::age::AgeKey::new(
+                    key,
+                    setup.manifest.custody(Vec::new()),
+                )),
+                files,
+            )
+        }
+        ca::NewCustody::Pkcs11 {
+            module,
+            token,
+            pin,
+            label,
+        } => {
+            let t = Pkcs11Key::import(module, token, pin, pkcs8, label)
+                .map_err(crate::signer::key::KeyError::from)?;
+            let mut line = t.uri().format();
+            line.push('\n');
+            (
+                Box::new(t),
+                vec![(CA_KEY_PKCS11.to_string(), line.into_bytes())],
+            )
+        }
+        ca::NewCustody::Age { .. } => {
+            return Err(CaError::Protect(
+                "for a passphrase or recipients use --new-passphrase-file / --new-recipient".into(),
+            ))
+        }
+    };
+    if signer.public_key() != cert.public_key {
+        return Err(CaError::Protect(
+            "the new custody holds a different key than ca.pem's; nothing was changed".into(),
+        ));
+    }
+    Ok((signer, new_files))
+}
+
+/// The old custody's files as retired by [`retire_old`].
+struct Retired {
+    /// The link to the old `ca.key.age`.
+    key: String,
+    /// Every retired name, the key's first.
+    all: Vec<String>,
+}
+
+/// Retire the old files: `ca.key.age` (linked: a quorum writes a new one over it; moved away
+/// for a token), then [`to_retire`]; a new quorum gets an empty `shares/` (0700).
+fn retire_old(
+    ca_dir: &Path,
+    old_kind: ca::KeyKind,
+    new: &ca::NewCustody,
+    stamp: &str,
+) -> Result<Retired, CaError> {
+    use crate::signer::ca::SHARES_DIR;
+    let key = link_retired(ca_dir)?;
+    let mut all = vec![key.clone()];
+    for name in to_retire(old_kind, new) {
+        let from = ca_dir.join(name);
+        if from.exists() {
+            let to = format!("{name}.retired-{stamp}");
+            std::fs::rename(&from, ca_dir.join(&to)).map_err(|e| CaError::Io {
+                path: from.clone(),
+                source: e,
+            })?;
+            all.push(to);
+        }
+    }
+    if matches!(new, ca::NewCustody::Quorum { .. }) {
+        let shares = ca_dir.join(SHARES_DIR);
+        std::fs::create_dir(&shares).map_err(|e| CaError::Io {
+            path: shares.clone(),
+            source: e,
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shares, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            CaError::Io {
+                path: shares.clone(),
+                source: e,
+            }
+        })?;
+    }
+    Ok(Retired { key, all })
+}
+
+/// Write the new custody's files (each through a 0600 temporary file and a rename), remove
+/// `ca.key.age` for a token, sync the directory. Gives the SHA-256 of the new key file.
+fn install_new(
+    ca_dir: &Path,
+    new_files: &NewFiles,
+    new: &ca::NewCustody,
+) -> Result<String, CaError> {
+    use crate::signer::ca::CA_KEY_PKCS11;
+    let mut new_sha = String::new();
+    for (name, bytes) in new_files {
+        let target = ca_dir.join(name);
+        let dir = target.parent().unwrap_or(ca_dir);
+        let tmp = ca::tmp_name(dir, "new");
+        secret::write_secret_file(&tmp, bytes)?;
+        std::fs::rename(&tmp, &target).map_err(|e| CaError::Io {
+            path: target.clone(),
+            source: e,
+        })?;
+        if name == CA_KEY || name == CA_KEY_PKCS11 {
+            new_sha = crypto::sha256_hex(bytes);
+        }
+    }
+    if matches!(new, ca::NewCustody::Pkcs11 { .. }) {
+        // There is then no ca.key.age: its retired link keeps the old file.
+        let key_path = ca_dir.join(CA_KEY);
+        std::fs::remove_file(&key_path).map_err(|e| CaError::Io {
+            path: key_path.clone(),
+            source: e,
+        })?;
+    }
+    ca::sync_dir(ca_dir)?;
+    Ok(new_sha)
+}
+
+/// `key-protection-changed`, the new recorded protection, and a checkpoint signed by the new
+/// custody (proof that it holds the key of ca.pem).
+fn record_move(
+    tx: &db::Transaction<'_>,
+    m: &CustodyMove<'_>,
+    signer: &dyn CaSigner,
+    retired: Retired,
+    new_sha: String,
+) -> Result<ProtectReport, CaError> {
+    let custody = signer.custody();
+    let new_method = custody.kind().to_string();
+    let details = json!({
+        "fingerprint": m.cert.fingerprint,
+        "old_method": m.opened.custody.kind(),
+        "old_protection": m.old_protection,
+        "new_method": new_method,
+        "new_protection": custody.describe(),
+        "custody": custody,
+        "retired_file": retired.key,
+        "retired": retired.all,
+        "new_key_sha256": new_sha,
+    });
+    let mut w = AuditWriter::new(tx, m.operator)?;
+    w.append(tx, "key-protection-changed", &details)?;
+    db::meta::set(tx, db::meta::KEY_PROTECTION, &custody.describe())?;
+    w.checkpoint(tx, signer)?;
+    Ok(ProtectReport {
+        ca_dir: m.ca_dir.to_path_buf(),
+        fingerprint: m.cert.fingerprint.clone(),
+        old_method: m.opened.custody.kind().to_string(),
+        old_protection: m.old_protection.clone(),
+        new_method,
+        new_protection: custody.describe(),
+        retired_file: retired.key,
+        new_key_sha256: new_sha,
+    })
 }
 
 /// Files of a new custody: (name relative to the CA directory, content).
@@ -547,4 +635,62 @@ pub fn retired_files(ca_dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signer::ca::{KeyKind, NewCustody, QUORUM_MANIFEST, SHARES_DIR};
+    use crate::signer::key::pkcs11::{Pin, TokenSelector};
+
+    fn age() -> NewCustody {
+        NewCustody::Age { scrypt_log_n: 10 }
+    }
+    fn quorum() -> NewCustody {
+        NewCustody::Quorum {
+            threshold: 2,
+            custodians: Vec::new(),
+            scrypt_log_n: 10,
+        }
+    }
+    fn token() -> NewCustody {
+        NewCustody::Pkcs11 {
+            module: PathBuf::from("libsofthsm2.so"),
+            token: TokenSelector {
+                label: None,
+                serial: None,
+            },
+            pin: Pin::from("1234".to_string()),
+            label: "nrfca CA".into(),
+        }
+    }
+
+    /// Which moves `protect_custody` takes, and what each retires besides ca.key.age.
+    #[test]
+    fn custody_move_table() {
+        use KeyKind::*;
+        // (from, to, refusal mentioning, or "" with what is retired)
+        let cases: Vec<(KeyKind, NewCustody, &str, Vec<&str>)> = vec![
+            (Age, quorum(), "", vec![SHARES_DIR]),
+            (Age, token(), "", vec![]),
+            (Quorum, token(), "", vec![QUORUM_MANIFEST, SHARES_DIR]),
+            (Quorum, quorum(), "`nrfca ca reshare`", vec![]),
+            (Age, age(), "--new-passphrase-file", vec![]),
+            (Quorum, age(), "--new-passphrase-file", vec![]),
+            (Pkcs11, quorum(), "", vec![SHARES_DIR]),
+        ];
+        for (old, new, refused, retired) in cases {
+            let name = format!("{old:?} -> {new:?}");
+            match check_custody_move(old, &new) {
+                Ok(()) => {
+                    assert_eq!(refused, "", "{name}");
+                    assert_eq!(to_retire(old, &new), retired, "{name}");
+                }
+                Err(e) => {
+                    assert!(!refused.is_empty(), "{name}: {e}");
+                    assert!(e.to_string().contains(refused), "{name}: {e}");
+                }
+            }
+        }
+    }
 }
