@@ -639,11 +639,11 @@ fn export_device(
                     } else {
                         e.next_step()
                     };
-                    rec.note_error(port, &code.to_string(), &e.to_string());
+                    rec.note_error(port, &code.to_string(), &crate::error::error_chain(&e));
                     journal.commit(&rec)?;
                     return Err(Fail::Refused {
                         code,
-                        detail: e.to_string(),
+                        detail: crate::error::error_chain(&e),
                         next,
                     });
                 }
@@ -749,8 +749,9 @@ fn finish(
                 exported_at: now(),
                 bad_shape: None,
             };
-            w.append(&row)
-                .map_err(|e| Fail::Internal(format!("requests file: {e}")))?;
+            w.append(&row).map_err(|e| {
+                Fail::Internal(format!("requests file: {}", crate::error::error_chain(&e)))
+            })?;
         }
     }
     rec.state = DeviceState::Exported;
