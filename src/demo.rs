@@ -14,7 +14,6 @@ use crate::signer::sign::{self, SignEvent, SignOptions};
 use crate::sim::{Latency, Profile, SimConfig, Simulator};
 use age::secrecy::SecretString;
 use serde::Serialize;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -281,39 +280,26 @@ pub struct DemoReport {
     pub timings: DemoTimings,
 }
 
-/// Why the demo stopped.
-#[derive(Debug)]
+/// Why the demo stopped. Display is this layer's sentence; the failing step's error is the
+/// `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The working directory cannot be used.
-    Dir(PathBuf, std::io::Error),
+    #[error("cannot use {} as the demo directory; give an empty or new directory with --dir", .0.display())]
+    Dir(PathBuf, #[source] std::io::Error),
     /// A step failed; the message names it.
-    Step(&'static str, Box<dyn std::error::Error + Send + Sync>),
+    #[error("demo step `{0}` failed")]
+    Step(
+        &'static str,
+        #[source] Box<dyn std::error::Error + Send + Sync>,
+    ),
     /// A step ran but its result is wrong (a demo that "succeeds" wrongly must not exit 0).
+    #[error("demo check failed: {0}")]
     Check(String),
     /// What the chosen flow needs is not installed (e.g. SoftHSM2 for `--custody hsm`).
+    #[error("{0}")]
     Unavailable(String),
 }
-
-impl fmt::Display for DemoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DemoError::Dir(p, e) => write!(
-                f,
-                "cannot use {} as the demo directory: {e}; give an empty or new directory with --dir",
-                p.display()
-            ),
-            DemoError::Step(step, e) => write!(
-                f,
-                "demo step `{step}` failed: {}",
-                crate::error::error_chain(e.as_ref())
-            ),
-            DemoError::Check(s) => write!(f, "demo check failed: {s}"),
-            DemoError::Unavailable(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for DemoError {}
 
 fn step_err<E: std::error::Error + Send + Sync + 'static>(
     step: &'static str,

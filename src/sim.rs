@@ -35,15 +35,19 @@ pub use profile::{Latency, Profile};
 pub use simulator::{Credential, ModemSnapshot, SimConfig, Simulator};
 pub use storage::Origin;
 
-use std::fmt;
 use std::path::PathBuf;
 
-/// Why the simulator could not start or save.
-#[derive(Debug)]
+/// Why the simulator could not start or save. Display is this layer's sentence; an OS error
+/// is the `source()` (docs/architecture.md, "Errors"). The `String` payloads are words (the
+/// state file's problem with the modem it is in, the link that failed and why): no caller
+/// tells their kinds apart.
+#[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// A pseudo-terminal could not be created or configured.
-    Pty(String),
+    #[error("cannot create a pseudo-terminal; check /dev/ptmx exists and /dev/pts is mounted")]
+    Pty(#[source] nix::errno::Errno),
     /// The state file is unreadable, malformed or could not be written.
+    #[error("simulator state file {}: {msg}; fix or delete it (it only holds simulated modems)", path.display())]
     State {
         /// The file.
         path: PathBuf,
@@ -51,6 +55,7 @@ pub enum SimError {
         msg: String,
     },
     /// A symlink in the link directory could not be made.
+    #[error("link {}: {msg}", path.display())]
     LinkDir {
         /// The link or directory.
         path: PathBuf,
@@ -58,30 +63,9 @@ pub enum SimError {
         msg: String,
     },
     /// A modem identity could not be created or loaded.
+    #[error("cannot create a simulated modem identity: {0}")]
     Identity(String),
     /// The configuration is not usable.
+    #[error("{0}")]
     Config(String),
 }
-
-impl fmt::Display for SimError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SimError::Pty(e) => write!(
-                f,
-                "cannot create a pseudo-terminal ({e}); check /dev/ptmx exists and /dev/pts is mounted"
-            ),
-            SimError::State { path, msg } => write!(
-                f,
-                "simulator state file {}: {msg}; fix or delete it (it only holds simulated modems)",
-                path.display()
-            ),
-            SimError::LinkDir { path, msg } => {
-                write!(f, "link {}: {msg}", path.display())
-            }
-            SimError::Identity(e) => write!(f, "cannot create a simulated modem identity: {e}"),
-            SimError::Config(e) => f.write_str(e),
-        }
-    }
-}
-
-impl std::error::Error for SimError {}

@@ -484,44 +484,25 @@ fn clean(raw: &[u8]) -> String {
 }
 
 /// Why a command could not be encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     /// The content holds a `"` (the AT syntax has no escaping).
+    #[error("the PEM contains a double quote, which an AT command cannot carry: check the file")]
     Quote,
     /// The content holds a byte the modem's receiver would mangle (NUL, BS, DEL, non-ASCII, CR
     /// alone) .
+    #[error("the PEM contains byte 0x{0:02x}, which the modem's AT receiver would mangle: use plain ASCII PEM with LF line ends")]
     BadByte(u8),
     /// The content is empty.
+    #[error("the PEM is empty")]
     Empty,
     /// The whole command would exceed [`MAX_COMMAND`] bytes.
+    #[error("the command would be {0} bytes, over the modem's {MAX_COMMAND}-byte limit: use a smaller root CA bundle")]
     TooLong(usize),
     /// The command holds a `'` or `\\`, which the shell's `at '<command>'` cannot carry.
+    #[error("the command contains ' or \\, which the shell's at '<command>' form cannot carry: check the file, or use --dialect at with AT Client firmware")]
     ShellQuote,
 }
-
-impl fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EncodeError::Quote => f.write_str(
-                "the PEM contains a double quote, which an AT command cannot carry: check the file",
-            ),
-            EncodeError::BadByte(b) => write!(
-                f,
-                "the PEM contains byte 0x{b:02x}, which the modem's AT receiver would mangle: use plain ASCII PEM with LF line ends"
-            ),
-            EncodeError::Empty => f.write_str("the PEM is empty"),
-            EncodeError::ShellQuote => f.write_str(
-                "the command contains ' or \\, which the shell's at '<command>' form cannot carry: check the file, or use --dialect at with AT Client firmware",
-            ),
-            EncodeError::TooLong(n) => write!(
-                f,
-                "the command would be {n} bytes, over the modem's {MAX_COMMAND}-byte limit: use a smaller root CA bundle"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for EncodeError {}
 
 /// How AT commands travel to the modem (`--dialect`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

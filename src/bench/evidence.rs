@@ -13,23 +13,29 @@ use crate::checkpoint::{
     self, Checkpoint, CheckpointError, ProofFile, SignedCheckpoint, CHECKPOINT_FILE,
     CHECKPOINT_SIG_FILE, PROOFS_FILE,
 };
-use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Why the bundle's evidence was refused, or the statement could not be written.
-#[derive(Debug)]
+/// Why the bundle's evidence was refused, or the statement could not be written. Display is
+/// this layer's sentence, with its stable code in brackets where the bench prints it to the
+/// technician; the cause is the `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
     /// `checkpoint`, `checkpoint.sig` or `checkpoint.proofs` is malformed, or the signature
     /// does not verify with the trusted CA.
-    Invalid(CheckpointError),
+    #[error("[{}] the bundle's checkpoint is refused; do not install the bundle: if a fresh copy from the signer is refused too, contact the CA officer", .0.code())]
+    Invalid(#[source] CheckpointError),
     /// Only one of `checkpoint` and `checkpoint.sig` is in the bundle.
+    #[error("[checkpoint-incomplete] the bundle has a checkpoint without its {0}: copy the bundle again from the signer, whole; do not install it as it is")]
     Incomplete(&'static str),
     /// The bundle carries no checkpoint but the bench holds one for this CA.
+    #[error("[checkpoint-missing] the bundle carries no checkpoint of the CA's log, but this bench holds one ({}): a bundle of this CA must prove its log extends it. It was made by an nrfca that writes no checkpoint, or the checkpoint was removed. Do not install it; ask the CA officer to sign the requests again with the current nrfca", held_line(.0))]
     MissingCheckpoint(Box<HeldCheckpoint>),
     /// The bundle's proofs start from other checkpoints than the one the bench holds.
+    #[error("[checkpoint-proof-missing] the bundle has no consistency proof from the checkpoint this bench holds ({}): its requests file was signed by this bench before that import, or by another bench. Run `nrfca bench export` again into the requests file (its requests.csv.sig then quotes the checkpoint) and have the officer sign it again: the same certificates come back", held_line(.0))]
     MissingProof(Box<HeldCheckpoint>),
     /// The bundle's log does not extend the checkpoint the bench holds.
+    #[error("[log-rolled-back] the CA's log was rolled back or forked: the bundle's checkpoint (size {}) does not extend the one this bench verified before ({}; {why}). The CA's ca.db was restored from an older backup, cut short, or is not the same log, so certificates may have been issued that this log no longer shows. Do not install this bundle; keep it, and contact the CA officer, who must find out what happened to ca.db (`nrfca audit verify --checkpoint`) before anything more is signed", found.size, held_line(held))]
     RolledBack {
         /// What the bench holds.
         held: Box<HeldCheckpoint>,
@@ -39,14 +45,18 @@ pub enum EvidenceError {
         why: String,
     },
     /// The bench state could not be read.
-    State(StateError),
+    #[error(transparent)]
+    State(#[from] StateError),
     /// The bench identity could not be loaded or used.
-    Identity(IdentityError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// A file could not be read or written.
+    #[error("{}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -72,35 +82,6 @@ fn held_line(h: &HeldCheckpoint) -> String {
         "size {} verified {} from bundle {} (batch {})",
         h.checkpoint.size, h.adopted_at, h.bundle, h.batch
     )
-}
-
-impl fmt::Display for EvidenceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EvidenceError::Invalid(e) => write!(f, "[{}] {e}; do not install it: if a fresh copy from the signer is refused too, contact the CA officer", e.code()),
-            EvidenceError::Incomplete(missing) => write!(f, "[checkpoint-incomplete] the bundle has a checkpoint without its {missing}: copy the bundle again from the signer, whole; do not install it as it is"),
-            EvidenceError::MissingCheckpoint(h) => write!(f, "[checkpoint-missing] the bundle carries no checkpoint of the CA's log, but this bench holds one ({}): a bundle of this CA must prove its log extends it. It was made by an nrfca that writes no checkpoint, or the checkpoint was removed. Do not install it; ask the CA officer to sign the requests again with the current nrfca", held_line(h)),
-            EvidenceError::MissingProof(h) => write!(f, "[checkpoint-proof-missing] the bundle has no consistency proof from the checkpoint this bench holds ({}): its requests file was signed by this bench before that import, or by another bench. Run `nrfca bench export` again into the requests file (its requests.csv.sig then quotes the checkpoint) and have the officer sign it again: the same certificates come back", held_line(h)),
-            EvidenceError::RolledBack { held, found, why } => write!(f, "[log-rolled-back] the CA's log was rolled back or forked: the bundle's checkpoint (size {}) does not extend the one this bench verified before ({}; {why}). The CA's ca.db was restored from an older backup, cut short, or is not the same log, so certificates may have been issued that this log no longer shows. Do not install this bundle; keep it, and contact the CA officer, who must find out what happened to ca.db (`nrfca audit verify --checkpoint`) before anything more is signed", found.size, held_line(held)),
-            EvidenceError::State(e) => e.fmt(f),
-            EvidenceError::Identity(e) => e.fmt(f),
-            EvidenceError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for EvidenceError {}
-
-impl From<StateError> for EvidenceError {
-    fn from(e: StateError) -> Self {
-        EvidenceError::State(e)
-    }
-}
-
-impl From<IdentityError> for EvidenceError {
-    fn from(e: IdentityError) -> Self {
-        EvidenceError::Identity(e)
-    }
 }
 
 /// What the bundle's checkpoint means for this bench.

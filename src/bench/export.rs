@@ -701,11 +701,11 @@ fn keygen(
             // A definite refusal: no key was made.
             rec.state = DeviceState::ExportFailed;
             let (code, next) = keygen_refused(&e, attributes.is_some());
-            rec.note_error(run.port, &code.to_string(), &e.to_string());
+            rec.note_error(run.port, &code.to_string(), &crate::error::error_chain(&e));
             run.journal.commit(rec)?;
             Err(Fail::Refused {
                 code,
-                detail: e.to_string(),
+                detail: crate::error::error_chain(&e),
                 next,
             })
         }
@@ -840,7 +840,7 @@ fn append_request(
         bad_shape: None,
     };
     w.append(&row)
-        .map_err(|e| Fail::Internal(format!("requests file: {e}")))
+        .map_err(|e| Fail::Internal(format!("requests file: {}", crate::error::error_chain(&e))))
 }
 
 /// The record of a completed export (pure but for the time stamp): what was exported, and

@@ -20,10 +20,12 @@ pub const PUBLIC_FILE: &str = "bench.pem";
 /// The bench name (one line).
 pub const NAME_FILE: &str = "bench.name";
 
-/// Why the bench identity could not be created, loaded or used.
-#[derive(Debug)]
+/// Why the bench identity could not be created, loaded or used. Display is this layer's
+/// sentence; the cause is the `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// `bench init` was already run for this state directory.
+    #[error("this bench already has a key ({}{}); keep it (the CA trusts that key), or use another --state for a new bench", path.display(), fingerprint_note(fingerprint))]
     Exists {
         /// The existing key file.
         path: PathBuf,
@@ -31,10 +33,13 @@ pub enum IdentityError {
         fingerprint: Option<String>,
     },
     /// No identity: `bench init` has not been run.
+    #[error("the bench state {} has no bench key; run `nrfca bench init --state {} --name NAME` and have the officer trust its bench.pem", .0.display(), .0.display())]
     Missing(PathBuf),
     /// The key file is readable by group or others.
+    #[error("{} is readable by other users; run `chmod 600 {}` and check nobody copied it", .0.display(), .0.display())]
     Permissions(PathBuf),
     /// A file of the identity is unreadable or inconsistent.
+    #[error("{} is unusable ({why}); restore the bench state from its backup, or make a new bench with `nrfca bench init` in a new --state and have the officer trust it", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -42,12 +47,15 @@ pub enum IdentityError {
         why: String,
     },
     /// A name or statement problem.
-    Provenance(ProvenanceError),
+    #[error(transparent)]
+    Provenance(#[from] ProvenanceError),
     /// Reading or writing failed.
+    #[error("{}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
         /// The error.
+        #[source]
         source: io::Error,
     },
 }
@@ -66,39 +74,12 @@ impl IdentityError {
     }
 }
 
-impl fmt::Display for IdentityError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IdentityError::Exists { path, fingerprint } => {
-                write!(f, "this bench already has a key ({}", path.display())?;
-                if let Some(fp) = fingerprint {
-                    write!(f, ", fingerprint {fp}")?;
-                }
-                f.write_str("); keep it (the CA trusts that key), or use another --state for a new bench")
-            }
-            IdentityError::Missing(dir) => write!(f, "the bench state {} has no bench key; run `nrfca bench init --state {} --name NAME` and have the officer trust its bench.pem", dir.display(), dir.display()),
-            IdentityError::Permissions(p) => write!(f, "{} is readable by other users; run `chmod 600 {}` and check nobody copied it", p.display(), p.display()),
-            IdentityError::Corrupt { path, why } => write!(f, "{} is unusable ({why}); restore the bench state from its backup, or make a new bench with `nrfca bench init` in a new --state and have the officer trust it", path.display()),
-            IdentityError::Provenance(e) => e.fmt(f),
-            IdentityError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for IdentityError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            IdentityError::Io { source, .. } => Some(source),
-            IdentityError::Provenance(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<ProvenanceError> for IdentityError {
-    fn from(e: ProvenanceError) -> Self {
-        IdentityError::Provenance(e)
-    }
+/// `, fingerprint …` when the existing key's fingerprint is known.
+fn fingerprint_note(fingerprint: &Option<String>) -> String {
+    fingerprint
+        .as_ref()
+        .map(|fp| format!(", fingerprint {fp}"))
+        .unwrap_or_default()
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {

@@ -64,17 +64,21 @@ pub struct CommandRecord {
     pub elapsed: Duration,
 }
 
-/// Why a modem command failed. The message names the command and says what to do.
-#[derive(Debug)]
+/// Why a modem command failed. The message names the command and says what to do
+/// ([`ModemError::next_step`]); an encoding error is the `source()`.
+#[derive(Debug, thiserror::Error)]
 pub enum ModemError {
     /// The port could not be opened.
-    Open(OpenError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// The device never answered `AT` with `OK`.
+    #[error("the device does not answer AT ({detail}); {}", self.next_step())]
     NotResponding {
         /// What was seen instead (summarised).
         detail: String,
     },
     /// No final result code within the timeout. The command may or may not have taken effect.
+    #[error("{command}: no final result within {:.1}s{}; {}", waited.as_secs_f64(), partial_note(partial), self.next_step())]
     Timeout {
         /// The command in flight (summarised).
         command: String,
@@ -84,6 +88,7 @@ pub enum ModemError {
         partial: Vec<String>,
     },
     /// The port went away (cable pulled, power lost) while the command was in flight.
+    #[error("{command}: the port went away ({detail}); {}", self.next_step())]
     Disconnected {
         /// The command in flight (summarised).
         command: String,
@@ -91,16 +96,19 @@ pub enum ModemError {
         detail: String,
     },
     /// The device printed a boot banner while the command was in flight: it restarted.
+    #[error("{command}: the device restarted mid-command; {}", self.next_step())]
     Reset {
         /// The command in flight (summarised).
         command: String,
     },
     /// Plain `ERROR`.
+    #[error("{command}: ERROR; {}", self.next_step())]
     Error {
         /// The command (summarised).
         command: String,
     },
     /// `+CME ERROR: <n>`.
+    #[error("{command}: {code}; {}", self.next_step())]
     Cme {
         /// The command (summarised).
         command: String,
@@ -108,6 +116,7 @@ pub enum ModemError {
         code: CmeCode,
     },
     /// `+CMS ERROR: <n>`.
+    #[error("{command}: +CMS ERROR: {code}; {}", self.next_step())]
     Cms {
         /// The command (summarised).
         command: String,
@@ -115,6 +124,7 @@ pub enum ModemError {
         code: u16,
     },
     /// `OK`, but without the information the command should have returned.
+    #[error("{command}: {detail}; {}", self.next_step())]
     Unexpected {
         /// The command (summarised).
         command: String,
@@ -122,10 +132,12 @@ pub enum ModemError {
         detail: String,
     },
     /// The command could not be encoded (a PEM with a quote, too long, …). Nothing was sent.
+    #[error("{command}: not sent")]
     Encode {
         /// The command (summarised).
         command: String,
         /// Why.
+        #[source]
         error: at::EncodeError,
     },
 }
@@ -183,74 +195,12 @@ impl ModemError {
     }
 }
 
-impl fmt::Display for ModemError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModemError::Open(e) => write!(f, "{e}"),
-            ModemError::NotResponding { detail } => {
-                write!(
-                    f,
-                    "the device does not answer AT ({detail}); {}",
-                    self.next_step()
-                )
-            }
-            ModemError::Timeout {
-                command,
-                waited,
-                partial,
-            } => {
-                write!(
-                    f,
-                    "{command}: no final result within {:.1}s",
-                    waited.as_secs_f64()
-                )?;
-                if !partial.is_empty() {
-                    write!(f, " (got {} information line(s) first)", partial.len())?;
-                }
-                write!(f, "; {}", self.next_step())
-            }
-            ModemError::Disconnected { command, detail } => {
-                write!(
-                    f,
-                    "{command}: the port went away ({detail}); {}",
-                    self.next_step()
-                )
-            }
-            ModemError::Reset { command } => {
-                write!(
-                    f,
-                    "{command}: the device restarted mid-command; {}",
-                    self.next_step()
-                )
-            }
-            ModemError::Error { command } => write!(f, "{command}: ERROR; {}", self.next_step()),
-            ModemError::Cme { command, code } => {
-                write!(f, "{command}: {code}; {}", self.next_step())
-            }
-            ModemError::Cms { command, code } => {
-                write!(f, "{command}: +CMS ERROR: {code}; {}", self.next_step())
-            }
-            ModemError::Unexpected { command, detail } => {
-                write!(f, "{command}: {detail}; {}", self.next_step())
-            }
-            ModemError::Encode { command, error } => write!(f, "{command}: not sent: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for ModemError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ModemError::Open(e) => Some(e),
-            ModemError::Encode { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
-
-impl From<OpenError> for ModemError {
-    fn from(e: OpenError) -> Self {
-        ModemError::Open(e)
+/// ` (got N information line(s) first)` when a timed-out command had printed some.
+fn partial_note(partial: &[String]) -> String {
+    if partial.is_empty() {
+        String::new()
+    } else {
+        format!(" (got {} information line(s) first)", partial.len())
     }
 }
 

@@ -281,72 +281,42 @@ pub struct JournalEntry {
     pub outcome: String,
 }
 
-/// The bench state could not be read or written.
-#[derive(Debug)]
+/// The bench state could not be read or written. Display is this layer's sentence; the OS or
+/// SQLite error is the `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Creating the directory failed.
+    #[error("cannot create the bench state directory {} (check permissions or pass --state)", path.display())]
     Dir {
         /// The directory.
         path: PathBuf,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// `status` on a directory without `bench.db`.
+    #[error("no bench state in {} (no {DB_FILE}): pass --state with the directory export used", path.display())]
     Missing {
         /// The directory.
         path: PathBuf,
     },
     /// SQLite failed (unreadable, locked, corrupt).
+    #[error("bench state {} is unreadable (is another nrfca running? restore the directory from backup if it is corrupt)", path.display())]
     Db {
         /// The database file.
         path: PathBuf,
         /// Why.
+        #[source]
         source: rusqlite::Error,
     },
     /// A row holds a value this version does not understand.
+    #[error("bench state {} is corrupt: {detail} (restore the directory from backup)", path.display())]
     Corrupt {
         /// The database file.
         path: PathBuf,
         /// What.
         detail: String,
     },
-}
-
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Dir { path, source } => write!(
-                f,
-                "cannot create the bench state directory {}: {source} (check permissions or pass --state)",
-                path.display()
-            ),
-            StateError::Missing { path } => write!(
-                f,
-                "no bench state in {} (no {DB_FILE}): pass --state with the directory export used",
-                path.display()
-            ),
-            StateError::Db { path, source } => write!(
-                f,
-                "bench state {} is unreadable: {source} (is another nrfca running? restore the directory from backup if it is corrupt)",
-                path.display()
-            ),
-            StateError::Corrupt { path, detail } => write!(
-                f,
-                "bench state {} is corrupt: {detail} (restore the directory from backup)",
-                path.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for StateError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StateError::Dir { source, .. } => Some(source),
-            StateError::Db { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 /// Current time, RFC 3339 UTC, second precision.

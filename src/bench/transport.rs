@@ -57,8 +57,10 @@ impl Default for SerialSettings {
 /// Baud rate of the nRF91 DK / Thingy:91 AT UART.
 pub const BAUD: u32 = 115_200;
 
-/// Why a port could not be opened.
-#[derive(Debug)]
+/// Why a port could not be opened. `detail` is the driver's words (with who holds the port,
+/// where Linux tells), said in the middle of the sentence before the advice of its `kind`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open serial port {port}: {detail} ({})", kind.advice())]
 pub struct OpenError {
     /// The port path as given.
     pub port: String,
@@ -81,9 +83,10 @@ pub enum OpenErrorKind {
     Other,
 }
 
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let advice = match self.kind {
+impl OpenErrorKind {
+    /// What the operator should do about this class of failure.
+    pub fn advice(self) -> &'static str {
+        match self {
             OpenErrorKind::NotFound => {
                 "the port does not exist: check the cable and `nrfca bench ports`"
             }
@@ -94,16 +97,9 @@ impl fmt::Display for OpenError {
                 "the port is in use by another program (a terminal, nRF Connect, another nrfca): close it"
             }
             OpenErrorKind::Other => "check the cable and that this is the modem's AT port",
-        };
-        write!(
-            f,
-            "cannot open serial port {}: {} ({advice})",
-            self.port, self.detail
-        )
+        }
     }
 }
-
-impl std::error::Error for OpenError {}
 
 /// A real serial port (or pty) opened 115200 8N1.
 pub struct SerialTransport {

@@ -278,7 +278,7 @@ impl From<ModemError> for Fail {
 
 impl From<StateError> for Fail {
     fn from(e: StateError) -> Self {
-        Fail::Internal(format!("bench state: {e}"))
+        Fail::Internal(format!("bench state: {}", crate::error::error_chain(&e)))
     }
 }
 
@@ -288,7 +288,7 @@ impl Fail {
         match self {
             Fail::Modem(e) => (
                 error_code(&e).to_string(),
-                e.to_string(),
+                crate::error::error_chain(&e),
                 e.next_step(),
                 e.outcome_unknown(),
             ),

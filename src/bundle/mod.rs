@@ -128,27 +128,37 @@ pub struct Manifest {
     pub counts: Counts,
 }
 
-/// What the bundle writer or verifier refused.
-#[derive(Debug)]
+/// What the bundle writer or verifier refused. Display is this layer's sentence; an OS error
+/// is the `source()` (docs/architecture.md, "Errors"). The `String` payloads are words (a
+/// file name, what is malformed); the kinds a caller acts on are variants.
+#[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// A file could not be read or written.
+    #[error("cannot access {}; check the path, disk and permissions", path.display())]
     Io {
         /// The path.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: io::Error,
     },
     /// The output directory already exists.
+    #[error("{} already exists; give a new --out directory (bundles are never overwritten)", .0.display())]
     Exists(PathBuf),
     /// A device id that cannot be a file name (for `--pem-files`).
+    #[error("device id {0:?} cannot be used as a file name; sign without --pem-files")]
     BadDeviceId(String),
     /// The trusted CA PEM is not a usable P-256 certificate.
+    #[error("the trusted CA certificate is unusable: {0}; pass the CA's ca.pem with --trust")]
     BadTrustedCa(String),
     /// A required file is missing (`manifest.json`, `manifest.sig`, or a listed file).
+    #[error("bundle file {0} is missing; copy the whole bundle directory again")]
     MissingFile(String),
     /// `manifest.sig` does not verify with the trusted CA key.
+    #[error("manifest.sig does not verify with the trusted CA: the bundle was altered; copy it again from the signer, or check --trust")]
     BadSignature,
     /// The bundle was signed by another CA (its own `ca.pem` verifies the manifest).
+    #[error("the bundle is signed by CA {bundle_ca}, not the trusted CA {trusted_ca}; use the right --trust or the right bundle")]
     WrongSigner {
         /// SHA-256 fingerprint of the bundle's CA.
         bundle_ca: String,
@@ -156,14 +166,23 @@ pub enum BundleError {
         trusted_ca: String,
     },
     /// The bundle's `ca.pem` is not the trusted CA.
+    #[error(
+        "the bundle's ca.pem is not the trusted CA; use the right --trust or the right bundle"
+    )]
     CaMismatch,
     /// A file's SHA-256 differs from the manifest.
+    #[error("{0} does not match its SHA-256 in the signed manifest: the bundle was altered; copy it again from the signer")]
     HashMismatch(String),
     /// A file in the bundle that the manifest does not list.
+    #[error(
+        "{0} is in the bundle but not in the signed manifest; remove it or copy the bundle again"
+    )]
     ExtraFile(String),
     /// `manifest.json` is not a manifest of this format.
+    #[error("manifest.json is malformed: {0}; copy the bundle again")]
     MalformedManifest(String),
     /// A bad row in a bundle CSV.
+    #[error("{file} line {line}: {why}; copy the bundle again")]
     MalformedRow {
         /// File name.
         file: String,
@@ -173,39 +192,11 @@ pub enum BundleError {
         why: String,
     },
     /// Signing the manifest failed.
+    #[error("signing manifest.json failed: {0}")]
     Sign(String),
     /// The directory is a `sign` run's unfinished temporary directory, never a bundle.
+    #[error("{} is an unfinished temporary directory of `nrfca sign` (its batch was interrupted or is still running), not a bundle; use the bundle directory that sign printed, or run the same sign again", .0.display())]
     Partial(PathBuf),
-}
-
-impl fmt::Display for BundleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BundleError::Io { path, source } => write!(f, "cannot access {}: {source}; check the path, disk and permissions", path.display()),
-            BundleError::Partial(p) => write!(f, "{} is an unfinished temporary directory of `nrfca sign` (its batch was interrupted or is still running), not a bundle; use the bundle directory that sign printed, or run the same sign again", p.display()),
-            BundleError::Exists(p) => write!(f, "{} already exists; give a new --out directory (bundles are never overwritten)", p.display()),
-            BundleError::BadDeviceId(id) => write!(f, "device id {id:?} cannot be used as a file name; sign without --pem-files"),
-            BundleError::BadTrustedCa(why) => write!(f, "the trusted CA certificate is unusable: {why}; pass the CA's ca.pem with --trust"),
-            BundleError::MissingFile(n) => write!(f, "bundle file {n} is missing; copy the whole bundle directory again"),
-            BundleError::BadSignature => f.write_str("manifest.sig does not verify with the trusted CA: the bundle was altered; copy it again from the signer, or check --trust"),
-            BundleError::WrongSigner { bundle_ca, trusted_ca } => write!(f, "the bundle is signed by CA {bundle_ca}, not the trusted CA {trusted_ca}; use the right --trust or the right bundle"),
-            BundleError::CaMismatch => f.write_str("the bundle's ca.pem is not the trusted CA; use the right --trust or the right bundle"),
-            BundleError::HashMismatch(n) => write!(f, "{n} does not match its SHA-256 in the signed manifest: the bundle was altered; copy it again from the signer"),
-            BundleError::ExtraFile(n) => write!(f, "{n} is in the bundle but not in the signed manifest; remove it or copy the bundle again"),
-            BundleError::MalformedManifest(why) => write!(f, "manifest.json is malformed: {why}; copy the bundle again"),
-            BundleError::MalformedRow { file, line, why } => write!(f, "{file} line {line}: {why}; copy the bundle again"),
-            BundleError::Sign(why) => write!(f, "signing manifest.json failed: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for BundleError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BundleError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {

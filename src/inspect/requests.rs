@@ -44,7 +44,10 @@ pub fn inspect_requests(input: &[u8], opts: &CheckOptions) -> Report {
             Err(e) => {
                 set_verdict(
                     &mut r,
-                    Err(Reject::new(RejectCode::MalformedInput, e.to_string())),
+                    Err(Reject::new(
+                        RejectCode::MalformedInput,
+                        crate::error::error_chain(&e),
+                    )),
                 );
                 return r;
             }

@@ -272,24 +272,30 @@ pub enum Entry {
     Malformed(Malformed),
 }
 
-/// Could not read the inputs at all (exit 2, not a reject).
-#[derive(Debug)]
+/// Could not read the inputs at all (exit 2, not a reject). Display is this layer's sentence;
+/// an OS error is the `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum RequestsError {
     /// Opening a file failed.
+    #[error("cannot open requests file {}; check the path", path.display())]
     Open {
         /// The path.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: io::Error,
     },
     /// Reading failed mid-file.
+    #[error("cannot read requests file {}; copy it again from the bench", path.display())]
     Read {
         /// The path.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: io::Error,
     },
     /// A CSV file whose first line looks like a header but is not [`HEADER`].
+    #[error("{} has the CSV header {found:?}, expected {HEADER:?}; export it again with `nrfca bench export` or give one KEYGEN string per line", path.display())]
     BadHeader {
         /// The path.
         path: PathBuf,
@@ -298,7 +304,14 @@ pub enum RequestsError {
     },
     /// The file is not a requests file at all (checked by [`sniff`] before the CA key is
     /// unlocked): binary, not UTF-8, empty, only a header, no line that could be a KEYGEN
-    /// string, or a known other file (PEM, SQLite, onboarding CSV, …).
+    /// string, or a known other file (PEM, SQLite, onboarding CSV, …). `looks` is a typed
+    /// verdict, not a cause: the sentence says it in the middle ("… is not a requests file:
+    /// it looks like …; nothing was signed …"), so it is no `source()`.
+    #[error(
+        "{} is not a requests file: {looks}; nothing was signed. Give the requests.csv \
+         written by `nrfca bench export`, or a text file with one KEYGEN string per line",
+        crate::util::term_escape(&path.display().to_string())
+    )]
     NotRequests {
         /// The path.
         path: PathBuf,
@@ -306,54 +319,14 @@ pub enum RequestsError {
         looks: NotRequests,
     },
     /// Writing a requests file failed.
+    #[error("cannot write requests file {}; check the disk and permissions", path.display())]
     Write {
         /// The path.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: io::Error,
     },
-}
-
-impl fmt::Display for RequestsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestsError::Open { path, .. } => {
-                write!(f, "cannot open requests file {}; check the path", path.display())
-            }
-            RequestsError::Read { path, .. } => write!(
-                f,
-                "cannot read requests file {}; copy it again from the bench",
-                path.display()
-            ),
-            RequestsError::BadHeader { path, found } => write!(
-                f,
-                "{} has the CSV header {found:?}, expected {HEADER:?}; export it again with `nrfca bench export` or give one KEYGEN string per line",
-                path.display()
-            ),
-            RequestsError::Write { path, .. } => write!(
-                f,
-                "cannot write requests file {}; check the disk and permissions",
-                path.display()
-            ),
-            RequestsError::NotRequests { path, looks } => write!(
-                f,
-                "{} is not a requests file: {looks}; nothing was signed. Give the requests.csv \
-                 written by `nrfca bench export`, or a text file with one KEYGEN string per line",
-                crate::util::term_escape(&path.display().to_string())
-            ),
-        }
-    }
-}
-
-impl std::error::Error for RequestsError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RequestsError::Open { source, .. }
-            | RequestsError::Read { source, .. }
-            | RequestsError::Write { source, .. } => Some(source),
-            RequestsError::BadHeader { .. } | RequestsError::NotRequests { .. } => None,
-        }
-    }
 }
 
 /// SHA-256 and size of one input, known once it has been read to the end.

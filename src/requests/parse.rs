@@ -52,24 +52,15 @@ impl<R: Read> fmt::Debug for SourceReader<R> {
 }
 
 /// A fatal problem in one source (the caller adds the path).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Reading failed.
-    Io(io::Error),
+    #[error("read error")]
+    Io(#[source] io::Error),
     /// The first line looks like a header but is not [`HEADER`].
+    #[error("unexpected CSV header {0:?}")]
     BadHeader(String),
 }
-
-impl fmt::Display for SourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SourceError::Io(e) => write!(f, "read error: {e}"),
-            SourceError::BadHeader(h) => write!(f, "unexpected CSV header {h:?}"),
-        }
-    }
-}
-
-impl std::error::Error for SourceError {}
 
 fn malformed(source: &str, line: u64, uuid: Option<String>, detail: impl Into<String>) -> Entry {
     Entry::Malformed(Malformed {

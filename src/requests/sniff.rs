@@ -5,76 +5,54 @@ use super::*;
 use std::io::{BufRead, BufReader, Read};
 
 /// What a file given as requests looks like when it is not a requests file ([`sniff`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Display is the phrase [`RequestsError::NotRequests`] puts after "is not a requests file:".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotRequests {
     /// No bytes, or only blank and `#` lines.
+    #[error("it is empty (no request in it)")]
     Empty,
     /// The requests CSV header and no row.
+    #[error("it holds the CSV header and no request")]
     HeaderOnly,
     /// NUL bytes: a binary file.
+    #[error("it looks like a binary file (NUL bytes)")]
     Binary,
     /// Bytes that are not UTF-8 text, and no line that could be a KEYGEN string.
+    #[error("it is not UTF-8 text")]
     NotUtf8,
     /// An SQLite database (e.g. `ca.db`).
+    #[error("it looks like an SQLite database (such as ca.db)")]
     Sqlite,
     /// An executable program (ELF).
+    #[error("it looks like an executable program (ELF)")]
     Executable,
     /// A compressed file or archive (gzip, zip, xz, zstd).
+    #[error("it looks like a compressed file or an archive")]
     Archive,
     /// PEM (a certificate, key or CSR); the label.
+    #[error("it looks like PEM ({0:?}: a certificate, key or CSR, such as ca.pem)")]
     Pem(String),
     /// JSON or JSON lines (a bundle manifest, an exported audit log).
+    #[error("it looks like JSON (a bundle's manifest.json or an exported audit log)")]
     Json,
     /// nRF Cloud onboarding CSV (a bundle's `onboard.csv`).
+    #[error("it looks like an nRF Cloud onboarding CSV (a bundle's onboard.csv)")]
     OnboardCsv,
     /// A bundle's `certs.csv`.
+    #[error("it looks like a bundle's certs.csv")]
     CertsCsv,
     /// A bundle's `rejects.csv`.
+    #[error("it looks like a bundle's rejects.csv")]
     RejectsCsv,
     /// A CSV with another header (its first line, truncated), e.g. an exported audit log, an
     /// `--expect` list, or a requests file from another tool.
+    #[error("it looks like a CSV with the header {0:?}, not the requests header {HEADER:?}")]
     OtherCsv(String),
     /// Text, but no line that could be a KEYGEN string (its first line, truncated).
+    #[error("no line in it could be a KEYGEN string (it starts with {0:?})")]
     NoKeygen(String),
 }
 
-impl fmt::Display for NotRequests {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NotRequests::Empty => f.write_str("it is empty (no request in it)"),
-            NotRequests::HeaderOnly => f.write_str("it holds the CSV header and no request"),
-            NotRequests::Binary => f.write_str("it looks like a binary file (NUL bytes)"),
-            NotRequests::NotUtf8 => f.write_str("it is not UTF-8 text"),
-            NotRequests::Sqlite => f.write_str("it looks like an SQLite database (such as ca.db)"),
-            NotRequests::Executable => f.write_str("it looks like an executable program (ELF)"),
-            NotRequests::Archive => f.write_str("it looks like a compressed file or an archive"),
-            NotRequests::Pem(label) => write!(
-                f,
-                "it looks like PEM ({label:?}: a certificate, key or CSR, such as ca.pem)"
-            ),
-            NotRequests::Json => f.write_str(
-                "it looks like JSON (a bundle's manifest.json or an exported audit log)",
-            ),
-            NotRequests::OnboardCsv => {
-                f.write_str("it looks like an nRF Cloud onboarding CSV (a bundle's onboard.csv)")
-            }
-            NotRequests::CertsCsv => f.write_str("it looks like a bundle's certs.csv"),
-            NotRequests::RejectsCsv => f.write_str("it looks like a bundle's rejects.csv"),
-            NotRequests::OtherCsv(h) => write!(
-                f,
-                "it looks like a CSV with the header {h:?}, not the requests header {HEADER:?}"
-            ),
-            NotRequests::NoKeygen(first) => write!(
-                f,
-                "no line in it could be a KEYGEN string (it starts with {first:?})"
-            ),
-        }
-    }
-}
-
-/// Whether `t` (one line, trimmed, `%KEYGEN: "..."` unwrapped) could be a KEYGEN string or
-/// a damaged one worth a reject: at least 16 characters of the base64url alphabet (and `.`,
-/// `=`), not only hex digits and hyphens (a UUID, a digest, an IMEI).
 fn keygen_like(t: &str) -> bool {
     t.len() >= 16
         && t.len() <= MAX_LINE

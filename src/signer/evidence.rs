@@ -30,7 +30,7 @@ pub enum Refusal {
     #[error("{} is a plain-text KEYGEN file: it carries no bench signature; sign it with --unsigned if you have checked its origin (recorded in the audit log)", .0.display())]
     PlainText(PathBuf),
     /// The statement is bad, does not verify, or the file changed after signing.
-    #[error("{}: {source}", input.display())]
+    #[error("{}", input.display())]
     Statement {
         /// The input.
         input: PathBuf,

@@ -143,9 +143,10 @@ impl fmt::Debug for IssuedCert {
 }
 
 /// Why a certificate could not be built. These stop the batch (they are not rejects).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IssueError {
     /// The requested notAfter is past the CA certificate's notAfter.
+    #[error("certificates would be valid until {not_after}, past the CA certificate's notAfter {ca_not_after}; sign with a smaller --days or renew the CA")]
     PastCaExpiry {
         /// Requested end of validity.
         not_after: String,
@@ -153,40 +154,29 @@ pub enum IssueError {
         ca_not_after: String,
     },
     /// notAfter is not after notBefore.
+    #[error("notAfter is not after notBefore; give --days ≥ 1")]
     EmptyValidity,
     /// A time outside what X.509 can encode (years 0000–9999).
+    #[error("validity time outside years 0000-9999; check the system clock and --days")]
     TimeOutOfRange,
     /// The device id is empty or longer than 64 characters.
+    #[error("device id {0:?} cannot be a certificate CN (1 to 64 characters)")]
     BadDeviceId(String),
     /// The public key is not an uncompressed point.
+    #[error("device public key is not an uncompressed P-256 point")]
     BadPublicKey,
-    /// The CA's subject or SKI is unusable.
+    /// The CA's subject or SKI is unusable (the words say what; `IssueError` stays `Clone` +
+    /// `Eq` for the pipeline, so no error object is kept).
+    #[error("CA certificate unusable as issuer: {0}; check ca.pem")]
     BadIssuer(String),
     /// The random generator failed.
+    #[error("the system random number generator failed; check /dev/urandom")]
     Rng,
-    /// The CA key failed to sign.
+    /// The CA key failed to sign (a key failure mid-batch is `SignError::Key`, typed; this
+    /// carries the signer's words for [`issue`]'s generic signer).
+    #[error("CA key failed to sign: {0}")]
     Sign(String),
 }
-
-impl fmt::Display for IssueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IssueError::PastCaExpiry { not_after, ca_not_after } => write!(
-                f,
-                "certificates would be valid until {not_after}, past the CA certificate's notAfter {ca_not_after}; sign with a smaller --days or renew the CA"
-            ),
-            IssueError::EmptyValidity => f.write_str("notAfter is not after notBefore; give --days ≥ 1"),
-            IssueError::TimeOutOfRange => f.write_str("validity time outside years 0000-9999; check the system clock and --days"),
-            IssueError::BadDeviceId(id) => write!(f, "device id {id:?} cannot be a certificate CN (1 to 64 characters)"),
-            IssueError::BadPublicKey => f.write_str("device public key is not an uncompressed P-256 point"),
-            IssueError::BadIssuer(why) => write!(f, "CA certificate unusable as issuer: {why}; check ca.pem"),
-            IssueError::Rng => f.write_str("the system random number generator failed; check /dev/urandom"),
-            IssueError::Sign(why) => write!(f, "CA key failed to sign: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for IssueError {}
 
 /// Append a DER length.
 fn push_len(out: &mut Vec<u8>, len: usize) {

@@ -130,19 +130,24 @@ impl Protection {
     }
 }
 
-/// Errors of secret handling. Messages say what to do next.
-#[derive(Debug)]
+/// Errors of secret handling. Display is this layer's sentence (what happened, what to do
+/// next); an OS error is the `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// Reading or writing a file failed.
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
+        #[source]
         source: io::Error,
     },
     /// The file already exists; secret files are never overwritten.
+    #[error("{} already exists; nrfca never overwrites a key file: choose an empty --ca-dir", .0.display())]
     Exists(PathBuf),
     /// A secret file is readable by group or others.
+    #[error("{} has mode {:o} and is readable by group or others; run `chmod 600 {}` and retry", path.display(), mode & 0o777, path.display())]
     Permissions {
         /// The file.
         path: PathBuf,
@@ -150,89 +155,42 @@ pub enum SecretError {
         mode: u32,
     },
     /// A secret file is larger than [`MAX_SECRET_FILE`].
+    #[error("{} is larger than {MAX_SECRET_FILE} bytes; is it the right file?", .0.display())]
     TooLarge(PathBuf),
     /// The passphrase or identity does not open the key.
+    #[error("wrong passphrase or identity; {0}")]
     WrongSecret(String),
     /// The key file is not an age file we can read, or its plaintext is not a P-256 PKCS#8.
+    #[error("the CA key file cannot be read: {0}; restore ca.key.age from your backup")]
     BadKeyFile(String),
+    /// The key file asks for an scrypt work factor above [`MAX_SCRYPT_LOG_N`] (a tampered or
+    /// foreign file: decrypting it would take too long).
+    #[error("the CA key file cannot be read: scrypt work factor 2^{required} exceeds the limit 2^{MAX_SCRYPT_LOG_N}; restore ca.key.age from your backup")]
+    WorkFactorTooHigh {
+        /// The work factor the file asks for (log2 N).
+        required: u8,
+    },
     /// An `--recipient` is not an age X25519 public key.
+    #[error("`{0}` is not an age X25519 recipient; give public keys of the form age1...")]
     BadRecipient(String),
     /// The identity file holds no usable identity.
+    #[error("identity file not usable: {0}; give a file with AGE-SECRET-KEY-1... lines")]
     BadIdentity(String),
     /// An empty passphrase was given.
+    #[error("the passphrase is empty; give a non-empty passphrase")]
     EmptyPassphrase,
     /// Encryption failed.
+    #[error("encrypting the CA key failed: {0}")]
     Encrypt(String),
     /// The key was rejected by the crypto layer.
+    #[error(transparent)]
     Crypto(CryptoError),
     /// Core dumps could not be switched off before handling a secret.
+    #[error("cannot switch off core dumps before unlocking the CA key ({0}); run nrfca where prctl(PR_SET_DUMPABLE) and setrlimit(RLIMIT_CORE) are allowed")]
     Harden(String),
     /// An scrypt work factor outside the accepted range was asked for.
+    #[error("scrypt work factor 2^{0} is outside {MIN_SCRYPT_LOG_N}..={MAX_SCRYPT_LOG_N}; give --scrypt-log-n in that range (default {DEFAULT_SCRYPT_LOG_N})")]
     BadWorkFactor(u8),
-}
-
-impl fmt::Display for SecretError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecretError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            SecretError::Exists(p) => write!(
-                f,
-                "{} already exists; nrfca never overwrites a key file: choose an empty --ca-dir",
-                p.display()
-            ),
-            SecretError::Permissions { path, mode } => write!(
-                f,
-                "{} has mode {:o} and is readable by group or others; run `chmod 600 {}` and retry",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ),
-            SecretError::TooLarge(p) => write!(
-                f,
-                "{} is larger than {} bytes; is it the right file?",
-                p.display(),
-                MAX_SECRET_FILE
-            ),
-            SecretError::WrongSecret(hint) => {
-                write!(f, "wrong passphrase or identity; {hint}")
-            }
-            SecretError::BadKeyFile(why) => write!(
-                f,
-                "the CA key file cannot be read: {why}; restore ca.key.age from your backup"
-            ),
-            SecretError::BadRecipient(r) => write!(
-                f,
-                "`{r}` is not an age X25519 recipient; give public keys of the form age1..."
-            ),
-            SecretError::BadIdentity(why) => write!(
-                f,
-                "identity file not usable: {why}; give a file with AGE-SECRET-KEY-1... lines"
-            ),
-            SecretError::EmptyPassphrase => {
-                f.write_str("the passphrase is empty; give a non-empty passphrase")
-            }
-            SecretError::Encrypt(why) => write!(f, "encrypting the CA key failed: {why}"),
-            SecretError::Crypto(e) => write!(f, "{e}"),
-            SecretError::BadWorkFactor(n) => write!(
-                f,
-                "scrypt work factor 2^{n} is outside {MIN_SCRYPT_LOG_N}..={MAX_SCRYPT_LOG_N}; give --scrypt-log-n in that range (default {DEFAULT_SCRYPT_LOG_N})"
-            ),
-            SecretError::Harden(why) => write!(
-                f,
-                "cannot switch off core dumps before unlocking the CA key ({why}); run nrfca where prctl(PR_SET_DUMPABLE) and setrlimit(RLIMIT_CORE) are allowed"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for SecretError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Display already includes the wrapped error's text.
-            SecretError::Crypto(e) => e.source(),
-            _ => None,
-        }
-    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SecretError + '_ {
@@ -615,9 +573,9 @@ fn map_decrypt_err(passphrase: bool) -> impl FnOnce(age::DecryptError) -> Secret
             "the identity file does not hold a key this CA was encrypted to; try another --identity"
                 .into()
         }),
-        age::DecryptError::ExcessiveWork { required, .. } => SecretError::BadKeyFile(format!(
-            "scrypt work factor 2^{required} exceeds the limit 2^{MAX_SCRYPT_LOG_N}"
-        )),
+        age::DecryptError::ExcessiveWork { required, .. } => {
+            SecretError::WorkFactorTooHigh { required }
+        }
         other => SecretError::BadKeyFile(other.to_string()),
     }
 }
@@ -656,6 +614,43 @@ pub fn load_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, Secret
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_excessive_work_factor_is_its_own_kind_not_words() {
+        let e = map_decrypt_err(true)(age::DecryptError::ExcessiveWork {
+            required: 30,
+            target: 18,
+        });
+        assert!(
+            matches!(e, SecretError::WorkFactorTooHigh { required: 30 }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("the CA key file cannot be read: scrypt work factor 2^30 exceeds the limit 2^{MAX_SCRYPT_LOG_N}; restore ca.key.age from your backup")
+        );
+        let code = crate::signer::ca::unlock_error_code(&crate::signer::ca::CaError::Secret(e));
+        assert_eq!(code, "scrypt-work-factor-too-high");
+        // Other key-file problems keep their own code.
+        let other = SecretError::BadKeyFile("payload too large".into());
+        let code = crate::signer::ca::unlock_error_code(&crate::signer::ca::CaError::Secret(other));
+        assert_eq!(code, "key-file-unreadable");
+    }
+
+    #[test]
+    fn an_io_error_is_the_source_and_printed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing");
+        let e = read_limited(&p).unwrap_err();
+        assert!(matches!(e, SecretError::Io { .. }), "{e:?}");
+        assert_eq!(e.to_string(), p.display().to_string());
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(cause.contains("No such file"), "{cause}");
+        assert_eq!(
+            crate::error::error_chain(&e),
+            format!("{}: {cause}", p.display())
+        );
+    }
 
     #[test]
     fn create_secret_file_is_0600_and_never_overwrites() {

@@ -250,46 +250,16 @@ impl Default for BatchOptions {
     }
 }
 
-/// Why [`write_requests`] stopped.
-#[derive(Debug)]
+/// Why [`write_requests`] stopped. Display is this layer's sentence; the cause is the
+/// `source()` (docs/architecture.md, "Errors").
+#[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     /// Writing the output failed.
-    Io(std::io::Error),
+    #[error("could not write the requests; check the output path and free space")]
+    Io(#[from] std::io::Error),
     /// Key generation or signing failed.
-    Crypto(CryptoError),
-}
-
-impl fmt::Display for BatchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BatchError::Io(e) => write!(
-                f,
-                "could not write the requests: {e}; check the output path and free space"
-            ),
-            BatchError::Crypto(e) => write!(f, "could not generate a request: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for BatchError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BatchError::Io(e) => Some(e),
-            BatchError::Crypto(e) => Some(e),
-        }
-    }
-}
-
-impl From<std::io::Error> for BatchError {
-    fn from(e: std::io::Error) -> Self {
-        BatchError::Io(e)
-    }
-}
-
-impl From<CryptoError> for BatchError {
-    fn from(e: CryptoError) -> Self {
-        BatchError::Crypto(e)
-    }
+    #[error("could not generate a request")]
+    Crypto(#[from] CryptoError),
 }
 
 /// The requests CSV header (SPEC §2), identical to `requests::HEADER`.

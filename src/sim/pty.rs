@@ -29,20 +29,19 @@ impl Pty {
     /// Open a new pty pair, raw mode (no echo, no CR/LF translation, 8 bit), master
     /// non-blocking.
     pub fn open() -> Result<Pty, SimError> {
-        let pair = nix::pty::openpty(None, None).map_err(|e| SimError::Pty(e.to_string()))?;
-        let mut t = termios::tcgetattr(&pair.slave).map_err(|e| SimError::Pty(e.to_string()))?;
+        let pair = nix::pty::openpty(None, None).map_err(SimError::Pty)?;
+        let mut t = termios::tcgetattr(&pair.slave).map_err(SimError::Pty)?;
         termios::cfmakeraw(&mut t);
         let _ = termios::cfsetspeed(&mut t, termios::BaudRate::B115200);
-        termios::tcsetattr(&pair.slave, SetArg::TCSANOW, &t)
-            .map_err(|e| SimError::Pty(e.to_string()))?;
-        let path = nix::unistd::ttyname(&pair.slave).map_err(|e| SimError::Pty(e.to_string()))?;
+        termios::tcsetattr(&pair.slave, SetArg::TCSANOW, &t).map_err(SimError::Pty)?;
+        let path = nix::unistd::ttyname(&pair.slave).map_err(SimError::Pty)?;
         let raw = pair.master.as_raw_fd();
-        let flags = fcntl(raw, FcntlArg::F_GETFL).map_err(|e| SimError::Pty(e.to_string()))?;
+        let flags = fcntl(raw, FcntlArg::F_GETFL).map_err(SimError::Pty)?;
         fcntl(
             raw,
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
         )
-        .map_err(|e| SimError::Pty(e.to_string()))?;
+        .map_err(SimError::Pty)?;
         Ok(Pty {
             master: File::from(pair.master),
             _slave: pair.slave,

@@ -226,7 +226,7 @@ pub fn write_checkpoint(
     let c =
         Checkpoint::new(&fp, f.size(), f.root()).map_err(|e| AuditError::Corrupt(e.to_string()))?;
     let signed = c
-        .sign(|m| sign_checkpoint_bytes(key, m))
+        .sign(|m| sign_checkpoint_bytes(key, m).map_err(|e| crate::error::error_chain(&e)))
         .map_err(|e| AuditError::Corrupt(e.to_string()))?;
     db::checkpoints::insert(
         conn,

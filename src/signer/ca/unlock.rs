@@ -172,7 +172,7 @@ pub fn open_shares(shares: &[secret::ShareInput]) -> Result<Vec<OpenedShare>, Ca
         let bytes = secret::read_limited(&s.path).map_err(|e| {
             KeyError::from(quorum::QuorumError::BadShare {
                 share: label.clone(),
-                why: e.to_string(),
+                why: crate::error::error_chain(&e),
             })
         })?;
         let share = match &s.secret {
@@ -255,9 +255,7 @@ pub fn unlock_error_code(e: &CaError) -> &'static str {
         CaError::KeyMismatch(_) => "key-mismatch",
         CaError::Key(k) => k.code(),
         CaError::Secret(SecretError::Permissions { .. }) => "key-file-permissions",
-        CaError::Secret(SecretError::BadKeyFile(why)) if why.contains("work factor") => {
-            "scrypt-work-factor-too-high"
-        }
+        CaError::Secret(SecretError::WorkFactorTooHigh { .. }) => "scrypt-work-factor-too-high",
         CaError::Secret(SecretError::BadIdentity(_)) => "identity-unusable",
         CaError::Secret(SecretError::Io { .. }) => "identity-unreadable",
         _ => "key-file-unreadable",
@@ -342,7 +340,7 @@ pub(crate) fn unlock_in_tx(
                 CaError::Secret(SecretError::Permissions { .. }) => {
                     "identity file readable by group or others".to_string()
                 }
-                CaError::Secret(SecretError::BadKeyFile(why)) if why.contains("work factor") => {
+                CaError::Secret(SecretError::WorkFactorTooHigh { .. }) => {
                     "scrypt work factor of ca.key.age above the limit".to_string()
                 }
                 CaError::Secret(SecretError::BadIdentity(_)) => {
@@ -350,7 +348,7 @@ pub(crate) fn unlock_in_tx(
                 }
                 CaError::Secret(SecretError::Io { .. }) => "identity file unreadable".to_string(),
                 // Quorum and token errors name no secret: their sentence is the reason.
-                CaError::Key(k) => k.to_string(),
+                CaError::Key(k) => crate::error::error_chain(k),
                 _ => "key file unreadable".to_string(),
             };
             let mut details = json!({

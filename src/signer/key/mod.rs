@@ -18,7 +18,7 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The in-memory ECDSA signature failed (ring).
-    #[error("signing with the CA key failed: {0}")]
+    #[error("signing with the CA key failed")]
     Sign(#[from] CryptoError),
     /// Opening or decrypting an age file failed.
     #[error(transparent)]

@@ -455,7 +455,7 @@ pub fn open_share(
         },
         other => QuorumError::BadShare {
             share: label.to_string(),
-            why: other.to_string(),
+            why: crate::error::error_chain(&other),
         },
     })?;
     parse_share(label, &plain)

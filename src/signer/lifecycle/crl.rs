@@ -85,7 +85,7 @@ pub struct CrlEntry {
 }
 
 /// The CA key's DER ECDSA-SHA256 signer, as [`build_crl`] takes it (e.g.
-/// `|m| signer.sign_der(m).map_err(|e| e.to_string())` for any `CaSigner`).
+/// `|m| signer.sign_der(m).map_err(|e| error_chain(&e))` for any `CaSigner`).
 pub type SignFn<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
 
 /// Build and sign a CRL (DER). `sign` is the CA key's DER ECDSA-SHA256 signer over the
@@ -256,7 +256,7 @@ pub fn issue_crl(
             &r.revoked_at,
         ]));
     }
-    let mut sign = |m: &[u8]| key.sign_der(m).map_err(|e| e.to_string());
+    let mut sign = |m: &[u8]| key.sign_der(m).map_err(|e| crate::error::error_chain(&e));
     let der = build_crl(&cert, &entries, number, now, next, &mut sign)?;
     let pem = crate::util::pem_encode("X509 CRL", &der);
 

@@ -96,7 +96,12 @@ pub fn verification_cert(
             not_before: now,
             not_after,
         },
-        |tbs| opened.key.sign_der(tbs),
+        |tbs| {
+            opened
+                .key
+                .sign_der(tbs)
+                .map_err(|e| crate::error::error_chain(&e))
+        },
     )
     .map_err(|e| {
         LifecycleError::Build(format!("building the verification certificate failed: {e}"))

@@ -675,7 +675,7 @@ fn record_batch_failed(
         &serde_json::json!({
             "batch": batch,
             "code": e.code(),
-            "reason": e.to_string(),
+            "reason": crate::error::error_chain(e),
             "rolled_back": true,
         }),
     )?;

@@ -120,7 +120,10 @@ pub(super) fn write_bundle(
                 rejected: report.rejected,
             },
         },
-        |bytes| key.sign_der(bytes),
+        |bytes| {
+            key.sign_der(bytes)
+                .map_err(|e| crate::error::error_chain(&e))
+        },
     )
 }
 

@@ -346,7 +346,7 @@ fn sign_chunk(
         let r = match signer {
             Some(k) => issue::issue(profile, &iss, |t| {
                 k.sign_der(t).map_err(|e| {
-                    let text = e.to_string();
+                    let text = crate::error::error_chain(&e);
                     key_err = Some(e);
                     text
                 })
