@@ -7,16 +7,17 @@
 //! [`csr`] (PKCS#10 with the NULL quirk), [`cose`] (COSE_Sign1 and payloads).
 //! Format reference: `docs/keygen-format.md`.
 
-pub mod cbor;
-pub mod cose;
-pub mod csr;
-pub mod tlv;
+pub(crate) mod cbor;
+pub(crate) mod cose;
+pub(crate) mod csr;
+pub(crate) mod tlv;
 
 use crate::crypto;
 use crate::reject::{Reject, RejectCode};
 pub use crate::util::uuid_string;
 pub use cose::{AttestPayload, CoseSign1, KeygenPayload};
-pub use csr::Csr;
+pub use csr::{Csr, Spki};
+pub use tlv::DerError;
 
 /// Longest accepted input line (bytes, before trimming): longer is `malformed-input`.
 pub const MAX_LINE: usize = 16 * 1024;

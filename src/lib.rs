@@ -18,20 +18,17 @@
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 #![warn(missing_docs)]
 
+// The public surface: the modules below and the `pub use` items. Everything else is private
+// (`internal` re-exports what tests, benches and fuzz targets need; it is not API).
 pub mod bundle;
 pub mod checkpoint;
-pub mod crypto;
-pub mod error;
 pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
-pub mod merkle;
-pub mod oid;
 pub mod provenance;
 pub mod reject;
 pub mod requests;
 pub mod signer;
-pub mod util;
 
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -40,4 +37,116 @@ pub mod demo;
 #[cfg(feature = "bench")]
 pub mod sim;
 
+mod crypto;
+mod error;
+mod merkle;
+mod oid;
+mod util;
+
 pub use error::error_chain;
+pub use util::{operator_name, term_escape};
+
+/// What integration tests, benches and fuzz targets reach beyond the public surface.
+///
+/// **Not API.** Nothing here is covered by any stability promise: items come and go with the
+/// code they re-export, and a caller outside this repository must not use them. The layout
+/// mirrors the private modules (`internal::crypto` is `crate::crypto`, and so on) and lists
+/// items one by one, so an item nobody reaches is still reported as dead code. Add an item
+/// here only for a test, bench or fuzz target; what a program using the library needs belongs
+/// in the public modules instead (docs/architecture.md, "Public API").
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod internal {
+    pub mod crypto {
+        pub use crate::crypto::{
+            b64_decode, b64_encode, b64url_decode, b64url_encode, is_valid_p256_point,
+            pkcs8_from_pem_any, sha256, sha256_hex, verify_p256_sha256, P256Key,
+        };
+    }
+    pub mod merkle {
+        pub use crate::merkle::Tree;
+    }
+    pub mod oid {
+        pub use crate::oid::{CN, ECDSA_WITH_SHA256, EC_PUBLIC_KEY, SECP256R1};
+    }
+    pub mod util {
+        pub use crate::util::{
+            first_cert_der, is_imei_luhn, luhn_digit, parse_uuid, pem_blocks, pem_encode,
+            uuid_string,
+        };
+    }
+    pub mod keygen {
+        pub mod cbor {
+            pub use crate::keygen::cbor::{
+                decode, write_bytes, write_head, CborError, Reader, MAX_DEPTH,
+            };
+        }
+        pub mod cose {
+            pub use crate::keygen::cose::{
+                attest_payload, decode_sec_tag, device_type_name, encode_sec_tag, keygen_payload,
+                parse_attest_payload, parse_keygen_payload, parse_sign1, sign1, verify_sign1,
+                MSG_TYPE_CSR, MSG_TYPE_IDENTITY, PROTECTED_ES256, TAG_COSE_SIGN1,
+                UNPROTECTED_IDENTITY_KID,
+            };
+        }
+        pub mod csr {
+            pub use crate::keygen::csr::{
+                name_to_string, oid_name, parse_name_der, Csr, Spki, MAX_SUBJECT_ATTRS,
+            };
+        }
+        pub mod tlv {
+            pub use crate::keygen::tlv::{cons, oid_string, parse_one, tag, tlv, Tlv, MAX_DEPTH};
+        }
+    }
+    pub mod signer {
+        pub mod db {
+            pub use crate::signer::db::open;
+        }
+        pub mod issue {
+            pub use crate::signer::issue::{
+                assemble, build_tbs, build_tbs_x509_cert, issue, key_identifier, rfc3339, Issuance,
+                IssuerProfile, Serial,
+            };
+        }
+        pub mod staging {
+            pub use crate::signer::staging::registered;
+        }
+    }
+    #[cfg(feature = "bench")]
+    pub mod bench {
+        pub mod at {
+            pub use crate::bench::at::{
+                cmng_write_command, imei_valid, keygen_supported, normalize_pem, parse_cmng_line,
+                parse_final, parse_fw_version, parse_quoted_reply, summarize_command, Event, Final,
+                Parser, MAX_COMMAND, MAX_LINE,
+            };
+        }
+        pub mod identity {
+            pub use crate::bench::identity::BenchIdentity;
+        }
+        pub mod import {
+            pub use crate::bench::import::default_root_bundle;
+        }
+    }
+    #[cfg(feature = "bench")]
+    pub mod sim {
+        pub mod engine {
+            pub use crate::sim::engine::{Modem, MAX_REPLY};
+        }
+        pub mod fault {
+            pub use crate::sim::fault::FaultSet;
+        }
+        pub mod framing {
+            pub use crate::sim::framing::{frame, Final, Received, Receiver, COMMAND_BUFFER};
+        }
+        pub mod identity {
+            pub use crate::sim::identity::SimIdentity;
+        }
+        pub mod rng {
+            pub use crate::sim::rng::SimRng;
+        }
+        pub mod storage {
+            pub use crate::sim::storage::Storage;
+        }
+    }
+}

@@ -17,18 +17,22 @@
 //! # Ok::<(), nrfca::sim::SimError>(())
 //! ```
 
-pub mod engine;
-pub mod fault;
-pub mod framing;
+// Public: the simulator (re-exported below) and the request generator (`nrfca gen`). The AT
+// engine, framing, storage, faults and ptys are private (tests and fuzz targets reach them
+// through `crate::internal`).
 pub mod generate;
-pub mod identity;
-pub mod profile;
-pub mod pty;
-pub mod rng;
-pub mod shell;
-pub mod simulator;
-pub mod state;
-pub mod storage;
+
+pub(crate) mod engine;
+pub(crate) mod fault;
+pub(crate) mod framing;
+pub(crate) mod identity;
+mod profile;
+mod pty;
+pub(crate) mod rng;
+mod shell;
+mod simulator;
+mod state;
+pub(crate) mod storage;
 
 pub use fault::{Fault, FaultSpec};
 pub use profile::{Latency, Profile};

@@ -756,5 +756,7 @@ fn staging_dirs_are_cleaned_whatever_the_out() {
     );
     assert!(stderr(&o).contains("removed"), "{}", stderr(&o));
     let db = rusqlite::Connection::open(c.ca.join("ca.db")).unwrap();
-    assert!(nrfca::signer::staging::registered(&db).unwrap().is_empty());
+    assert!(nrfca::internal::signer::staging::registered(&db)
+        .unwrap()
+        .is_empty());
 }

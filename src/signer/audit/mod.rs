@@ -22,10 +22,11 @@
 //! library never prints; the CLI renders [`VerifyReport`] and [`Record`]s.
 
 mod export;
-pub mod tree;
+pub(crate) mod tree;
 mod verify;
 
 pub use export::{export, show, ExportFormat, ExportSummary, Filter};
+pub use tree::GivenCheckpoint;
 pub use verify::{
     verify_conn, verify_db, verify_db_with, verify_file, verify_file_with, Finding, VerifyReport,
     CHECKPOINTED_EVENTS, CSV_HEADER,

@@ -13,7 +13,7 @@
 
 mod benches;
 mod init;
-pub mod profile;
+mod profile;
 mod reshare;
 mod show;
 mod unlock;

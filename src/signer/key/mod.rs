@@ -6,7 +6,7 @@
 //!
 //! Nothing here prints, prompts or logs; secrets stay in zeroizing types.
 
-pub mod age;
+pub(crate) mod age;
 pub mod pkcs11;
 pub mod quorum;
 
