@@ -1,8 +1,8 @@
 //! The bench half: talks AT to modems over serial, exports KEYGEN requests, imports bundles.
 //!
-//! [`transport`] is the only file that imports `serialport`; [`at`] is the pure response
-//! parser; [`modem`] is the AT client for one device; [`export`] and [`import`] run every port
-//! in parallel and keep their progress in [`state`]; [`worker`] holds what they share (per-port
+//! [`transport`] is the only file that imports `serialport`; `at` is the pure response
+//! parser; `modem` is the AT client for one device; [`export`] and [`import`] run every port
+//! in parallel and keep their progress in [`state`]; `worker` holds what they share (per-port
 //! runner, results, progress events, [`BenchError`]).
 
 // Public: the workflows (re-exported below), the bench's state and evidence files and the

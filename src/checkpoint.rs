@@ -412,7 +412,7 @@ pub struct ConsistencyProof {
     pub old_size: u64,
     /// The older root.
     pub old_root: Hash,
-    /// PROOF(old_size, D[new_size]), RFC 9162 §2.1.4.1 order.
+    /// PROOF(old_size, D\[new_size\]), RFC 9162 §2.1.4.1 order.
     pub hashes: Vec<Hash>,
 }
 

@@ -3,8 +3,8 @@
 //! and the ATTESTTOKEN string. The simulated modem that produces both lives in `sim::generate`
 //! (bench build only: the air-gapped signer ships no request generator).
 //!
-//! Layout: [`cbor`] (bounded CBOR reader/writer), [`tlv`] (byte-exact DER walker/writer),
-//! [`csr`] (PKCS#10 with the NULL quirk), [`cose`] (COSE_Sign1 and payloads).
+//! Layout: `cbor` (bounded CBOR reader/writer), `tlv` (byte-exact DER walker/writer),
+//! `csr` (PKCS#10 with the NULL quirk), `cose` (COSE_Sign1 and payloads).
 //! Format reference: `docs/keygen-format.md`.
 
 pub(crate) mod cbor;

@@ -2,18 +2,49 @@
 //!
 //! The flow, in the order data moves:
 //!
-//! 1. **bench** ([`bench`], feature `bench`): `AT%KEYGEN` on many modems at once; each KEYGEN
-//!    string is checked with [`keygen`] and appended to a [`requests`] file.
-//! 2. **signer** ([`signer`]): unlock the age-encrypted CA key, check every request
-//!    ([`keygen`] + [`signer::policy`]), issue certificates in one SQLite transaction, append
-//!    to the hash-chained [`signer::audit`] log and write a signed [`bundle`].
+//! 1. **bench** (`nrfca::bench`, feature `bench`): `AT%KEYGEN` on many modems at once; each
+//!    KEYGEN string is checked with [`keygen`] and appended to a [`requests`] file.
+//! 2. **signer** ([`signer`]): unlock the CA key, check every request ([`keygen`] and the
+//!    batch policy), issue certificates in one SQLite transaction, append to the hash-chained
+//!    [`signer::audit`] log and write a signed [`bundle`].
 //! 3. **bench** again: verify the [`bundle`] against the trusted CA and install each
 //!    certificate, proving every write by SHA-256.
 //!
 //! Between the halves sits only what both share: the KEYGEN format ([`keygen`]), the
-//! requests file ([`requests`]), the bundle format ([`bundle`]), reject codes ([`reject`]),
-//! and small crypto helpers ([`crypto`]). Signer code never imports bench or serial code, parsers
-//! never do I/O and the library never prints.
+//! requests file ([`requests`]), the bundle format ([`bundle`]) and reject codes ([`reject`]).
+//! Signer code never imports bench or serial code, parsers never do I/O and the library never
+//! prints.
+//!
+//! # Public API
+//!
+//! What a program calls: the `nrfca` binary (one library call per subcommand), or one that
+//! embeds the signer or the bench.
+//!
+//! - **Signer operations** ([`signer`]): a batch ([`signer::sign`]: `sign` and
+//!   `dry_run` over [`SignOptions`](signer::sign::SignOptions) and
+//!   [`SignReport`](signer::sign::SignReport)), the CA directory ([`signer::ca`]: init, import,
+//!   show, unlock, reshare, trusted benches), the audit log ([`signer::audit`]: verify, show,
+//!   export), batch reports ([`signer::report`]), re-protecting the key
+//!   ([`signer::protect`]), custody ([`signer::key`], [`signer::secret`]: passphrase, age
+//!   identity, PKCS#11 token, quorum of shares) and the lifecycle ([`signer::lifecycle`]:
+//!   revoke, CRL, intermediate CAs, the AWS IoT verification certificate).
+//! - **Bench operations** (feature `bench`): `nrfca::bench` (export, import, `verify_bundle`,
+//!   the bench's state and evidence, serial ports), `nrfca::sim` (the modem simulator and the
+//!   request generator of `nrfca gen`) and `nrfca::demo` (the narrated end-to-end run).
+//! - **Formats others read or write**: [`keygen`] (KEYGEN / ATTESTTOKEN strings and the
+//!   per-string checks), [`requests`], [`bundle`] (writer and verifier), [`checkpoint`] (signed
+//!   audit checkpoints), [`provenance`] (signed evidence statements), [`reject`] (the stable
+//!   reject codes) and [`inspect`] (decode and judge any of them).
+//! - **Helpers for a binary**: [`interrupt`] (SIGINT / SIGTERM / SIGHUP as a flag that long
+//!   calls poll), [`error_chain`], [`term_escape`], [`operator_name`].
+//!
+//! Everything else is private: the database, the staging area, the certificate template and
+//! the batch policy of the signer; the CBOR / COSE / DER readers under [`keygen`]; the AT
+//! parser, modem client and per-port runner of the bench; the simulator's engine, framing and
+//! storage; SHA-256 / ECDSA, OID, PEM and Merkle-tree helpers. A hidden `nrfca::internal`
+//! module re-exports the pieces this repository's tests, benches and fuzz targets reach; it
+//! is not API and carries no stability promise. The rule for adding to either is in
+//! `docs/architecture.md` ("Public API").
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 #![warn(missing_docs)]

@@ -1,9 +1,9 @@
 //! Simulated nRF91 modems on pseudo-terminals, driven by the tests, `nrfca sim` and the demo.
 //!
-//! Each modem is an AT command [`engine`] (pure: bytes in, reply out) behind the AT host
-//! receiver and reply [`framing`], with its credential [`storage`], [`identity`] and
-//! [`profile`], on its own [`pty`] served by a thread of the [`Simulator`]. [`fault`]s make
-//! it misbehave the way real benches do; [`state`] keeps modems across runs.
+//! Each modem is an AT command `engine` (pure: bytes in, reply out) behind the AT host
+//! receiver and reply `framing`, with its credential `storage`, `identity` and
+//! `profile`, on its own `pty` served by a thread of the [`Simulator`]. `fault`s make
+//! it misbehave the way real benches do; `state` keeps modems across runs.
 //! User documentation: `docs/simulator.md`.
 //!
 //! ```no_run

@@ -284,7 +284,7 @@ pub enum DialectChoice {
     At,
     /// The nRF Connect SDK shell (`at '<command>'`).
     Shell,
-    /// Find out at [`Modem::sync`]: `AT` answered `OK` means AT; otherwise `at AT` answered
+    /// Find out at `Modem::sync`: `AT` answered `OK` means AT; otherwise `at AT` answered
     /// `OK` means the shell (as Nordic's tools detect it).
     #[default]
     Auto,

@@ -18,7 +18,7 @@
 //!   `"nrfca-audit-checkpoint-v1\n" + S + "\n" + H + "\n"` (ASCII, `S` in decimal).
 //!
 //! This module: records, the canonical form, the chain and the [`AuditWriter`]; checking a
-//! log is [`verify`]'s, reading it out [`export`]'s (`audit show` / `audit export`). The
+//! log is `verify`'s, reading it out [`export`]'s (`audit show` / `audit export`). The
 //! library never prints; the CLI renders [`VerifyReport`] and [`Record`]s.
 
 mod export;
@@ -323,7 +323,7 @@ fn is_kebab(s: &str) -> bool {
 
 /// Appends records to the audit log inside the caller's transaction.
 ///
-/// Create it inside a write transaction ([`db::begin_immediate`], so no other writer
+/// Create it inside a write transaction (`db::begin_immediate`, so no other writer
 /// can move the head in between), append, and drop it with the transaction. If the
 /// transaction rolls back, the writer's view of the head is stale: make a new one.
 ///

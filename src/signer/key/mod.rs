@@ -1,5 +1,5 @@
 //! The CA key behind one signing trait ([`CaSigner`]): however the key is held — an age file
-//! opened with a passphrase or identity ([`age`]), an age file whose identity is split among
+//! opened with a passphrase or identity (`age`), an age file whose identity is split among
 //! custodians ([`quorum`]), or a PKCS#11 token ([`pkcs11`]) — the rest of the signer only asks
 //! for the public key, a DER signature and a description of the custody ([`Custody`]) for
 //! `ca show` and the audit log.
