@@ -22,10 +22,13 @@ mod modem;
 mod worker;
 
 pub use at::Dialect;
+pub use at::EncodeError;
 pub use code::BenchCode;
 pub use export::{export, DeviceId, ExportOptions, ExportReport};
+pub use identity::{BenchIdentity, IdentityError};
 pub use import::{
     import, import_verified, verify_bundle, ImportOptions, ImportReport, VerifiedImport,
 };
 pub use modem::DialectChoice;
+pub use modem::Timeouts;
 pub use worker::{BenchError, DeviceResult, PortEvent, PortEventKind, PortSettings, Status};

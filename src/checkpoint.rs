@@ -15,7 +15,8 @@
 //!                                 from ...
 //! ```
 
-use crate::merkle::{self, Hash, MerkleError};
+use crate::merkle::{self, Hash};
+pub use crate::merkle::{MerkleError, Tree};
 use std::fmt;
 
 /// Prefix of a checkpoint's origin line; the rest is the CA certificate's SHA-256 (hex).

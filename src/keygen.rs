@@ -16,8 +16,8 @@ use crate::crypto;
 use crate::reject::{Reject, RejectCode};
 pub use crate::util::uuid_string;
 pub use cose::{AttestPayload, CoseSign1, KeygenPayload};
-pub use csr::{Csr, Spki};
-pub use tlv::DerError;
+pub use csr::{Csr, NameAttr, Spki};
+pub use tlv::{DerError, Reader as TlvReader, Tlv};
 
 /// Longest accepted input line (bytes, before trimming): longer is `malformed-input`.
 pub const MAX_LINE: usize = 16 * 1024;

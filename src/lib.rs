@@ -48,6 +48,8 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 #![warn(missing_docs)]
+// A type in a public signature can be named by its caller: re-export it where it is used.
+#![warn(unnameable_types)]
 
 // The public surface: the modules below and the `pub use` items. Everything else is private
 // (`internal` re-exports what tests, benches and fuzz targets need; it is not API).
@@ -74,6 +76,7 @@ mod merkle;
 mod oid;
 mod util;
 
+pub use crypto::{CryptoError, P256Key};
 pub use error::error_chain;
 pub use util::{operator_name, term_escape};
 
@@ -103,13 +106,13 @@ pub mod internal {
     pub mod util {
         pub use crate::util::{
             first_cert_der, is_imei_luhn, luhn_digit, parse_uuid, pem_blocks, pem_encode,
-            uuid_string,
+            uuid_string, PemBlock,
         };
     }
     pub mod keygen {
         pub mod cbor {
             pub use crate::keygen::cbor::{
-                decode, write_bytes, write_head, CborError, Reader, MAX_DEPTH,
+                decode, write_bytes, write_head, CborError, Head, Reader, Value, MAX_DEPTH,
             };
         }
         pub mod cose {
@@ -133,10 +136,14 @@ pub mod internal {
         pub mod db {
             pub use crate::signer::db::open;
         }
+        pub mod sign {
+            /// The crash test hook's points (`NRFCA_CRASH_AT`), for tests/crash.rs.
+            pub use crate::signer::sign::crash::CRASH_POINTS;
+        }
         pub mod issue {
             pub use crate::signer::issue::{
                 assemble, build_tbs, build_tbs_x509_cert, issue, key_identifier, rfc3339, Issuance,
-                IssuerProfile, Serial,
+                IssuedCert, IssuerProfile, Serial,
             };
         }
         pub mod staging {
@@ -148,8 +155,8 @@ pub mod internal {
         pub mod at {
             pub use crate::bench::at::{
                 cmng_write_command, imei_valid, keygen_supported, normalize_pem, parse_cmng_line,
-                parse_final, parse_fw_version, parse_quoted_reply, summarize_command, Event, Final,
-                Parser, MAX_COMMAND, MAX_LINE,
+                parse_final, parse_fw_version, parse_quoted_reply, summarize_command, CmeCode,
+                CmngEntry, Event, Final, FwVersion, Parser, MAX_COMMAND, MAX_LINE,
             };
         }
         pub mod identity {
@@ -162,13 +169,15 @@ pub mod internal {
     #[cfg(feature = "bench")]
     pub mod sim {
         pub mod engine {
-            pub use crate::sim::engine::{Modem, MAX_REPLY};
+            pub use crate::sim::engine::{Modem, Reply, MAX_REPLY};
         }
         pub mod fault {
             pub use crate::sim::fault::FaultSet;
         }
         pub mod framing {
-            pub use crate::sim::framing::{frame, Final, Received, Receiver, COMMAND_BUFFER};
+            pub use crate::sim::framing::{
+                frame, Final, Piece, Received, Receiver, COMMAND_BUFFER,
+            };
         }
         pub mod identity {
             pub use crate::sim::identity::SimIdentity;
@@ -177,7 +186,7 @@ pub mod internal {
             pub use crate::sim::rng::SimRng;
         }
         pub mod storage {
-            pub use crate::sim::storage::Storage;
+            pub use crate::sim::storage::{Entry, Storage, StorageFull};
         }
     }
 }

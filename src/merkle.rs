@@ -114,7 +114,7 @@ impl Tree {
         Tree::default()
     }
 
-    /// A tree over `leaves` (each hashed with [`leaf_hash`]), e.g. the chain hashes of an
+    /// A tree over `leaves` (each hashed with `leaf_hash`), e.g. the chain hashes of an
     /// audit log in `seq` order.
     pub fn from_leaves<'a>(leaves: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut t = Tree::new();
@@ -134,7 +134,7 @@ impl Tree {
         self.len() == 0
     }
 
-    /// Append one leaf (hashed with [`leaf_hash`]).
+    /// Append one leaf (hashed with `leaf_hash`).
     pub fn push(&mut self, leaf: &[u8]) {
         self.push_leaf_hash(leaf_hash(leaf));
     }
@@ -215,7 +215,7 @@ impl Tree {
         )
     }
 
-    /// PROOF(m, D[n]) (RFC 9162 §2.1.4.1): the consistency proof from the tree of `old_size`
+    /// PROOF(m, D\[n\]) (RFC 9162 §2.1.4.1): the consistency proof from the tree of `old_size`
     /// leaves to the tree of `new_size` leaves. Empty when `old_size` is 0 or equals
     /// `new_size`.
     pub fn consistency_proof(

@@ -24,3 +24,8 @@ pub(crate) mod evidence;
 pub(crate) mod issue;
 pub(crate) mod policy;
 pub(crate) mod staging;
+
+// Errors of the private layers that the operations' errors carry.
+pub use db::DbError;
+pub use issue::IssueError;
+pub use staging::StagingError;

@@ -35,7 +35,7 @@ mod state;
 pub(crate) mod storage;
 
 pub use fault::{Fault, FaultSpec};
-pub use profile::{Latency, Profile};
+pub use profile::{CommandClass, Latency, Profile};
 pub use simulator::{Credential, ModemSnapshot, SimConfig, Simulator};
 pub use storage::Origin;
 

@@ -12,6 +12,7 @@ pub mod quorum;
 
 use crate::crypto::CryptoError;
 use crate::signer::secret::SecretError;
+pub use age::AgeKey;
 use serde::Serialize;
 
 /// Why signing with (or opening) the CA key failed.

@@ -27,7 +27,7 @@
 //! SIGHUP (with [`crate::interrupt::install`]) roll the batch back at the next request; once
 //! the commit is done they are ignored until the bundle is in place.
 
-mod crash;
+pub(crate) mod crash;
 mod output;
 mod pipeline;
 mod sink;
@@ -45,15 +45,16 @@ use crate::requests::RequestsError;
 use crate::signer::audit::AuditError;
 use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, Connection, DbError};
-use crate::signer::evidence::{self, Evidence};
+use crate::signer::evidence;
 use crate::signer::issue::{self, IssueError};
 use crate::signer::key::{CaSigner, KeyError};
 use crate::signer::policy::ExpectedDevices;
 use crate::signer::secret::Unlock;
 use crate::signer::staging::{self, Staging, StagingError};
 
+pub use crate::signer::db::certificates::BatchReadError;
+pub use crate::signer::evidence::{Evidence, Refusal};
 use crash::crash_point;
-pub use crash::{CRASH_ENV, CRASH_POINTS, CRASH_SIGNAL_ENV};
 use sink::{DryRun, Recording};
 
 /// Default certificate validity in days.
