@@ -20,14 +20,14 @@
 //! What a program calls: the `nrfca` binary (one library call per subcommand), or one that
 //! embeds the signer or the bench.
 //!
-//! - **Signer operations** ([`signer`]): a batch ([`signer::sign`]: `sign` and
-//!   `dry_run` over [`SignOptions`](signer::sign::SignOptions) and
-//!   [`SignReport`](signer::sign::SignReport)), the CA directory ([`signer::ca`]: init, import,
-//!   show, unlock, reshare, trusted benches), the audit log ([`signer::audit`]: verify, show,
-//!   export), batch reports ([`signer::report`]), re-protecting the key
-//!   ([`signer::protect`]), custody ([`signer::key`], [`signer::secret`]: passphrase, age
-//!   identity, PKCS#11 token, quorum of shares) and the lifecycle ([`signer::lifecycle`]:
-//!   revoke, CRL, intermediate CAs, the AWS IoT verification certificate).
+//! - **Signer operations** ([`signer`]): a batch ([`signer::sign`]: `sign` and `dry_run`,
+//!   [`SignOptions`](signer::sign::SignOptions) in, [`SignReport`](signer::sign::SignReport)
+//!   out), the CA directory ([`signer::ca`]: init, import, show, unlock, reshare, trusted
+//!   benches), the audit log ([`signer::audit`]: verify, show, export), batch reports
+//!   ([`signer::report`]), re-protecting the key ([`signer::protect`]), custody
+//!   ([`signer::key`], [`signer::secret`]: passphrase, age identity, PKCS#11 token, quorum of
+//!   shares) and the lifecycle ([`signer::lifecycle`]: revoke, CRL, intermediate CAs, the AWS
+//!   IoT verification certificate).
 //! - **Bench operations** (feature `bench`): `nrfca::bench` (export, import, `verify_bundle`,
 //!   the bench's state and evidence, serial ports), `nrfca::sim` (the modem simulator and the
 //!   request generator of `nrfca gen`) and `nrfca::demo` (the narrated end-to-end run).

@@ -327,8 +327,12 @@ fn is_kebab(s: &str) -> bool {
 /// can move the head in between), append, and drop it with the transaction. If the
 /// transaction rolls back, the writer's view of the head is stale: make a new one.
 ///
-/// ```no_run
-/// use nrfca::signer::{audit::AuditWriter, db};
+/// The flow, as the signer's operations run it (`ca.db` is opened only by the crate: its
+/// `signer::db` layer is private, so this is not compiled as a doctest; `tests/ca_audit.rs`
+/// and `benches/micro.rs` run it through `nrfca::internal`):
+///
+/// ```ignore
+/// use crate::signer::{audit::AuditWriter, db};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let key: Box<dyn nrfca::signer::key::CaSigner> = todo!();
 /// let mut conn = db::open(std::path::Path::new("ca/ca.db"))?;
