@@ -11,7 +11,7 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use nrfca::crypto;
+use nrfca::internal::crypto;
 use nrfca::keygen::{self, check, CheckOptions};
 use nrfca::signer::audit::{self, AuditWriter};
 use nrfca::signer::ca::{self, InitOptions};
@@ -106,7 +106,7 @@ fn audit_append() {
     )
     .expect("ca init");
     let unlocked = ca::unlock(&ca_dir, &Unlock::Passphrase(pass()), "bench").expect("unlock");
-    let mut conn = nrfca::signer::db::open(&ca_dir.join("ca.db")).expect("ca.db");
+    let mut conn = nrfca::internal::signer::db::open(&ca_dir.join("ca.db")).expect("ca.db");
     let n = 100_000;
     let t = Instant::now();
     let tx = conn
@@ -142,8 +142,8 @@ fn audit_append() {
 }
 
 fn device_certificate() {
-    use nrfca::crypto::P256Key;
-    use nrfca::signer::issue::{self, Issuance, IssuerProfile, Serial};
+    use nrfca::internal::crypto::P256Key;
+    use nrfca::internal::signer::issue::{self, Issuance, IssuerProfile, Serial};
     use time::OffsetDateTime;
     let (ca_key, _) = P256Key::generate().expect("ca key");
     let ca_name =
@@ -194,7 +194,7 @@ fn device_certificate() {
         let tbs = issue::build_tbs_x509_cert(&ca, i).expect("tbs");
         let sig = ca_key.sign_der(&tbs).expect("sign");
         let der = issue::assemble(&tbs, &sig);
-        let pem = nrfca::util::pem_encode("CERTIFICATE", &der);
+        let pem = nrfca::internal::util::pem_encode("CERTIFICATE", &der);
         std::hint::black_box(crypto::sha256(pem.as_bytes()));
     }
     let crate_full = per(t.elapsed());

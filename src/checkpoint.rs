@@ -15,7 +15,8 @@
 //!                                 from ...
 //! ```
 
-use crate::merkle::{self, Hash, MerkleError};
+use crate::merkle::{self, Hash};
+pub use crate::merkle::{MerkleError, Nodes, Tree};
 use std::fmt;
 
 /// Prefix of a checkpoint's origin line; the rest is the CA certificate's SHA-256 (hex).
@@ -418,7 +419,7 @@ pub struct ConsistencyProof {
     pub old_size: u64,
     /// The older root.
     pub old_root: Hash,
-    /// PROOF(old_size, D[new_size]), RFC 9162 §2.1.4.1 order.
+    /// PROOF(old_size, D\[new_size\]), RFC 9162 §2.1.4.1 order.
     pub hashes: Vec<Hash>,
 }
 

@@ -106,7 +106,7 @@ impl fmt::Debug for P256Key {
 
 impl P256Key {
     /// Load a ring-compatible PKCS#8 (v1 or v2, with the public key inside the
-    /// ECPrivateKey). Use [`pkcs8_from_pem_any`] / [`pkcs8_normalize`] for other forms.
+    /// ECPrivateKey). Use `pkcs8_from_pem_any` / `pkcs8_normalize` for other forms.
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, CryptoError> {
         let asn1 =
             EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, rng())

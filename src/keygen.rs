@@ -3,20 +3,21 @@
 //! and the ATTESTTOKEN string. The simulated modem that produces both lives in `sim::generate`
 //! (bench build only: the air-gapped signer ships no request generator).
 //!
-//! Layout: [`cbor`] (bounded CBOR reader/writer), [`tlv`] (byte-exact DER walker/writer),
-//! [`csr`] (PKCS#10 with the NULL quirk), [`cose`] (COSE_Sign1 and payloads).
+//! Layout: `cbor` (bounded CBOR reader/writer), `tlv` (byte-exact DER walker/writer),
+//! `csr` (PKCS#10 with the NULL quirk), `cose` (COSE_Sign1 and payloads).
 //! Format reference: `docs/keygen-format.md`.
 
-pub mod cbor;
-pub mod cose;
-pub mod csr;
-pub mod tlv;
+pub(crate) mod cbor;
+pub(crate) mod cose;
+pub(crate) mod csr;
+pub(crate) mod tlv;
 
 use crate::crypto;
 use crate::reject::{Reject, RejectCode};
 pub use crate::util::uuid_string;
 pub use cose::{AttestPayload, CoseSign1, KeygenPayload};
-pub use csr::Csr;
+pub use csr::{Csr, NameAttr, Spki};
+pub use tlv::{DerError, Reader as TlvReader, Tlv};
 
 /// Longest accepted input line (bytes, before trimming): longer is `malformed-input`.
 pub const MAX_LINE: usize = 16 * 1024;

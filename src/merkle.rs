@@ -1,5 +1,5 @@
 //! The audit log as a Merkle tree (RFC 9162 §2.1, SHA-256): leaf and node hashing, roots of
-//! any prefix, consistency proofs (§2.1.4) and inclusion proofs (§2.1.3), their verification,
+//! any prefix, consistency proofs (§2.1.4) and their verification,
 //! and the streaming [`Frontier`]. Pure: no I/O, shared by the signer and the bench.
 //!
 //! Leaf *i* of the audit tree is the 32-byte chain hash of audit record *i*; its leaf hash is
@@ -77,8 +77,10 @@ pub fn split_point(n: u64) -> u64 {
     1u64 << (63 - (n - 1).leading_zeros())
 }
 
-/// MTH over already hashed leaves, by the RFC's recursive definition. The reference the
-/// tests compare [`Tree`] and [`Frontier`] with; O(n) hashes.
+/// MTH over already hashed leaves, by the RFC's recursive definition: the reference the
+/// tests compare [`Tree`] and [`Frontier`] with, and how the signer combines stored tiles
+/// (the hashes of complete aligned subtrees: a power-of-two count of them is the hash of
+/// their parent subtree); O(n) hashes.
 pub fn root_of_leaf_hashes(leaf_hashes: &[Hash]) -> Hash {
     match leaf_hashes.len() {
         0 => EMPTY_ROOT,
@@ -99,12 +101,12 @@ pub fn root_of_leaf_hashes(leaf_hashes: &[Hash]) -> Hash {
 /// recursion reaches. [`Tree`] holds every node in memory; the signer reads its log's nodes
 /// from `ca.db` (stored 256-leaf tiles and the few leaves at the edges), so a proof costs
 /// O(n/256) reads, not the whole log. The RFC's algorithms ([`root_at`],
-/// [`consistency_proof`], [`inclusion_proof`]) are written once, over this trait.
+/// [`consistency_proof`]) are written once, over this trait.
 pub trait Nodes {
     /// Number of leaves.
     fn size(&self) -> u64;
 
-    /// MTH(D[start:end]) for a range the RFC's recursion reaches: `end <= size()`, and
+    /// MTH(D\[start:end\]) for a range the RFC's recursion reaches: `end <= size()`, and
     /// `start` a multiple of the largest power of two not above `end - start`.
     fn range_hash(&self, start: u64, end: u64) -> Result<Hash, MerkleError>;
 }
@@ -125,7 +127,7 @@ pub fn root_at(t: &impl Nodes, size: u64) -> Result<Hash, MerkleError> {
     t.range_hash(0, size)
 }
 
-/// PROOF(m, D[n]) (RFC 9162 §2.1.4.1): the consistency proof from the tree of `old_size`
+/// PROOF(m, D\[n\]) (RFC 9162 §2.1.4.1): the consistency proof from the tree of `old_size`
 /// leaves of `t` to the tree of `new_size` leaves. Empty when `old_size` is 0 or equals
 /// `new_size`.
 pub fn consistency_proof(
@@ -147,7 +149,7 @@ pub fn consistency_proof(
     Ok(out)
 }
 
-/// SUBPROOF(m, D[start:end], b), appending to `out` in the RFC's order.
+/// SUBPROOF(m, D\[start:end\], b), appending to `out` in the RFC's order.
 fn subproof(
     t: &impl Nodes,
     m: u64,
@@ -174,30 +176,6 @@ fn subproof(
     Ok(())
 }
 
-/// PATH(m, D[n]) (RFC 9162 §2.1.3.1): the inclusion proof of leaf `index` in the tree of
-/// the first `size` leaves of `t`.
-pub fn inclusion_proof(t: &impl Nodes, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
-    check_size(t, size)?;
-    if index >= size {
-        return Err(MerkleError::OutOfRange { asked: index, size });
-    }
-    let mut out = Vec::new();
-    let (mut start, mut end) = (0u64, size);
-    // Walk down, collecting siblings root-first, then reverse to leaf-first order.
-    while end - start > 1 {
-        let k = split_point(end - start);
-        if index - start < k {
-            out.push(t.range_hash(start + k, end)?);
-            end = start + k;
-        } else {
-            out.push(t.range_hash(start, start + k)?);
-            start += k;
-        }
-    }
-    out.reverse();
-    Ok(out)
-}
-
 // ------------------------------------------------------------------------------------ Tree
 
 /// An append-only Merkle tree in memory: every leaf hash and the hash of every complete
@@ -221,7 +199,7 @@ impl Tree {
         Tree::default()
     }
 
-    /// A tree over `leaves` (each hashed with [`leaf_hash`]), e.g. the chain hashes of an
+    /// A tree over `leaves` (each hashed with `leaf_hash`), e.g. the chain hashes of an
     /// audit log in `seq` order.
     pub fn from_leaves<'a>(leaves: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut t = Tree::new();
@@ -241,7 +219,7 @@ impl Tree {
         self.len() == 0
     }
 
-    /// Append one leaf (hashed with [`leaf_hash`]).
+    /// Append one leaf (hashed with `leaf_hash`).
     pub fn push(&mut self, leaf: &[u8]) {
         self.push_leaf_hash(leaf_hash(leaf));
     }
@@ -282,7 +260,7 @@ impl Tree {
         root_at(self, size)
     }
 
-    /// MTH(D[start:end]) for a range the RFC's recursion reaches: `start` is a multiple of the
+    /// MTH(D\[start:end\]) for a range the RFC's recursion reaches: `start` is a multiple of the
     /// largest power of two not above `end - start` (so every left part is a stored complete
     /// subtree). Callers keep `end <= len`.
     fn range_hash(&self, start: u64, end: u64) -> Hash {
@@ -311,7 +289,7 @@ impl Tree {
         )
     }
 
-    /// PROOF(m, D[n]) (RFC 9162 §2.1.4.1): the consistency proof from the tree of `old_size`
+    /// PROOF(m, D\[n\]) (RFC 9162 §2.1.4.1): the consistency proof from the tree of `old_size`
     /// leaves to the tree of `new_size` leaves. Empty when `old_size` is 0 or equals
     /// `new_size`.
     pub fn consistency_proof(
@@ -320,12 +298,6 @@ impl Tree {
         new_size: u64,
     ) -> Result<Vec<Hash>, MerkleError> {
         consistency_proof(self, old_size, new_size)
-    }
-
-    /// PATH(m, D[n]) (RFC 9162 §2.1.3.1): the inclusion proof of leaf `index` in the tree of
-    /// `size` leaves.
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
-        inclusion_proof(self, index, size)
     }
 }
 
@@ -508,49 +480,6 @@ pub fn verify_consistency(
     Ok(())
 }
 
-/// Verify an inclusion proof (RFC 9162 §2.1.3.2): the leaf with hash `leaf_hash` is leaf
-/// `index` of the tree of `size` leaves with root `root`.
-pub fn verify_inclusion(
-    index: u64,
-    size: u64,
-    leaf_hash: &Hash,
-    root: &Hash,
-    proof: &[Hash],
-) -> Result<(), MerkleError> {
-    if index >= size {
-        return Err(MerkleError::OutOfRange { asked: index, size });
-    }
-    if proof.len() > MAX_PROOF_HASHES {
-        return Err(MerkleError::Mismatch("proof too long"));
-    }
-    let mut fnn = index;
-    let mut sn = size - 1;
-    let mut r = *leaf_hash;
-    for p in proof {
-        if sn == 0 {
-            return Err(MerkleError::Mismatch("proof too long"));
-        }
-        if fnn & 1 == 1 || fnn == sn {
-            r = node_hash(p, &r);
-            while fnn & 1 == 0 && fnn != 0 {
-                fnn >>= 1;
-                sn >>= 1;
-            }
-        } else {
-            r = node_hash(&r, p);
-        }
-        fnn >>= 1;
-        sn >>= 1;
-    }
-    if sn != 0 {
-        return Err(MerkleError::Mismatch("proof too short"));
-    }
-    if r != *root {
-        return Err(MerkleError::Mismatch("the root does not match"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,7 +491,7 @@ mod tests {
     }
 
     // RFC 6962 test data, as in certificate-transparency-go / transparency-dev/merkle
-    // (testonly/constants.go and the merkle tests' consistency and inclusion vectors).
+    // (testonly/constants.go and the merkle tests' consistency vectors).
     const LEAVES: [&str; 8] = [
         "",
         "00",
@@ -623,41 +552,6 @@ mod tests {
             ],
         ),
     ];
-    /// (leaf index, tree size, proof); the vectors number leaves from 1, these from 0.
-    const INCLUSION: [(u64, u64, &[&str]); 4] = [
-        (
-            0,
-            8,
-            &[
-                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-            ],
-        ),
-        (
-            5,
-            8,
-            &[
-                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-            ],
-        ),
-        (
-            2,
-            3,
-            &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
-        ),
-        (
-            1,
-            5,
-            &[
-                "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-            ],
-        ),
-    ];
 
     fn vector_tree() -> Tree {
         let leaves: Vec<Vec<u8>> = LEAVES.iter().map(|l| hex::decode(l).unwrap()).collect();
@@ -694,19 +588,6 @@ mod tests {
             verify_consistency(m, &h(ROOTS[m as usize]), n, &h(ROOTS[n as usize]), &want)
                 .unwrap_or_else(|e| panic!("({m},{n}): {e}"));
         }
-    }
-
-    #[test]
-    fn inclusion_proofs_match_vectors_and_verify() {
-        let t = vector_tree();
-        for (i, n, proof) in INCLUSION {
-            let want: Vec<Hash> = proof.iter().map(|p| h(p)).collect();
-            assert_eq!(t.inclusion_proof(i, n).unwrap(), want, "({i},{n})");
-            let lh = t.leaf_hash(i).unwrap();
-            verify_inclusion(i, n, &lh, &h(ROOTS[n as usize]), &want).unwrap();
-            assert!(verify_inclusion(i, n, &lh, &h(ROOTS[n as usize - 1]), &want).is_err());
-        }
-        assert!(t.inclusion_proof(8, 8).is_err());
     }
 
     #[test]
@@ -802,19 +683,6 @@ mod tests {
                 prop_assert_eq!(f.root(), root_of_leaf_hashes(&leaves[..m]));
                 if m < n { f.push_leaf_hash(leaves[m]); }
             }
-        }
-
-        #[test]
-        fn inclusion_sound(n in 1u64..200, i_frac in 0.0f64..1.0, seed: u64, bit in 0usize..256) {
-            let t = random_tree(n, seed);
-            let i = ((n as f64) * i_frac) as u64;
-            let root = t.root();
-            let p = t.inclusion_proof(i, n).unwrap();
-            let lh = t.leaf_hash(i).unwrap();
-            prop_assert!(verify_inclusion(i, n, &lh, &root, &p).is_ok());
-            let mut bad = lh;
-            bad[bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(verify_inclusion(i, n, &bad, &root, &p).is_err());
         }
     }
 

@@ -167,6 +167,8 @@ pub fn lookup(table: &[(&'static str, Oid)], oid: &[u8]) -> Option<&'static str>
 }
 
 /// The OID a short attribute name stands for (case-insensitive, as `<attributes>` reads).
+/// Only the request generator (`sim::generate`, feature `bench`) reads attribute names.
+#[cfg(any(feature = "bench", test))]
 pub fn attribute_by_name(name: &str) -> Option<(&'static str, Oid)> {
     ATTRIBUTES
         .iter()

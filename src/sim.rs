@@ -1,9 +1,9 @@
 //! Simulated nRF91 modems on pseudo-terminals, driven by the tests, `nrfca sim` and the demo.
 //!
-//! Each modem is an AT command [`engine`] (pure: bytes in, reply out) behind the AT host
-//! receiver and reply [`framing`], with its credential [`storage`], [`identity`] and
-//! [`profile`], on its own [`pty`] served by a thread of the [`Simulator`]. [`fault`]s make
-//! it misbehave the way real benches do; [`state`] keeps modems across runs.
+//! Each modem is an AT command `engine` (pure: bytes in, reply out) behind the AT host
+//! receiver and reply `framing`, with its credential `storage`, `identity` and
+//! `profile`, on its own `pty` served by a thread of the [`Simulator`]. `fault`s make
+//! it misbehave the way real benches do; `state` keeps modems across runs.
 //! User documentation: `docs/simulator.md`.
 //!
 //! ```no_run
@@ -17,21 +17,25 @@
 //! # Ok::<(), nrfca::sim::SimError>(())
 //! ```
 
-pub mod engine;
-pub mod fault;
-pub mod framing;
+// Public: the simulator (re-exported below) and the request generator (`nrfca gen`). The AT
+// engine, framing, storage, faults and ptys are private (tests and fuzz targets reach them
+// through `crate::internal`).
 pub mod generate;
-pub mod identity;
-pub mod profile;
-pub mod pty;
-pub mod rng;
-pub mod shell;
-pub mod simulator;
-pub mod state;
-pub mod storage;
+
+pub(crate) mod engine;
+pub(crate) mod fault;
+pub(crate) mod framing;
+pub(crate) mod identity;
+mod profile;
+mod pty;
+pub(crate) mod rng;
+mod shell;
+mod simulator;
+mod state;
+pub(crate) mod storage;
 
 pub use fault::{Fault, FaultSpec};
-pub use profile::{Latency, Profile};
+pub use profile::{CommandClass, Latency, Profile};
 pub use simulator::{Credential, ModemSnapshot, SimConfig, Simulator};
 pub use storage::Origin;
 

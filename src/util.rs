@@ -51,7 +51,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 /// explanatory text or OpenSSL "Bag Attributes" between them, other line widths, CRLF (the
 /// test `pem_blocks_scan` has each case). Lines outside blocks are ignored (OpenSSL's "Bag Attributes", comments); an unterminated block or a
 /// block whose END label differs is dropped; headers (`Proc-Type:`) make a block's body
-/// invalid base64, which [`PemBlock::decode`] reports. Never panics.
+/// invalid base64, which `PemBlock::decode` reports. Never panics.
 pub fn pem_blocks(text: &str) -> Vec<PemBlock> {
     let mut out = Vec::new();
     let mut current: Option<PemBlock> = None;

@@ -4,12 +4,12 @@
 //! a clear reason, the others finish, a re-run completes it, no exported key is lost).
 #![cfg(feature = "bench")]
 
-use nrfca::bench::import::default_root_bundle;
 use nrfca::bench::state::{DeviceState, State};
 use nrfca::bench::{
     export, import, DeviceResult, ExportOptions, ExportReport, ImportOptions, ImportReport,
     PortSettings, Status,
 };
+use nrfca::internal::bench::import::default_root_bundle;
 use nrfca::sim::{Fault, Latency, SimConfig, Simulator};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -770,7 +770,7 @@ fn cli_import(b: &Bench, bundle: &Path, trust: &Path, extra: &[&str]) -> std::pr
 /// SHA-256 (lowercase hex) of the DER of the certificate in `pem_file`: a CA's fingerprint.
 fn ca_fingerprint(pem_file: &Path) -> String {
     let pem = std::fs::read_to_string(pem_file).unwrap();
-    nrfca::crypto::sha256_hex(&nrfca::util::first_cert_der(&pem).unwrap())
+    nrfca::internal::crypto::sha256_hex(&nrfca::internal::util::first_cert_der(&pem).unwrap())
 }
 
 /// Issue 10 item 7a: `--trust` inside `--bundle` is refused (exit 2, nothing sent to a
@@ -916,7 +916,7 @@ fn import_cert_not_naming_the_device_is_refused() {
         &nrfca::signer::secret::Unlock::Identity(b.p("id.agekey")),
     )
     .unwrap();
-    let ca_key = nrfca::crypto::P256Key::from_pkcs8(&pkcs8).unwrap();
+    let ca_key = nrfca::internal::crypto::P256Key::from_pkcs8(&pkcs8).unwrap();
     let ca_cert = x509_cert::Certificate::from_pem(&ca_pem).unwrap();
     let tbs = &ca_cert.tbs_certificate;
     let ski = tbs
@@ -928,7 +928,7 @@ fn import_cert_not_naming_the_device_is_refused() {
         .unwrap();
     let ski = <der::asn1::OctetString as der::Decode>::from_der(ski.extn_value.as_bytes()).unwrap();
     let ca_not_after = tbs.validity.not_after.to_unix_duration().as_secs() as i64;
-    let profile = nrfca::signer::issue::IssuerProfile {
+    let profile = nrfca::internal::signer::issue::IssuerProfile {
         subject_der: tbs.subject.to_der().unwrap(),
         ski: ski.as_bytes().to_vec(),
         not_after: time::OffsetDateTime::from_unix_timestamp(ca_not_after).unwrap(),
@@ -942,10 +942,10 @@ fn import_cert_not_naming_the_device_is_refused() {
     let nb = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap();
-    let serial = nrfca::signer::issue::Serial::random().unwrap();
-    let forged = nrfca::signer::issue::issue(
+    let serial = nrfca::internal::signer::issue::Serial::random().unwrap();
+    let forged = nrfca::internal::signer::issue::issue(
         &profile,
-        &nrfca::signer::issue::Issuance {
+        &nrfca::internal::signer::issue::Issuance {
             device_id: snap1.uuid.clone(),
             public_key: key0,
             serial,
@@ -955,7 +955,7 @@ fn import_cert_not_naming_the_device_is_refused() {
         |t| ca_key.sign_der(t),
     )
     .unwrap();
-    let forged_sha = nrfca::crypto::sha256_hex(forged.pem.as_bytes());
+    let forged_sha = nrfca::internal::crypto::sha256_hex(forged.pem.as_bytes());
     let bad = b.p("forged");
     common::copy_dir(&genuine, &bad);
     let new_csv = certs_csv
@@ -970,8 +970,8 @@ fn import_cert_not_naming_the_device_is_refused() {
     std::fs::write(bad.join("certs.csv"), &new_csv).unwrap();
     let manifest = std::fs::read_to_string(bad.join("manifest.json")).unwrap();
     let manifest = manifest.replacen(
-        &nrfca::crypto::sha256_hex(certs_csv.as_bytes()),
-        &nrfca::crypto::sha256_hex(new_csv.as_bytes()),
+        &nrfca::internal::crypto::sha256_hex(certs_csv.as_bytes()),
+        &nrfca::internal::crypto::sha256_hex(new_csv.as_bytes()),
         1,
     );
     std::fs::write(bad.join("manifest.json"), &manifest).unwrap();
@@ -979,7 +979,7 @@ fn import_cert_not_naming_the_device_is_refused() {
         bad.join("manifest.sig"),
         format!(
             "{}\n",
-            nrfca::crypto::b64_encode(&ca_key.sign_der(manifest.as_bytes()).unwrap())
+            nrfca::internal::crypto::b64_encode(&ca_key.sign_der(manifest.as_bytes()).unwrap())
         ),
     )
     .unwrap();
@@ -1013,7 +1013,7 @@ fn import_cert_not_naming_the_device_is_refused() {
 }
 
 /// Issue 16: with `$USER` (and `$LOGNAME`) unset the CA audit log and the bench journal name
-/// the same operator (one rule, `nrfca::util::operator_name`); before, the audit log had the
+/// the same operator (one rule, `nrfca::operator_name`); before, the audit log had the
 /// login name and the journal `unknown`. And `sign`'s next step names the bundle by the path
 /// given to `--out`, not its base name (which only works from the bundle's parent directory).
 #[test]

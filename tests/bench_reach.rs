@@ -132,7 +132,7 @@ fn statuses(report: &serde_json::Value) -> Vec<String> {
 /// The subject CN of a PEM certificate.
 fn cert_cn(pem: &str) -> String {
     use der::Decode;
-    let der = nrfca::util::first_cert_der(pem).expect("a certificate");
+    let der = nrfca::internal::util::first_cert_der(pem).expect("a certificate");
     let cert = x509_cert::Certificate::from_der(&der).unwrap();
     cert.tbs_certificate.subject.to_string()
 }
@@ -232,7 +232,7 @@ fn root_cas_on_their_own_sec_tag() {
     let (code, report) = f.import(&bundle, &["--ca-sec-tag", &CA_TAG.to_string()]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(statuses(&report), ["done"; 2]);
-    let root = nrfca::bench::import::default_root_bundle();
+    let root = nrfca::internal::bench::import::default_root_bundle();
     for i in 0..2 {
         let snap = f.sim.snapshot(i);
         let ca = snap

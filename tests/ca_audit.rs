@@ -191,7 +191,7 @@ fn passphrase_init_refuse_overwrite_lint_wrong_passphrase_leaves_no_plaintext() 
         use p256::pkcs8::DecodePrivateKey;
         p256::SecretKey::from_pkcs8_der(&pkcs8).unwrap().to_bytes()
     };
-    let b64 = nrfca::crypto::b64_encode(&pkcs8);
+    let b64 = nrfca::internal::crypto::b64_encode(&pkcs8);
     let mut files = Vec::new();
     files_under(root.path(), &mut files);
     assert!(files.len() >= 5);
@@ -565,7 +565,7 @@ fn import_real_create_ca_cert_output() {
 fn ca_with_batch(root: &Path, n: usize) -> PathBuf {
     let (ca_dir, idf) = recipient_ca(root, "ca");
     let unlocked = ca::unlock(&ca_dir, &Unlock::Identity(idf), "tester").unwrap();
-    let mut conn = nrfca::signer::db::open(&ca_dir.join("ca.db")).unwrap();
+    let mut conn = nrfca::internal::signer::db::open(&ca_dir.join("ca.db")).unwrap();
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .unwrap();
@@ -578,7 +578,7 @@ fn ca_with_batch(root: &Path, n: usize) -> PathBuf {
     w.append(&tx, "batch-started", &json!({"batch": "b1"}))
         .unwrap();
     // Real certificates signed by the CA: `audit verify` compares the DER with its columns.
-    let profile = nrfca::signer::issue::IssuerProfile {
+    let profile = nrfca::internal::signer::issue::IssuerProfile {
         subject_der: unlocked.cert.subject_der.clone(),
         ski: unlocked.cert.ski.clone(),
         not_after: unlocked.cert.not_after,
@@ -588,21 +588,24 @@ fn ca_with_batch(root: &Path, n: usize) -> PathBuf {
         .unwrap();
     let na = nb + time::Duration::days(30);
     let (nb_text, na_text) = (
-        nrfca::signer::issue::rfc3339(nb),
-        nrfca::signer::issue::rfc3339(na),
+        nrfca::internal::signer::issue::rfc3339(nb),
+        nrfca::internal::signer::issue::rfc3339(na),
     );
     for i in 0..n {
         let mut sb = [0u8; 20];
         sb[0] = 0x40;
         sb[19] = i as u8;
-        let serial_v = nrfca::signer::issue::Serial(sb);
+        let serial_v = nrfca::internal::signer::issue::Serial(sb);
         let serial = serial_v.to_hex();
         let device = format!("00000000-0000-4000-8000-{:012}", i);
-        let keygen = nrfca::crypto::sha256_hex(format!("keygen {i}").as_bytes());
-        let public_key = nrfca::crypto::P256Key::generate().unwrap().0.public_key();
-        let issued = nrfca::signer::issue::issue(
+        let keygen = nrfca::internal::crypto::sha256_hex(format!("keygen {i}").as_bytes());
+        let public_key = nrfca::internal::crypto::P256Key::generate()
+            .unwrap()
+            .0
+            .public_key();
+        let issued = nrfca::internal::signer::issue::issue(
             &profile,
-            &nrfca::signer::issue::Issuance {
+            &nrfca::internal::signer::issue::Issuance {
                 device_id: device.clone(),
                 public_key,
                 serial: serial_v,
@@ -901,7 +904,7 @@ fn export_verifies_alone_and_file_tampering_is_found() {
     assert_eq!(summary["export_record_seq"], 12);
     assert_eq!(
         summary["sha256"],
-        nrfca::crypto::sha256_hex(&std::fs::read(&log).unwrap())
+        nrfca::internal::crypto::sha256_hex(&std::fs::read(&log).unwrap())
     );
     // Never overwrites.
     let o = run(bin().args([

@@ -496,7 +496,7 @@ fn crash_hook_at_every_named_point() {
     let total = 300 + 30 + 4;
     let points = named_points(total);
     // Every named point of the hook is exercised.
-    for p in nrfca::signer::sign::CRASH_POINTS {
+    for p in nrfca::internal::signer::sign::CRASH_POINTS {
         assert!(points.iter().any(|q| q.split(':').next() == Some(p)), "{p}");
     }
     let mut table = Vec::new();
@@ -756,5 +756,7 @@ fn staging_dirs_are_cleaned_whatever_the_out() {
     );
     assert!(stderr(&o).contains("removed"), "{}", stderr(&o));
     let db = rusqlite::Connection::open(c.ca.join("ca.db")).unwrap();
-    assert!(nrfca::signer::staging::registered(&db).unwrap().is_empty());
+    assert!(nrfca::internal::signer::staging::registered(&db)
+        .unwrap()
+        .is_empty());
 }

@@ -208,8 +208,12 @@ fn generated_key_signs_in_the_token_and_never_leaves_it() {
     let public = key.public_key();
     let msg = b"manifest.json bytes";
     let sig = key.sign_der(msg).unwrap();
-    assert!(nrfca::crypto::verify_p256_sha256(&public, msg, &sig));
-    assert!(!nrfca::crypto::verify_p256_sha256(&public, b"other", &sig));
+    assert!(nrfca::internal::crypto::verify_p256_sha256(
+        &public, msg, &sig
+    ));
+    assert!(!nrfca::internal::crypto::verify_p256_sha256(
+        &public, b"other", &sig
+    ));
     if have_openssl() {
         assert!(openssl_verifies(&public, msg, &sig));
     }
@@ -255,19 +259,23 @@ fn generated_key_signs_in_the_token_and_never_leaves_it() {
     let again = Pkcs11Key::open(&KeyUri::parse(&line).unwrap(), None, &pin("1111")).unwrap();
     assert_eq!(again.public_key(), public);
     let sig2 = again.sign_der(msg).unwrap();
-    assert!(nrfca::crypto::verify_p256_sha256(&public, msg, &sig2));
+    assert!(nrfca::internal::crypto::verify_p256_sha256(
+        &public, msg, &sig2
+    ));
 
     // rcgen signs through the trait too.
     let rc = nrfca::signer::key::RcgenSigner::new(&key);
     let s = rcgen::SigningKey::sign(&rc, b"tbs").unwrap();
-    assert!(nrfca::crypto::verify_p256_sha256(&public, b"tbs", &s));
+    assert!(nrfca::internal::crypto::verify_p256_sha256(
+        &public, b"tbs", &s
+    ));
 }
 
 #[test]
 fn imported_key_is_the_same_key_and_not_extractable() {
     let _shared = shared();
     let Some(h) = hsm() else { return };
-    let (orig, pkcs8) = nrfca::crypto::P256Key::generate().unwrap();
+    let (orig, pkcs8) = nrfca::internal::crypto::P256Key::generate().unwrap();
     let key = Pkcs11Key::import(
         &h.module,
         &sel("import"),
@@ -278,7 +286,7 @@ fn imported_key_is_the_same_key_and_not_extractable() {
     .unwrap();
     assert_eq!(key.public_key(), orig.public_key());
     let sig = key.sign_der(b"cert tbs").unwrap();
-    assert!(nrfca::crypto::verify_p256_sha256(
+    assert!(nrfca::internal::crypto::verify_p256_sha256(
         &orig.public_key(),
         b"cert tbs",
         &sig
@@ -372,7 +380,9 @@ fn each_worker_signs_on_its_own_session() {
                 for i in 0..16u8 {
                     let msg = [t, i];
                     let sig = w.sign_der(&msg).unwrap();
-                    assert!(nrfca::crypto::verify_p256_sha256(&public, &msg, &sig));
+                    assert!(nrfca::internal::crypto::verify_p256_sha256(
+                        &public, &msg, &sig
+                    ));
                 }
             });
         }
@@ -403,7 +413,7 @@ fn quorum_share_files_on_disk_and_readable_by_stock_age() {
     use nrfca::signer::key::quorum::{self, Custodian, ShareKey, ShareLock};
     use nrfca::signer::secret;
     let dir = tempfile::tempdir().unwrap();
-    let (ca, pkcs8) = nrfca::crypto::P256Key::generate().unwrap();
+    let (ca, pkcs8) = nrfca::internal::crypto::P256Key::generate().unwrap();
     let carol_id = dir.path().join("carol.id");
     let carol = common::age_identity(&carol_id);
     let pw = |s: &str| age::secrecy::SecretString::from(s.to_string());

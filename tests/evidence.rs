@@ -1,5 +1,5 @@
 //! Evidence checked by readers that do not run nrfca (SPEC §10, §11): a checkpoint, its
-//! signature and consistency proofs made by `nrfca::merkle` / `nrfca::checkpoint` are checked
+//! signature and consistency proofs made by `nrfca::internal::merkle` / `nrfca::checkpoint` are checked
 //! by the independent Python verifier (`tests/interop/verify_checkpoint.py`, `cryptography` +
 //! RFC 9162 §2.1.4.2 written from the RFC) and by `openssl dgst`; a bench's `requests.csv.sig`
 //! is checked by `openssl dgst` after the extraction documented in `docs/formats.md`. Forged
@@ -9,8 +9,8 @@ mod common;
 
 use common::{have_openssl, openssl_in, venv_tool};
 use nrfca::checkpoint::{Checkpoint, ProofFile, SignedCheckpoint};
-use nrfca::crypto::{self, P256Key};
-use nrfca::merkle::Tree;
+use nrfca::internal::crypto::{self, P256Key};
+use nrfca::internal::merkle::Tree;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,7 +44,8 @@ fn openssl_ca(dir: &Path, name: &str) -> (P256Key, Vec<u8>) {
         ],
     );
     let pkcs8 = crypto::pkcs8_from_pem_any(&fs::read_to_string(dir.join(&key)).unwrap()).unwrap();
-    let der = nrfca::util::first_cert_der(&fs::read_to_string(dir.join(&pem)).unwrap()).unwrap();
+    let der = nrfca::internal::util::first_cert_der(&fs::read_to_string(dir.join(&pem)).unwrap())
+        .unwrap();
     (P256Key::from_pkcs8(&pkcs8).unwrap(), der)
 }
 
@@ -272,7 +273,7 @@ fn checkpoint_and_proofs_verify_independently_and_forgeries_do_not() {
 #[cfg(feature = "bench")]
 #[test]
 fn requests_statement_checks_with_openssl_after_the_documented_extraction() {
-    use nrfca::bench::identity::BenchIdentity;
+    use nrfca::internal::bench::identity::BenchIdentity;
     use nrfca::provenance::SignedStatement;
     if !have_openssl() {
         return;

@@ -9,13 +9,13 @@
 //!
 //! The signer does not write checkpoints yet in every build, so the test bundles are normal
 //! `nrfca sign` bundles to which the test adds `checkpoint`, `checkpoint.sig` and
-//! `checkpoint.proofs` made with `nrfca::merkle` / `nrfca::checkpoint` and the CA key (an
+//! `checkpoint.proofs` made with `nrfca::internal::merkle` / `nrfca::checkpoint` and the CA key (an
 //! openssl key the CA was imported from).
 #![cfg(feature = "bench")]
 
 use nrfca::checkpoint::{Checkpoint, ProofFile};
-use nrfca::crypto::{self, P256Key};
-use nrfca::merkle::Tree;
+use nrfca::internal::crypto::{self, P256Key};
+use nrfca::internal::merkle::Tree;
 use nrfca::sim::{Latency, SimConfig, Simulator};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -104,8 +104,10 @@ impl Lab {
         assert!(o.status.success(), "ca import: {}", text(&o));
         let pkcs8 =
             crypto::pkcs8_from_pem_any(&fs::read_to_string(d.join("ca_prv.pem")).unwrap()).unwrap();
-        let der =
-            nrfca::util::first_cert_der(&fs::read_to_string(d.join("ca/ca.pem")).unwrap()).unwrap();
+        let der = nrfca::internal::util::first_cert_der(
+            &fs::read_to_string(d.join("ca/ca.pem")).unwrap(),
+        )
+        .unwrap();
         Lab {
             ca_key: P256Key::from_pkcs8(&pkcs8).unwrap(),
             ca_sha: crypto::sha256_hex(&der),

@@ -340,7 +340,8 @@ fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import()
     // (read only here) would accept it. Only a bench that saw the lost tail catches it.
     assert_eq!(lab.held("SA"), std::slice::from_ref(&c1));
     let ca_der =
-        nrfca::util::first_cert_der(&fs::read_to_string(lab.p("ca/ca.pem")).unwrap()).unwrap();
+        nrfca::internal::util::first_cert_der(&fs::read_to_string(lab.p("ca/ca.pem")).unwrap())
+            .unwrap();
     let state_a = nrfca::bench::state::State::open_existing(&lab.p("SA")).unwrap();
     let verdict = nrfca::bench::evidence::check_bundle(&lab.p("b3"), &ca_der, &state_a).unwrap();
     assert!(

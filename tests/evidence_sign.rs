@@ -6,8 +6,8 @@
 mod common;
 
 use common::{bin_plain, ca_init_age, have_openssl, openssl_in, venv_tool, TAG};
-use nrfca::bench::identity::BenchIdentity;
 use nrfca::checkpoint::{Checkpoint, ProofFile, SignedCheckpoint};
+use nrfca::internal::bench::identity::BenchIdentity;
 use nrfca::sim::generate::{GenOptions, ModemIdentity};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ impl Ca {
 
     fn fingerprint(&self) -> String {
         let pem = fs::read_to_string(self.dir.join("ca.pem")).unwrap();
-        nrfca::crypto::sha256_hex(&nrfca::util::first_cert_der(&pem).unwrap())
+        nrfca::internal::crypto::sha256_hex(&nrfca::internal::util::first_cert_der(&pem).unwrap())
     }
 
     fn trust(&self, b: &BenchIdentity) {
@@ -188,7 +188,8 @@ fn check_bundle_evidence(ca: &Ca, out: &str, olds: &[&Path]) {
         assert!(manifest.contains(&format!("\"{f}\"")), "{f} not listed");
     }
     let ca_der =
-        nrfca::util::first_cert_der(&fs::read_to_string(ca.dir.join("ca.pem")).unwrap()).unwrap();
+        nrfca::internal::util::first_cert_der(&fs::read_to_string(ca.dir.join("ca.pem")).unwrap())
+            .unwrap();
     let signed = SignedCheckpoint::verify_with_ca_cert(
         &fs::read(b.join("checkpoint")).unwrap(),
         &fs::read(b.join("checkpoint.sig")).unwrap(),
@@ -200,8 +201,10 @@ fn check_bundle_evidence(ca: &Ca, out: &str, olds: &[&Path]) {
     if have_openssl() {
         fs::write(
             b.join("../cp.der"),
-            nrfca::crypto::b64_decode(fs::read_to_string(b.join("checkpoint.sig")).unwrap().trim())
-                .unwrap(),
+            nrfca::internal::crypto::b64_decode(
+                fs::read_to_string(b.join("checkpoint.sig")).unwrap().trim(),
+            )
+            .unwrap(),
         )
         .unwrap();
         openssl_in(
@@ -680,13 +683,13 @@ fn checkpoint_of_another_ca_presented_as_this_cas_is_refused() {
     let o = x.sign("x2", &[], &[&p]);
     assert!(o.status.success(), "{}", explain(&o));
     let proofs = fs::read_to_string(x.path("x2/checkpoint.proofs")).unwrap();
-    let cy2_root = nrfca::crypto::b64_encode(&cy2.root);
+    let cy2_root = nrfca::internal::crypto::b64_encode(&cy2.root);
     assert!(!proofs.contains(&cy2_root), "{proofs}");
     assert!(
         proofs.contains(&format!(
             "\nfrom {} {} ",
             cx.size,
-            nrfca::crypto::b64_encode(&cx.root)
+            nrfca::internal::crypto::b64_encode(&cx.root)
         )),
         "{proofs}"
     );

@@ -2,10 +2,10 @@
 //! generator output judged by second implementations (OpenSSL, Python `cryptography` +
 //! `cbor2`, Nordic's `modem_credentials_parser`), and `nrfca inspect` / `nrfca gen`.
 
-use nrfca::crypto::{self, P256Key};
-use nrfca::keygen::cbor;
-use nrfca::keygen::cose;
-use nrfca::keygen::tlv::{self, tag};
+use nrfca::internal::crypto::{self, P256Key};
+use nrfca::internal::keygen::cbor;
+use nrfca::internal::keygen::cose;
+use nrfca::internal::keygen::tlv::{self, tag};
 use nrfca::keygen::{self, check, CheckOptions, DeviceIdMode};
 use nrfca::reject::RejectCode;
 use nrfca::sim::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
@@ -284,7 +284,7 @@ fn malformed_csr() {
     let alg = tlv::cons(
         tag::SEQUENCE,
         &[
-            &tlv::tlv(tag::OID, nrfca::oid::ECDSA_WITH_SHA256.as_bytes()),
+            &tlv::tlv(tag::OID, nrfca::internal::oid::ECDSA_WITH_SHA256.as_bytes()),
             &tlv::tlv(tag::INTEGER, &[0]),
         ],
     );
@@ -327,7 +327,7 @@ fn unsupported_key() {
             &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &tlv::tlv(tag::OID, nrfca::oid::EC_PUBLIC_KEY.as_bytes()),
+                    &tlv::tlv(tag::OID, nrfca::internal::oid::EC_PUBLIC_KEY.as_bytes()),
                     &tlv::tlv(tag::OID, &[0x2b, 0x81, 0x04, 0x00, 0x22]),
                 ],
             ),
@@ -383,8 +383,8 @@ fn unsupported_key() {
             &tlv::cons(
                 tag::SEQUENCE,
                 &[
-                    &tlv::tlv(tag::OID, nrfca::oid::EC_PUBLIC_KEY.as_bytes()),
-                    &tlv::tlv(tag::OID, nrfca::oid::SECP256R1.as_bytes()),
+                    &tlv::tlv(tag::OID, nrfca::internal::oid::EC_PUBLIC_KEY.as_bytes()),
+                    &tlv::tlv(tag::OID, nrfca::internal::oid::SECP256R1.as_bytes()),
                 ],
             ),
             &tlv::tlv(tag::BIT_STRING, &[&[0u8][..], &compressed].concat()),

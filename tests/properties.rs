@@ -7,9 +7,10 @@ use std::io::Read;
 use std::path::Path;
 
 use nrfca::bundle;
-use nrfca::crypto;
 use nrfca::inspect::{self, InspectOptions};
-use nrfca::keygen::{self, cbor, cose, csr, tlv, CheckOptions, DeviceIdMode};
+use nrfca::internal::crypto;
+use nrfca::internal::keygen::{cbor, cose, csr, tlv};
+use nrfca::keygen::{self, CheckOptions, DeviceIdMode};
 use nrfca::reject::RejectCode;
 use nrfca::requests::{self, Entry, RequestRow, SourceReader};
 use nrfca::sim::generate::{GenOptions, ModemIdentity};
@@ -326,7 +327,7 @@ fn der_limits() {
     let atv = tlv::cons(
         tlv::tag::SEQUENCE,
         &[
-            &tlv::tlv(tlv::tag::OID, nrfca::oid::CN.as_bytes()),
+            &tlv::tlv(tlv::tag::OID, nrfca::internal::oid::CN.as_bytes()),
             &tlv::tlv(tlv::tag::UTF8_STRING, b"x"),
         ],
     );
@@ -523,13 +524,13 @@ proptest! {
             .into_iter()
             .map(|t| t.trim_start_matches(['=', '+', '-', '@']).to_string())
             .collect();
-        let d = nrfca::util::luhn_digit(&imei14).unwrap();
+        let d = nrfca::internal::util::luhn_digit(&imei14).unwrap();
         let at = time::OffsetDateTime::from_unix_timestamp(secs)
             .unwrap()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         let row = RequestRow {
-            device_uuid: nrfca::util::uuid_string(&uuid),
+            device_uuid: nrfca::internal::util::uuid_string(&uuid),
             imei: format!("{imei14}{d}"),
             sec_tag: sec_tag.to_string(),
             keygen: SEED.into(),
@@ -669,7 +670,9 @@ fn bundle_verify_does_not_hang_on_special_files() {
         std::fs::create_dir(&dir).unwrap();
         let (key, _) = crypto::P256Key::generate().unwrap();
         let ca_pem = test_ca_pem(&key);
-        let ca_der = nrfca::util::pem_blocks(&ca_pem)[0].decode().unwrap();
+        let ca_der = nrfca::internal::util::pem_blocks(&ca_pem)[0]
+            .decode()
+            .unwrap();
         std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
         std::fs::write(dir.join("onboard.csv"), "").unwrap();
         std::fs::write(
@@ -732,7 +735,7 @@ fn bundle_verify_does_not_hang_on_special_files() {
 /// A P-256 certificate for `key` (our device profile, self-issued): enough for
 /// `bundle::verify`, which only needs the trusted CA's key and DER.
 fn test_ca_pem(key: &crypto::P256Key) -> String {
-    use nrfca::signer::issue::*;
+    use nrfca::internal::signer::issue::*;
     let name = tlv::cons(
         tlv::tag::SEQUENCE,
         &[&tlv::cons(
@@ -740,7 +743,7 @@ fn test_ca_pem(key: &crypto::P256Key) -> String {
             &[&tlv::cons(
                 tlv::tag::SEQUENCE,
                 &[
-                    &tlv::tlv(tlv::tag::OID, nrfca::oid::CN.as_bytes()),
+                    &tlv::tlv(tlv::tag::OID, nrfca::internal::oid::CN.as_bytes()),
                     &tlv::tlv(tlv::tag::UTF8_STRING, b"Prop CA"),
                 ],
             )],
@@ -769,13 +772,13 @@ fn test_ca_pem(key: &crypto::P256Key) -> String {
 #[cfg(feature = "bench")]
 mod at_props {
     use super::*;
-    use nrfca::bench::at::{self, Event, Final, Parser};
-    use nrfca::sim::engine::Modem;
-    use nrfca::sim::fault::FaultSet;
-    use nrfca::sim::framing::{self, Received, Receiver};
-    use nrfca::sim::identity::SimIdentity;
-    use nrfca::sim::rng::SimRng;
-    use nrfca::sim::storage::Storage;
+    use nrfca::internal::bench::at::{self, Event, Final, Parser};
+    use nrfca::internal::sim::engine::Modem;
+    use nrfca::internal::sim::fault::FaultSet;
+    use nrfca::internal::sim::framing::{self, Received, Receiver};
+    use nrfca::internal::sim::identity::SimIdentity;
+    use nrfca::internal::sim::rng::SimRng;
+    use nrfca::internal::sim::storage::Storage;
     use nrfca::sim::Profile;
 
     fn modem(profile: Profile) -> Modem {
@@ -868,7 +871,7 @@ mod at_props {
             let mut c = head.as_bytes().to_vec();
             c.extend(&cmd);
             let r = m.execute(&c);
-            prop_assert!(r.final_result.is_some() || r.info.iter().any(|l| l.len() >= nrfca::sim::engine::MAX_REPLY));
+            prop_assert!(r.final_result.is_some() || r.info.iter().any(|l| l.len() >= nrfca::internal::sim::engine::MAX_REPLY));
             let _ = framing::frame(&r.pieces(), true);
         }
 

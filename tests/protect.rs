@@ -81,7 +81,7 @@ fn show_json(ca_dir: &Path) -> Value {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    nrfca::crypto::sha256_hex(b)
+    nrfca::internal::crypto::sha256_hex(b)
 }
 
 #[test]

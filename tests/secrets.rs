@@ -45,8 +45,8 @@ impl Needles {
     fn add_key(&mut self, pkcs8: &[u8]) {
         use p256::pkcs8::DecodePrivateKey;
         let scalar = p256::SecretKey::from_pkcs8_der(pkcs8).unwrap().to_bytes();
-        let b64 = nrfca::crypto::b64_encode(pkcs8);
-        let sb64 = nrfca::crypto::b64_encode(&scalar);
+        let b64 = nrfca::internal::crypto::b64_encode(pkcs8);
+        let sb64 = nrfca::internal::crypto::b64_encode(&scalar);
         self.0.push(("PKCS#8 DER".into(), pkcs8.to_vec()));
         self.0.push(("scalar".into(), scalar.to_vec()));
         self.0
@@ -503,7 +503,7 @@ fn no_passphrase_or_key_byte_in_any_file_or_output() {
 /// own crypto: (cert path, key path, PKCS#8).
 fn plaintext_ca(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
     use p256::pkcs8::DecodePrivateKey;
-    let (key, pkcs8) = nrfca::crypto::P256Key::generate().unwrap();
+    let (key, pkcs8) = nrfca::internal::crypto::P256Key::generate().unwrap();
     let sk = p256::SecretKey::from_pkcs8_der(&pkcs8).unwrap();
     let sec1 = sk.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
     let ca_key = CaKey::new(key);
@@ -532,11 +532,11 @@ fn secrets_have_redacted_debug_and_errors() {
     let pass = SecretString::from(PASS.to_string());
     let u = Unlock::Passphrase(pass.clone());
     let p = Protection::Passphrase(pass);
-    let (key, pkcs8) = nrfca::crypto::P256Key::generate().unwrap();
+    let (key, pkcs8) = nrfca::internal::crypto::P256Key::generate().unwrap();
     let hexkey = hex::encode(&pkcs8[..]);
     let dbg = format!(
         "{u:?} {p:?} {key:?} {:?}",
-        CaKey::new(nrfca::crypto::P256Key::from_pkcs8(&pkcs8).unwrap())
+        CaKey::new(nrfca::internal::crypto::P256Key::from_pkcs8(&pkcs8).unwrap())
     );
     assert!(!dbg.contains(PASS), "{dbg}");
     assert!(!dbg.contains(&hexkey[40..80]), "{dbg}");
@@ -548,7 +548,7 @@ fn secrets_have_redacted_debug_and_errors() {
     common::write_secret(&f, b"\xff\xfe not utf-8 secret");
     let e = secret::read_passphrase_file(&f).unwrap_err();
     assert!(!format!("{e} {e:?}").contains("secret"), "{e:?}");
-    let e = nrfca::crypto::pkcs8_from_pem_any(
+    let e = nrfca::internal::crypto::pkcs8_from_pem_any(
         "-----BEGIN EC PRIVATE KEY-----\nAAAA!!!!c2VjcmV0\n-----END EC PRIVATE KEY-----\n",
     )
     .unwrap_err();
@@ -563,14 +563,14 @@ fn secrets_have_redacted_debug_and_errors() {
         "Bag Attributes\n-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
         sec1.as_str()
     );
-    let back = nrfca::crypto::pkcs8_from_pem_any(&text).unwrap();
+    let back = nrfca::internal::crypto::pkcs8_from_pem_any(&text).unwrap();
     assert_eq!(
-        nrfca::crypto::P256Key::from_pkcs8(&back)
+        nrfca::internal::crypto::P256Key::from_pkcs8(&back)
             .unwrap()
             .public_key(),
         key.public_key()
     );
-    let e = nrfca::crypto::pkcs8_from_pem_any(
+    let e = nrfca::internal::crypto::pkcs8_from_pem_any(
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     )
     .unwrap_err();

@@ -25,10 +25,10 @@
 //! done); run 3 switches every fault off and must finish every device; run 4 must be a no-op.
 #![cfg(feature = "bench")]
 
-use nrfca::bench::import::default_root_bundle;
 use nrfca::bench::{
     export, import, DeviceResult, ExportOptions, ImportOptions, PortSettings, Status,
 };
+use nrfca::internal::bench::import::default_root_bundle;
 use nrfca::sim::{Fault, FaultSpec, Latency, Profile, SimConfig, Simulator};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -410,7 +410,7 @@ fn check_device(
         assert_eq!(c0.content.as_deref(), Some(default_root_bundle().as_str()));
         assert_eq!(
             dev["cert_sha256"].as_str(),
-            Some(nrfca::crypto::sha256_hex(want.as_bytes()).as_str())
+            Some(nrfca::internal::crypto::sha256_hex(want.as_bytes()).as_str())
         );
     }
     if result.status == Status::Unknown {

@@ -246,7 +246,7 @@ fn export_sign_import_over_the_shell_on_four_modems_with_faults() {
             (r[1].to_string(), r[7].to_string())
         })
         .collect();
-    let root = crlf(&nrfca::bench::import::default_root_bundle());
+    let root = crlf(&nrfca::internal::bench::import::default_root_bundle());
     for i in 0..4 {
         let snap = f.sim.snapshot(i);
         let (_, pem) = certs

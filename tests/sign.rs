@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use der::{Decode, Encode};
-use nrfca::crypto::P256Key;
-use nrfca::signer::issue::{self, Issuance, IssuerProfile, Serial};
+use nrfca::internal::crypto::P256Key;
+use nrfca::internal::signer::issue::{self, Issuance, IssuerProfile, Serial};
 use time::OffsetDateTime;
 
 // ---------------------------------------------------------------------------------------
@@ -106,7 +106,9 @@ fn openssl_ca(dir: &Path) -> Option<(IssuerProfile, P256Key, PathBuf)> {
             ])
             .arg(&pem),
     );
-    let pkcs8 = nrfca::crypto::pkcs8_from_pem_any(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    let pkcs8 =
+        nrfca::internal::crypto::pkcs8_from_pem_any(&std::fs::read_to_string(&key).unwrap())
+            .unwrap();
     let ca_key = P256Key::from_pkcs8(&pkcs8).unwrap();
     let profile = profile_from_pem(&std::fs::read(&pem).unwrap());
     Some((profile, ca_key, pem))
@@ -161,7 +163,7 @@ fn device_profile_passes_openssl_and_pkilint() {
         let cert = x509_cert::Certificate::from_der(&c.der).unwrap();
         assert_eq!(cert.tbs_certificate.subject.to_string(), format!("CN={id}"));
         let tbs = cert.tbs_certificate.to_der().unwrap();
-        assert!(nrfca::crypto::verify_p256_sha256(
+        assert!(nrfca::internal::crypto::verify_p256_sha256(
             &ca_key.public_key(),
             &tbs,
             cert.signature.raw_bytes()
@@ -300,11 +302,11 @@ fn read_csv(path: &Path) -> Vec<Vec<String>> {
 
 /// A KEYGEN string with `csr` as first half and a correct modem COSE over `digest_of`.
 fn wrap(m: &ModemIdentity, csr: &[u8], digest_of: &[u8], msg_type: i64, sec_tag: u32) -> String {
-    let payload = nrfca::keygen::cose::keygen_payload(
+    let payload = nrfca::internal::keygen::cose::keygen_payload(
         msg_type,
         &m.uuid(),
         sec_tag,
-        &nrfca::crypto::sha256(digest_of),
+        &nrfca::internal::crypto::sha256(digest_of),
         &[7u8; 16],
     );
     let cose = generate::cose_sign1(m.identity_key(), &payload).unwrap();
@@ -336,7 +338,7 @@ fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
                 .arg(&pubkey),
         );
         let sig_b64 = std::fs::read_to_string(bundle.join("manifest.sig")).unwrap();
-        let sig = nrfca::crypto::b64_decode(sig_b64.trim()).unwrap();
+        let sig = nrfca::internal::crypto::b64_decode(sig_b64.trim()).unwrap();
         let sig_path = bundle.parent().unwrap().join("manifest.sig.der");
         std::fs::write(&sig_path, sig).unwrap();
         let out = run_ok(
@@ -365,7 +367,7 @@ fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
         use der::DecodePem;
         let c = x509_cert::Certificate::from_pem(row.certificate_pem.as_bytes()).unwrap();
         let tbs = c.tbs_certificate.to_der().unwrap();
-        assert!(nrfca::crypto::verify_p256_sha256(
+        assert!(nrfca::internal::crypto::verify_p256_sha256(
             &ca_key,
             &tbs,
             c.signature.raw_bytes()
@@ -424,7 +426,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
     let csr = modem_csr(&k, &m.uuid_string());
     push(
         &mut lines,
-        nrfca::crypto::b64url_encode(&csr),
+        nrfca::internal::crypto::b64url_encode(&csr),
         Some("missing-attestation"),
     );
     push(
@@ -728,7 +730,7 @@ fn reissue_dry_run_existing_out_pem_files() {
     .unwrap();
     let certs = read_csv(&ca.path("b1").join("certs.csv"));
     assert_eq!(pem, certs[1][7].as_bytes());
-    assert_eq!(nrfca::crypto::sha256_hex(&pem), certs[1][6]);
+    assert_eq!(nrfca::internal::crypto::sha256_hex(&pem), certs[1][6]);
     check_bundle_with_oracles(&ca, &ca.path("b1"), 1);
 
     // existing --out: exit 2, nothing written
@@ -1047,7 +1049,7 @@ fn library_sign_reports_progress_and_counts() {
     assert_eq!(r.inputs.len(), 1);
     assert_eq!(
         r.inputs[0].sha256,
-        nrfca::crypto::sha256_hex(&std::fs::read(&input).unwrap())
+        nrfca::internal::crypto::sha256_hex(&std::fs::read(&input).unwrap())
     );
     let head = r.audit_head.clone().unwrap();
     let last: String = ca

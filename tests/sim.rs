@@ -207,7 +207,7 @@ fn provisioning_conversation_over_a_pty() {
     let imei = c.ok("AT+CGSN");
     let snap = sim.snapshot(0);
     assert_eq!(imei, vec![snap.imei.clone()]);
-    assert!(nrfca::util::is_imei_luhn(&snap.imei));
+    assert!(nrfca::internal::util::is_imei_luhn(&snap.imei));
     assert_eq!(c.ok("AT+CGSN=1"), vec![format!("+CGSN: \"{}\"", snap.imei)]);
     assert_eq!(c.ok("AT+CGMR"), vec!["mfw_nrf9160_1.3.7"]);
     assert_eq!(c.ok("AT+CGMM"), vec!["nRF9160-SICA"]);
@@ -226,10 +226,14 @@ fn provisioning_conversation_over_a_pty() {
     // The COSE is signed by the simulated identity key the simulator reports.
     let idk = sim.identity_public_key(0);
     let halves = nrfca::keygen::decode_halves(keygen_string(&kg[0])).unwrap();
-    let cose = nrfca::keygen::cose::parse_sign1(halves.cose.as_deref().unwrap()).unwrap();
-    assert!(nrfca::keygen::cose::verify_sign1(&idk, &cose, None));
+    let cose = nrfca::internal::keygen::cose::parse_sign1(halves.cose.as_deref().unwrap()).unwrap();
+    assert!(nrfca::internal::keygen::cose::verify_sign1(
+        &idk, &cose, None
+    ));
     let other = sim_identity_of_another_modem();
-    assert!(!nrfca::keygen::cose::verify_sign1(&other, &cose, None));
+    assert!(!nrfca::internal::keygen::cose::verify_sign1(
+        &other, &cose, None
+    ));
 
     // Write a PEM with LF line ends inline; the list SHA is the SHA-256 of the exact bytes.
     c.ok(&format!("AT%CMNG=0,{TAG},0,\"{CA}\""));
@@ -269,8 +273,8 @@ fn provisioning_conversation_over_a_pty() {
         .and_then(|s| s.strip_suffix('"'))
         .unwrap();
     let halves = nrfca::keygen::decode_halves(token).unwrap();
-    let msg = nrfca::keygen::cose::parse_attest_payload(&halves.first).unwrap();
-    assert_eq!(nrfca::util::uuid_string(&msg.uuid), snap.uuid);
+    let msg = nrfca::internal::keygen::cose::parse_attest_payload(&halves.first).unwrap();
+    assert_eq!(nrfca::internal::util::uuid_string(&msg.uuid), snap.uuid);
     assert_eq!(
         msg.nonce,
         [
@@ -279,8 +283,8 @@ fn provisioning_conversation_over_a_pty() {
         ]
     );
     assert_eq!(msg.device_type, 3);
-    let cose = nrfca::keygen::cose::parse_sign1(halves.cose.as_deref().unwrap()).unwrap();
-    assert!(nrfca::keygen::cose::verify_sign1(
+    let cose = nrfca::internal::keygen::cose::parse_sign1(halves.cose.as_deref().unwrap()).unwrap();
+    assert!(nrfca::internal::keygen::cose::verify_sign1(
         &idk,
         &cose,
         Some(&halves.first)

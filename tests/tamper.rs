@@ -87,11 +87,11 @@ impl World {
     }
 
     /// The CA key of CA `name`, decrypted with its identity (to forge "validly signed" bundles).
-    fn ca_key(&self, name: &str) -> nrfca::crypto::P256Key {
+    fn ca_key(&self, name: &str) -> nrfca::internal::crypto::P256Key {
         use nrfca::signer::secret::{decrypt, Unlock};
         let ct = std::fs::read(self.p(name).join("ca.key.age")).unwrap();
         let pkcs8 = decrypt(&ct, &Unlock::Identity(self.p(&format!("{name}.agekey")))).unwrap();
-        nrfca::crypto::P256Key::from_pkcs8(&pkcs8).unwrap()
+        nrfca::internal::crypto::P256Key::from_pkcs8(&pkcs8).unwrap()
     }
 
     /// Library `bench export` of the modems `idx` into `out`.
@@ -270,7 +270,7 @@ fn cases() -> Vec<Case> {
                     let other = &rows[(i + 1) % rows.len()];
                     let pem = &other.certificate_pem;
                     let sec = r.sec_tag.to_string();
-                    let sha = nrfca::crypto::sha256_hex(pem.as_bytes());
+                    let sha = nrfca::internal::crypto::sha256_hex(pem.as_bytes());
                     let rec = bundle::csv_record(&[
                         &r.device_uuid,
                         &r.imei,
@@ -371,7 +371,7 @@ fn cases() -> Vec<Case> {
                         .unwrap();
                 for f in &mut m.files {
                     if f.name == "certs.csv" {
-                        f.sha256 = nrfca::crypto::sha256_hex(bad.as_bytes());
+                        f.sha256 = nrfca::internal::crypto::sha256_hex(bad.as_bytes());
                     }
                 }
                 let mut json = serde_json::to_vec_pretty(&m).unwrap();
@@ -421,7 +421,7 @@ fn cases() -> Vec<Case> {
                 let sig = key.expect("evil key set");
                 std::fs::write(
                     d.join("manifest.sig"),
-                    format!("{}\n", nrfca::crypto::b64_encode(&sig)),
+                    format!("{}\n", nrfca::internal::crypto::b64_encode(&sig)),
                 )
                 .unwrap();
             },
@@ -499,7 +499,7 @@ fn cases() -> Vec<Case> {
 }
 
 thread_local! {
-    static EVIL_KEY: std::cell::RefCell<Option<nrfca::crypto::P256Key>> =
+    static EVIL_KEY: std::cell::RefCell<Option<nrfca::internal::crypto::P256Key>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -647,7 +647,7 @@ fn validly_signed_but_malformed_manifests_are_refused() {
                 std::fs::write(d.join("certs.csv"), &bad).unwrap();
                 for f in &mut m.files {
                     if f.name == "certs.csv" {
-                        f.sha256 = nrfca::crypto::sha256_hex(bad.as_bytes());
+                        f.sha256 = nrfca::internal::crypto::sha256_hex(bad.as_bytes());
                     }
                 }
             }),
@@ -661,7 +661,7 @@ fn validly_signed_but_malformed_manifests_are_refused() {
                 std::fs::write(d.join("certs.csv"), &bad).unwrap();
                 for f in &mut m.files {
                     if f.name == "certs.csv" {
-                        f.sha256 = nrfca::crypto::sha256_hex(bad.as_bytes());
+                        f.sha256 = nrfca::internal::crypto::sha256_hex(bad.as_bytes());
                     }
                 }
             }),
@@ -680,7 +680,7 @@ fn validly_signed_but_malformed_manifests_are_refused() {
         let sig = key.sign_der(&json).unwrap();
         std::fs::write(
             d.join("manifest.sig"),
-            format!("{}\n", nrfca::crypto::b64_encode(&sig)),
+            format!("{}\n", nrfca::internal::crypto::b64_encode(&sig)),
         )
         .unwrap();
         let e = match bundle::verify(&d, &trust_pem) {
@@ -699,7 +699,7 @@ fn validly_signed_but_malformed_manifests_are_refused() {
     let json = std::fs::read(d.join("manifest.json")).unwrap();
     std::fs::write(
         d.join("manifest.sig"),
-        nrfca::crypto::b64_encode(&key.sign_der(&json).unwrap()),
+        nrfca::internal::crypto::b64_encode(&key.sign_der(&json).unwrap()),
     )
     .unwrap();
     assert!(bundle::verify(&d, &trust_pem).is_ok());

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nrfca::bench::at::{self, Event, Final, Parser};
+use nrfca::internal::bench::at::{self, Event, Final, Parser};
 
 fn helpers(line: &str) {
     let _ = at::parse_final(line);

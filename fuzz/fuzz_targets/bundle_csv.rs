@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(fields) = r {
             let mut f = fields.clone();
             if f.len() == 8 && f[6] == "auto" {
-                f[6] = nrfca::crypto::sha256_hex(f[7].as_bytes());
+                f[6] = nrfca::internal::crypto::sha256_hex(f[7].as_bytes());
             }
             let refs: Vec<&str> = f.iter().map(String::as_str).collect();
             fixed.extend(bundle::csv_record(&refs));
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         for r in rows {
             assert_eq!(
                 r.sha256,
-                nrfca::crypto::sha256_hex(r.certificate_pem.as_bytes())
+                nrfca::internal::crypto::sha256_hex(r.certificate_pem.as_bytes())
             );
         }
     }

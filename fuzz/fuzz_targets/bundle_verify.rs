@@ -13,7 +13,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use nrfca::{bundle, crypto};
+use nrfca::bundle;
+use nrfca::internal::crypto;
 
 fn sections(data: &[u8]) -> Vec<(String, Vec<u8>)> {
     let text = data;

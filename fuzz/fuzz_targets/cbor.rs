@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nrfca::keygen::{self, cbor, cose};
+use nrfca::internal::keygen::{cbor, cose};
+use nrfca::keygen;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = cbor::decode(data) {

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use nrfca::crypto::P256Key;
-use nrfca::signer::issue::{self, Issuance, IssuerProfile, Serial};
+use nrfca::internal::crypto::P256Key;
+use nrfca::internal::signer::issue::{self, Issuance, IssuerProfile, Serial};
 
 /// A CA made once per process: its key, certificate PEM and DER.
 pub struct TestCa {

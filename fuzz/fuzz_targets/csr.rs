@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nrfca::keygen::{csr, tlv};
+use nrfca::internal::keygen::{csr, tlv};
 
 fn walk(t: tlv::Tlv<'_>, depth: usize) {
     assert!(t.raw.ends_with(t.value));

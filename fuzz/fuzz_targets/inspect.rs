@@ -9,5 +9,5 @@ fuzz_target!(|data: &[u8]| {
     let r = inspect::inspect(data, &InspectOptions::default());
     let _ = inspect::render_text(&r);
     serde_json::to_string(&r).expect("report serialises");
-    let _ = nrfca::util::pem_blocks(&String::from_utf8_lossy(data));
+    let _ = nrfca::internal::util::pem_blocks(&String::from_utf8_lossy(data));
 });

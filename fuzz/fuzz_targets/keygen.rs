@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(p.digest_ok());
                 assert_eq!(v.uuid, p.uuid());
                 let text = keygen::unwrap_line(s).expect("unwrap_line refused an accepted string");
-                assert_eq!(v.keygen_sha256, nrfca::crypto::sha256(text.as_bytes()));
+                assert_eq!(v.keygen_sha256, nrfca::internal::crypto::sha256(text.as_bytes()));
                 assert!(s.len() <= keygen::MAX_LINE);
             }
             Err(r) => {

@@ -10,15 +10,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nrfca::crypto;
-use nrfca::keygen::{self, cbor, cose, CheckOptions, DeviceIdMode};
+use nrfca::internal::crypto;
+use nrfca::internal::keygen::{cbor, cose};
+use nrfca::keygen::{self, CheckOptions, DeviceIdMode};
 use nrfca::reject::RejectCode;
 
 fn wrap_cose(csr: &[u8], flags: u8) -> Vec<u8> {
     let uuid = keygen::Csr::parse(csr)
         .ok()
         .and_then(|c| c.common_names().into_iter().flatten().next())
-        .and_then(nrfca::util::parse_uuid)
+        .and_then(nrfca::internal::util::parse_uuid)
         .unwrap_or([0x11; 16]);
     let msg_type = if flags & 4 != 0 { 8 } else { 9 };
     let sec_tag = if flags & 8 != 0 {

@@ -67,7 +67,7 @@ fn run(data: &[u8], sizes: &[u8]) -> (Vec<Entry>, bool) {
     }
     let d = r.finish().expect("finish");
     assert_eq!(d.bytes, data.len() as u64);
-    assert_eq!(d.sha256, nrfca::crypto::sha256(data));
+    assert_eq!(d.sha256, nrfca::internal::crypto::sha256(data));
     (out, bad_header)
 }
 

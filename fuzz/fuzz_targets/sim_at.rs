@@ -8,13 +8,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nrfca::bench::at;
-use nrfca::sim::engine::Modem;
-use nrfca::sim::fault::FaultSet;
-use nrfca::sim::framing::{self, Received, Receiver};
-use nrfca::sim::identity::SimIdentity;
-use nrfca::sim::rng::SimRng;
-use nrfca::sim::storage::Storage;
+use nrfca::internal::bench::at;
+use nrfca::internal::sim::engine::Modem;
+use nrfca::internal::sim::fault::FaultSet;
+use nrfca::internal::sim::framing::{self, Received, Receiver};
+use nrfca::internal::sim::identity::SimIdentity;
+use nrfca::internal::sim::rng::SimRng;
+use nrfca::internal::sim::storage::Storage;
 use nrfca::sim::Profile;
 
 fn modem(profile: Profile) -> Modem {
@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             seen.iter().any(|f| same_final(&fin, f)),
             "modem sent {fin:?} to {:?}, the bench parser saw {seen:?}",
-            nrfca::bench::at::summarize_command(&cmd)
+            nrfca::internal::bench::at::summarize_command(&cmd)
         );
         if reply.reset {
             m.boot();

@@ -15,9 +15,6 @@ pub const MAX_LINE: usize = 16 * 1024;
 /// Longest AT command the modem accepts, from `AT` to the last byte before the terminator.
 pub const MAX_COMMAND: usize = 4095;
 
-/// The nRF Cloud sec_tag used by NCS, nrfcloud-utils and SLM.
-pub const NRF_CLOUD_SEC_TAG: u32 = 16842753;
-
 /// A `+CME ERROR` number, with the names Nordic documents for the provisioning commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CmeCode(pub u16);

@@ -234,7 +234,7 @@ pub enum DialectChoice {
     At,
     /// The nRF Connect SDK shell (`at '<command>'`).
     Shell,
-    /// Find out at [`Modem::sync`]: `AT` answered `OK` means AT; otherwise `at AT` answered
+    /// Find out at `Modem::sync`: `AT` answered `OK` means AT; otherwise `at AT` answered
     /// `OK` means the shell (as Nordic's tools detect it).
     #[default]
     Auto,
@@ -292,11 +292,6 @@ impl<T: Transport> Modem<T> {
         };
     }
 
-    /// The dialect in use (after [`Modem::sync`], the one the device answered).
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     /// SHA-256 (uppercase hex) of what the modem stores for credential `content` written
     /// with [`Modem::cmng_write`] in the dialect in use.
     pub fn stored_sha256(&self, content: &str) -> String {
@@ -306,16 +301,6 @@ impl<T: Transport> Modem<T> {
     /// Call `f` after every command with what was sent and how it ended (for the journal).
     pub fn set_observer(&mut self, f: impl FnMut(&CommandRecord) + Send + 'static) {
         self.observer = Some(Box::new(f));
-    }
-
-    /// The timeouts in use.
-    pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
-    }
-
-    /// Give the transport back.
-    pub fn into_inner(self) -> T {
-        self.io
     }
 
     /// Get in step with the device: drop stale input, probe `AT` (a spurious `ERROR` right

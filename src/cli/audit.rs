@@ -6,7 +6,7 @@ use super::common::{
 use clap::{Args, Subcommand, ValueEnum};
 use nrfca::signer::audit::{self, ExportFormat, Filter, Record, VerifyReport};
 use nrfca::signer::report;
-use nrfca::util::term_escape;
+use nrfca::term_escape;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 
@@ -189,7 +189,7 @@ fn verify(a: VerifyArgs) -> CliResult {
     for p in &a.checkpoint {
         let bytes = std::fs::read(p)
             .map_err(|e| format!("cannot read --checkpoint {}: {e}", p.display()))?;
-        given.push(audit::tree::GivenCheckpoint::parse(
+        given.push(audit::GivenCheckpoint::parse(
             &p.display().to_string(),
             &bytes,
         )?);

@@ -723,7 +723,7 @@ fn status(a: StatusArgs) -> CliResult {
             if entries.is_empty() && !devices.iter().any(|d| &d.imei == i) {
                 return Err(format!(
                     "--journal {}: this IMEI is unknown to the bench in {} (no device, no journal entry); check the IMEI (`nrfca bench status --state {}` lists the devices) or the --state directory",
-                    nrfca::util::term_escape(i),
+                    nrfca::term_escape(i),
                     a.state.display(),
                     a.state.display()
                 )

@@ -487,9 +487,9 @@ fn prompt(text: &str) -> Result<SecretString, Box<dyn std::error::Error>> {
 
 /// The operator recorded in the audit log: `--operator`, else `$USER`, else `$LOGNAME`, else
 /// the login name of the process's user id, else `unknown` — the same rule as the bench
-/// journal's ([`nrfca::util::operator_name`]).
+/// journal's ([`nrfca::operator_name`]).
 pub fn operator(flag: Option<String>) -> String {
-    nrfca::util::operator_name(flag.as_deref())
+    nrfca::operator_name(flag.as_deref())
 }
 
 /// Print a value as pretty JSON on stdout (machine output).

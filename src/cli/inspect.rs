@@ -52,7 +52,7 @@ pub struct InspectArgs {
 
 fn read_input(arg: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     // The argument is echoed in messages: control characters made visible.
-    let shown = nrfca::util::term_escape(arg);
+    let shown = nrfca::term_escape(arg);
     if arg == "-" {
         let mut buf = Vec::new();
         std::io::stdin()

@@ -3,7 +3,7 @@
 use super::common::{operator, print_json, CliResult, Outcome};
 use clap::{ArgGroup, Args, ValueEnum};
 use nrfca::signer::lifecycle::revoke::{self, Reason, RevokeOptions, Targets};
-use nrfca::util::term_escape;
+use nrfca::term_escape;
 use std::path::PathBuf;
 
 /// RFC 5280 reason (the flag's values).

@@ -18,7 +18,7 @@ pub enum CborError {
     /// A claimed length is larger than the bytes left.
     #[error("CBOR length runs past the end of the data")]
     TooLong,
-    /// Nesting deeper than [`MAX_DEPTH`] or more than [`MAX_ITEMS`] items.
+    /// Nesting deeper than [`MAX_DEPTH`] or more than `MAX_ITEMS` items.
     #[error("CBOR nested too deeply or has too many items")]
     TooDeep,
     /// Indefinite lengths, reserved additional info, or a break outside a container.

@@ -67,9 +67,9 @@ pub mod tag {
     pub const SEQUENCE: u8 = 0x30;
     /// SET (constructed)
     pub const SET: u8 = 0x31;
-    /// [0] constructed
+    /// \[0\] constructed
     pub const CONTEXT_0: u8 = 0xa0;
-    /// [3] constructed
+    /// \[3\] constructed
     pub const CONTEXT_3: u8 = 0xa3;
 }
 
@@ -272,7 +272,7 @@ pub fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A constructed element (SEQUENCE, SET, [n]) over already-encoded children.
+/// A constructed element (SEQUENCE, SET, \[n\]) over already-encoded children.
 pub fn cons(tag: u8, children: &[&[u8]]) -> Vec<u8> {
     let inner: Vec<u8> = children.concat();
     tlv(tag, &inner)

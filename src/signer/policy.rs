@@ -221,11 +221,6 @@ impl ExpectedDevices {
         self.uuids.len() + self.imeis.len()
     }
 
-    /// Whether nothing is listed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether the device with attested `uuid` and requests-row `imei` is listed.
     pub fn contains(&self, uuid: &str, imei: &str) -> bool {
         self.uuids.contains(&uuid.to_ascii_lowercase())

@@ -221,7 +221,7 @@ impl CaKey {
         CaKey { key, public }
     }
 
-    /// Load from a ring-compatible PKCS#8 (see [`crate::crypto::pkcs8_normalize`]).
+    /// Load from a ring-compatible PKCS#8 (see `crate::crypto::pkcs8_normalize`).
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, SecretError> {
         P256Key::from_pkcs8(pkcs8)
             .map(CaKey::new)

@@ -1,5 +1,5 @@
 //! The simulated modem's side of KEYGEN and ATTESTTOKEN: real P-256 keys, a CSR shaped like
-//! the nRF91's (CN=<uuid>, keyUsage request, NULL quirk), and a COSE_Sign1 signed by a
+//! the nRF91's (`CN=<uuid>`, keyUsage request, NULL quirk), and a COSE_Sign1 signed by a
 //! simulated identity key. Used by tests, `nrfca gen` and the simulator. The low-level
 //! builders are public so tests can craft every kind of bad request.
 

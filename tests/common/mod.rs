@@ -221,13 +221,13 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// SHA-256 in upper-case hex, as the modem lists it.
 pub fn sha_upper(b: &[u8]) -> String {
-    hex::encode_upper(nrfca::crypto::sha256(b))
+    hex::encode_upper(nrfca::internal::crypto::sha256(b))
 }
 
 /// The public key (uncompressed point) of the first certificate in `pem`.
 pub fn cert_public_key(pem: &str) -> Vec<u8> {
     use der::Decode;
-    let block = nrfca::util::pem_blocks(pem)
+    let block = nrfca::internal::util::pem_blocks(pem)
         .into_iter()
         .find(|b| b.label == "CERTIFICATE")
         .expect("a certificate");

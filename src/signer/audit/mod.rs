@@ -18,14 +18,15 @@
 //!   `"nrfca-audit-checkpoint-v1\n" + S + "\n" + H + "\n"` (ASCII, `S` in decimal).
 //!
 //! This module: records, the canonical form, the chain and the [`AuditWriter`]; checking a
-//! log is [`verify`]'s, reading it out [`export`]'s (`audit show` / `audit export`). The
+//! log is `verify`'s, reading it out [`export`]'s (`audit show` / `audit export`). The
 //! library never prints; the CLI renders [`VerifyReport`] and [`Record`]s.
 
 mod export;
-pub mod tree;
+pub(crate) mod tree;
 mod verify;
 
 pub use export::{export, show, ExportFormat, ExportSummary, Filter};
+pub use tree::GivenCheckpoint;
 pub use verify::{
     verify_conn, verify_db, verify_db_with, verify_file, verify_file_with, Finding, VerifyReport,
     CHECKPOINTED_EVENTS, CSV_HEADER,
@@ -322,12 +323,16 @@ fn is_kebab(s: &str) -> bool {
 
 /// Appends records to the audit log inside the caller's transaction.
 ///
-/// Create it inside a write transaction ([`db::begin_immediate`], so no other writer
+/// Create it inside a write transaction (`db::begin_immediate`, so no other writer
 /// can move the head in between), append, and drop it with the transaction. If the
 /// transaction rolls back, the writer's view of the head is stale: make a new one.
 ///
-/// ```no_run
-/// use nrfca::signer::{audit::AuditWriter, db};
+/// The flow, as the signer's operations run it (`ca.db` is opened only by the crate: its
+/// `signer::db` layer is private, so this is not compiled as a doctest; `tests/ca_audit.rs`
+/// and `benches/micro.rs` run it through `nrfca::internal`):
+///
+/// ```ignore
+/// use crate::signer::{audit::AuditWriter, db};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let key: Box<dyn nrfca::signer::key::CaSigner> = todo!();
 /// let mut conn = db::open(std::path::Path::new("ca/ca.db"))?;

@@ -1,8 +1,8 @@
 //! CA custody: `ca init` (new P-256 CA per SPEC §4) and `ca import` (adopt a CA made by
 //! Nordic's `create_ca_cert`) in [`init`], `ca show` in [`show`], and [`unlock`] (decrypt
-//! `ca.key.age` into a [`CaKey`], checked against `ca.pem`, recorded in the audit log: the one
-//! place the key is unlocked). The subject syntax is [`profile`]'s; the CA's files and its
-//! certificate are [`crate::signer::ca_files`]'s.
+//! `ca.key.age` into a [`CaKey`](crate::signer::secret::CaKey), checked against `ca.pem`, recorded in the audit log: the one
+//! place the key is unlocked). The subject syntax is `profile`'s; the CA's files and its
+//! certificate are `crate::signer::ca_files`'s.
 //!
 //! The CA directory holds exactly `ca.pem`, `ca.key.age` (age-encrypted PKCS#8, mode 0600),
 //! `parent.pem` for an intermediate (its root's certificate: `ca issue-intermediate`) and
@@ -13,7 +13,7 @@
 
 mod benches;
 mod init;
-pub mod profile;
+mod profile;
 mod reshare;
 mod show;
 mod unlock;

@@ -123,14 +123,6 @@ pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Revoked>> {
     rows.collect()
 }
 
-/// Number of revoked certificates.
-pub fn count(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT count(*) FROM revocations", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|n| n.max(0) as u64)
-}
-
 /// A certificate that expires soon.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Expiring {
@@ -210,7 +202,6 @@ mod tests {
         assert!(insert(&c, &r).is_err(), "a serial is revoked once");
         assert_eq!(get(&c, "7f").unwrap().unwrap(), r);
         assert_eq!(all(&c).unwrap(), vec![r]);
-        assert_eq!(count(&c).unwrap(), 1);
         // dev-2 is revoked: only dev-1 expires, and only before 2030.
         let soon = expiring(&c, 1_900_000_000).unwrap();
         assert_eq!(soon.len(), 1);

@@ -1,17 +1,18 @@
 //! The CA key behind one signing trait ([`CaSigner`]): however the key is held — an age file
-//! opened with a passphrase or identity ([`age`]), an age file whose identity is split among
+//! opened with a passphrase or identity (`age`), an age file whose identity is split among
 //! custodians ([`quorum`]), or a PKCS#11 token ([`pkcs11`]) — the rest of the signer only asks
 //! for the public key, a DER signature and a description of the custody ([`Custody`]) for
 //! `ca show` and the audit log.
 //!
 //! Nothing here prints, prompts or logs; secrets stay in zeroizing types.
 
-pub mod age;
+pub(crate) mod age;
 pub mod pkcs11;
 pub mod quorum;
 
 use crate::crypto::CryptoError;
 use crate::signer::secret::SecretError;
+pub use age::AgeKey;
 use serde::Serialize;
 
 /// Why signing with (or opening) the CA key failed.

@@ -11,6 +11,7 @@
 use super::{io_err, LifecycleError};
 use crate::signer::audit::{self, AuditWriter};
 use crate::signer::ca;
+pub use crate::signer::db::revocations::{Expiring, Revoked};
 use crate::signer::db::{self, revocations};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! (`verification-cert-issued`). The key is AWS's throwaway proof-of-possession key: it
 //! signs nothing nrfca trusts; it is written 0600 as PKCS#8 PEM so the AWS CLI can read it,
 //! and can be deleted once the CA is registered. Built with the device profile of
-//! [`crate::signer::issue`] (CA:FALSE, digitalSignature, clientAuth, SKI, AKI), which AWS
+//! `crate::signer::issue` (CA:FALSE, digitalSignature, clientAuth, SKI, AKI), which AWS
 //! accepts: it checks only the CN and the CA's signature.
 
 use super::{io_err, LifecycleError};

@@ -2,10 +2,10 @@
 //! raises a signal) at that point of the batch, so `tests/crash.rs` can check SPEC §5 at exact
 //! instants.
 
-/// Environment variable of the crash test hook (see [`crash_point`]).
+/// Environment variable of the crash test hook (see `crash_point`).
 pub const CRASH_ENV: &str = "NRFCA_CRASH_AT";
 
-/// The named points [`crash_point`] knows, in the order a batch passes them. `checked` and
+/// The named points `crash_point` knows, in the order a batch passes them. `checked` and
 /// `written` take a count: `checked:500` is the 500th request checked, `written:500` the 500th
 /// result written to `ca.db` and the bundle.
 pub const CRASH_POINTS: [&str; 9] = [
@@ -22,7 +22,7 @@ pub const CRASH_POINTS: [&str; 9] = [
 
 /// Environment variable that turns the crash hook into an interrupt: with
 /// `NRFCA_CRASH_SIGNAL=INT|TERM|HUP|KILL|STOP`, the point named by [`CRASH_ENV`] sends that signal
-/// to the process itself instead of aborting (test hook; see [`crash_point`]).
+/// to the process itself instead of aborting (test hook; see `crash_point`).
 pub const CRASH_SIGNAL_ENV: &str = "NRFCA_CRASH_SIGNAL";
 
 /// Test hook: with `NRFCA_CRASH_AT=<point>` (or `<point>:<n>`) the process aborts at that

@@ -2,11 +2,11 @@
 //! input order, issue in parallel, record everything in one SQLite transaction with its audit
 //! records, write the signed bundle into a temporary sibling and rename it into place.
 //!
-//! The stages, over one [`pipeline::Batch`] context: [`plan`] (options, CA, batch id,
+//! The stages, over one `pipeline::Batch` context: `plan` (options, CA, batch id,
 //! validity), the unlock ([`crate::signer::ca::unlock`]), the staging directory, the batch in
-//! one transaction ([`pipeline::run`]: reader, workers, coordinator, into a [`sink::Sink`]:
-//! [`sink::Recording`], or [`sink::DryRun`] for `--dry-run`), then the bundle from `ca.db`
-//! ([`output`]) and its `bundle-written` record. The crash test hook is [`crash`].
+//! one transaction (`pipeline::run`: reader, workers, coordinator, into a `sink::Sink`:
+//! `sink::Recording`, or `sink::DryRun` for `--dry-run`), then the bundle from `ca.db`
+//! (`output`) and its `bundle-written` record. The crash test hook is `crash`.
 //!
 //! The coordinator runs the batch policy in input order (reorder buffer), sends accepted
 //! requests back to the workers for signing, and writes results in input order (second
@@ -16,7 +16,7 @@
 //!
 //! Crash safety (SPEC §5: nothing signed exists outside `ca.db` before its batch commits):
 //! before the commit, the only file written is `rejects.csv`, in a staging directory
-//! `.<B>.nrfca-partial-<batch>` ([`crate::signer::staging`]: locked, registered in `ca.db`).
+//! `.<B>.nrfca-partial-<batch>` (`crate::signer::staging`: locked, registered in `ca.db`).
 //! Certificates exist only in memory and in the open transaction. After the commit the bundle
 //! is written *from `ca.db`* (the batch's audit records, in input order, joined to their
 //! certificate rows), the manifest is signed last, the directory is renamed to `B`, and a
@@ -27,7 +27,7 @@
 //! SIGHUP (with [`crate::interrupt::install`]) roll the batch back at the next request; once
 //! the commit is done they are ignored until the bundle is in place.
 
-mod crash;
+pub(crate) mod crash;
 mod output;
 mod pipeline;
 mod sink;
@@ -45,15 +45,16 @@ use crate::requests::RequestsError;
 use crate::signer::audit::AuditError;
 use crate::signer::ca::{self, CaCert, CaError};
 use crate::signer::db::{self, Connection, DbError};
-use crate::signer::evidence::{self, Evidence};
+use crate::signer::evidence;
 use crate::signer::issue::{self, IssueError};
 use crate::signer::key::{CaSigner, KeyError};
 use crate::signer::policy::ExpectedDevices;
 use crate::signer::secret::Unlock;
 use crate::signer::staging::{self, Staging, StagingError};
 
+pub use crate::signer::db::certificates::BatchReadError;
+pub use crate::signer::evidence::{Evidence, Refusal};
 use crash::crash_point;
-pub use crash::{CRASH_ENV, CRASH_POINTS, CRASH_SIGNAL_ENV};
 use sink::{DryRun, Recording};
 
 /// Default certificate validity in days.
@@ -487,7 +488,7 @@ fn plan(ca_dir: &Path, opts: &SignOptions) -> Result<Plan, SignError> {
 }
 
 /// The evidence checks of SPEC §10/§11 before anything is unlocked: see
-/// [`crate::signer::evidence::check_inputs`]. A refusal is recorded (`input-refused`).
+/// `crate::signer::evidence::check_inputs`. A refusal is recorded (`input-refused`).
 pub fn check_evidence(
     ca_dir: &Path,
     opts: &SignOptions,
