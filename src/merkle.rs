@@ -100,8 +100,8 @@ pub fn root_of_leaf_hashes(leaf_hashes: &[Hash]) -> Hash {
 /// Where roots and proofs come from: a tree's size and the hash of any range the RFC 9162
 /// recursion reaches. [`Tree`] holds every node in memory; the signer reads its log's nodes
 /// from `ca.db` (stored 256-leaf tiles and the few leaves at the edges), so a proof costs
-/// O(n/256) reads, not the whole log. The RFC's algorithms ([`root_at`],
-/// [`consistency_proof`]) are written once, over this trait.
+/// O(n/256) reads, not the whole log. The RFC's algorithms (`root_at`,
+/// `consistency_proof`) are written once, over this trait.
 pub trait Nodes {
     /// Number of leaves.
     fn size(&self) -> u64;
