@@ -329,12 +329,10 @@ fn is_kebab(s: &str) -> bool {
 ///
 /// The flow, as the signer's operations run it (`ca.db` is opened only by the crate: its
 /// `signer::db` layer is private, so this is not compiled as a doctest; `tests/ca_audit.rs`
-/// and `benches/micro.rs` run it through `nrfca::internal`):
+/// and `benches/micro.rs` run it through `nrfca::internal`; `key` is the unlocked CA key):
 ///
-/// ```ignore
+/// ```text
 /// use crate::signer::{audit::AuditWriter, db};
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let key: Box<dyn nrfca::signer::key::CaSigner> = todo!();
 /// let mut conn = db::open(std::path::Path::new("ca/ca.db"))?;
 /// let tx = db::begin_immediate(&mut conn)?;
 /// let mut audit = AuditWriter::new(&tx, "alice")?;
@@ -344,7 +342,6 @@ fn is_kebab(s: &str) -> bool {
 /// audit.checkpoint(&tx, key.as_ref())?;
 /// drop(audit);
 /// tx.commit()?;
-/// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct AuditWriter {
