@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{bin_plain, ca_init_age, have_openssl, openssl_in, venv_tool, TAG};
+use common::{bin_plain, explain, have_openssl, openssl_in, venv_tool, AgeCa, TAG};
 use nrfca::checkpoint::{Checkpoint, ProofFile, SignedCheckpoint};
 use nrfca::internal::bench::identity::BenchIdentity;
 use nrfca::sim::generate::{GenOptions, ModemIdentity};
@@ -13,81 +13,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Ca {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
-    identity: PathBuf,
+/// What the evidence tests add to `common::AgeCa`.
+trait EvidenceCa {
+    fn fingerprint(&self) -> String;
+    fn trust(&self, b: &BenchIdentity);
+    fn bench(&self, name: &str) -> BenchIdentity;
+    fn bundle_checkpoint(&self, out: &str) -> Checkpoint;
 }
 
-impl Ca {
-    fn new() -> Ca {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let identity = root.join("officer.agekey");
-        let dir = root.join("ca");
-        ca_init_age(
-            &dir,
-            &identity,
-            "CN=Evidence Test CA",
-            &["--operator", "tester"],
-        );
-        Ca {
-            _tmp: tmp,
-            root,
-            dir,
-            identity,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
-    fn nrfca(&self, args: &[&str]) -> Output {
-        bin_plain()
-            .args(args)
-            .arg("--ca-dir")
-            .arg(&self.dir)
-            .output()
-            .unwrap()
-    }
-
-    fn with_key(&self, args: &[&str]) -> Output {
-        bin_plain()
-            .args(args)
-            .arg("--ca-dir")
-            .arg(&self.dir)
-            .arg("--identity")
-            .arg(&self.identity)
-            .args(["--operator", "tester"])
-            .output()
-            .unwrap()
-    }
-
-    fn sign(&self, out: &str, args: &[&str], inputs: &[&Path]) -> Output {
-        bin_plain()
-            .arg("sign")
-            .arg("--ca-dir")
-            .arg(&self.dir)
-            .arg("--identity")
-            .arg(&self.identity)
-            .args(["--operator", "tester", "--out"])
-            .arg(self.path(out))
-            .args(args)
-            .args(inputs)
-            .output()
-            .unwrap()
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.join("ca.db")).unwrap()
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-
+impl EvidenceCa for AgeCa {
     fn fingerprint(&self) -> String {
         let pem = fs::read_to_string(self.dir.join("ca.pem")).unwrap();
         nrfca::internal::crypto::sha256_hex(&nrfca::internal::util::first_cert_der(&pem).unwrap())
@@ -116,15 +50,6 @@ impl Ca {
     }
 }
 
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -147,7 +72,7 @@ fn requests(n: usize, bench: &str) -> (String, Vec<String>) {
 
 /// Write `name` with `text` and, signed by `b` quoting `checkpoints`, `name.sig`.
 fn signed_input(
-    ca: &Ca,
+    ca: &AgeCa,
     name: &str,
     text: &str,
     b: &BenchIdentity,
@@ -169,7 +94,7 @@ fn refused(o: &Output, words: &str) {
     );
 }
 
-fn last_refusal_code(ca: &Ca) -> String {
+fn last_refusal_code(ca: &AgeCa) -> String {
     ca.db()
         .query_row(
             "SELECT json_extract(details, '$.code') FROM audit WHERE event = 'input-refused' ORDER BY seq DESC LIMIT 1",
@@ -181,7 +106,7 @@ fn last_refusal_code(ca: &Ca) -> String {
 
 /// The bundle's checkpoint: signature with openssl (as docs/formats.md shows) and the whole
 /// evidence with the independent Python verifier, `olds` the checkpoints it must prove from.
-fn check_bundle_evidence(ca: &Ca, out: &str, olds: &[&Path]) {
+fn check_bundle_evidence(ca: &AgeCa, out: &str, olds: &[&Path]) {
     let b = ca.path(out);
     let manifest = fs::read_to_string(b.join("manifest.json")).unwrap();
     for f in ["checkpoint", "checkpoint.sig", "checkpoint.proofs"] {
@@ -257,7 +182,7 @@ fn check_bundle_evidence(ca: &Ca, out: &str, olds: &[&Path]) {
 
 #[test]
 fn trusted_benches_unsigned_expect_and_bundle_checkpoints() {
-    let ca = Ca::new();
+    let ca = AgeCa::new("CN=Evidence Test CA");
     let fp = ca.fingerprint();
     let a = ca.bench("line-a");
     let b = ca.bench("line-b");
@@ -473,7 +398,7 @@ fn trusted_benches_unsigned_expect_and_bundle_checkpoints() {
 
 #[test]
 fn restored_or_truncated_ca_db_is_caught_at_sign_and_by_audit_verify() {
-    let ca = Ca::new();
+    let ca = AgeCa::new("CN=Evidence Test CA");
     let a = ca.bench("line-a");
     ca.trust(&a);
     // The backup, taken before the batch.
@@ -569,7 +494,7 @@ fn restored_or_truncated_ca_db_is_caught_at_sign_and_by_audit_verify() {
 
 #[test]
 fn ca_db_of_schema_3_gets_its_first_checkpoint_when_the_key_is_used() {
-    let ca = Ca::new();
+    let ca = AgeCa::new("CN=Evidence Test CA");
     // Make it look like a ca.db from before checkpoints.
     {
         let db = ca.db();
@@ -609,14 +534,14 @@ fn ca_db_of_schema_3_gets_its_first_checkpoint_when_the_key_is_used() {
 /// checkpoint file refuses it as another CA's.
 #[test]
 fn checkpoint_of_another_ca_presented_as_this_cas_is_refused() {
-    let x = Ca::new();
-    let y = Ca::new();
+    let x = AgeCa::new("CN=Evidence Test CA");
+    let y = AgeCa::new("CN=Evidence Test CA");
     let x_fp = x.fingerprint();
     let a = x.bench("line-a");
     x.trust(&a);
 
     // Y signs two batches (a short and a longer log); X one, signed by bench A.
-    let sign_plain = |ca: &Ca, name: &str, n: usize| {
+    let sign_plain = |ca: &AgeCa, name: &str, n: usize| {
         let (t, _) = requests(n, "line-a");
         fs::write(ca.path(&format!("{name}.csv")), &t).unwrap();
         let o = ca.sign(name, &[], &[&ca.path(&format!("{name}.csv"))]);

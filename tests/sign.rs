@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 // helpers
 
 mod common;
-use common::{bin_plain, openssl, require_tools, tool_missing, venv, TAG};
+use common::{bin_plain, explain, openssl, require_tools, tool_missing, venv, AgeCa, TAG};
 
 /// Path to an external tool, or None (with a note) when it is missing and not required.
 fn tool(name: &str) -> Option<PathBuf> {
@@ -180,88 +180,13 @@ fn device_profile_passes_openssl_and_pkilint() {
 use nrfca::sim::generate::{self, GenOptions, ModemIdentity, SubjectAttr};
 use std::process::Output;
 
-struct TestCa {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
-    identity: PathBuf,
-}
-
-impl TestCa {
-    /// A CA encrypted to an age X25519 identity (no slow scrypt), made by `nrfca ca init`.
-    fn new() -> TestCa {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let identity = root.join("officer.agekey");
-        let dir = root.join("ca");
-        common::ca_init_age(
-            &dir,
-            &identity,
-            "CN=nrfca Test Device CA,O=nrfca tests",
-            &["--operator", "tester"],
-        );
-        TestCa {
-            _tmp: tmp,
-            root,
-            dir,
-            identity,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
-    /// `nrfca sign --ca-dir D --identity I --operator tester --out OUT ARGS... INPUTS...`
-    fn sign(&self, out: &str, args: &[&str], inputs: &[&Path]) -> Output {
-        bin_plain()
-            .arg("sign")
-            .arg("--ca-dir")
-            .arg(&self.dir)
-            .arg("--identity")
-            .arg(&self.identity)
-            .args(["--operator", "tester", "--out"])
-            .arg(self.path(out))
-            .args(args)
-            .args(inputs)
-            .output()
-            .unwrap()
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.join("ca.db")).unwrap()
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-
-    fn audit_verify(&self) {
-        let out = bin_plain()
-            .args(["audit", "verify", "--ca-dir"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "audit verify failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+/// The CA the tests sign with (`common::AgeCa`).
+fn test_ca() -> AgeCa {
+    AgeCa::new("CN=nrfca Test Device CA,O=nrfca tests")
 }
 
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn report(o: &Output) -> serde_json::Value {
@@ -322,7 +247,7 @@ fn seed_keygen() -> String {
     common::SEED_REPLY.trim().to_string()
 }
 
-fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
+fn check_bundle_with_oracles(ca: &AgeCa, bundle: &Path, expect_certs: usize) {
     let ca_pem = std::fs::read(ca.dir.join("ca.pem")).unwrap();
     let v = nrfca::bundle::verify(bundle, &ca_pem).unwrap();
     assert_eq!(v.certs.len(), expect_certs);
@@ -395,7 +320,7 @@ fn check_bundle_with_oracles(ca: &TestCa, bundle: &Path, expect_certs: usize) {
 /// the good requests (and the seed's real modem string) are issued.
 #[test]
 fn every_reject_code_in_one_batch_and_the_rest_issued() {
-    let ca = TestCa::new();
+    let ca = test_ca();
 
     // Batch 1: modem A (to make already-issued and key-reuse-in-ca.db possible later).
     let a = ModemIdentity::random().unwrap();
@@ -630,7 +555,7 @@ fn every_reject_code_in_one_batch_and_the_rest_issued() {
 /// back the same certificates and issues nothing new.
 #[test]
 fn onboard_csv_chunks_python_bytes_and_identical_rerun() {
-    let ca = TestCa::new();
+    let ca = test_ca();
     let reqs = good_requests(2500);
     let input = ca.path("r.txt");
     write_lines(&input, &reqs);
@@ -717,7 +642,7 @@ for r in rows:
 /// --reissue, --dry-run, an existing --out, --pem-files, --device-id cn.
 #[test]
 fn reissue_dry_run_existing_out_pem_files() {
-    let ca = TestCa::new();
+    let ca = test_ca();
     let a = ModemIdentity::random().unwrap();
     let first = ca.path("a1.txt");
     write_lines(&first, &[modem_keygen(&a)]);
@@ -743,7 +668,7 @@ fn reissue_dry_run_existing_out_pem_files() {
     // a new key for A: already-issued, unless --reissue
     let second = ca.path("a2.txt");
     write_lines(&second, &[modem_keygen(&a)]);
-    let tables = |ca: &TestCa| {
+    let tables = |ca: &AgeCa| {
         ["audit", "certificates", "rejects", "batches"]
             .map(|t| ca.count(&format!("SELECT count(*) FROM {t}")))
     };
@@ -846,7 +771,7 @@ fn reissue_dry_run_existing_out_pem_files() {
 /// unless --reissue (then issued and recorded as a reissue). On 845129f it was issued.
 #[test]
 fn already_issued_keys_on_attested_uuid_across_cn_modes() {
-    let ca = TestCa::new();
+    let ca = test_ca();
     let m = ModemIdentity::random().unwrap();
     let imei = "352656100000002"; // valid Luhn digit (SPEC §3 shapes)
                                   // A ca.db that holds another device too, so the prefilter (KnownFilter) is in play.
@@ -927,7 +852,7 @@ fn already_issued_keys_on_attested_uuid_across_cn_modes() {
 /// checking, while writing, just before and just after the commit, just after the rename.
 #[test]
 fn sigkill_mid_batch_loses_nothing() {
-    let ca = TestCa::new();
+    let ca = test_ca();
     let n = 2000usize;
     let spawn = |out: &Path, input: &Path, point: &str| {
         bin_plain()
@@ -1032,7 +957,7 @@ fn sigkill_mid_batch_loses_nothing() {
 #[test]
 fn library_sign_reports_progress_and_counts() {
     use nrfca::signer::sign::{self, SignEvent, SignOptions};
-    let ca = TestCa::new();
+    let ca = test_ca();
     let input = ca.path("lib.txt");
     let mut lines = good_requests(1200);
     lines.push("not a keygen".into());
@@ -1123,7 +1048,7 @@ fn assert_csv_cells_inert(what: &str, text: &str) {
 #[test]
 fn h10_item5_formula_and_escape_cells_are_rejected_and_never_written() {
     use nrfca::requests::{format_row, RequestRow, HEADER};
-    let ca = TestCa::new();
+    let ca = test_ca();
     let good = ModemIdentity::random().unwrap();
     let row = |m: &ModemIdentity| RequestRow {
         device_uuid: m.uuid_string(),
@@ -1220,7 +1145,7 @@ fn h10_item5_formula_and_escape_cells_are_rejected_and_never_written() {
 /// batch, no audit record, no bundle.
 #[test]
 fn h10_item11_wrong_files_are_refused_before_unlocking() {
-    let ca = TestCa::new();
+    let ca = test_ca();
     let input = ca.path("ok.txt");
     write_lines(&input, &good_requests(2));
     let o = ca.sign("b1", &[], &[&input]);

@@ -279,3 +279,108 @@ pub fn port_names(sim: &nrfca::sim::Simulator) -> Vec<String> {
         .map(|p| p.to_string_lossy().into_owned())
         .collect()
 }
+
+// ------------------------------------------------------------------ a CA under test
+
+/// A CA made by `nrfca ca init` in a temporary directory, its key encrypted to an age X25519
+/// identity (no slow scrypt), and the commands the officer runs on it.
+pub struct AgeCa {
+    _tmp: tempfile::TempDir,
+    /// The temporary directory (inputs and bundles go here).
+    pub root: PathBuf,
+    /// The CA directory (`root/ca`).
+    pub dir: PathBuf,
+    /// The age identity the key is encrypted to.
+    pub identity: PathBuf,
+}
+
+impl AgeCa {
+    /// `nrfca ca init --subject SUBJECT --operator tester` to a fresh age identity.
+    pub fn new(subject: &str) -> AgeCa {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let identity = root.join("officer.agekey");
+        let dir = root.join("ca");
+        ca_init_age(&dir, &identity, subject, &["--operator", "tester"]);
+        AgeCa {
+            _tmp: tmp,
+            root,
+            dir,
+            identity,
+        }
+    }
+
+    /// A path in the temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `nrfca ARGS... --ca-dir D` (no key).
+    pub fn nrfca(&self, args: &[&str]) -> Output {
+        bin_plain()
+            .args(args)
+            .arg("--ca-dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap()
+    }
+
+    /// `nrfca ARGS... --ca-dir D --identity I --operator tester` (a command that unlocks).
+    pub fn with_key(&self, args: &[&str]) -> Output {
+        bin_plain()
+            .args(args)
+            .arg("--ca-dir")
+            .arg(&self.dir)
+            .arg("--identity")
+            .arg(&self.identity)
+            .args(["--operator", "tester"])
+            .output()
+            .unwrap()
+    }
+
+    /// `nrfca sign --ca-dir D --identity I --operator tester --out OUT ARGS... INPUTS...`
+    pub fn sign(&self, out: &str, args: &[&str], inputs: &[&Path]) -> Output {
+        bin_plain()
+            .arg("sign")
+            .arg("--ca-dir")
+            .arg(&self.dir)
+            .arg("--identity")
+            .arg(&self.identity)
+            .args(["--operator", "tester", "--out"])
+            .arg(self.path(out))
+            .args(args)
+            .args(inputs)
+            .output()
+            .unwrap()
+    }
+
+    /// `ca.db`, opened directly (to count or to tamper).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.join("ca.db")).unwrap()
+    }
+
+    /// The one integer `sql` selects from `ca.db`.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// `nrfca audit verify --ca-dir D` must pass.
+    pub fn audit_verify(&self) {
+        let out = self.nrfca(&["audit", "verify"]);
+        assert!(
+            out.status.success(),
+            "audit verify failed: {}",
+            explain(&out)
+        );
+    }
+}
+
+/// A command's exit code, stdout and stderr, for assertion messages.
+pub fn explain(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
