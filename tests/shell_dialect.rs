@@ -124,6 +124,28 @@ impl Fleet {
         self.dir.path().join(name)
     }
 
+    /// The officer's side: a CA in `ca/` and `nrfca sign` of `requests` into `bundle/`.
+    fn sign(&self, requests: &Path) -> PathBuf {
+        common::ca_init_age(
+            &self.p("ca"),
+            &self.p("id.agekey"),
+            "CN=Shell Test CA,O=Test",
+            &["--operator", "officer"],
+        );
+        let bundle = self.p("bundle");
+        let o = run(bin()
+            .args(["sign", "--ca-dir"])
+            .arg(self.p("ca"))
+            .arg("--identity")
+            .arg(self.p("id.agekey"))
+            .arg("--out")
+            .arg(&bundle)
+            .args(["--operator", "officer"])
+            .arg(requests));
+        assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
+        bundle
+    }
+
     fn bench(&self, sub: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
         let mut c = bin();
         c.args(["bench", sub]);
@@ -210,23 +232,7 @@ fn export_sign_import_over_the_shell_on_four_modems_with_faults() {
     let rows = csv::Reader::from_path(&requests).unwrap().records().count();
     assert_eq!(rows, 4, "{exports:#?}");
 
-    common::ca_init_age(
-        &f.p("ca"),
-        &f.p("id.agekey"),
-        "CN=Shell Test CA,O=Test",
-        &["--operator", "officer"],
-    );
-    let bundle = f.p("bundle");
-    let o = run(bin()
-        .args(["sign", "--ca-dir"])
-        .arg(f.p("ca"))
-        .arg("--identity")
-        .arg(f.p("id.agekey"))
-        .arg("--out")
-        .arg(&bundle)
-        .args(["--operator", "officer"])
-        .arg(&requests));
-    assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
+    let bundle = f.sign(&requests);
 
     // Import finds the shell by itself (--dialect auto, the default).
     let trust = f.p("ca/ca.pem");
@@ -291,23 +297,7 @@ fn a_shell_that_truncates_long_lines_fails_that_device_alone() {
     let requests = f.p("requests.csv");
     let (code, report) = f.bench("export", &["--out", requests.to_str().unwrap()]);
     assert_eq!(code, Some(0), "short commands pass: {report:#}");
-    common::ca_init_age(
-        &f.p("ca"),
-        &f.p("id.agekey"),
-        "CN=Shell Test CA,O=Test",
-        &["--operator", "officer"],
-    );
-    let bundle = f.p("bundle");
-    let o = run(bin()
-        .args(["sign", "--ca-dir"])
-        .arg(f.p("ca"))
-        .arg("--identity")
-        .arg(f.p("id.agekey"))
-        .arg("--out")
-        .arg(&bundle)
-        .args(["--operator", "officer"])
-        .arg(&requests));
-    assert_eq!(o.status.code(), Some(0), "sign: {}", stderr(&o));
+    let bundle = f.sign(&requests);
     let trust = f.p("ca/ca.pem");
     let args = [
         "--bundle",
