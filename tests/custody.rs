@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{have_openssl, tool_missing};
+use common::{have_openssl, softhsm_module, tool_missing};
 use nrfca::signer::key::pkcs11::{KeyUri, Pin, Pkcs11Error, Pkcs11Key, TokenSelector};
 use nrfca::signer::key::{CaSigner, Custody};
 use std::path::{Path, PathBuf};
@@ -28,22 +28,6 @@ struct Hsm {
     module: PathBuf,
     conf: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-/// Where Debian, Ubuntu and Fedora install the SoftHSM2 module (or `$NRFCA_SOFTHSM2_MODULE`).
-fn softhsm_module() -> Option<PathBuf> {
-    if let Ok(m) = std::env::var("NRFCA_SOFTHSM2_MODULE") {
-        return Some(PathBuf::from(m));
-    }
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib64/pkcs11/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
 }
 
 /// Tests share the module in this process: the one that deletes a token under a live key

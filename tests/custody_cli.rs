@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{bin, have_openssl, openssl, run, stderr, tool_missing, write_secret};
+use common::{bin, have_openssl, openssl, run, softhsm_module, stderr, tool_missing, write_secret};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -104,21 +104,6 @@ fn openssl_verify_bundle(ca: &Path, bundle: &Path, dir: &Path) -> usize {
 }
 
 // ------------------------------------------------------------------------------- SoftHSM2
-
-fn softhsm_module() -> Option<PathBuf> {
-    if let Ok(m) = std::env::var("NRFCA_SOFTHSM2_MODULE") {
-        return Some(PathBuf::from(m));
-    }
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib64/pkcs11/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
 
 /// A SoftHSM2 token of its own (own SOFTHSM2_CONF and token directory) in `dir`.
 struct Token {

@@ -384,3 +384,21 @@ pub fn explain(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+// ------------------------------------------------------------------------------- SoftHSM2
+
+/// Where Debian, Ubuntu and Fedora install the SoftHSM2 module (or `$NRFCA_SOFTHSM2_MODULE`).
+pub fn softhsm_module() -> Option<PathBuf> {
+    if let Ok(m) = std::env::var("NRFCA_SOFTHSM2_MODULE") {
+        return Some(PathBuf::from(m));
+    }
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib64/pkcs11/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
