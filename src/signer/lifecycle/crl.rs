@@ -23,7 +23,7 @@ use crate::bundle::FileDigest;
 use crate::oid;
 use crate::signer::audit::{self, AuditWriter};
 use crate::signer::ca::{self, CaCert};
-use crate::signer::db::{self, revocations};
+use crate::signer::db::revocations;
 use crate::signer::lifecycle::revoke::Reason;
 use crate::signer::secret::Unlock;
 use der::asn1::{BitString, OctetString};
@@ -216,11 +216,7 @@ pub fn issue_crl(
         )));
     }
     let (parent, name) = super::new_out_dir(&opts.out)?;
-    crate::signer::secret::harden_process().map_err(ca::CaError::from)?;
-    let cert = ca::load_cert(ca_dir).map_err(ca::CaError::from)?;
-    super::refuse_expired(&cert)?;
-    ca::check_ca_files(ca_dir)?;
-    let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
+    let (cert, mut conn) = super::open_signing_ca(ca_dir)?;
     let tx = ca::begin_immediate(&mut conn)?;
     let (tx, opened) = super::unlock_in(tx, ca_dir, &cert, unlock, &opts.operator)?;
     let key = &opened.key;

@@ -106,6 +106,20 @@ pub(crate) fn refuse_expired(cert: &crate::signer::ca::CaCert) -> Result<(), Lif
     Ok(())
 }
 
+/// The CA a lifecycle command signs with, before its key is unlocked: the process hardened,
+/// `ca.pem` loaded and not expired, the CA files checked, `ca.db` opened.
+pub(crate) fn open_signing_ca(
+    ca_dir: &std::path::Path,
+) -> Result<(crate::signer::ca::CaCert, crate::signer::db::Connection), LifecycleError> {
+    use crate::signer::ca;
+    crate::signer::secret::harden_process().map_err(CaError::from)?;
+    let cert = ca::load_cert(ca_dir).map_err(CaError::from)?;
+    refuse_expired(&cert)?;
+    ca::check_ca_files(ca_dir)?;
+    let conn = crate::signer::db::open_existing(&ca_dir.join(ca::CA_DB))?;
+    Ok((cert, conn))
+}
+
 /// `--out` of a command that creates a new directory: refused if it exists; its parent
 /// (`.` for a bare name) and its file name, for the temporary sibling renamed into place.
 pub(crate) fn new_out_dir(out: &std::path::Path) -> Result<(PathBuf, String), LifecycleError> {

@@ -10,7 +10,6 @@
 use super::{io_err, LifecycleError};
 use crate::signer::audit::AuditWriter;
 use crate::signer::ca;
-use crate::signer::db;
 use crate::signer::issue::{self, Issuance, IssuerProfile, Serial};
 use crate::signer::secret::Unlock;
 use serde::Serialize;
@@ -71,11 +70,7 @@ pub fn verification_cert(
 ) -> Result<VerificationInfo, LifecycleError> {
     check_code(&opts.cn)?;
     let (parent, name) = super::new_out_dir(&opts.out)?;
-    crate::signer::secret::harden_process().map_err(ca::CaError::from)?;
-    let cert = ca::load_cert(ca_dir).map_err(ca::CaError::from)?;
-    super::refuse_expired(&cert)?;
-    ca::check_ca_files(ca_dir)?;
-    let mut conn = db::open_existing(&ca_dir.join(ca::CA_DB))?;
+    let (cert, mut conn) = super::open_signing_ca(ca_dir)?;
     let tx = ca::begin_immediate(&mut conn)?;
     let (tx, opened) = super::unlock_in(tx, ca_dir, &cert, unlock, &opts.operator)?;
     let (pair, pkcs8) = crate::crypto::P256Key::generate()
