@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Amazon Root CA 1 (nRF Cloud MQTT/HTTPS), as shipped in `keys/`.
-pub const AMAZON_ROOT_CA1: &str = include_str!("../../keys/AmazonRootCA1.pem");
+pub const AMAZON_ROOT_CA1: &str = include_str!("../../../keys/AmazonRootCA1.pem");
 /// nRF Cloud CoAP CA, as shipped in `keys/`.
-pub const NRF_CLOUD_COAP_CA: &str = include_str!("../../keys/nrf-cloud-coap-ca.pem");
+pub const NRF_CLOUD_COAP_CA: &str = include_str!("../../../keys/nrf-cloud-coap-ca.pem");
 
 /// The default root CA bundle written as type 0: Amazon Root CA 1 then the nRF Cloud CoAP CA,
 /// LF line ends.
