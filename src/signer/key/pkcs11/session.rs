@@ -17,13 +17,13 @@ use std::sync::{Mutex, OnceLock};
 pub enum PinSource {
     /// `--pin-file F`: its first line.
     File(PathBuf),
-    /// [`PIN_ENV`].
+    /// [`PIN_ENV`](super::PIN_ENV).
     Env,
     /// A prompt on the terminal (done by the CLI).
     Prompt,
 }
 
-/// Choose the PIN source: `--pin-file`, else [`PIN_ENV`] (when set and not empty), else a
+/// Choose the PIN source: `--pin-file`, else [`PIN_ENV`](super::PIN_ENV) (when set and not empty), else a
 /// prompt when stdin is a terminal; otherwise [`Pkcs11Error::NoPin`].
 pub fn pin_source(
     pin_file: Option<&Path>,
