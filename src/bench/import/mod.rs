@@ -34,7 +34,7 @@ use trust::{
     TrustedCa,
 };
 
-pub use trust::{default_root_bundle, AMAZON_ROOT_CA1, NRF_CLOUD_COAP_CA};
+pub use trust::default_root_bundle;
 
 /// What `bench import` does.
 #[derive(Debug, Clone)]
