@@ -206,9 +206,10 @@ fn frontier(conn: &Connection) -> Result<merkle::Frontier, AuditError> {
         }
     }
     let after = i64::try_from(f.size()).unwrap_or(i64::MAX);
-    for h in db::checkpoints::leaves_after(conn, after)? {
-        f.push(&leaf(&h)?);
-    }
+    db::checkpoints::for_each_leaf_after(conn, after, |h| -> Result<(), AuditError> {
+        f.push(&leaf(h)?);
+        Ok(())
+    })?;
     Ok(f)
 }
 
