@@ -1190,8 +1190,19 @@ fn issue16_ctrl_c_during_export_says_what_was_interrupted_and_a_rerun_finishes()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Realistic KEYGENs take 1-3 s: 0.8 s in, both devices are mid-way.
-    std::thread::sleep(Duration::from_millis(800));
+    // Interrupt once both modems are mid-KEYGEN (realistic KEYGENs take 1-3 s), whatever the
+    // machine's load: wait for the command to reach them, not for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let keygen_sent = |i: usize| {
+        s.snapshot(i)
+            .commands
+            .iter()
+            .any(|c| c.starts_with("AT%KEYGEN"))
+    };
+    while !(keygen_sent(0) && keygen_sent(1)) {
+        assert!(Instant::now() < deadline, "export never reached KEYGEN");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -1207,7 +1218,14 @@ fn issue16_ctrl_c_during_export_says_what_was_interrupted_and_a_rerun_finishes()
     assert!(err.contains("Run the same command again"), "{err}");
     // The modems finish the command they were in (a KEYGEN takes up to 3 s) before a new
     // session starts, as a technician's re-run would.
-    std::thread::sleep(Duration::from_millis(3500));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.snapshot(0).busy || s.snapshot(1).busy {
+        assert!(
+            Instant::now() < deadline,
+            "the modems never finished their KEYGEN"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let o = common::run(&mut export());
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     let rows = std::fs::read_to_string(&out).unwrap().lines().count();

@@ -112,6 +112,9 @@ pub struct ModemSnapshot {
     pub commands: Vec<String>,
     /// Disconnects simulated so far.
     pub disconnects: u32,
+    /// Whether it is answering a command now (read, reply not yet fully written): a test that
+    /// killed its host mid-command waits for `false` before the next session.
+    pub busy: bool,
 }
 
 impl ModemSnapshot {
@@ -130,6 +133,24 @@ struct Shared {
     link: Option<PathBuf>,
     history: Mutex<Vec<String>>,
     disconnects: Mutex<u32>,
+    /// A command is being answered: set when it is read, cleared once its reply is written.
+    busy: AtomicBool,
+}
+
+/// Marks a modem busy while one command is answered (cleared however the answer ends).
+struct Answering<'a>(&'a AtomicBool);
+
+impl<'a> Answering<'a> {
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::SeqCst);
+        Answering(flag)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,6 +270,7 @@ impl Simulator {
                 link,
                 history: Mutex::new(Vec::new()),
                 disconnects: Mutex::new(0),
+                busy: AtomicBool::new(false),
             }));
             ptys.push((pty, rng));
         }
@@ -300,6 +322,7 @@ impl Simulator {
         let port = port_of(sh);
         let commands = lock(&sh.history).clone();
         let disconnects = *lock(&sh.disconnects);
+        let busy = sh.busy.load(Ordering::SeqCst);
         let m = lock(&sh.modem);
         Some(ModemSnapshot {
             index: i,
@@ -330,6 +353,7 @@ impl Simulator {
             identity_public_key: m.identity.identity_public_key(),
             commands,
             disconnects,
+            busy,
         })
     }
 
@@ -739,6 +763,7 @@ fn run_modem(
                 }
                 Work::Modem { echo, received } => (echo, received),
             };
+            let _answering = Answering::start(&sh.busy);
             let (plan, class, reset) = {
                 let mut m = lock(&sh.modem);
                 let reply = match &r {
