@@ -367,25 +367,60 @@ pub fn build_tbs(ca: &IssuerProfile, iss: &Issuance) -> Result<Vec<u8>, IssueErr
     Ok(out)
 }
 
+/// An X.509 `Time` for `t` (UTCTime 1950–2049, else GeneralizedTime, RFC 5280 §4.1.2.5),
+/// whole seconds; `None` outside what DER can say. The one conversion for certificates and
+/// CRLs built with `x509-cert`.
+pub(crate) fn x509_time(t: OffsetDateTime) -> Option<x509_cert::time::Time> {
+    use der::asn1::{GeneralizedTime, UtcTime};
+    use x509_cert::time::Time;
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let y = u16::try_from(t.year()).ok()?;
+    let dt = der::DateTime::new(
+        y,
+        t.month().into(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    )
+    .ok()?;
+    Some(if (1950..2050).contains(&y) {
+        Time::UtcTime(UtcTime::from_date_time(dt).ok()?)
+    } else {
+        Time::GeneralTime(GeneralizedTime::from_date_time(dt))
+    })
+}
+
+/// The DER of an AuthorityKeyIdentifier extension value naming the CA's key by `ski` (the
+/// one encoding for certificates and CRLs).
+pub(crate) fn aki_der(ski: &[u8]) -> Result<Vec<u8>, der::Error> {
+    use der::Encode;
+    x509_cert::ext::pkix::AuthorityKeyIdentifier {
+        key_identifier: Some(der::asn1::OctetString::new(ski.to_vec())?),
+        authority_cert_issuer: None,
+        authority_cert_serial_number: None,
+    }
+    .to_der()
+}
+
 /// The same TBSCertificate as [`build_tbs`], built from `x509-cert`'s types and encoded by
 /// `der`: the reference the hand template is tested against (`template_matches_x509_cert`)
 /// and measured against (`cargo bench --bench micro`, docs/performance.md).
 #[doc(hidden)]
 pub fn build_tbs_x509_cert(ca: &IssuerProfile, iss: &Issuance) -> Result<Vec<u8>, IssueError> {
     use crate::oid;
-    use der::asn1::{Any, BitString, GeneralizedTime, OctetString, SetOfVec, UtcTime};
+    use der::asn1::{Any, BitString, OctetString, SetOfVec};
     use der::{Decode, Encode, Tag};
     use x509_cert::attr::AttributeTypeAndValue;
     use x509_cert::certificate::{TbsCertificate, Version};
     use x509_cert::ext::pkix::{
-        AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
-        SubjectKeyIdentifier,
+        BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
     };
     use x509_cert::ext::Extension;
     use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
     use x509_cert::serial_number::SerialNumber;
     use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-    use x509_cert::time::{Time, Validity};
+    use x509_cert::time::Validity;
 
     check_validity(iss.not_before, iss.not_after, ca.not_after)?;
     if iss.device_id.is_empty() || iss.device_id.chars().count() > MAX_CN_LEN {
@@ -395,24 +430,7 @@ pub fn build_tbs_x509_cert(ca: &IssuerProfile, iss: &Issuance) -> Result<Vec<u8>
         return Err(IssueError::BadPublicKey);
     }
     let bad = |e: der::Error| IssueError::BadIssuer(e.to_string());
-    let time = |t: OffsetDateTime| -> Result<Time, IssueError> {
-        let t = t.to_offset(time::UtcOffset::UTC);
-        let y = u16::try_from(t.year()).map_err(|_| IssueError::TimeOutOfRange)?;
-        let dt = der::DateTime::new(
-            y,
-            t.month().into(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-        )
-        .map_err(|_| IssueError::TimeOutOfRange)?;
-        Ok(if (1950..2050).contains(&y) {
-            Time::UtcTime(UtcTime::from_date_time(dt).map_err(|_| IssueError::TimeOutOfRange)?)
-        } else {
-            Time::GeneralTime(GeneralizedTime::from_date_time(dt))
-        })
-    };
+    let time = |t: OffsetDateTime| x509_time(t).ok_or(IssueError::TimeOutOfRange);
     let ext = |id: oid::Oid, critical: bool, value: Vec<u8>| -> Result<Extension, IssueError> {
         Ok(Extension {
             extn_id: id,
@@ -485,13 +503,7 @@ pub fn build_tbs_x509_cert(ca: &IssuerProfile, iss: &Issuance) -> Result<Vec<u8>
             ext(
                 oid::AUTHORITY_KEY_IDENTIFIER,
                 false,
-                AuthorityKeyIdentifier {
-                    key_identifier: Some(OctetString::new(ca.ski.clone()).map_err(bad)?),
-                    authority_cert_issuer: None,
-                    authority_cert_serial_number: None,
-                }
-                .to_der()
-                .map_err(bad)?,
+                aki_der(&ca.ski).map_err(bad)?,
             )?,
         ]),
     };

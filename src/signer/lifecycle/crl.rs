@@ -100,7 +100,7 @@ pub fn build_crl(
     sign: &mut SignFn<'_>,
 ) -> Result<Vec<u8>, LifecycleError> {
     use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
-    use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlNumber, CrlReason};
+    use x509_cert::ext::pkix::{CrlNumber, CrlReason};
     use x509_cert::ext::Extension;
     use x509_cert::name::Name;
     use x509_cert::serial_number::SerialNumber;
@@ -153,13 +153,7 @@ pub fn build_crl(
         crl_extensions: Some(vec![
             ext(
                 oid::AUTHORITY_KEY_IDENTIFIER,
-                AuthorityKeyIdentifier {
-                    key_identifier: Some(OctetString::new(ca.ski.clone()).map_err(bad)?),
-                    authority_cert_issuer: None,
-                    authority_cert_serial_number: None,
-                }
-                .to_der()
-                .map_err(bad)?,
+                crate::signer::issue::aki_der(&ca.ski).map_err(bad)?,
             )?,
             ext(
                 oid::CRL_NUMBER,

@@ -71,27 +71,10 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> L
     }
 }
 
-/// An X.509 `Time` for `t` (UTCTime 1950–2049, else GeneralizedTime, RFC 5280 §4.1.2.5),
-/// whole seconds.
+/// An X.509 `Time` for `t` ([`crate::signer::issue::x509_time`]).
 pub(crate) fn x509_time(t: time::OffsetDateTime) -> Result<x509_cert::time::Time, LifecycleError> {
-    use der::asn1::{GeneralizedTime, UtcTime};
-    let bad = || LifecycleError::Build("time out of range".into());
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let y = u16::try_from(t.year()).map_err(|_| bad())?;
-    let dt = der::DateTime::new(
-        y,
-        t.month().into(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-    )
-    .map_err(|_| bad())?;
-    Ok(if (1950..2050).contains(&y) {
-        x509_cert::time::Time::UtcTime(UtcTime::from_date_time(dt).map_err(|_| bad())?)
-    } else {
-        x509_cert::time::Time::GeneralTime(GeneralizedTime::from_date_time(dt))
-    })
+    crate::signer::issue::x509_time(t)
+        .ok_or_else(|| LifecycleError::Build("time out of range".into()))
 }
 
 /// Refuse to sign with a CA past its notAfter (checked before the key is unlocked): what it
