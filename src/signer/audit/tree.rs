@@ -33,11 +33,18 @@ fn to_i64(n: u64) -> i64 {
 }
 
 /// The leaf hashes of leaves `start .. end` read from `ca.db`.
-fn leaf_hashes(conn: &Connection, start: u64, end: u64) -> Result<Vec<Hash>, AuditError> {
-    db::checkpoints::leaves_between(conn, to_i64(start), to_i64(end))?
+/// Also the chain hash (hex) of the last record read, which a tile keeps.
+fn leaf_hashes(
+    conn: &Connection,
+    start: u64,
+    end: u64,
+) -> Result<(Vec<Hash>, Option<String>), AuditError> {
+    let mut hexes = db::checkpoints::leaves_between(conn, to_i64(start), to_i64(end))?;
+    let leaves = hexes
         .iter()
         .map(|h| leaf(h).map(|l| merkle::leaf_hash(&l)))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((leaves, hexes.pop()))
 }
 
 /// The log in `ca.db` as [`merkle::Nodes`] for roots and proofs: complete 256-leaf blocks
@@ -107,7 +114,7 @@ impl merkle::Nodes for LogNodes<'_> {
                 &self.range_hash(start + k, end)?,
             ));
         }
-        let leaves = leaf_hashes(self.conn, start, end)
+        let (leaves, _) = leaf_hashes(self.conn, start, end)
             .map_err(|e| merkle::MerkleError::Source(crate::error::error_chain(&e)))?;
         if leaves.len() as u64 != n {
             return Err(merkle::MerkleError::Source(format!(
@@ -139,13 +146,8 @@ fn extend_tiles(conn: &Connection, size: u64) -> Result<(), AuditError> {
         }
     }
     for idx in next..complete {
-        let hexes =
-            db::checkpoints::leaves_between(conn, to_i64(idx * TILE), to_i64((idx + 1) * TILE))?;
-        let leaves: Vec<Hash> = hexes
-            .iter()
-            .map(|h| leaf(h).map(|l| merkle::leaf_hash(&l)))
-            .collect::<Result<_, _>>()?;
-        let Some(last) = hexes.last().filter(|_| leaves.len() as u64 == TILE) else {
+        let (leaves, last) = leaf_hashes(conn, idx * TILE, (idx + 1) * TILE)?;
+        let Some(last) = last.filter(|_| leaves.len() as u64 == TILE) else {
             return Err(AuditError::Corrupt(format!(
                 "the audit log has a gap in records {}..={}",
                 idx * TILE + 1,
@@ -156,7 +158,7 @@ fn extend_tiles(conn: &Connection, size: u64) -> Result<(), AuditError> {
             conn,
             to_i64(idx),
             &merkle::root_of_leaf_hashes(&leaves),
-            last,
+            &last,
         )?;
     }
     Ok(())
@@ -371,7 +373,7 @@ pub fn check_given<L: AsRef<[u8]>>(
 
 /// The leaves of the whole log in `ca.db` (the records' chain hashes, in order).
 pub fn leaves(conn: &Connection) -> Result<Vec<Hash>, AuditError> {
-    db::checkpoints::leaves(conn, None)?
+    db::checkpoints::leaves_between(conn, 0, i64::MAX)?
         .iter()
         .map(|h| leaf(h))
         .collect()

@@ -82,14 +82,6 @@ pub fn first_covering(conn: &Connection, size: i64) -> rusqlite::Result<Option<S
     .optional()
 }
 
-/// The chain hashes (hex) of audit records 1..=`upto` (all records with `None`), in order: the
-/// leaves of the tree.
-pub fn leaves(conn: &Connection, upto: Option<i64>) -> rusqlite::Result<Vec<String>> {
-    let mut st = conn.prepare_cached("SELECT hash FROM audit WHERE seq <= ?1 ORDER BY seq")?;
-    let rows = st.query_map([upto.unwrap_or(i64::MAX)], |r| r.get(0))?;
-    rows.collect()
-}
-
 /// Call `each` with the chain hash (hex) of every audit record after `after`, in order: the
 /// leaves to append to a stored frontier. Streams: a batch of 100 000 records collected as
 /// strings first cost ~10 MB of peak memory.
