@@ -439,60 +439,19 @@ fn new_custody(
     cert: &ca::CaCert,
     new: &ca::NewCustody,
 ) -> Result<(Box<dyn CaSigner>, NewFiles), CaError> {
-    use crate::signer::ca::{CA_KEY_PKCS11, QUORUM_MANIFEST, SHARES_DIR};
-    use crate::signer::key::pkcs11::Pkcs11Key;
-    use crate::signer::key::quorum;
-    let (signer, new_files): (Box<dyn CaSigner>, NewFiles) = match new {
-        ca::NewCustody::Quorum {
-            threshold,
-            custodians,
-            scrypt_log_n,
-        } => {
-            let setup = quorum::create(
-                pkcs8,
-                &cert.fingerprint,
-                *threshold,
-                custodians,
-                *scrypt_log_n,
-            )?;
-            let key = secret::CaKey::from_pkcs8(pkcs8)?;
-            let mut files = vec![(
-                QUORUM_MANIFEST.to_string(),
-                setup.manifest.to_json().into_bytes(),
-            )];
-            for sh in &setup.shares {
-                files.push((format!("{SHARES_DIR}/{}", sh.file_name), sh.bytes.clone()));
-            }
-            files.push((CA_KEY.to_string(), setup.key_file.clone()));
-            (
-                Box::new(crate::signer::key::age::AgeKey::new(
-                    key,
-                    setup.manifest.custody(Vec::new()),
-                )),
-                files,
-            )
-        }
-        ca::NewCustody::Pkcs11 {
-            module,
-            token,
-            pin,
-            label,
-        } => {
-            let t = Pkcs11Key::import(module, token, pin, pkcs8, label)
-                .map_err(crate::signer::key::KeyError::from)?;
-            let mut line = t.uri().format();
-            line.push('\n');
-            (
-                Box::new(t),
-                vec![(CA_KEY_PKCS11.to_string(), line.into_bytes())],
-            )
-        }
-        ca::NewCustody::Age { .. } => {
-            return Err(CaError::Protect(
-                "for a passphrase or recipients use --new-passphrase-file / --new-recipient".into(),
-            ))
-        }
-    };
+    if let ca::NewCustody::Age { .. } = new {
+        return Err(CaError::Protect(
+            "for a passphrase or recipients use --new-passphrase-file / --new-recipient".into(),
+        ));
+    }
+    // The files `ca init` would write for this custody; the key file goes last, so an
+    // interrupted move leaves the new manifest and shares beside the old key.
+    let (files, signer) = ca::hold_key(new, None, cert, Some(pkcs8), None)?;
+    let (mut new_files, key_file): (NewFiles, NewFiles) = files
+        .into_iter()
+        .map(|f| (f.name, f.bytes))
+        .partition(|(name, _)| name != CA_KEY);
+    new_files.extend(key_file);
     if signer.public_key() != cert.public_key {
         return Err(CaError::Protect(
             "the new custody holds a different key than ca.pem's; nothing was changed".into(),

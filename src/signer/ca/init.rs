@@ -212,9 +212,11 @@ fn log_n_of(custody: &NewCustody) -> Option<u8> {
 
 /// One file of the key's custody, relative to the CA directory (written 0600, never over an
 /// existing file).
-struct KeyFile {
-    name: String,
-    bytes: Vec<u8>,
+pub(crate) struct KeyFile {
+    /// Path relative to the CA directory.
+    pub(crate) name: String,
+    /// Contents.
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// How `ca init` / `ca import` hold the new key (SPEC §13). With [`NewCustody::Age`] the
@@ -282,10 +284,12 @@ impl NewCustody {
 
 /// Hold the new CA's key as `custody` says, once its certificate `cert` exists: the files to
 /// write and the signer (with its custody) for the first checkpoint. `pkcs8` is the key in
-/// memory (None: generated in the token, `token` holds it).
-fn hold_key(
+/// memory (None: generated in the token, `token` holds it). `protection` is what an age
+/// custody encrypts to (`ca init`/`import`); `ca protect` moves keys to a quorum or a token
+/// only, and passes None. Shared by both, so a custody's files are made in one place.
+pub(crate) fn hold_key(
     custody: &NewCustody,
-    protection: &Protection,
+    protection: Option<&Protection>,
     cert: &CaCert,
     pkcs8: Option<&[u8]>,
     token: Option<Pkcs11Key>,
@@ -303,6 +307,9 @@ fn hold_key(
     let key = CaKey::from_pkcs8(pkcs8)?;
     match custody {
         NewCustody::Age { scrypt_log_n } => {
+            let protection = protection.ok_or_else(|| {
+                CaError::Protect("no passphrase or recipients to encrypt the key to".into())
+            })?;
             let ciphertext = secret::encrypt_with_log_n(pkcs8, protection, *scrypt_log_n)?;
             let c = custody_of_file(&ciphertext)?;
             let c = match (c, protection) {
@@ -552,7 +559,7 @@ pub(crate) fn init_as(
 
     let (key_files, key) = hold_key(
         custody,
-        &opts.protection,
+        Some(&opts.protection),
         &cert,
         pkcs8.as_deref().map(|p| &p[..]),
         token,
@@ -699,7 +706,7 @@ pub fn import_with(
     ensure_dir(ca_dir)?;
     refuse_existing(ca_dir)?;
     drop(key);
-    let (key_files, key) = hold_key(custody, protection, &cert, Some(&pkcs8), None)?;
+    let (key_files, key) = hold_key(custody, Some(protection), &cert, Some(&pkcs8), None)?;
     drop(pkcs8);
     let protection_desc = describe(custody, protection, key.as_ref());
     let details = json!({

@@ -24,10 +24,10 @@ pub use crate::signer::ca_files::{
 };
 pub use benches::{distrust_bench, trust_bench, trusted_benches, TrustedBench};
 pub(crate) use init::init_intermediate;
+pub(crate) use init::{hold_key, sync_dir, tmp_name};
 pub use init::{
     import, import_with, init, init_root, init_with, key_identifier, NewCustody, META_ROLE,
 };
-pub(crate) use init::{sync_dir, tmp_name};
 pub use reshare::{reshare, ReshareReport};
 pub use show::show;
 pub(crate) use unlock::{begin_immediate, check_ca_files, unlock_keeping_record, Opened};
