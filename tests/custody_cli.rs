@@ -330,19 +330,11 @@ fn hsm_token_deleted_mid_batch_rolls_the_batch_back() {
 #[test]
 fn hsm_bundle_imports_onto_simulated_modems() {
     use nrfca::bench::{export, import, ExportOptions, ImportOptions, Status};
-    use nrfca::sim::{Latency, SimConfig, Simulator};
     let dir = tempfile::tempdir().unwrap();
     let Some(t) = token(dir.path()) else { return };
     let ca = dir.path().join("ca");
     ok(&t.init(&ca), "ca init --pkcs11");
-    let sim = Simulator::start(SimConfig {
-        count: 2,
-        latency: Latency::Test,
-        link_dir: Some(dir.path().join("modems")),
-        ..SimConfig::default()
-    })
-    .expect("simulator starts");
-    let ports = common::port_names(&sim);
+    let (sim, ports) = common::test_modems(dir.path(), 2);
     let settings = common::port_settings(1500, 600, 5);
     let req = dir.path().join("requests.csv");
     let mut eo = ExportOptions::new(ports.clone(), req.clone());

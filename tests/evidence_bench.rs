@@ -16,7 +16,7 @@
 use nrfca::checkpoint::{Checkpoint, ProofFile};
 use nrfca::internal::crypto::{self, P256Key};
 use nrfca::internal::merkle::Tree;
-use nrfca::sim::{Latency, SimConfig, Simulator};
+use nrfca::sim::Simulator;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,14 +44,7 @@ impl Lab {
     /// Two simulated modems and a CA imported from an openssl key (kept for checkpoints).
     fn new() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let sim = Simulator::start(SimConfig {
-            count: 2,
-            latency: Latency::Test,
-            link_dir: Some(dir.path().join("modems")),
-            ..SimConfig::default()
-        })
-        .expect("simulator starts");
-        let ports = common::port_names(&sim);
+        let (sim, ports) = common::test_modems(dir.path(), 2);
         let d = dir.path();
         openssl_p256_key(d, "ca_sec1.pem");
         openssl_in(
@@ -550,7 +543,12 @@ fn strip_checkpoint(lab: &Lab, bundle: &str) {
     for name in names {
         let _ = fs::remove_file(b.join(name));
     }
-    let mut text = serde_json::to_string_pretty(&m).unwrap();
+    resign_manifest(lab, &b, &m);
+}
+
+/// Write `m` as the bundle's manifest and sign it with the CA key (a forger holding the key).
+fn resign_manifest(lab: &Lab, b: &Path, m: &serde_json::Value) {
+    let mut text = serde_json::to_string_pretty(m).unwrap();
     text.push('\n');
     fs::write(b.join("manifest.json"), &text).unwrap();
     let sig = lab.ca_key.sign_der(text.as_bytes()).unwrap();
@@ -573,15 +571,7 @@ fn list_in_manifest(lab: &Lab, bundle: &str) {
         }));
     }
     files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let mut text = serde_json::to_string_pretty(&m).unwrap();
-    text.push('\n');
-    fs::write(b.join("manifest.json"), &text).unwrap();
-    let sig = lab.ca_key.sign_der(text.as_bytes()).unwrap();
-    fs::write(
-        b.join("manifest.sig"),
-        format!("{}\n", crypto::b64_encode(&sig)),
-    )
-    .unwrap();
+    resign_manifest(lab, &b, &m);
 }
 
 /// Without `bench init`, export works, writes no statement and says once what to do.

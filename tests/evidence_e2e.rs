@@ -7,7 +7,7 @@
 //! back, as the officer guide says, and the flow going on.
 #![cfg(feature = "bench")]
 
-use nrfca::sim::{Latency, SimConfig, Simulator};
+use nrfca::sim::Simulator;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -196,14 +196,7 @@ fn entries(dir: &Path) -> Vec<String> {
 #[test]
 fn two_benches_three_batches_and_a_restored_ca_db_caught_at_sign_and_at_import() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimConfig {
-        count: 7,
-        latency: Latency::Test,
-        link_dir: Some(dir.path().join("modems")),
-        ..SimConfig::default()
-    })
-    .expect("simulator starts");
-    let ports = common::port_names(&sim);
+    let (sim, ports) = common::test_modems(dir.path(), 7);
     let lab = Lab { dir, sim, ports };
     // Modems 0 and 6 are bench A's; 1–3 (batch 2), 4 (batch 3) and 5 (later) are bench B's.
 

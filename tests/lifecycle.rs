@@ -414,17 +414,9 @@ fn audit_events(ca: &Path) -> Vec<String> {
 #[test]
 fn root_intermediate_batch_import_trusting_the_root() {
     use nrfca::bench::{export, import, ExportOptions, ImportOptions, Status};
-    use nrfca::sim::{Latency, SimConfig, Simulator};
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
-    let sim = Simulator::start(SimConfig {
-        count: 3,
-        latency: Latency::Test,
-        link_dir: Some(r.join("modems")),
-        ..SimConfig::default()
-    })
-    .expect("simulator starts");
-    let ports = common::port_names(&sim);
+    let (sim, ports) = common::test_modems(r, 3);
     let settings = common::port_settings(1500, 600, 5);
     let req = r.join("requests.csv");
     let mut eo = ExportOptions::new(ports.clone(), req.clone());

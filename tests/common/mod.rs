@@ -271,6 +271,21 @@ pub fn port_settings(
     s
 }
 
+/// `count` simulated modems at test latency, linked as `dir/modems/modemN`, and their ports.
+#[cfg(feature = "bench")]
+pub fn test_modems(dir: &Path, count: usize) -> (nrfca::sim::Simulator, Vec<String>) {
+    use nrfca::sim::{Latency, SimConfig, Simulator};
+    let sim = Simulator::start(SimConfig {
+        count,
+        latency: Latency::Test,
+        link_dir: Some(dir.join("modems")),
+        ..SimConfig::default()
+    })
+    .expect("simulator starts");
+    let ports = port_names(&sim);
+    (sim, ports)
+}
+
 /// The simulator's serial ports as strings (what `--port` takes).
 #[cfg(feature = "bench")]
 pub fn port_names(sim: &nrfca::sim::Simulator) -> Vec<String> {
