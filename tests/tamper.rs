@@ -761,7 +761,14 @@ fn verify_returns_exactly_the_bytes_it_hashed() {
             v.certs, genuine_rows,
             "verify returned rows it never hashed (it read certs.csv twice)"
         ),
-        Err(e) => eprintln!("a FIFO certs.csv is refused: {e}"),
+        // Refused as what it is (verify opens regular files only), not for any other reason.
+        Err(e) => {
+            let chain = nrfca::error_chain(&e);
+            assert!(
+                chain.contains("certs.csv") && chain.contains("not a regular file"),
+                "a FIFO certs.csv must be refused as not a regular file: {chain}"
+            );
+        }
     }
 }
 
